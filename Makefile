@@ -1,0 +1,93 @@
+# Tidemark: `make run` and `make test` set up everything they need on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+FLASK := $(VENV)/bin/flask
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export FLASK_APP := wsgi
+# Where `make test` looks for PostgreSQL when TEST_DATABASE_URL is not set.
+TEST_PG_PROBE ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+.PHONY: help run test test-sqlite test-postgres bench corpus-report system-run system-test clean
+
+help:
+	@echo "make run            set up, then start the portal, a worker and (if needed) Redis on http://127.0.0.1:5000"
+	@echo "make test           set up, then run every test (SQLite, and PostgreSQL when one is reachable)"
+	@echo "make bench          print benchmark figures"
+	@echo "make corpus-report  how many public corpus expectations the email logic meets"
+
+# --- setting up ---------------------------------------------------------------------------------
+define apt_install
+	if [ -n "$(1)" ]; then \
+	  echo "Installing Debian packages: $(1)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(1) >/dev/null; \
+	fi
+endef
+
+# Packages `make run` needs: venv support, and Redis unless REDIS_URL points at one.
+system-run:
+	@missing=""; \
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "Tidemark needs Python 3.11 or newer as $(PYTHON)."; exit 1; }; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	[ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	$(call apt_install,$$missing)
+
+# `make test` also needs Redis (the tests start their own) and chromium for the browser tests.
+system-test:
+	@missing=""; \
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "Tidemark needs Python 3.11 or newer as $(PYTHON)."; exit 1; }; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || missing="$$missing chromium"; \
+	$(call apt_install,$$missing)
+
+$(VENV)/.installed-run: requirements.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-run
+
+# --- the two commands ---------------------------------------------------------------------------
+run: system-run $(VENV)/.installed-run
+	@mkdir -p instance
+	$(FLASK) db upgrade
+	$(FLASK) demo seed
+	$(PY) -m workers.stack
+
+test: system-test $(VENV)/.installed-dev
+	@$(MAKE) --no-print-directory test-sqlite
+	@$(MAKE) --no-print-directory test-postgres
+
+test-sqlite:
+	@echo "== tests on SQLite =="
+	TIDEMARK_ENV=testing $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-postgres:
+	@url="$${TEST_DATABASE_URL:-}"; \
+	if [ -z "$$url" ]; then \
+	  if $(PY) -c "import psycopg, sys; psycopg.connect('$(TEST_PG_PROBE)'.replace('+psycopg', ''), connect_timeout=3).close()" 2>/dev/null; then \
+	    url="$(TEST_PG_PROBE)"; \
+	  else \
+	    echo "== PostgreSQL skipped: none reachable at $(TEST_PG_PROBE) and TEST_DATABASE_URL is not set =="; exit 0; \
+	  fi; \
+	fi; \
+	echo "== tests on PostgreSQL ($${url%%@*}@…) =="; \
+	TIDEMARK_ENV=testing TEST_DATABASE_URL="$$url" $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# --- figures ------------------------------------------------------------------------------------
+bench: system-test $(VENV)/.installed-dev
+	$(PY) -m tests.bench.bench_parse
+
+corpus-report: $(VENV)/.installed-dev
+	$(PY) -m tests.corpus.report
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

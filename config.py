@@ -1,0 +1,139 @@
+"""Settings, one class per environment, every value from an environment variable.
+
+Pick the class with TIDEMARK_ENV (development, testing, production); development is the default
+so that `make run` and the `flask` command work on a fresh checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("TIDEMARK_INSTANCE_DIR", BASE_DIR / "instance"))
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def kept_secret(filename: str, make: callable) -> str:
+    """A development secret generated once and kept in instance/, so restarts keep sessions
+    and encrypted values readable."""
+    path = INSTANCE_DIR / filename
+    if path.exists():
+        return path.read_text().strip()
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+class ConfigError(RuntimeError):
+    """The environment is not fit to start this configuration."""
+
+
+class Config:
+    ENV_NAME = "base"
+    TESTING = False
+
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'tidemark.sqlite3'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    TIDEMARK_ENCRYPTION_KEY = os.environ.get("TIDEMARK_ENCRYPTION_KEY")
+    # 1 = jobs run inline in the calling process instead of on Redis (command line, tests).
+    TIDEMARK_JOBS_SYNC = env_flag("TIDEMARK_JOBS_SYNC")
+    TIDEMARK_QUEUE = os.environ.get("TIDEMARK_QUEUE", "tidemark")
+
+    # Sign-in throttling: failures counted over a sliding window.
+    LOGIN_WINDOW = timedelta(minutes=env_int("TIDEMARK_LOGIN_WINDOW_MINUTES", 15))
+    LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("TIDEMARK_LOGIN_MAX_PER_ACCOUNT", 5)
+    LOGIN_MAX_FAILURES_PER_IP = env_int("TIDEMARK_LOGIN_MAX_PER_IP", 20)
+
+    SESSION_COOKIE_NAME = "tidemark_session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = env_flag("TIDEMARK_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    PERMANENT_SESSION_LIFETIME = timedelta(hours=env_int("TIDEMARK_SESSION_HOURS", 12))
+    # htmx-boosted pages never reload <body>, so a token that expires would break them.
+    WTF_CSRF_TIME_LIMIT = None
+    WTF_CSRF_HEADERS = ["X-CSRFToken"]
+
+    # Number of proxies in front of the app whose X-Forwarded-For we trust (0 = none).
+    TIDEMARK_PROXY_COUNT = env_int("TIDEMARK_PROXY_COUNT", 0)
+    TIDEMARK_PAGE_SIZE = env_int("TIDEMARK_PAGE_SIZE", 50)
+
+    @classmethod
+    def finish(cls) -> None:
+        """Fill in what depends on the environment at start-up; raise ConfigError if unfit."""
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+
+    @classmethod
+    def finish(cls) -> None:
+        if not cls.SECRET_KEY:
+            cls.SECRET_KEY = kept_secret("secret_key", lambda: secrets.token_hex(32))
+        if not cls.TIDEMARK_ENCRYPTION_KEY:
+            cls.TIDEMARK_ENCRYPTION_KEY = kept_secret(
+                "encryption.key", lambda: Fernet.generate_key().decode()
+            )
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    SECRET_KEY = "testing-secret-key-not-for-production"
+    TIDEMARK_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    TIDEMARK_JOBS_SYNC = True
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+    SESSION_COOKIE_SECURE = env_flag("TIDEMARK_COOKIE_SECURE", True)
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+    @classmethod
+    def finish(cls) -> None:
+        missing = [n for n in ("SECRET_KEY", "TIDEMARK_ENCRYPTION_KEY") if not getattr(cls, n)]
+        if missing:
+            raise ConfigError(
+                "Production needs " + " and ".join(missing) + " in the environment; refusing to start."
+            )
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_for(name: str | None = None) -> type[Config]:
+    name = (name or os.environ.get("TIDEMARK_ENV") or "development").lower()
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"TIDEMARK_ENV={name!r} is not one of {', '.join(CONFIGS)}") from None

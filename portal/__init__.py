@@ -1,0 +1,155 @@
+"""Tidemark: email-to-ticket portal for MSPs.
+
+create_app() only wires things together: it touches neither the database nor the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, flash, g, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import INSTANCE_DIR, config_for
+from portal.extensions import csrf, db, htmx, login_manager, migrate
+from portal.responses import hx_redirect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Endpoints anyone may reach without signing in.
+PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static"}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
+    config = config_for(config_name)
+    config.finish()
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.from_object(config)
+    app.config.update(overrides)
+    init_extensions(app)
+    init_blueprints(app)
+    init_security(app)
+    init_templates(app)
+    init_errors(app)
+    init_cli(app)
+    return app
+
+
+def init_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.sign_in"
+    login_manager.login_message = "Please sign in to see that page."
+    login_manager.session_protection = "basic"
+    if app.config["TIDEMARK_PROXY_COUNT"]:
+        n = app.config["TIDEMARK_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    from portal.services.users import user_for_session
+
+    login_manager.user_loader(user_for_session)
+
+
+def init_blueprints(app: Flask) -> None:
+    from portal.auth.views import bp as auth_bp
+    from portal.clients.views import bp as clients_bp
+    from portal.main.views import bp as main_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(clients_bp)
+
+
+def init_security(app: Flask) -> None:
+    @app.before_request
+    def require_sign_in():
+        if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+            return None
+        if not current_user.is_authenticated:
+            if htmx:
+                return hx_redirect(url_for("auth.sign_in"))
+            return login_manager.unauthorized()
+        g.msp_id = current_user.msp_id
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        response.vary.add("HX-Request")
+        return response
+
+    @app.teardown_request
+    def forget_uncommitted(exc):
+        from portal.jobs import discard_pending
+
+        if exc is not None:
+            db.session.rollback()
+        discard_pending()
+
+
+def init_templates(app: Flask) -> None:
+    from portal import display
+    from portal.services.clients import timezone_names
+
+    app.jinja_env.filters["localtime"] = display.localtime
+    app.jinja_env.filters["when"] = display.when
+    app.jinja_env.filters["audit_value"] = display.audit_value
+    app.jinja_env.globals["field_errors"] = display.field_errors
+    app.jinja_env.globals["timezone_names"] = timezone_names
+
+
+def init_errors(app: Flask) -> None:
+    def page(status: int, title: str, message: str):
+        if request.path.startswith("/healthz") or request.accept_mimetypes.best == "application/json":
+            return jsonify(error=title), status
+        template = "errors/_error.html" if htmx else "errors/error.html"
+        return render_template(template, status=status, title=title, message=message), status
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc):
+        if htmx:
+            resp = app.response_class("The page was out of date; reloading.", status=400)
+            resp.headers["HX-Refresh"] = "true"
+            return resp
+        flash("The form was out of date or sent from elsewhere. Please try again.", "error")
+        return redirect(request.referrer or url_for("main.dashboard"))
+
+    @app.errorhandler(403)
+    def forbidden(exc):
+        return page(403, "Not allowed", "Your role cannot do this. Ask an administrator of your MSP.")
+
+    @app.errorhandler(404)
+    def not_found(exc):
+        return page(404, "Not found", "There is nothing at this address, or it is not yours to see.")
+
+    @app.errorhandler(500)
+    def server_error(exc):
+        db.session.rollback()
+        return page(500, "Something went wrong", "The error was logged. Please try again in a moment.")
+
+
+def init_cli(app: Flask) -> None:
+    from portal.cli import register
+
+    register(app)

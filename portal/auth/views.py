@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from portal.auth.forms import SignInForm
+from portal.services import commit
+from portal.services.users import ThrottlePolicy, sign_in as sign_in_user
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths, so the sign-in page cannot be used to bounce people elsewhere."""
+    if not target:
+        return url_for("main.dashboard")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("main.dashboard")
+    return target
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    if current_user.is_authenticated:
+        return redirect(url_for("main.dashboard"))
+    form = SignInForm()
+    error = None
+    status = 200
+    if form.validate_on_submit():
+        cfg = current_app.config
+        policy = ThrottlePolicy(
+            cfg["LOGIN_WINDOW"], cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"], cfg["LOGIN_MAX_FAILURES_PER_IP"]
+        )
+        result = sign_in_user(form.email.data, form.password.data, request.remote_addr or "unknown", policy)
+        commit()
+        if result.user is not None:
+            next_url = _safe_next(request.args.get("next"))
+            session.clear()  # a fresh session on sign-in: no fixation
+            login_user(result.user, remember=form.remember.data)
+            session.permanent = True
+            return redirect(next_url)
+        error = result.error
+        status = 401
+    elif request.method == "POST":
+        status = 422
+    return render_template("auth/sign_in.html", form=form, error=error), status
+
+
+@bp.post("/sign-out")
+def sign_out():
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.sign_in"))

@@ -1,0 +1,32 @@
+from flask_wtf import FlaskForm
+from wtforms import SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+
+class ClientForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired("Give the client a name."), Length(max=200)])
+    code = StringField(
+        "Short code", validators=[Optional(), Length(max=20)],
+        description="Shown in lists, e.g. CONTOSO. Letters and digits.",
+    )
+    parent_id = SelectField("Sits below", coerce=int, validate_choice=True)
+    allow = TextAreaField(
+        "Allow-list",
+        description="Sender addresses and domains whose mail belongs to this client: one per line, "
+        "domains without @ (contoso.com, boss@gmail.com).",
+    )
+    waterline = TextAreaField(
+        "Waterline",
+        validators=[Length(max=2000)],
+        description="Everything from this text down is cut from an inbound email. Empty = inherited.",
+    )
+    timezone = StringField("Time zone", description="e.g. Europe/Berlin. Empty = inherited.")
+    reference_prefix = StringField(
+        "Ticket reference prefix", description="Ticket references read PREFIX-1042, e.g. T-1042 or DEMO-1042."
+    )
+
+    service_errors: dict
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.service_errors = {}

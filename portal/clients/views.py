@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from portal.auth.access import admin_required
+from portal.clients.forms import ClientForm
+from portal.extensions import db
+from portal.responses import hx_redirect, render_page
+from portal.services import ValidationError, audit, commit
+from portal.services import clients as svc
+
+bp = Blueprint("clients", __name__, url_prefix="/clients")
+HISTORY_PAGE = 20
+
+
+def _client_or_404(client_id: int):
+    client = svc.get_client(g.msp_id, client_id)
+    if client is None:
+        abort(404)
+    return client
+
+
+def _parent_choices(exclude=None) -> list[tuple[int, str]]:
+    skip = set()
+    if exclude is not None:
+        skip = {exclude.id} | svc.descendant_ids(exclude)
+    return [
+        (n.client.id, "\u2003" * n.depth + n.client.name)
+        for n in svc.client_tree(g.msp_id)
+        if n.client.id not in skip
+    ]
+
+
+def _input_from(form: ClientForm, is_msp: bool) -> svc.ClientInput:
+    return svc.ClientInput(
+        name=form.name.data or "",
+        code=form.code.data or "",
+        waterline=form.waterline.data or "",
+        timezone=form.timezone.data or "",
+        allow=form.allow.data or "",
+        reference_prefix=(form.reference_prefix.data or "") if is_msp else None,
+    )
+
+
+@bp.get("")
+def tree():
+    query = request.args.get("q", "").strip()
+    nodes = svc.client_tree(g.msp_id, query)
+    return render_page("clients/tree.html", "clients/_tree.html", nodes=nodes, query=query)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@admin_required
+def new():
+    form = ClientForm()
+    form.parent_id.choices = _parent_choices()
+    if request.method == "GET":
+        form.parent_id.data = request.args.get("parent", type=int) or g.msp_id
+    if form.validate_on_submit():
+        parent = _client_or_404(form.parent_id.data)
+        try:
+            client = svc.create_client(parent, _input_from(form, False), current_user)
+        except ValidationError as exc:
+            form.service_errors = exc.errors
+        else:
+            commit()
+            flash(f"Client {client.name} created.", "success")
+            return hx_redirect(url_for("clients.detail", client_id=client.id))
+    status = 422 if request.method == "POST" else 200
+    return render_page("clients/form.html", "clients/_form.html", form=form, client=None), status
+
+
+@bp.get("/<int:client_id>")
+def detail(client_id: int):
+    client = _client_or_404(client_id)
+    entries, total = audit.history(g.msp_id, "client", client.id, per_page=HISTORY_PAGE)
+    return render_template(
+        "clients/detail.html",
+        client=client,
+        settings=svc.effective_settings(client),
+        disabled_by=svc.disabled_by(client),
+        ancestors=list(reversed(svc.ancestors(client))),
+        history=entries,
+        history_total=total,
+        history_page=1,
+        history_pages=max(1, -(-total // HISTORY_PAGE)),
+    )
+
+
+@bp.get("/<int:client_id>/history")
+def history(client_id: int):
+    client = _client_or_404(client_id)
+    page = max(1, request.args.get("page", 1, type=int))
+    entries, total = audit.history(g.msp_id, "client", client.id, page=page, per_page=HISTORY_PAGE)
+    return render_page(
+        "clients/history.html", "clients/_history.html", client=client, history=entries,
+        history_total=total, history_page=page, history_pages=max(1, -(-total // HISTORY_PAGE)),
+    )
+
+
+@bp.route("/<int:client_id>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(client_id: int):
+    client = _client_or_404(client_id)
+    form = ClientForm(obj=client if request.method == "GET" else None)
+    form.parent_id.choices = [] if client.is_msp else _parent_choices(exclude=client)
+    if client.is_msp:
+        # An MSP root has no parent field; keep WTForms from rejecting the empty choice.
+        form.parent_id.validate_choice = False
+        form.parent_id.data = 0
+    if request.method == "GET":
+        form.allow.data = "\n".join(e.value for e in client.allow_entries)
+        form.parent_id.data = client.parent_id or 0
+    if form.validate_on_submit():
+        try:
+            if not client.is_msp and form.parent_id.data != client.parent_id:
+                svc.move_client(client, _client_or_404(form.parent_id.data), current_user)
+            changes = svc.update_client(client, _input_from(form, client.is_msp), current_user)
+        except ValidationError as exc:
+            form.service_errors = exc.errors
+            # Keep the database as it was: nothing of a half-valid form is applied.
+            db.session.rollback()
+            client = _client_or_404(client_id)
+        else:
+            commit()
+            flash(f"Saved {client.name}." if changes else "Nothing changed.", "success")
+            return hx_redirect(url_for("clients.detail", client_id=client.id))
+    status = 422 if request.method == "POST" else 200
+    return render_page("clients/form.html", "clients/_form.html", form=form, client=client), status
+
+
+@bp.post("/<int:client_id>/disable")
+@admin_required
+def disable(client_id: int):
+    return _set_disabled(client_id, True)
+
+
+@bp.post("/<int:client_id>/enable")
+@admin_required
+def enable(client_id: int):
+    return _set_disabled(client_id, False)
+
+
+def _set_disabled(client_id: int, disabled: bool):
+    client = _client_or_404(client_id)
+    try:
+        svc.set_client_disabled(client, disabled, current_user)
+    except ValidationError as exc:
+        flash(" ".join(m for msgs in exc.errors.values() for m in msgs), "error")
+    else:
+        commit()
+        flash(f"{client.name} is {'disabled' if disabled else 'enabled'}.", "success")
+    return hx_redirect(url_for("clients.detail", client_id=client.id))

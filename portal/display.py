@@ -1,0 +1,46 @@
+"""How values read on a page: times in the viewer's time zone, form errors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask_login import current_user
+
+
+def viewer_timezone() -> ZoneInfo:
+    name = None
+    if current_user and current_user.is_authenticated:
+        name = current_user.timezone or current_user.msp.timezone
+    try:
+        return ZoneInfo(name or "UTC")
+    except ZoneInfoNotFoundError:
+        return ZoneInfo("UTC")
+
+
+def localtime(value: datetime | None) -> datetime | None:
+    return value.astimezone(viewer_timezone()) if value else None
+
+
+def when(value: datetime | None) -> str:
+    local = localtime(value)
+    return local.strftime("%Y-%m-%d %H:%M %Z") if local else "never"
+
+
+def field_errors(form, name: str) -> list[str]:
+    """Errors of a WTForms field or of a service ValidationError stored on the form."""
+    field = getattr(form, name, None)
+    found = list(getattr(field, "errors", []) or [])
+    found += form.service_errors.get(name, []) if hasattr(form, "service_errors") else []
+    return found
+
+
+def audit_value(value) -> str:
+    """One side of an audited change, as a person reads it."""
+    if value is None or value == [] or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)

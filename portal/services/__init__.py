@@ -1,0 +1,20 @@
+"""Writes and decisions per area. Services flush but never commit: the caller (a view or a job
+runtime) commits once, through portal.services.commit(), which also dispatches queued jobs."""
+
+from __future__ import annotations
+
+
+class ValidationError(Exception):
+    """Input a person can fix: field name -> messages ("" for the form as a whole)."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{k or 'form'}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def commit() -> None:
+    from portal.extensions import db
+    from portal.jobs import dispatch_pending
+
+    db.session.commit()
+    dispatch_pending()

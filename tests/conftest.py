@@ -1,0 +1,253 @@
+"""Shared fixtures: a fresh app and database per test, a real Redis, signed-in clients.
+
+The database is built once per run by the real migrations, then:
+- SQLite: each test gets a copy of that file;
+- PostgreSQL (TEST_DATABASE_URL set): a scratch database on that server, emptied after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from portal import create_app
+from portal.extensions import db as _db
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+CSRF_HEADER = re.compile(r'"X-CSRFToken": "([^"]+)"')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """TEST_REDIS_URL when given (it is flushed!), else a private redis-server on a free port."""
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed and TEST_REDIS_URL is not set (make test installs it)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            Redis.from_url(url).ping()
+            break
+        except Exception:  # noqa: BLE001 - still starting
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis(redis_url):
+    connection = Redis.from_url(redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+# --- database ------------------------------------------------------------------------------------
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
+    with app.app_context():
+        upgrade()
+        _db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database(tmp_path_factory):
+    """(kind, url or template path) of a database migrated to the latest schema."""
+    pg = os.environ.get("TEST_DATABASE_URL")
+    if pg:
+        server = make_url(pg)
+        name = f"tidemark_test_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = server.set(database=name).render_as_string(hide_password=False)
+        _migrate(url)
+        yield "postgresql", url
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        template = tmp_path_factory.mktemp("db") / "template.sqlite3"
+        _migrate(f"sqlite:///{template}")
+        yield "sqlite", str(template)
+
+
+@pytest.fixture
+def database_url(database, tmp_path):
+    kind, where = database
+    if kind == "sqlite":
+        path = tmp_path / "tidemark.sqlite3"
+        shutil.copyfile(where, path)
+        yield f"sqlite:///{path}"
+        return
+    yield where
+    engine = create_engine(where)
+    with engine.begin() as conn:
+        tables = [t.name for t in _db.metadata.sorted_tables if t.name != "alembic_version"]
+        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def app(database_url, redis_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIDEMARK_INSTANCE_DIR", str(tmp_path / "instance"))
+    application = create_app(
+        "testing",
+        SQLALCHEMY_DATABASE_URI=database_url,
+        REDIS_URL=redis_url,
+        TIDEMARK_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+    )
+    with application.app_context():
+        yield application
+        _db.session.remove()
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def db(app):
+    return _db
+
+
+# --- people and clients --------------------------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+
+
+class World:
+    """Factories for MSP trees and users, committed so that HTTP requests see them."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def msp(self, name="Acme MSP", code=None, **kw):
+        from portal.services import clients, commit
+
+        msp = clients.create_msp(clients.ClientInput(name=name, code=code or "", **kw))
+        commit()
+        return msp
+
+    def client(self, parent, name, allow=(), waterline="", code=""):
+        from portal.services import clients, commit
+
+        c = clients.create_client(
+            parent, clients.ClientInput(name=name, allow=list(allow), waterline=waterline, code=code), None
+        )
+        commit()
+        return c
+
+    def user(self, msp, email=None, role="admin", password=PASSWORD):
+        from portal.services import commit, users
+
+        u = users.create_user(msp, email or f"{role}-{uuid.uuid4().hex[:6]}@{msp.name.split()[0].lower()}.example",
+                              password, role, None)
+        commit()
+        return u
+
+
+@pytest.fixture
+def world(app):
+    return World(app)
+
+
+class Browser:
+    """A test client that signs in and sends CSRF tokens the way the pages do."""
+
+    def __init__(self, client):
+        self.client = client
+        self.token = None
+
+    @staticmethod
+    def _fresh_request():
+        # Requests reuse the test's app context; in production each request has a fresh `g`
+        # (Flask-Login and Flask-WTF cache the user and the CSRF token there).
+        from flask import g
+
+        for name in list(g):
+            g.pop(name)
+
+    def get(self, url, **kw):
+        self._fresh_request()
+        resp = self.client.get(url, **kw)
+        self._remember_token(resp)
+        return resp
+
+    def _remember_token(self, resp):
+        body = resp.get_data(as_text=True)
+        found = CSRF_FIELD.search(body) or CSRF_HEADER.search(body)
+        if found:
+            self.token = found.group(1)
+
+    def post(self, url, data=None, htmx=False, token=True, **kw):
+        if self.token is None and token:
+            self.get("/sign-in")
+        data = dict(data or {})
+        headers = dict(kw.pop("headers", {}))
+        if token:
+            data.setdefault("csrf_token", self.token)
+        if htmx:
+            headers["HX-Request"] = "true"
+        self._fresh_request()
+        resp = self.client.post(url, data=data, headers=headers, **kw)
+        self._remember_token(resp)
+        return resp
+
+    def hx_get(self, url, **kw):
+        return self.get(url, headers={"HX-Request": "true"}, **kw)
+
+    def sign_in(self, email, password=PASSWORD):
+        self.get("/sign-in")
+        resp = self.post("/sign-in", {"email": email, "password": password})
+        if resp.status_code == 302:
+            self.get("/")  # a new session has a new CSRF token
+        return resp
+
+    def sign_out(self):
+        self.get("/")
+        return self.post("/sign-out")
+
+
+@pytest.fixture
+def browser(app):
+    return Browser(app.test_client())
+
+
+@pytest.fixture
+def make_browser(app):
+    return lambda: Browser(app.test_client())

@@ -1,0 +1,84 @@
+"""Jobs go through the real Redis and a real (burst) worker."""
+
+from datetime import timedelta
+
+import pytest
+from rq import SimpleWorker
+from sqlalchemy import func, select
+
+from portal import jobs
+from portal.extensions import db
+from portal.models import SignInFailure
+from portal.models.base import utcnow
+from portal.services import commit
+from workers.cron import build_scheduler
+
+
+def _failures(ages_in_days):
+    for days in ages_in_days:
+        db.session.add(SignInFailure(email="x@y.example", ip="127.0.0.1", at=utcnow() - timedelta(days=days)))
+    db.session.commit()
+
+
+def _count():
+    return db.session.scalar(select(func.count()).select_from(SignInFailure))
+
+
+def test_job_round_trip_through_redis_and_a_burst_worker(app, redis):
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    _failures([0, 3, 5])
+    jobs.enqueue("workers.maintenance.prune_sign_in_failures", job_id="prune-test")
+    assert jobs.queue(redis).count == 0  # nothing is sent before the commit
+    commit()
+    q = jobs.queue(redis)
+    assert q.job_ids == ["prune-test"]
+    SimpleWorker([q], connection=redis).work(burst=True)
+    job = q.fetch_job("prune-test")
+    assert job.is_finished and job.return_value() == 2
+    db.session.expire_all()
+    assert _count() == 1
+
+
+def test_jobs_of_a_rolled_back_request_are_never_sent(app, redis, browser):
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    jobs.enqueue("workers.maintenance.prune_sign_in_failures")
+    db.session.rollback()
+    jobs.discard_pending()
+    commit()
+    assert jobs.queue(redis).count == 0
+
+
+def test_sync_mode_runs_jobs_inline_after_the_commit(app):
+    _failures([4])
+    jobs.enqueue("workers.maintenance.prune_sign_in_failures")
+    assert _count() == 1
+    commit()
+    db.session.expire_all()
+    assert _count() == 0
+
+
+def test_a_failing_job_rolls_back_and_re_raises_so_rq_can_retry(app):
+    from workers.runtime import job
+
+    @job
+    def half_done():
+        db.session.add(SignInFailure(email="a@b.example", ip="1.1.1.1", at=utcnow()))
+        db.session.flush()
+        raise RuntimeError("server went away")
+
+    with pytest.raises(RuntimeError):
+        half_done()
+    assert _count() == 0
+
+
+def test_only_workers_jobs_can_be_enqueued(app):
+    with pytest.raises(ValueError):
+        jobs.enqueue("os.system", "rm -rf /")
+
+
+def test_cron_schedules_the_prune_job_on_the_queue(app, redis):
+    scheduler = build_scheduler(redis, app.config["TIDEMARK_QUEUE"])
+    enqueued = scheduler.enqueue_jobs()
+    assert [c.func_name for c in enqueued] == ["workers.maintenance.prune_sign_in_failures"]
+    assert jobs.queue(redis).count == 1
+    assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed

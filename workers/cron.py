@@ -1,0 +1,38 @@
+"""What runs on a schedule. Run exactly one of these processes per installation:
+
+    python -m workers.cron
+
+Every job it enqueues is idempotent, so a missed or doubled tick does no harm.
+"""
+
+from __future__ import annotations
+
+from rq.cron import CronScheduler
+
+from portal.jobs import redis_connection
+from workers import maintenance
+from workers.runtime import get_app
+
+# (job, seconds between runs)
+SCHEDULE = [
+    (maintenance.prune_sign_in_failures, 3600),
+]
+
+
+def build_scheduler(connection, queue_name: str) -> CronScheduler:
+    scheduler = CronScheduler(connection=connection, name="tidemark-cron")
+    for func, interval in SCHEDULE:
+        scheduler.register(func, queue_name, interval=interval, failure_ttl=3600)
+    return scheduler
+
+
+def main() -> None:
+    app = get_app()
+    with app.app_context():
+        connection = redis_connection()
+        queue_name = app.config["TIDEMARK_QUEUE"]
+    build_scheduler(connection, queue_name).start()
+
+
+if __name__ == "__main__":
+    main()
