@@ -45,8 +45,13 @@ def create_admin(email: str, msp_name: str, name: str, password: str) -> None:
 @demo_cli.command("seed")
 def seed() -> None:
     """Create the demo MSP and its admin (does nothing when they exist)."""
+    from flask import current_app
+
     from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, seed_demo
 
+    if current_app.config["ENV_NAME"] == "production":
+        click.echo("error: the demo MSP has a published password; it is not seeded in production.", err=True)
+        raise SystemExit(1)
     msp, _admin, created = seed_demo()
     commit()
     click.echo(("Seeded" if created else "Found") + f" the demo MSP {msp.name!r}.")

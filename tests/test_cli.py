@@ -25,3 +25,10 @@ def test_demo_seed_is_idempotent(app, db):
     names = sorted(db.session.scalars(select(Client.name)))
     assert names == ["Contoso", "Demo MSP", "Fabrikam"]
     assert db.session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_demo_seed_refuses_in_production(app, db):
+    app.config["ENV_NAME"] = "production"
+    result = app.test_cli_runner().invoke(args=["demo", "seed"])
+    assert result.exit_code == 1 and "not seeded in production" in result.output
+    assert db.session.scalar(select(func.count()).select_from(Client)) == 0
