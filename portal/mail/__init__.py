@@ -1,0 +1,4 @@
+"""Email understanding for Tidemark: parse, classify, fingerprint, references, cut, explain.
+
+Pure Python: nothing here imports Flask, SQLAlchemy or RQ.
+"""

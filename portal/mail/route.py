@@ -1,0 +1,162 @@
+"""Which client new mail belongs to (DESIGN step 8). Pure: the caller passes plain values.
+
+With routes: exact routes (a recipient they name is on the mail) → wildcard routes (`*`
+recipient, sender list required: these catch BCC) → the fallback route. Mail sent only to an
+alias that no route names, or only BCC'd without a matching wildcard route, is unprocessed.
+
+Without routes: a sender address on an allow-list → a sender domain on an allow-list → a known
+contact → the mailbox's own client (catch-all). BCC'd mail is unprocessed there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    id: int
+    name: str
+    client_id: int
+    recipients: tuple[str, ...] = ()
+    senders: tuple[str, ...] = ()
+    subject_keywords: tuple[str, ...] = ()
+    attachment_types: tuple[str, ...] = ()
+    high_importance_only: bool = False
+    fallback: bool = False
+    enabled: bool = True
+
+    @property
+    def wildcard(self) -> bool:
+        return "*" in self.recipients
+
+
+@dataclass(frozen=True)
+class MailFacts:
+    sender: str  # lower-case address
+    recipients: tuple[str, ...]  # To and Cc, lower-case, plus tags removed
+    subject: str = ""
+    attachment_names: tuple[str, ...] = ()
+    attachment_types: tuple[str, ...] = ()
+    priority: str = "normal"
+
+
+@dataclass
+class RouteChoice:
+    client_id: int | None  # None = unprocessed
+    rule: RouteRule | None = None
+    reason: str = ""
+    trace: list[str] = field(default_factory=list)
+
+
+def strip_plus(address: str) -> str:
+    """`support+T-1.abcde@x` → `support@x`: a plus tag still reaches the mailbox."""
+    local, at, domain = address.lower().rpartition("@")
+    if not at:
+        return address.lower()
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def sender_matches(pattern: str, sender: str) -> bool:
+    """Patterns: `*`, `user@domain`, `*@domain`, `domain` (also matches its subdomains)."""
+    pattern = pattern.strip().lower()
+    sender = sender.lower()
+    if pattern == "*":
+        return True
+    domain = sender.rpartition("@")[2]
+    if pattern.startswith("*@"):
+        return domain == pattern[2:]
+    if "@" in pattern:
+        return sender == pattern
+    pattern = pattern.lstrip("@")
+    return domain == pattern or domain.endswith("." + pattern)
+
+
+def _conditions_hold(rule: RouteRule, facts: MailFacts) -> tuple[bool, str]:
+    if rule.senders and not any(sender_matches(p, facts.sender) for p in rule.senders):
+        return False, "sender not on its list"
+    if rule.subject_keywords:
+        subject = facts.subject.lower()
+        if not any(k.lower() in subject for k in rule.subject_keywords):
+            return False, "no subject keyword"
+    if rule.attachment_types:
+        wanted = {t.lower().lstrip(".") for t in rule.attachment_types}
+        have = {n.rpartition(".")[2].lower() for n in facts.attachment_names if "." in n}
+        have |= {t.lower() for t in facts.attachment_types}
+        if not wanted & have:
+            return False, "no attachment of its types"
+    if rule.high_importance_only and facts.priority != "high":
+        return False, "not marked important"
+    return True, ""
+
+
+def choose_route(rules: Sequence[RouteRule], facts: MailFacts, primary: str, aliases: Iterable[str]) -> RouteChoice:
+    primary = primary.lower()
+    ours = {primary, *(a.lower() for a in aliases)}
+    visible = [r for r in facts.recipients if r in ours]
+    active = [r for r in rules if r.enabled]
+    choice = RouteChoice(None)
+
+    exact = [r for r in active if not r.fallback and not r.wildcard]
+    for rule in exact:
+        named = {a.lower() for a in rule.recipients}
+        if not named & set(facts.recipients):
+            continue
+        ok, why = _conditions_hold(rule, facts)
+        if ok:
+            choice.client_id, choice.rule, choice.reason = rule.client_id, rule, f"route {rule.name!r} (recipient)"
+            return choice
+        choice.trace.append(f"route {rule.name!r} skipped: {why}")
+
+    for rule in (r for r in active if r.wildcard and not r.fallback):
+        if not rule.senders:
+            continue  # refused at configuration time; never a catch-all by accident
+        ok, why = _conditions_hold(rule, facts)
+        if ok:
+            choice.client_id, choice.rule, choice.reason = rule.client_id, rule, f"route {rule.name!r} (wildcard)"
+            return choice
+        choice.trace.append(f"route {rule.name!r} skipped: {why}")
+
+    if not visible:
+        choice.reason = "only BCC'd to this mailbox and no wildcard route matched"
+        return choice
+    routed_aliases = {a.lower() for r in active for a in r.recipients if a != "*"}
+    if primary not in visible and not routed_aliases & set(visible):
+        choice.reason = f"sent to {', '.join(visible)}, an alias no route names"
+        return choice
+    fallback = next((r for r in active if r.fallback), None)
+    if fallback is None:
+        choice.reason = "no route matched and the mailbox has no fallback route"
+        return choice
+    choice.client_id, choice.rule, choice.reason = fallback.client_id, fallback, f"fallback route {fallback.name!r}"
+    return choice
+
+
+def choose_by_default_order(
+    facts: MailFacts,
+    primary: str,
+    aliases: Iterable[str],
+    *,
+    allowed_addresses: Mapping[str, int],
+    allowed_domains: Mapping[str, int],
+    contact_client: int | None,
+    mailbox_client: int,
+) -> RouteChoice:
+    """The mailbox has no routes. The mappings hold the allow-lists of the clients in the
+    mailbox's tree (normalised values → client id)."""
+    ours = {primary.lower(), *(a.lower() for a in aliases)}
+    if not ours & set(facts.recipients):
+        return RouteChoice(None, reason="only BCC'd to this mailbox and it has no wildcard route")
+    if facts.sender in allowed_addresses:
+        return RouteChoice(allowed_addresses[facts.sender], reason=f"sender {facts.sender} is on an allow-list")
+    domain = facts.sender.rpartition("@")[2]
+    # The most specific domain wins: mail.contoso.com before contoso.com.
+    labels = domain.split(".")
+    for i in range(len(labels) - 1):
+        candidate = ".".join(labels[i:])
+        if candidate in allowed_domains:
+            return RouteChoice(allowed_domains[candidate], reason=f"domain {candidate} is on an allow-list")
+    if contact_client is not None:
+        return RouteChoice(contact_client, reason=f"{facts.sender} is a known contact")
+    return RouteChoice(mailbox_client, reason="catch-all: the mailbox's own client")
