@@ -36,12 +36,13 @@ system-run:
 	[ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	$(call apt_install,$$missing)
 
-# `make test` also needs Redis (the tests start their own) and chromium for the browser tests.
+# `make test` also needs Redis and Dovecot (the tests start their own) and chromium for the browser tests.
 system-test:
 	@missing=""; \
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "Tidemark needs Python 3.11 or newer as $(PYTHON)."; exit 1; }; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd dovecot-pop3d"; \
 	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(call apt_install,$$missing)
 
@@ -84,7 +85,7 @@ test-postgres:
 
 # --- figures ------------------------------------------------------------------------------------
 bench: system-test $(VENV)/.installed-dev
-	$(PY) -m tests.bench.bench_parse
+	$(PY) -m tests.bench.bench_parse $(BENCH_ARGS)
 
 corpus-report: $(VENV)/.installed-dev
 	$(PY) -m tests.corpus.report

@@ -61,6 +61,8 @@ class Config:
     # 1 = jobs run inline in the calling process instead of on Redis (command line, tests).
     TIDEMARK_JOBS_SYNC = env_flag("TIDEMARK_JOBS_SYNC")
     TIDEMARK_QUEUE = os.environ.get("TIDEMARK_QUEUE", "tidemark")
+    # Extra CA certificates (PEM) trusted for mailbox servers, e.g. an MSP's internal CA.
+    TIDEMARK_CA_FILE = os.environ.get("TIDEMARK_CA_FILE") or None
 
     # Sign-in throttling: failures counted over a sliding window.
     LOGIN_WINDOW = timedelta(minutes=env_int("TIDEMARK_LOGIN_WINDOW_MINUTES", 15))

@@ -58,6 +58,158 @@ def seed() -> None:
     click.echo(f"Sign in as {DEMO_ADMIN} with the password {DEMO_PASSWORD}")
 
 
+
+
+# --- configuration as code ----------------------------------------------------------------------
+
+config_cli = AppGroup("config", help="Import and export the configuration as YAML.")
+secrets_cli = AppGroup("secrets", help="Secrets stored encrypted in the database.")
+mail_cli = AppGroup("mail", help="Run email through the pipeline from the command line.")
+
+
+def _keys() -> str:
+    from flask import current_app
+
+    return current_app.config["TIDEMARK_ENCRYPTION_KEY"]
+
+
+def _secret() -> bytes:
+    from flask import current_app
+
+    return current_app.config["SECRET_KEY"].encode()
+
+
+@config_cli.command("import")
+@click.argument("path", type=click.File("r"))
+def config_import(path) -> None:
+    """Create or update clients, users and mailboxes from a YAML file (safe to run again)."""
+    from portal.services.config_io import import_config, load
+
+    try:
+        counts = import_config(load(path.read()), keys=_keys())
+    except ValidationError as exc:
+        _fail(exc)
+    commit()
+    click.echo(f"Imported: {counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged.")
+
+
+@config_cli.command("export")
+@click.option("--with-secrets", is_flag=True, help="Include mailbox passwords in plain text.")
+def config_export(with_secrets: bool) -> None:
+    """Print the whole configuration as YAML, in the format `config import` reads."""
+    from portal.services.config_io import dump, export_config
+
+    click.echo(dump(export_config(keys=_keys(), with_secrets=with_secrets)), nl=False)
+
+
+@secrets_cli.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the first key of TIDEMARK_ENCRYPTION_KEY."""
+    from portal.crypto import SecretError
+    from portal.services.mailboxes import rotate_secrets
+
+    try:
+        count = rotate_secrets(_keys())
+    except SecretError as exc:
+        db.session.rollback()
+        click.echo(f"error: {exc}; nothing was changed.", err=True)
+        raise SystemExit(1) from None
+    commit()
+    click.echo(f"Re-encrypted {count} secret(s) with the first key.")
+
+
+def _mail_sources(paths: tuple[str, ...]):
+    """(name, bytes) for each .eml file, every file under a directory, or `-` for stdin."""
+    import sys
+    from pathlib import Path
+
+    for p in paths:
+        if p == "-":
+            yield "-", sys.stdin.buffer.read()
+            continue
+        path = Path(p)
+        if path.is_dir():
+            for f in sorted(x for x in path.rglob("*") if x.is_file()):
+                yield str(f), f.read_bytes()
+        elif path.is_file():
+            yield str(path), path.read_bytes()
+        else:
+            raise click.BadParameter(f"{p} is neither a file nor a directory", param_hint="PATH")
+
+
+@mail_cli.command("ingest")
+@click.option("--mailbox", "address", required=True, help="Address of the mailbox the mail arrived in.")
+@click.argument("paths", nargs=-1, required=True)
+def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
+    """Run email through the whole pipeline; one JSON line per message."""
+    import json
+    import uuid
+
+    from portal.services import fetching
+    from portal.services.ingest import IngestContext
+    from portal.services.mailboxes import get_mailbox_by_address
+
+    mailbox = get_mailbox_by_address(address)
+    if mailbox is None:
+        click.echo(f"error: there is no mailbox {address}", err=True)
+        raise SystemExit(1)
+    ctx = IngestContext(mailbox, _secret())
+    for name, raw in _mail_sources(paths):
+        stored = fetching.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
+        db.session.flush()
+        result = fetching.decide(stored, ctx, max_tries=1)
+        commit()
+        if result is None:
+            line = {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None,
+                    "body": None, "trace": [stored.last_error]}
+        else:
+            t = result.ticket
+            line = {"file": name, "outcome": result.outcome, "ticket": t.reference if t else None,
+                    "client": t.client.name if t else None, "status": t.status if t else None,
+                    "body": result.message.body_text if t else None, "trace": result.trace}
+        click.echo(json.dumps(line, ensure_ascii=False))
+
+
+@mail_cli.command("reprocess")
+@click.argument("raw_id", type=int)
+def mail_reprocess(raw_id: int) -> None:
+    """Run a stored raw message (its id in raw_messages) through the pipeline again."""
+    import json
+
+    from portal.models import RawMessage
+    from portal.services.fetching import reprocess
+
+    raw = db.session.get(RawMessage, raw_id)
+    if raw is None or raw.mailbox is None:
+        click.echo(f"error: there is no stored message {raw_id} with a mailbox", err=True)
+        raise SystemExit(1)
+    result = reprocess(raw, _secret())
+    commit()
+    t = result.ticket
+    click.echo(json.dumps({"raw": raw_id, "outcome": result.outcome, "ticket": t.reference if t else None,
+                           "status": t.status if t else None, "trace": result.trace}, ensure_ascii=False))
+
+
+@mail_cli.command("explain")
+@click.option("--waterline", "waterlines", multiple=True, help="A client's cut-off text (repeatable).")
+@click.option("--subject-format", default="[{ref}]", show_default=True, help="Where the reference sits in subjects.")
+@click.option("--prefix", default="T", show_default=True, help="Ticket reference prefix.")
+@click.argument("paths", nargs=-1, required=True)
+def mail_explain(waterlines: tuple[str, ...], subject_format: str, prefix: str, paths: tuple[str, ...]) -> None:
+    """What the email logic reads in each message, one JSON line per message (nothing is saved)."""
+    import json
+
+    from portal.mail.explain import iter_explain_paths
+    from portal.mail.refs import RefFormat
+
+    try:
+        fmt = RefFormat(prefix=prefix, subject_format=subject_format)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    for record in iter_explain_paths(list(paths), waterlines=list(waterlines), ref_format=fmt, secret=_secret()):
+        click.echo(json.dumps(record, ensure_ascii=False, default=str))
+
+
 def register(app: Flask) -> None:
-    app.cli.add_command(users_cli)
-    app.cli.add_command(demo_cli)
+    for group in (users_cli, demo_cli, config_cli, secrets_cli, mail_cli):
+        app.cli.add_command(group)

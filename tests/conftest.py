@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from portal import create_app
 from portal.extensions import db as _db
+from tests.dovecot import dovecot, mail_user  # noqa: F401 - a real Dovecot for every test that asks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -179,6 +180,35 @@ class World:
                               password, role, None)
         commit()
         return u
+
+
+    def mailbox(self, client, address="support@acme.example", routes=None, password="secret-pw", **values):
+        from portal.services import commit
+        from portal.services.mailboxes import RouteInput, save_mailbox
+
+        msp = self.app.extensions["sqlalchemy"].session.get(type(client), client.msp_id)
+        route_inputs = None
+        if routes is not None:
+            route_inputs = [RouteInput(**r) for r in routes]
+        values = {"address": address, "host": "127.0.0.1", "username": "support", "password": password, **values}
+        mailbox, _ = save_mailbox(msp, client, values, keys=self.app.config["TIDEMARK_ENCRYPTION_KEY"], actor=None,
+                                  routes=route_inputs)
+        commit()
+        return mailbox
+
+    def deliver(self, mailbox, raw: bytes):
+        """Store one email as fetched into this mailbox and decide it, like a fetch job does."""
+        import uuid
+
+        from portal.services import commit, fetching
+        from portal.services.ingest import IngestContext
+
+        stored = fetching.store_raw(mailbox, raw, server_id=uuid.uuid4().hex, folder="INBOX")
+        _db.session.flush()
+        result = fetching.decide(stored, IngestContext(mailbox, self.app.config["SECRET_KEY"].encode()), max_tries=1)
+        commit()
+        assert result is not None, stored.last_error
+        return result
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ from __future__ import annotations
 from rq.cron import CronScheduler
 
 from portal.jobs import redis_connection
-from workers import maintenance
+from workers import fetch, maintenance
 from workers.runtime import get_app
 
 # (job, seconds between runs)
 SCHEDULE = [
+    (fetch.enqueue_due_fetches, 10),
     (maintenance.prune_sign_in_failures, 3600),
 ]
 
@@ -22,7 +23,7 @@ SCHEDULE = [
 def build_scheduler(connection, queue_name: str) -> CronScheduler:
     scheduler = CronScheduler(connection=connection, name="tidemark-cron")
     for func, interval in SCHEDULE:
-        scheduler.register(func, queue_name, interval=interval, failure_ttl=3600)
+        scheduler.register(func, queue_name, interval=interval, failure_ttl=3600, result_ttl=0)
     return scheduler
 
 

@@ -32,6 +32,8 @@ class Client(db.Model):
     timezone: Mapped[str | None] = mapped_column(String(64))
     # Only read on an MSP root: the prefix of its ticket references (T-1042, DEMO-1042).
     reference_prefix: Mapped[str] = mapped_column(String(20), default="T")
+    # Only read on an MSP root: the last ticket number handed out (references are per MSP).
+    last_ticket_number: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     parent: Mapped[Client | None] = relationship(

@@ -41,7 +41,9 @@ def normalise_address(raw: str) -> str:
     """Lower-case address with an IDNA domain, e.g. 'Boss@GMail.com' -> 'boss@gmail.com'."""
     text = raw.strip()
     try:
-        checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+        # Special-use domains (.local, .test, .internal) are real on MSP networks.
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=True,
+                                 globally_deliverable=False, test_environment=True)
     except EmailNotValidError as exc:
         raise AllowEntryError(f"{raw!r} is not a valid email address ({exc})") from None
     local = checked.local_part.lower()

@@ -27,7 +27,7 @@ def _count():
 def test_job_round_trip_through_redis_and_a_burst_worker(app, redis):
     app.config["TIDEMARK_JOBS_SYNC"] = False
     _failures([0, 3, 5])
-    jobs.enqueue("workers.maintenance.prune_sign_in_failures", job_id="prune-test")
+    jobs.enqueue("workers.maintenance.prune_sign_in_failures", options={"job_id": "prune-test"})
     assert jobs.queue(redis).count == 0  # nothing is sent before the commit
     commit()
     q = jobs.queue(redis)
@@ -76,9 +76,10 @@ def test_only_workers_jobs_can_be_enqueued(app):
         jobs.enqueue("os.system", "rm -rf /")
 
 
-def test_cron_schedules_the_prune_job_on_the_queue(app, redis):
+def test_cron_schedules_its_jobs_on_the_queue(app, redis):
     scheduler = build_scheduler(redis, app.config["TIDEMARK_QUEUE"])
     enqueued = scheduler.enqueue_jobs()
-    assert [c.func_name for c in enqueued] == ["workers.maintenance.prune_sign_in_failures"]
-    assert jobs.queue(redis).count == 1
+    assert sorted(c.func_name for c in enqueued) == ["workers.fetch.enqueue_due_fetches",
+                                                     "workers.maintenance.prune_sign_in_failures"]
+    assert jobs.queue(redis).count == 2
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed

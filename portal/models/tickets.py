@@ -1,0 +1,183 @@
+"""Raw mail as fetched, contacts, tickets and their messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models.base import UTCDateTime, utcnow
+from portal.models.clients import Client
+from portal.models.mailboxes import Mailbox
+
+TICKET_STATUSES = ("new", "open", "waiting", "resolved", "closed", "archived", "merged", "split")
+PRIORITIES = ("low", "normal", "high")
+OUTCOMES = ("created", "appended", "reopened", "duplicate", "own", "unprocessed", "ignored", "failed")
+
+
+class RawMessage(db.Model):
+    """One fetched email, byte for byte, committed before the server is told anything."""
+
+    __tablename__ = "raw_messages"
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "folder", "uidvalidity", "server_id"),
+        Index("ix_raw_messages_mailbox_state", "mailbox_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="SET NULL"))
+    folder: Mapped[str] = mapped_column(String(255), default="")
+    uidvalidity: Mapped[int] = mapped_column(Integer, default=0)
+    # IMAP UID or POP3 UIDL; for mail handed in on the command line, the file name.
+    server_id: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    # None only for a message over the size limit, kept as a record without its bytes.
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # new → decided, or failed (retried, then shown as unprocessed with the error)
+    state: Mapped[str] = mapped_column(String(10), default="new")
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The after-processing action (seen / move / delete) has been done on the server.
+    server_done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    mailbox: Mapped[Mailbox | None] = relationship()
+
+
+class Contact(db.Model):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("msp_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    client: Mapped[Client] = relationship(foreign_keys=[client_id])
+
+
+class Ticket(db.Model):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        UniqueConstraint("msp_id", "number"),
+        UniqueConstraint("msp_id", "reference"),
+        Index("ix_tickets_msp_status", "msp_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str] = mapped_column(String(40))
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="SET NULL"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    status: Mapped[str] = mapped_column(String(10), default="new")
+    priority: Mapped[str] = mapped_column(String(10), default="normal")
+    type: Mapped[str | None] = mapped_column(String(60))
+    source: Mapped[str] = mapped_column(String(20), default="email")
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    new_information: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Addresses copied on the conversation: they may write into it by reference too.
+    cc: Mapped[list[str]] = mapped_column(JSON, default=list)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    split_from_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    client: Mapped[Client] = relationship(foreign_keys=[client_id])
+    contact: Mapped[Contact | None] = relationship()
+    mailbox: Mapped[Mailbox | None] = relationship()
+    merged_into: Mapped[Ticket | None] = relationship(remote_side="Ticket.id", foreign_keys=[merged_into_id])
+    messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
+
+    def __repr__(self) -> str:
+        return f"<Ticket {self.reference} {self.status}>"
+
+
+class TicketLink(db.Model):
+    """Two tickets that belong together: a follow-up of a closed one, or the same
+    conversation in another mailbox."""
+
+    __tablename__ = "ticket_links"
+    __table_args__ = (UniqueConstraint("ticket_id", "linked_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    linked_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # follow-up, other-mailbox
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Message(db.Model):
+    """One email in or out, or an internal note. Inbound ones also record what the pipeline
+    decided (outcome and trace), whether or not a ticket came of it."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_msp_message_id", "msp_id", "message_id"),
+        Index("ix_messages_mailbox_fp_raw", "mailbox_id", "fp_raw"),
+        Index("ix_messages_mailbox_fp_content", "mailbox_id", "fp_content"),
+        Index("ix_messages_mailbox_fp_envelope", "mailbox_id", "fp_envelope"),
+        Index("ix_messages_msp_outcome", "msp_id", "outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="SET NULL"))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), unique=True)
+    direction: Mapped[str] = mapped_column(String(5), default="in")  # in, out, note
+    outcome: Mapped[str | None] = mapped_column(String(12))
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[list[str]] = mapped_column(JSON, default=list)
+    from_address: Mapped[str] = mapped_column(String(320), default="")
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    to: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    cc: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What goes on the ticket (cut at the waterline) and the whole body.
+    body_text: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str | None] = mapped_column(Text)
+    full_text: Mapped[str] = mapped_column(Text, default="")
+    auto_generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_reason: Mapped[str | None] = mapped_column(String(200))
+    priority: Mapped[str] = mapped_column(String(10), default="normal")
+    fp_raw: Mapped[str | None] = mapped_column(String(64))
+    fp_content: Mapped[str | None] = mapped_column(String(64))
+    fp_envelope: Mapped[str | None] = mapped_column(String(64))
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    trace: Mapped[list[str]] = mapped_column(JSON, default=list)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
+    raw_message: Mapped[RawMessage | None] = relationship()
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="message", cascade="all, delete-orphan", order_by="Attachment.id"
+    )
+
+
+class Attachment(db.Model):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_id: Mapped[str | None] = mapped_column(String(255))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+    message: Mapped[Message] = relationship(back_populates="attachments")

@@ -1,0 +1,316 @@
+"""Fetching a mailbox without losing or doubling a single email (DESIGN step 1).
+
+Order for every batch: raw bytes stored and COMMITTED → the server's after-processing action
+(seen / move / delete) → each message decided in its own savepoint. A crash anywhere leaves
+either mail on the server we have not stored yet, or stored mail whose server action or decision
+is still to do; the next run finishes that work first. Nothing is stored twice: the raw row is
+unique per (mailbox, folder, UIDVALIDITY, server id).
+
+The caller passes `commit`, so a job commits where this module says and tests can interrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
+from portal.models.base import utcnow
+from portal.services.ingest import IngestContext, IngestResult, ingest, refresh_on_ticket
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIZE = 40 * 1024 * 1024
+BATCH_SIZE = 200
+MAX_DECIDE_TRIES = 3
+
+
+@dataclass
+class FetchReport:
+    mailbox_id: int
+    fetched: int = 0
+    decided: int = 0
+    failed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    skipped: str | None = None
+    error: str | None = None
+
+
+# --- storing ---------------------------------------------------------------------------------------
+
+
+def store_raw(mailbox: Mailbox, raw: bytes | None, *, server_id: str, folder: str = "", uidvalidity: int = 0,
+              size: int | None = None) -> RawMessage:
+    """Keep one fetched message byte for byte (raw None: over the size limit, kept as a record)."""
+    record = RawMessage(
+        msp_id=mailbox.msp_id, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
+        server_id=server_id[:255], raw=raw, size=len(raw) if raw is not None else (size or 0),
+        sha256=hashlib.sha256(raw or b"").hexdigest(),
+    )
+    db.session.add(record)
+    return record
+
+
+def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int) -> set[str]:
+    return set(db.session.scalars(select(RawMessage.server_id).where(
+        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity)))
+
+
+# --- deciding --------------------------------------------------------------------------------------
+
+
+def decide(raw: RawMessage, ctx: IngestContext, *, max_tries: int = MAX_DECIDE_TRIES) -> IngestResult | None:
+    """Run one stored message through the pipeline inside a savepoint. A failure rolls back
+    only this message; after `max_tries` it is shown as unprocessed with the error."""
+    try:
+        with db.session.begin_nested():
+            return ingest(raw, ctx)
+    except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
+        log.exception("deciding raw message %s failed", raw.id)
+        raw.tries += 1
+        raw.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        if raw.tries >= max_tries:
+            raw.state = "failed"
+            _record_failure(raw, ctx)
+        db.session.flush()
+        return None
+
+
+def _record_failure(raw: RawMessage, ctx: IngestContext) -> None:
+    from portal.models import Message  # noqa: PLC0415
+
+    message = db.session.scalar(select(Message).where(Message.raw_message_id == raw.id))
+    if message is None:
+        message = Message(msp_id=raw.msp_id, mailbox_id=raw.mailbox_id, raw_message_id=raw.id, direction="in")
+        db.session.add(message)
+    message.outcome = "unprocessed"
+    message.trace = [f"could not be processed after {raw.tries} tries: {raw.last_error}"]
+
+
+def pending(mailbox: Mailbox, limit: int) -> list[RawMessage]:
+    return list(db.session.scalars(
+        select(RawMessage).where(RawMessage.mailbox_id == mailbox.id, RawMessage.state == "new")
+        .order_by(RawMessage.id).limit(limit)))
+
+
+def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], *, batch: int = BATCH_SIZE,
+                   report: FetchReport | None = None) -> FetchReport:
+    report = report or FetchReport(mailbox.id)
+    while True:
+        raws = pending(mailbox, batch)
+        if not raws:
+            return report
+        ctx = IngestContext(mailbox, secret)
+        progressed = False
+        for raw in raws:
+            result = decide(raw, ctx)
+            if result is None:
+                report.failed += 1
+                progressed = progressed or raw.state == "failed"
+            else:
+                progressed = True
+                report.decided += 1
+                report.outcomes[result.outcome] = report.outcomes.get(result.outcome, 0) + 1
+        commit()
+        # Messages that failed but may be retried wait for the next run, not this loop.
+        if not progressed or len(raws) < batch:
+            return report
+
+
+def reprocess(raw: RawMessage, secret: bytes) -> IngestResult:
+    """Run a stored raw message through the pipeline again, from its bytes. Mail already on a
+    ticket stays there (its body is derived again); any other mail is decided afresh."""
+    from portal.models import Message  # noqa: PLC0415
+
+    raw.state, raw.tries, raw.last_error = "new", 0, None
+    ctx = IngestContext(raw.mailbox, secret)
+    on_ticket = db.session.scalar(select(Message.ticket_id).where(Message.raw_message_id == raw.id))
+    if on_ticket is not None and raw.raw is not None:
+        return refresh_on_ticket(raw, ctx)
+    return ingest(raw, ctx)
+
+
+# --- scheduling and health -------------------------------------------------------------------------
+
+
+def in_skip_window(mailbox: Mailbox, now: datetime) -> str | None:
+    minute = now.hour * 60 + now.minute
+    for window in mailbox.skip_windows or []:
+        start, _, end = window.partition("-")
+        a = int(start[:2]) * 60 + int(start[3:5])
+        b = int(end[:2]) * 60 + int(end[3:5])
+        inside = a <= minute < b if a <= b else (minute >= a or minute < b)  # windows may span midnight
+        if inside:
+            return window
+    return None
+
+
+def due_mailboxes(now: datetime) -> list[Mailbox]:
+    candidates = db.session.scalars(select(Mailbox).where(Mailbox.status == "active"))
+    return [m for m in candidates if (m.next_poll_at is None or m.next_poll_at <= now) and not in_skip_window(m, now)]
+
+
+def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:
+    recovered = None
+    if mailbox.failure_count and mailbox.streak_alerted:
+        recovered = _alert(mailbox, "mailbox_recovered",
+                           f"{mailbox.address} is fetching again after {mailbox.failure_count} failed polls.")
+    mailbox.last_poll_at = mailbox.last_success_at = now
+    mailbox.failure_count = 0
+    mailbox.failing_since = None
+    mailbox.last_error = None
+    mailbox.streak_alerted = False
+    mailbox.next_poll_at = now + timedelta(seconds=mailbox.poll_interval)
+    return recovered
+
+
+def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: bool = True) -> MailboxAlert | None:
+    """Count a failed poll. After max_tries failures in a row the mailbox cools off and its
+    alert recipients hear of it, once per streak."""
+    mailbox.last_poll_at = now
+    mailbox.failure_count += 1
+    mailbox.failing_since = mailbox.failing_since or now
+    mailbox.last_error = message
+    failing = mailbox.failure_count >= mailbox.max_tries or not transient
+    mailbox.next_poll_at = now + timedelta(seconds=mailbox.cool_off if failing else mailbox.poll_interval)
+    if failing and not mailbox.streak_alerted:
+        mailbox.streak_alerted = True
+        return _alert(mailbox, "mailbox_failing",
+                      f"{mailbox.address} failed {mailbox.failure_count} time(s) in a row: {message}")
+    return None
+
+
+def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
+    alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
+                         details={"failure_count": mailbox.failure_count})
+    db.session.add(alert)
+    return alert
+
+
+# --- fetching --------------------------------------------------------------------------------------
+
+
+def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, batch: int = BATCH_SIZE,
+               max_size: int = DEFAULT_MAX_SIZE, report: FetchReport) -> None:
+    for folder in mailbox.folders:
+        state_row = db.session.scalar(select(FolderState).where(FolderState.mailbox_id == mailbox.id,
+                                                                FolderState.folder == folder))
+        folder_state = session.select(folder)
+        if state_row is None or state_row.uidvalidity != folder_state.uidvalidity:
+            if state_row is not None:
+                log.warning("%s %s: UIDVALIDITY changed %s → %s; fetching again, fingerprints catch copies",
+                            mailbox.address, folder, state_row.uidvalidity, folder_state.uidvalidity)
+                db.session.delete(state_row)
+                db.session.flush()
+            state_row = FolderState(mailbox_id=mailbox.id, folder=folder, uidvalidity=folder_state.uidvalidity, last_uid=0)
+            db.session.add(state_row)
+            commit()
+        _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
+        uids = session.uids_after(state_row.last_uid, since=mailbox.sync_start_date)
+        for start in range(0, len(uids), batch):
+            chunk = uids[start:start + batch]
+            known = known_server_ids(mailbox, folder, folder_state.uidvalidity)
+            for fetched in session.fetch(chunk, batch_size=batch, max_bytes=max_size):
+                if fetched.server_id in known:
+                    continue
+                store_raw(mailbox, fetched.raw, server_id=fetched.server_id, folder=folder,
+                          uidvalidity=folder_state.uidvalidity, size=fetched.size)
+                report.fetched += 1
+            state_row.last_uid = max(state_row.last_uid, chunk[-1])
+            commit()  # the bytes are safe: only now may the server be told
+            _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
+
+
+def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int, commit) -> None:
+    rows = list(db.session.scalars(select(RawMessage).where(
+        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity,
+        RawMessage.server_done.is_(False))))
+    if not rows:
+        return
+    uids = [int(r.server_id) for r in rows]
+    if mailbox.after_action == "move" and mailbox.processed_folder:
+        session.ensure_folder(mailbox.processed_folder)
+        session.move(uids, mailbox.processed_folder)
+    elif mailbox.after_action == "delete":
+        session.delete(uids)
+    else:
+        session.mark_seen(uids)
+    for r in rows:
+        r.server_done = True
+    commit()
+
+
+def fetch_pop3(mailbox: Mailbox, session, commit: Callable[[], None], *, max_size: int = DEFAULT_MAX_SIZE,
+               report: FetchReport) -> None:
+    folder = "INBOX"
+    known = known_server_ids(mailbox, folder, 0)
+    listing = session.listing()
+    delete_after = mailbox.after_action == "delete"
+    for number, uidl, size in listing:
+        if uidl in known:
+            continue
+        raw = session.retrieve(number) if size <= max_size else None
+        store_raw(mailbox, raw, server_id=uidl, folder=folder, size=size)
+        report.fetched += 1
+        known.add(uidl)
+        if report.fetched % BATCH_SIZE == 0:
+            commit()
+    commit()  # everything retrieved is stored before any deletion is even marked
+    if delete_after:
+        waiting = set(db.session.scalars(select(RawMessage.server_id).where(
+            RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.server_done.is_(False))))
+        for number, uidl, _size in listing:
+            if uidl in waiting:
+                session.delete(number)
+    # Deletions take effect at QUIT, when the session closes cleanly; marked done only then.
+
+
+def mark_pop3_done(mailbox: Mailbox, server_ids: Iterable[str] | None = None) -> None:
+    query = select(RawMessage).where(RawMessage.mailbox_id == mailbox.id, RawMessage.server_done.is_(False))
+    for r in db.session.scalars(query):
+        if server_ids is None or r.server_id in server_ids:
+            r.server_done = True
+
+
+def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: bytes, commit: Callable[[], None],
+              ca_file: str | None = None, now: datetime | None = None, max_size: int = DEFAULT_MAX_SIZE,
+              batch: int = BATCH_SIZE) -> FetchReport:
+    """One poll of one mailbox: fetch what is new, tell the server, decide everything stored."""
+    from portal.services.mailboxes import server_settings  # noqa: PLC0415
+    from portal.transport.base import TransportError  # noqa: PLC0415
+
+    now = now or utcnow()
+    report = FetchReport(mailbox.id)
+    if mailbox.status != "active":
+        report.skipped = f"mailbox is {mailbox.status}"
+        return report
+    window = in_skip_window(mailbox, now)
+    if window:
+        report.skipped = f"inside the skip window {window}"
+        return report
+    try:
+        with open_session(server_settings(mailbox, keys, ca_file)) as session:
+            if mailbox.protocol == "pop3":
+                fetch_pop3(mailbox, session, commit, max_size=max_size, report=report)
+            else:
+                fetch_imap(mailbox, session, commit, batch=batch, max_size=max_size, report=report)
+        if mailbox.protocol == "pop3":
+            mark_pop3_done(mailbox)  # the clean QUIT above made the deletions (or there were none)
+    except TransportError as exc:
+        db.session.rollback()
+        report.error = exc.message
+        record_failure(mailbox, exc.message, now, transient=exc.transient)
+        commit()
+        # What was stored before the failure is still decided.
+        decide_pending(mailbox, secret, commit, batch=batch, report=report)
+        return report
+    record_success(mailbox, now)
+    commit()
+    decide_pending(mailbox, secret, commit, batch=batch, report=report)
+    return report

@@ -1,0 +1,269 @@
+"""Mailboxes and their routes: validation, secrets, activation. Flush, never commit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from portal import crypto
+from portal.extensions import db
+from portal.models import Client, Mailbox, Route, User
+from portal.models.mailboxes import AFTER_ACTIONS, DEFAULT_PORTS, DIRECTIONS, MAILBOX_STATUSES, PLUS_MODES, PROTOCOLS, SECURITIES
+from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.services import ValidationError, audit
+from portal.services.allowlist import AllowEntryError, normalise_address, normalise_domain
+from portal.services.clients import get_client_by_name
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+SECRET_FIELDS = ("password",)
+
+
+def get_mailbox(msp_id: int, mailbox_id: int) -> Mailbox | None:
+    return db.session.scalar(select(Mailbox).where(Mailbox.id == mailbox_id, Mailbox.msp_id == msp_id))
+
+
+def get_mailbox_by_address(address: str) -> Mailbox | None:
+    return db.session.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+
+
+@dataclass
+class RouteInput:
+    name: str
+    client: Client
+    recipients: list[str] = field(default_factory=list)
+    senders: list[str] = field(default_factory=list)
+    subject_keywords: list[str] = field(default_factory=list)
+    attachment_types: list[str] = field(default_factory=list)
+    high_importance_only: bool = False
+    fallback: bool = False
+    enabled: bool = True
+    acknowledge: bool = True
+    acknowledge_cc: bool = False
+    default_status: str | None = None
+    default_priority: str | None = None
+    default_type: str | None = None
+
+
+def _address(value: str, label: str, errors: dict) -> str | None:
+    try:
+        return normalise_address(value)
+    except AllowEntryError as exc:
+        errors.setdefault(label, []).append(str(exc))
+        return None
+
+
+def _sender_pattern(value: str, errors: dict, where: str) -> str | None:
+    text = value.strip().lower()
+    if text == "*":
+        return text
+    try:
+        if text.startswith("*@"):
+            return "*@" + normalise_domain(text[2:])
+        if "@" in text.lstrip("@"):
+            return normalise_address(text)
+        return normalise_domain(text)
+    except AllowEntryError as exc:
+        errors.setdefault("routes", []).append(f"{where}: sender {exc}")
+        return None
+
+
+def clean_routes(routes: list[RouteInput], msp_id: int) -> list[RouteInput]:
+    """Validated and in the one order the pipeline uses: exact, then wildcard, then fallback."""
+    errors: dict[str, list[str]] = {}
+    fallbacks = [r for r in routes if r.fallback]
+    if routes and len(fallbacks) != 1:
+        errors.setdefault("routes", []).append(
+            "A mailbox with routes needs exactly one fallback route, for mail no other route takes.")
+    for i, r in enumerate(routes, 1):
+        where = f"route {i} ({r.name or 'unnamed'})"
+        if not r.name.strip():
+            errors.setdefault("routes", []).append(f"route {i}: give it a name.")
+        if r.client.msp_id != msp_id:
+            errors.setdefault("routes", []).append(f"{where}: its client is not in this MSP's tree.")
+        if r.fallback:
+            continue
+        if not r.recipients:
+            errors.setdefault("routes", []).append(f"{where}: name the recipients it takes, or * with a sender list.")
+        wildcard = "*" in r.recipients
+        if wildcard and len(r.recipients) > 1:
+            errors.setdefault("routes", []).append(f"{where}: * stands alone in the recipient list.")
+        if wildcard and not r.senders:
+            errors.setdefault("routes", []).append(
+                f"{where}: a wildcard route needs a sender list, or it would take all mail.")
+        if wildcard and "*" in [s.strip() for s in r.senders]:
+            errors.setdefault("routes", []).append(f"{where}: a wildcard route cannot have a wildcard sender.")
+        r.recipients = [x for x in ("*" if v.strip() == "*" else _address(v, "routes", errors) for v in r.recipients) if x]
+        r.senders = [x for x in (_sender_pattern(v, errors, where) for v in r.senders) if x]
+        for value, allowed, label in ((r.default_status, TICKET_STATUSES[:3], "status"),
+                                      (r.default_priority, PRIORITIES, "priority")):
+            if value is not None and value not in allowed:
+                errors.setdefault("routes", []).append(f"{where}: {label} is one of {', '.join(allowed)}.")
+    if errors:
+        raise ValidationError(errors)
+    rank = lambda r: 2 if r.fallback else (1 if "*" in r.recipients else 0)  # noqa: E731
+    return sorted(routes, key=rank)
+
+
+def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    out = dict(values)
+    if "address" in values:
+        out["address"] = _address(values["address"], "address", errors)
+        other = out["address"] and get_mailbox_by_address(out["address"])
+        if other and other is not mailbox:
+            errors.setdefault("address", []).append(f"Another mailbox already uses {out['address']}.")
+    for key, allowed in (("protocol", PROTOCOLS), ("security", SECURITIES), ("status", MAILBOX_STATUSES),
+                         ("plus_addressing", PLUS_MODES), ("direction", DIRECTIONS),
+                         ("default_priority", PRIORITIES), ("default_status", TICKET_STATUSES[:3])):
+        if key in values and values[key] not in allowed:
+            errors.setdefault(key, []).append(f"{values[key]!r} is not one of {', '.join(allowed)}.")
+    protocol = values.get("protocol", mailbox.protocol if mailbox else "imap")
+    security = values.get("security", mailbox.security if mailbox else "ssl")
+    if "host" in values and values["host"] and not _HOST.match(values["host"].strip()):
+        errors.setdefault("host", []).append(f"{values['host']!r} is not a host name or IP address.")
+    if "port" in values:
+        port = values["port"]
+        if port in (None, ""):
+            out["port"] = DEFAULT_PORTS.get((protocol, security), 993)
+        elif not isinstance(port, int) or not 1 <= port <= 65535:
+            errors.setdefault("port", []).append("The port is a number from 1 to 65535.")
+    if "after_action" in values and values["after_action"] not in AFTER_ACTIONS.get(protocol, ()):
+        errors.setdefault("after_action", []).append(
+            f"After processing, {protocol.upper()} can: {', '.join(AFTER_ACTIONS.get(protocol, ()))}.")
+    if values.get("after_action") == "move" and not (values.get("processed_folder") or (mailbox and mailbox.processed_folder)):
+        errors.setdefault("processed_folder", []).append("Name the folder processed mail is moved to.")
+    for key in ("aliases", "alert_recipients"):
+        if key in values:
+            out[key] = [x for x in (_address(v, key, errors) for v in values[key] or []) if x]
+    if "response_address" in values and values["response_address"]:
+        out["response_address"] = _address(values["response_address"], "response_address", errors)
+    if "ignore_senders" in values:
+        out["ignore_senders"] = [x for x in (_sender_pattern(v, errors, "ignore list") for v in values["ignore_senders"] or []) if x]
+        if "routes" in errors:
+            errors["ignore_senders"] = errors.pop("routes")
+    for key, low, high in (("poll_interval", 10, 86400), ("timeout", 5, 600), ("max_tries", 1, 100), ("cool_off", 0, 86400)):
+        if key in values and not (isinstance(values[key], int) and low <= values[key] <= high):
+            errors.setdefault(key, []).append(f"{key.replace('_', ' ')} is a whole number from {low} to {high}.")
+    if "skip_windows" in values:
+        for w in values["skip_windows"] or []:
+            if not _WINDOW.match(str(w).replace(" ", "")):
+                errors.setdefault("skip_windows", []).append(f"{w!r} is not a window like 02:00-04:00.")
+        out["skip_windows"] = [str(w).replace(" ", "") for w in values["skip_windows"] or []]
+    if "sync_start_date" in values and values["sync_start_date"] not in (None, ""):
+        value = values["sync_start_date"]
+        if isinstance(value, str):
+            try:
+                value = date.fromisoformat(value)
+            except ValueError:
+                errors.setdefault("sync_start_date", []).append(f"{value!r} is not a date like 2026-01-31.")
+        out["sync_start_date"] = value
+    if "folders" in values:
+        folders = [f.strip() for f in values["folders"] or [] if f and f.strip()]
+        if not folders:
+            errors.setdefault("folders", []).append("Read at least one folder (usually INBOX).")
+        out["folders"] = folders
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def _snapshot(mailbox: Mailbox) -> dict:
+    snap = {c.key: getattr(mailbox, c.key) for c in Mailbox.__table__.columns
+            if c.key not in ("id", "password_encrypted", "created_at", "msp_id") and not c.key.startswith(
+                ("next_poll", "last_", "failure", "failing", "streak"))}
+    snap["password"] = "(set)" if mailbox.password_encrypted else None
+    snap["routes"] = [r.name for r in mailbox.routes]
+    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in snap.items()}
+
+
+def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: str, actor: User | None,
+                 routes: list[RouteInput] | None = None, mailbox: Mailbox | None = None) -> tuple[Mailbox, dict]:
+    """Create (mailbox None) or update a mailbox. `values` holds settings by column name plus
+    `password` (plain; encrypted here). Returns the mailbox and the audited changes."""
+    if client.msp_id != msp.id:
+        raise ValidationError({"client": ["That client is not in this MSP's tree."]})
+    password = values.pop("password", None)
+    clean = _clean_settings(values, mailbox)
+    ordered = clean_routes(routes, msp.id) if routes is not None else None
+    created = mailbox is None
+    if created:
+        if not clean.get("address"):
+            raise ValidationError({"address": ["Give the mailbox its address."]})
+        mailbox = Mailbox(msp_id=msp.id, client_id=client.id, address=clean["address"])
+        db.session.add(mailbox)
+        before: dict = {}
+    else:
+        before = _snapshot(mailbox)
+    mailbox.client_id = client.id
+    for key, value in clean.items():
+        setattr(mailbox, key, value)
+    if password:
+        mailbox.password_encrypted = crypto.encrypt(keys, password)
+    if ordered is not None:
+        mailbox.routes.clear()
+        db.session.flush()
+        for position, r in enumerate(ordered):
+            mailbox.routes.append(Route(
+                position=position, name=r.name.strip(), enabled=r.enabled, fallback=r.fallback,
+                recipients=r.recipients, senders=r.senders, subject_keywords=r.subject_keywords,
+                attachment_types=r.attachment_types, high_importance_only=r.high_importance_only,
+                client_id=r.client.id, acknowledge=r.acknowledge, acknowledge_cc=r.acknowledge_cc,
+                default_status=r.default_status, default_priority=r.default_priority, default_type=r.default_type))
+    if mailbox.status == "active":
+        problems = activation_problems(mailbox)
+        if problems:
+            raise ValidationError({"status": problems})
+    db.session.flush()
+    changes = audit.diff(before, _snapshot(mailbox))
+    if changes:
+        audit.record(actor, msp.id, "mailbox", mailbox.id, "created" if created else "updated", changes)
+    return mailbox, changes
+
+
+def activation_problems(mailbox: Mailbox) -> list[str]:
+    problems = []
+    if not mailbox.host:
+        problems.append("Set the server's host name before activating.")
+    if not mailbox.username:
+        problems.append("Set the user name before activating.")
+    if mailbox.password_encrypted is None:
+        problems.append("Set the password before activating.")
+    if mailbox.routes and not any(r.fallback for r in mailbox.routes):
+        problems.append("A mailbox with routes cannot be activated without a fallback route.")
+    return problems
+
+
+def password_of(mailbox: Mailbox, keys: str) -> str:
+    return crypto.decrypt(keys, mailbox.password_encrypted) if mailbox.password_encrypted else ""
+
+
+def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None):
+    from portal.transport.base import ServerSettings  # noqa: PLC0415 - transport stays optional for the portal
+
+    return ServerSettings(
+        protocol=mailbox.protocol, host=mailbox.host, port=mailbox.port, security=mailbox.security,
+        username=mailbox.username, password=password_of(mailbox, keys), auth_identity=mailbox.shared_mailbox,
+        timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls, ca_file=ca_file,
+    )
+
+
+def rotate_secrets(keys: str) -> int:
+    """Re-encrypt every stored secret with the first key; returns how many were rewritten."""
+    count = 0
+    for mailbox in db.session.scalars(select(Mailbox).where(Mailbox.password_encrypted.is_not(None))):
+        mailbox.password_encrypted = crypto.rotate(keys, mailbox.password_encrypted)
+        count += 1
+    db.session.flush()
+    return count
+
+
+def client_named(msp: Client, name: str) -> Client:
+    client = get_client_by_name(msp.id, name)
+    if client is None:
+        raise ValidationError({"client": [f"There is no client called {name!r} in {msp.name}."]})
+    return client

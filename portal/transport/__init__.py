@@ -1,0 +1,18 @@
+"""Mail transport: IMAP and POP3 sessions, the connection test. Plain Python (no Flask, SQLAlchemy or RQ)."""
+
+from portal.transport.base import ServerSettings, TransportError, open_session
+from portal.transport.imap import FetchedMessage, FolderState, ImapSession
+from portal.transport.pop3 import Pop3Session
+from portal.transport.probe import ProbeResult, test_connection
+
+__all__ = [
+    "FetchedMessage",
+    "FolderState",
+    "ImapSession",
+    "Pop3Session",
+    "ProbeResult",
+    "ServerSettings",
+    "TransportError",
+    "open_session",
+    "test_connection",
+]

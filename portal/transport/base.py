@@ -1,0 +1,246 @@
+"""Connection settings, the one error type, and the error translation shared by IMAP and POP3.
+
+Everything a person may read (TransportError.message, ProbeResult.message) is in plain words and
+never contains the password.
+"""
+
+from __future__ import annotations
+
+import errno
+import imaplib
+import logging
+import poplib
+import re
+import socket
+import ssl
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from portal.transport.imap import ImapSession
+    from portal.transport.pop3 import Pop3Session
+
+log = logging.getLogger("portal.transport")
+
+PROTOCOLS = ("imap", "pop3")
+SECURITIES = ("ssl", "starttls", "none")
+KINDS = ("auth", "connect", "tls", "timeout", "protocol", "folder")
+# Retrying later can help with these; a wrong password or an untrusted certificate stays wrong.
+TRANSIENT_KINDS = frozenset({"connect", "timeout"})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    protocol: str  # "imap" | "pop3"
+    host: str
+    port: int
+    security: str  # "ssl" | "starttls" | "none"
+    username: str
+    password: str = field(repr=False)
+    # SASL PLAIN authorization identity: log in as `username` but open this (shared) mailbox.
+    auth_identity: str | None = None
+    timeout: float = 30.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
+        if self.security not in SECURITIES:
+            raise ValueError(f"security must be one of {SECURITIES}, not {self.security!r}")
+        if not 0 < int(self.port) < 65536:
+            raise ValueError(f"port must be between 1 and 65535, not {self.port!r}")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def login_name(self) -> str:
+        """How the login reads in messages: 'support' or 'delegate for shared mailbox support'."""
+        if self.auth_identity and self.auth_identity != self.username:
+            return f"{self.username} (mailbox {self.auth_identity})"
+        return self.username
+
+
+class TransportError(Exception):
+    """Any failure talking to a mail server, already in plain words.
+
+    kind: auth | connect | tls | timeout | protocol | folder.
+    transient: True when trying again later may work (connect, timeout, dropped connection).
+    """
+
+    def __init__(self, kind: str, message: str, transient: bool | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown TransportError kind {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.transient = kind in TRANSIENT_KINDS if transient is None else transient
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        # Survives pickling (RQ, multiprocessing) with its kind and transient flag.
+        return (type(self), (self.kind, self.message, self.transient))
+
+    def __repr__(self) -> str:
+        return f"TransportError(kind={self.kind!r}, transient={self.transient!r}, message={self.message!r})"
+
+
+def open_session(settings: ServerSettings) -> "ImapSession | Pop3Session":
+    """Connect and log in; returns a context manager. Raises TransportError."""
+    if settings.protocol == "imap":
+        from portal.transport.imap import ImapSession
+
+        return ImapSession(settings)
+    from portal.transport.pop3 import Pop3Session
+
+    return Pop3Session(settings)
+
+
+def tls_context(settings: ServerSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not settings.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif settings.ca_file:
+        # In addition to the system store: a private CA must not untrust the public ones.
+        context.load_verify_locations(cafile=settings.ca_file)
+    return context
+
+
+# --- error translation ---------------------------------------------------------------------------
+
+_COMMAND_FAILED = re.compile(r"^[a-z_]+ failed: ")
+_TIMINGS = re.compile(r"\s*\((?:[\d.]+ \+ )*[\d.]+ secs\)\.?$")
+_BYTES_REPR = re.compile(r"""^b(['"])(.*)\1$""", re.S)
+
+
+def server_text(exc: BaseException) -> str:
+    """The server's own words out of an imaplib/poplib error, without Python's bytes repr."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc.args[0] if exc.args else None, bytes):
+        text = exc.args[0].decode("utf-8", "replace")
+    # imapclient wraps e.g. "login failed: b'[AUTHENTICATIONFAILED] ...'".
+    for prefix in ("login failed: ", "authenticate failed: ", "LOGIN command error: ",
+                   "AUTHENTICATE command error: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    match = _BYTES_REPR.match(text.strip())
+    if match:
+        text = match.group(2)
+    if text.startswith("-ERR "):
+        text = text[5:]
+    text = _COMMAND_FAILED.sub("", text)
+    # Dovecot appends its timings: "... (0.001 + 0.000 + 0.002 secs)."
+    text = _TIMINGS.sub(".", text)
+    return text.strip()
+
+
+def scrub(text: str, settings: ServerSettings) -> str:
+    if settings.password and settings.password in text:
+        text = text.replace(settings.password, "********")
+    return text
+
+
+def _os_error_words(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "the host name could not be resolved"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "the connection was reset"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "the host is unreachable"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def translate(exc: BaseException, settings: ServerSettings, stage: str) -> TransportError:
+    """Turn a low-level exception into a TransportError.
+
+    stage: "connect" (TCP + greeting), "tls", "login" or a short verb phrase of what we were doing
+    ("fetching messages"), used in the message.
+    """
+    where = settings.address
+    host = settings.host
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        if "hostname" in str(reason).lower() or "ip address mismatch" in str(reason).lower():
+            message = f"the TLS certificate of {host} does not match that name: {reason}"
+        else:
+            message = f"the TLS certificate of {host} is not trusted: {reason}"
+        return TransportError("tls", scrub(message, settings), transient=False)
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or exc.strerror or str(exc)
+        hint = ""
+        if reason and "WRONG_VERSION_NUMBER" in str(reason):
+            hint = " (does this port speak TLS? check the security setting)"
+        message = f"the TLS handshake with {where} failed: {reason}{hint}"
+        return TransportError("tls", scrub(message, settings), transient=False)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        if stage == "connect":
+            message = f"could not connect to {where}: no answer within {_seconds(settings.timeout)}"
+        else:
+            message = (f"{where} stopped answering while {_doing(stage)} "
+                       f"(no answer within {_seconds(settings.timeout)})")
+        return TransportError("timeout", message)
+    if isinstance(exc, OSError):
+        words = _os_error_words(exc)
+        if stage == "connect":
+            message = f"could not connect to {where}: {words}"
+        else:
+            message = f"the connection to {where} was lost while {_doing(stage)}: {words}"
+        return TransportError("connect", scrub(message, settings))
+    if isinstance(exc, (imaplib.IMAP4.abort, PopDropped)):
+        # imaplib raises abort when the socket hits EOF or a command cannot be sent.
+        message = f"the connection to {where} was lost while {_doing(stage)}: {server_text(exc)}"
+        return TransportError("connect", scrub(message, settings))
+    if isinstance(exc, (imaplib.IMAP4.error, poplib.error_proto)):
+        said = server_text(exc)
+        if stage == "login":
+            message = f"authentication failed for {settings.login_name}: the server said {said}"
+            return TransportError("auth", scrub(message, settings))
+        if stage == "connect":
+            name = "an IMAP" if settings.protocol == "imap" else "a POP3"
+            greeting = f"; it said {said}" if said and said != "None" else ""
+            message = f"{where} does not answer like {name} server (is the port right?){greeting}"
+        else:
+            message = f"{where} refused {_doing(stage)}: the server said {said}"
+        return TransportError("protocol", scrub(message, settings))
+    message = f"unexpected error while {_doing(stage)} with {where}: {type(exc).__name__}: {exc}"
+    return TransportError("protocol", scrub(message, settings), transient=False)
+
+
+def _seconds(value: float) -> str:
+    return "1 second" if value == 1 else f"{value:g} seconds"
+
+
+def _doing(stage: str) -> str:
+    return {
+        "connect": "connecting",
+        "tls": "starting TLS",
+        "login": "logging in",
+    }.get(stage, stage)
+
+
+class PopDropped(poplib.error_proto):
+    """The POP3 server closed the connection (poplib reports that as '-ERR EOF')."""
+
+
+@contextmanager
+def translated(settings: ServerSettings, stage: str) -> Iterator[None]:
+    try:
+        yield
+    except TransportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a TransportError
+        error = translate(exc, settings, stage)
+        log.info("%s: %s %s", settings.address, error.kind, error.message)
+        raise error from exc

@@ -1,0 +1,95 @@
+import textwrap
+
+import pytest
+from sqlalchemy import func, select
+
+from portal.models import Client, Mailbox, User
+
+CONFIG = textwrap.dedent("""
+    clients:
+      - name: Demo MSP
+        code: DEMO
+        waterline: "## Please reply above this line ##"
+        allow: []
+        children:
+          - name: Contoso
+            allow: [contoso.com, boss@gmail.com]
+            waterline: "Best regards"
+    users:
+      - {email: admin@demo.example, password: "long enough password", role: admin, client: Demo MSP}
+    mailboxes:
+      - address: support@demo.example
+        client: Demo MSP
+        protocol: imap
+        host: 127.0.0.1
+        port: 10143
+        security: none
+        username: support
+        password: "supportpw"
+        aliases: [help@demo.example]
+        plus_addressing: off
+        acknowledge: true
+        routes:
+          - {name: VIP, recipients: [vip@demo.example], client: Contoso, acknowledge: false}
+          - {name: Partner BCC, recipients: ["*"], senders: ["*@partner.example"], client: Contoso}
+          - {name: Everything else, fallback: true, client: Demo MSP}
+""")
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tidemark.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def run(app, *args):
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def test_import_creates_everything_and_is_idempotent(app, db, config_file):
+    first = run(app, "config", "import", str(config_file))
+    assert first.exit_code == 0, first.output
+    assert "4 created" in first.output  # the MSP, Contoso, one user, one mailbox
+    second = run(app, "config", "import", str(config_file))
+    assert "0 created, 0 updated" in second.output
+    assert db.session.scalar(select(func.count()).select_from(Client)) == 2
+    mailbox = db.session.scalar(select(Mailbox))
+    assert mailbox.plus_addressing == "off" and mailbox.aliases == ["help@demo.example"]
+    assert [r.name for r in mailbox.routes] == ["VIP", "Partner BCC", "Everything else"]
+    assert db.session.scalar(select(User)).check_password("long enough password")
+
+
+def test_import_updates_what_changed(app, db, config_file):
+    run(app, "config", "import", str(config_file))
+    config_file.write_text(CONFIG.replace('waterline: "Best regards"', 'waterline: "Kind regards"'))
+    result = run(app, "config", "import", str(config_file))
+    assert "1 updated" in result.output
+    assert db.session.scalar(select(Client).where(Client.name == "Contoso")).waterline == "Kind regards"
+
+
+def test_export_round_trips_and_hides_secrets_unless_asked(app, db, config_file, tmp_path):
+    run(app, "config", "import", str(config_file))
+    plain = run(app, "config", "export").output
+    assert "supportpw" not in plain and "long enough" not in plain
+    with_secrets = run(app, "config", "export", "--with-secrets").output
+    assert "supportpw" in with_secrets
+    again = tmp_path / "again.yaml"
+    again.write_text(with_secrets)
+    result = run(app, "config", "import", str(again))
+    assert result.exit_code == 0, result.output
+    assert "0 created, 0 updated" in result.output
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("clients: [", "not valid YAML"),
+    ("mailboxes:\n  - {address: x@y.example, client: Nobody}", "No single client is called 'Nobody'"),
+    ("clients:\n  - {name: M, allow: [not valid!]}", "clients[0].allow"),
+    ("frobnicate: 1", "Unknown top-level keys"),
+])
+def test_import_errors_say_where_and_change_nothing(app, db, tmp_path, broken, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(broken)
+    result = run(app, "config", "import", str(path))
+    assert result.exit_code == 1 and message in result.output
+    assert db.session.scalar(select(func.count()).select_from(Client)) == 0
