@@ -115,6 +115,9 @@ class TicketLink(db.Model):
     kind: Mapped[str] = mapped_column(String(20))  # follow-up, other-mailbox
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    ticket: Mapped[Ticket] = relationship(foreign_keys=[ticket_id])
+    linked: Mapped[Ticket] = relationship(foreign_keys=[linked_id])
+
 
 class Message(db.Model):
     """One email in or out, or an internal note. Inbound ones also record what the pipeline
@@ -162,6 +165,7 @@ class Message(db.Model):
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     raw_message: Mapped[RawMessage | None] = relationship()
+    duplicate_of: Mapped[Message | None] = relationship(remote_side="Message.id", foreign_keys=[duplicate_of_id])
     attachments: Mapped[list[Attachment]] = relationship(
         back_populates="message", cascade="all, delete-orphan", order_by="Attachment.id"
     )

@@ -66,13 +66,16 @@ def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int) -> set[str
 
 
 def decide(raw: RawMessage, ctx: IngestContext, *, max_tries: int = MAX_DECIDE_TRIES) -> IngestResult | None:
-    """Run one stored message through the pipeline inside a savepoint. A failure rolls back
-    only this message; after `max_tries` it is shown as unprocessed with the error."""
+    """Run one stored message through the pipeline inside its own savepoint. A failure rolls
+    back only this message; after `max_tries` it is shown as unprocessed with the error."""
     try:
         with db.session.begin_nested():
-            return ingest(raw, ctx)
+            result = ingest(raw, ctx)
+            ctx.save_counter()
+        return result
     except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
         log.exception("deciding raw message %s failed", raw.id)
+        ctx.forget_batch()
         raw.tries += 1
         raw.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         if raw.tries >= max_tries:
@@ -80,6 +83,23 @@ def decide(raw: RawMessage, ctx: IngestContext, *, max_tries: int = MAX_DECIDE_T
             _record_failure(raw, ctx)
         db.session.flush()
         return None
+
+
+def decide_batch(raws: list[RawMessage], ctx: IngestContext) -> list[IngestResult | None]:
+    """The fast path: the batch prepared, looked up and decided together, written in one
+    flush. If anything in it fails, it is rolled back and each message is decided alone in
+    its own savepoint, so the failure stays with the message that caused it."""
+    try:
+        with db.session.begin_nested():
+            items = [ctx.prepare(raw) for raw in raws]
+            ctx.preload(items)
+            results: list[IngestResult | None] = [ingest(item.raw, ctx, item) for item in items]
+            ctx.save_counter()
+        return results
+    except Exception:  # noqa: BLE001 - fall back to one message at a time
+        log.warning("a batch of %d messages failed as a whole; deciding them one by one", len(raws), exc_info=True)
+        ctx.forget_batch()
+        return [decide(raw, ctx) for raw in raws]
 
 
 def _record_failure(raw: RawMessage, ctx: IngestContext) -> None:
@@ -102,14 +122,13 @@ def pending(mailbox: Mailbox, limit: int) -> list[RawMessage]:
 def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], *, batch: int = BATCH_SIZE,
                    report: FetchReport | None = None) -> FetchReport:
     report = report or FetchReport(mailbox.id)
+    ctx = IngestContext(mailbox, secret)
     while True:
         raws = pending(mailbox, batch)
         if not raws:
             return report
-        ctx = IngestContext(mailbox, secret)
         progressed = False
-        for raw in raws:
-            result = decide(raw, ctx)
+        for raw, result in zip(raws, decide_batch(raws, ctx)):
             if result is None:
                 report.failed += 1
                 progressed = progressed or raw.state == "failed"

@@ -1,7 +1,10 @@
-"""The inbound pipeline, DESIGN steps 3–9, for one stored raw message at a time.
+"""The inbound pipeline, DESIGN steps 3–9, for stored raw messages.
 
-Every decision is written to the message's trace in plain words. Flush, never commit: the
-caller wraps each message in a savepoint so one bad message does not stop the others.
+A batch is decided in three steps: every message is parsed (pure Python), the lookups the
+whole batch needs are made in a few queries, then each message is decided in memory against
+them, and what the batch decided is remembered as it goes, so a reply finds a ticket created
+earlier in the same batch. Every decision is written to the message's trace in plain words.
+Flush, never commit: the caller (portal.services.fetching) commits per batch.
 """
 
 from __future__ import annotations
@@ -10,23 +13,25 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
 from portal.mail.classify import Classification, classify
 from portal.mail.cut import cut_body
-from portal.mail.fingerprint import fingerprints
+from portal.mail.fingerprint import Fingerprints, fingerprints
 from portal.mail.parse import ParsedEmail, parse_email
 from portal.mail.refs import REPLY_MARKER, RefFormat
 from portal.mail.route import MailFacts, RouteChoice, RouteRule, choose_by_default_order, choose_route, sender_matches, strip_plus
-from portal.mail.sanitize import sanitize_html
 from portal.mail.rules import APPEND, NEW_IN_MAILBOX_CLIENT, NEW_LINKED, StatusAction, action_for
+from portal.mail.sanitize import sanitize_html
 from portal.models import AllowEntry, Attachment, Client, Contact, Mailbox, Message, RawMessage, Ticket, TicketLink
 from portal.models.base import utcnow
 from portal.services.clients import tree_clients
 
 # Envelope headers that may carry the plus address when To/Cc do not (BCC, forwarding).
 _ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
+_FP_KINDS = (("raw", "the same raw message"), ("content", "the same content"), ("envelope", "the same envelope"))
 
 
 @dataclass
@@ -37,8 +42,32 @@ class IngestResult:
     trace: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Prepared:
+    """A stored message read once: parsed, classified, fingerprinted, references found."""
+
+    raw: RawMessage
+    parsed: ParsedEmail | None = None
+    cls: Classification | None = None
+    fps: Fingerprints | None = None
+    sender: str = ""
+    thread_ids: list[str] = field(default_factory=list)
+    plus_refs: list[str] = field(default_factory=list)
+    token_refs: list[str] = field(default_factory=list)
+    subject_refs: list[str] = field(default_factory=list)
+    body_refs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KnownMessage:
+    ticket: Ticket
+    direction: str
+    automatic: bool
+
+
 class IngestContext:
-    """What every message of one mailbox needs, loaded once per batch."""
+    """What the messages of one mailbox need: configuration loaded once, lookups made once
+    per batch (preload), and what the batch has decided so far (remember)."""
 
     def __init__(self, mailbox: Mailbox, secret: bytes):
         self.mailbox = mailbox
@@ -61,6 +90,19 @@ class IngestContext:
             if entry.client_id in subtree:
                 target = self.allowed_addresses if entry.kind == "address" else self.allowed_domains
                 target[entry.value] = entry.client_id
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self.own_ids: set[str] = set()
+        self.first_by_fp: dict[tuple[str, str], int | Message] = {}
+        self.by_message_id: dict[str, KnownMessage] = {}
+        self.tickets_by_ref: dict[str, Ticket] = {}
+        self.contacts: dict[str, Contact] = {}
+        self.existing: dict[int, Message] = {}
+        self._number: int | None = None
+        self._number_saved: int | None = None
+
+    # --- configuration -----------------------------------------------------------------------
 
     def _subtree(self, root_id: int) -> set[int]:
         found, todo = {root_id}, [root_id]
@@ -92,47 +134,176 @@ class IngestContext:
     def client_allows(self, client_id: int, sender: str) -> bool:
         if self.allowed_addresses.get(sender) == client_id:
             return True
-        domain = sender.rpartition("@")[2]
-        labels = domain.split(".")
+        labels = sender.rpartition("@")[2].split(".")
         return any(self.allowed_domains.get(".".join(labels[i:])) == client_id for i in range(len(labels) - 1))
+
+    # --- one batch -----------------------------------------------------------------------------
+
+    def prepare(self, raw: RawMessage) -> Prepared:
+        item = Prepared(raw)
+        if raw.raw is None:
+            return item
+        parsed = item.parsed = parse_email(raw.raw)
+        item.cls = classify(parsed)
+        item.fps = fingerprints(raw.raw, parsed)
+        item.sender = (parsed.from_.address if parsed.from_ else "").lower()
+        item.thread_ids = [m for m in [parsed.in_reply_to, *reversed(parsed.references),
+                                       item.cls.bounce_original_message_id] if m][:100]
+        fmt = self.ref_format
+        if self.mailbox.plus_addressing in ("mixed", "only"):
+            recipients = [a.address for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
+            recipients += [v for k, v in parsed.headers if k.lower() in _ENVELOPE_HEADERS]
+            item.plus_refs = fmt.refs_in_recipients(recipients, self.secret)
+        item.token_refs = fmt.refs_in_tokens(parsed.text, self.secret) or fmt.refs_in_tokens(parsed.html or "", self.secret)
+        item.subject_refs = fmt.refs_in_subject(parsed.subject)
+        item.body_refs = fmt.refs_in_body(parsed.text)
+        return item
+
+    def preload(self, items: list[Prepared]) -> None:
+        """Every lookup the batch needs, in a handful of queries instead of several per message."""
+        self._reset_batch()
+        msp_id, mailbox_id = self.mailbox.msp_id, self.mailbox.id
+        raw_ids = [i.raw.id for i in items if i.raw.id is not None]
+        if raw_ids:
+            for m in db.session.scalars(select(Message).where(Message.raw_message_id.in_(raw_ids))):
+                self.existing[m.raw_message_id] = m
+        parsed = [i for i in items if i.parsed is not None]
+        mids = {i.parsed.message_id for i in parsed if i.parsed.message_id}
+        for chunk in _chunks(sorted(mids)):
+            self.own_ids.update(db.session.scalars(select(Message.message_id).where(
+                Message.msp_id == msp_id, Message.direction == "out", Message.message_id.in_(chunk))))
+        for kind, column in (("raw", Message.fp_raw), ("content", Message.fp_content), ("envelope", Message.fp_envelope)):
+            values = sorted({getattr(i.fps, kind) for i in parsed})
+            for chunk in _chunks(values):
+                query = (select(column, Message.id).where(Message.mailbox_id == mailbox_id, Message.direction == "in",
+                                                          column.in_(chunk)))
+                if raw_ids:  # re-processing: a message must not be its own first copy
+                    query = query.where((Message.raw_message_id.is_(None)) | Message.raw_message_id.not_in(raw_ids))
+                for value, mid in db.session.execute(query):
+                    key = (kind, value)
+                    if key not in self.first_by_fp or mid < self.first_by_fp[key]:
+                        self.first_by_fp[key] = mid
+        wanted = sorted({m for i in parsed for m in i.thread_ids})
+        rows = []
+        for chunk in _chunks(wanted):
+            rows += db.session.execute(
+                select(Message.message_id, Message.ticket_id, Message.direction, Message.details, Message.id)
+                .where(Message.msp_id == msp_id, Message.message_id.in_(chunk), Message.ticket_id.is_not(None))
+                .order_by(Message.id)).all()
+        refs = sorted({r for i in parsed for r in (*i.plus_refs, *i.token_refs, *i.subject_refs, *i.body_refs)})
+        ticket_ids = sorted({r.ticket_id for r in rows})
+        tickets: dict[int, Ticket] = {}
+        query = select(Ticket).options(selectinload(Ticket.contact)).where(Ticket.msp_id == msp_id)
+        for chunk in _chunks(ticket_ids):
+            for t in db.session.scalars(query.where(Ticket.id.in_(chunk))):
+                tickets[t.id] = t
+        for chunk in _chunks(refs):
+            for t in db.session.scalars(query.where(Ticket.reference.in_(chunk))):
+                tickets[t.id] = t
+                self.tickets_by_ref[t.reference] = t
+        for r in rows:
+            if r.message_id not in self.by_message_id and r.ticket_id in tickets:
+                self.by_message_id[r.message_id] = KnownMessage(
+                    tickets[r.ticket_id], r.direction, bool((r.details or {}).get("automatic")))
+        senders = sorted({i.sender for i in parsed if i.sender})
+        for chunk in _chunks(senders):
+            for c in db.session.scalars(select(Contact).where(Contact.msp_id == msp_id, Contact.email.in_(chunk))):
+                self.contacts[c.email] = c
+
+    def first_copy(self, fps: Fingerprints) -> tuple[int | Message, str] | None:
+        found = [(self.first_by_fp[(kind, getattr(fps, kind))], why) for kind, why in _FP_KINDS
+                 if (kind, getattr(fps, kind)) in self.first_by_fp]
+        if not found:
+            return None
+        # The oldest copy: rows from the database (ids) before messages of this batch.
+        return min(found, key=lambda f: (0, f[0]) if isinstance(f[0], int) else (1, 0))
+
+    def remember(self, message: Message, fps: Fingerprints | None, ticket: Ticket | None) -> None:
+        if fps is not None:
+            for kind, _why in _FP_KINDS:
+                self.first_by_fp.setdefault((kind, getattr(fps, kind)), message)
+        if ticket is not None and message.message_id and message.message_id not in self.by_message_id:
+            self.by_message_id[message.message_id] = KnownMessage(ticket, "in", False)
+
+    def ticket_by_ref(self, ref: str) -> Ticket | None:
+        if ref not in self.tickets_by_ref:
+            self.tickets_by_ref[ref] = db.session.scalar(
+                select(Ticket).where(Ticket.msp_id == self.mailbox.msp_id, Ticket.reference == ref))
+        return self.tickets_by_ref[ref]
+
+    def next_reference(self) -> tuple[int, str]:
+        """Ticket numbers come from the MSP's counter, locked for the rest of the transaction
+        by an UPDATE on first use, then counted here and written back by save_counter()."""
+        if self._number is None:
+            self._number = db.session.execute(
+                update(Client).where(Client.id == self.mailbox.msp_id)
+                .values(last_ticket_number=Client.last_ticket_number)
+                .returning(Client.last_ticket_number)
+            ).scalar_one()
+        self._number += 1
+        return self._number, self.ref_format.ref(self._number)
+
+    def save_counter(self) -> None:
+        if self._number is not None and self._number != self._number_saved:
+            db.session.execute(update(Client).where(Client.id == self.mailbox.msp_id)
+                               .values(last_ticket_number=self._number))
+            self._number_saved = self._number
+
+    def forget_batch(self) -> None:
+        """After a rollback nothing the batch remembered is true any more."""
+        self._reset_batch()
+
+
+def _chunks(values: list, size: int = 500):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 # --- the pipeline --------------------------------------------------------------------------------
 
 
-def ingest(raw: RawMessage, ctx: IngestContext) -> IngestResult:
-    mailbox = ctx.mailbox
+def ingest(raw: RawMessage, ctx: IngestContext, item: Prepared | None = None) -> IngestResult:
+    """Decide one stored message. Without `item`, it is prepared and its lookups made here."""
+    if item is None:
+        item = ctx.prepare(raw)
+        ctx.preload([item])
+    with db.session.no_autoflush:
+        result = _decide(item, ctx)
+    ctx.remember(result.message, item.fps, result.ticket)
+    return result
+
+
+def _decide(item: Prepared, ctx: IngestContext) -> IngestResult:
+    mailbox, raw = ctx.mailbox, item.raw
     trace: list[str] = []
-    message = _existing_or_new_message(raw, mailbox)
-    if raw.raw is None:
+    message = _message_for(raw, ctx)
+    if item.parsed is None:
         message.outcome = "unprocessed"
         trace.append(f"kept without processing: {raw.size:,} bytes is over the size limit")
         return _finish(message, trace, None)
-
-    parsed = parse_email(raw.raw)
-    cls = classify(parsed)
-    fps = fingerprints(raw.raw, parsed)
-    _fill_message(message, parsed, cls, fps)
+    parsed, cls, sender = item.parsed, item.cls, item.sender
+    _fill_message(message, parsed, cls, item.fps)
     if parsed.defects:
         trace.append("parse: " + "; ".join(parsed.defects[:5]) + (" …" if len(parsed.defects) > 5 else ""))
 
     # 3. our own mail
-    if parsed.message_id and db.session.scalar(
-        select(Message.id).where(Message.msp_id == mailbox.msp_id, Message.direction == "out",
-                                 Message.message_id == parsed.message_id).limit(1)
-    ):
+    if parsed.message_id and parsed.message_id in ctx.own_ids:
         message.outcome = "own"
         trace.append(f"own mail: we sent {parsed.message_id}; recorded, not processed again")
         return _finish(message, trace, None)
 
     # 4. duplicate within this mailbox
-    first = _first_copy(message, mailbox.id)
+    first = ctx.first_copy(item.fps)
     if first is not None:
+        copy, why = first
         message.outcome = "duplicate"
-        message.duplicate_of_id = first.duplicate_of_id or first.id
-        which = "the same raw message" if first.fp_raw == message.fp_raw else (
-            "the same content" if first.fp_content == message.fp_content else "the same envelope")
-        trace.append(f"duplicate of message {message.duplicate_of_id} ({which}); creates nothing")
+        if isinstance(copy, Message):
+            message.duplicate_of = copy.duplicate_of or copy
+            shown = "an earlier message of this batch"
+        else:
+            message.duplicate_of_id = copy
+            shown = f"message {copy}"
+        trace.append(f"duplicate of {shown} ({why}); creates nothing")
         return _finish(message, trace, None)
 
     # 5. classify
@@ -142,21 +313,20 @@ def ingest(raw: RawMessage, ctx: IngestContext) -> IngestResult:
         trace.append("bounce for " + (", ".join(cls.bounced_recipients) or "unknown recipients"))
     if cls.priority != "normal":
         trace.append(f"priority {cls.priority}")
-    sender = (parsed.from_.address if parsed.from_ else "").lower()
     ignored = _ignore_reason(mailbox, sender, parsed.subject)
     if ignored is None and mailbox.sync_start_date and parsed.date:
         if parsed.date < datetime.combine(mailbox.sync_start_date, time.min, tzinfo=timezone.utc):
             ignored = f"dated {parsed.date.date()}, before the sync start date {mailbox.sync_start_date}"
     if ignored:
         message.outcome = "ignored"
+        message.body_html = parsed.html_safe
         trace.append(f"ignored: {ignored}")
         return _finish(message, trace, None)
 
-    # 6. thread
-    matched, how, quiet_parent = _thread(parsed, cls, sender, ctx, trace)
-    ticket: Ticket | None = None
+    # 6–7. thread, and apply the status rules
+    matched, how, quiet = _thread(item, ctx, trace)
     if matched is not None:
-        ticket = _apply_to_ticket(matched, how, message, parsed, cls, sender, quiet_parent, ctx, trace)
+        ticket = _apply_to_ticket(matched, how, message, item, quiet, ctx, trace)
         if ticket is not None:
             return _finish(message, trace, ticket)
 
@@ -165,36 +335,37 @@ def ingest(raw: RawMessage, ctx: IngestContext) -> IngestResult:
     if ctx.rules:
         choice = choose_route(ctx.rules, facts, mailbox.address, mailbox.aliases)
     else:
-        contact_client = db.session.scalar(
-            select(Contact.client_id).where(Contact.msp_id == mailbox.msp_id, Contact.email == sender))
+        contact = ctx.contacts.get(sender)
         choice = choose_by_default_order(
             facts, mailbox.address, mailbox.aliases, allowed_addresses=ctx.allowed_addresses,
-            allowed_domains=ctx.allowed_domains, contact_client=contact_client, mailbox_client=mailbox.client_id)
+            allowed_domains=ctx.allowed_domains, contact_client=contact.client_id if contact else None,
+            mailbox_client=mailbox.client_id)
     trace.extend(choice.trace)
     if choice.client_id is None:
         message.outcome = "unprocessed"
+        message.body_html = parsed.html_safe
         trace.append(f"unprocessed: {choice.reason}")
         return _finish(message, trace, None)
     client_id = choice.client_id
     if ctx.disabled(client_id):
         trace.append(f"route: {choice.reason} → {ctx.clients[client_id].name}, which is disabled; "
-                      "the mailbox's own client takes it")
+                     "the mailbox's own client takes it")
         client_id = mailbox.client_id
     else:
         trace.append(f"route: {choice.reason} → {ctx.clients[client_id].name}")
 
     # 9. create
-    ticket = _create_ticket(client_id, message, parsed, cls, sender, ctx, choice, trace)
+    ticket = _create_ticket(client_id, message, item, ctx, choice, trace)
     return _finish(message, trace, ticket)
 
 
 # --- steps -----------------------------------------------------------------------------------------
 
 
-def _existing_or_new_message(raw: RawMessage, mailbox: Mailbox) -> Message:
-    message = db.session.scalar(select(Message).where(Message.raw_message_id == raw.id))
+def _message_for(raw: RawMessage, ctx: IngestContext) -> Message:
+    message = ctx.existing.get(raw.id) if raw.id is not None else None
     if message is None:
-        message = Message(msp_id=mailbox.msp_id, mailbox_id=mailbox.id, raw_message_id=raw.id, direction="in")
+        message = Message(msp_id=ctx.mailbox.msp_id, mailbox_id=ctx.mailbox.id, raw_message=raw, direction="in")
         db.session.add(message)
     else:  # re-processing mail that found no ticket: the raw bytes decide afresh
         message.duplicate_of_id = None
@@ -202,20 +373,7 @@ def _existing_or_new_message(raw: RawMessage, mailbox: Mailbox) -> Message:
     return message
 
 
-def refresh_on_ticket(raw: RawMessage, ctx: IngestContext) -> IngestResult:
-    """Re-processing mail that is already on a ticket: derive its parsed form and cut body
-    again from the raw bytes, and leave it where it is (no second ticket)."""
-    message = db.session.scalar(select(Message).where(Message.raw_message_id == raw.id))
-    parsed = parse_email(raw.raw)
-    _fill_message(message, parsed, classify(parsed), fingerprints(raw.raw, parsed))
-    _cut(message, parsed, ctx, message.ticket.client_id)
-    message.attachments.clear()
-    _store_attachments(message, parsed, ctx)
-    trace = [*(message.trace or []), f"re-processed: read again from the stored bytes, kept on {message.ticket.reference}"]
-    return _finish(message, trace, message.ticket)
-
-
-def _fill_message(message: Message, parsed: ParsedEmail, cls: Classification, fps) -> None:
+def _fill_message(message: Message, parsed: ParsedEmail, cls: Classification, fps: Fingerprints) -> None:
     message.message_id = (parsed.message_id or None) and parsed.message_id[:998]
     message.in_reply_to = (parsed.in_reply_to or None) and parsed.in_reply_to[:998]
     message.references = parsed.references[-50:]
@@ -227,30 +385,14 @@ def _fill_message(message: Message, parsed: ParsedEmail, cls: Classification, fp
     message.sent_at = parsed.date
     message.full_text = parsed.text
     message.body_text = parsed.text
-    message.body_html = parsed.html_safe
+    # The HTML to show is set where it is known: cut on a ticket, whole when unprocessed.
+    message.body_html = None
     message.auto_generated = cls.auto_generated
     message.auto_reason = (cls.auto_reason or None) and cls.auto_reason[:200]
     message.priority = cls.priority
     message.fp_raw, message.fp_content, message.fp_envelope = fps.raw, fps.content, fps.envelope
     message.details = {"bounce": cls.bounce, "bounced_recipients": cls.bounced_recipients,
                        "out_of_office": cls.out_of_office, "defects": parsed.defects[:20]}
-
-
-def _first_copy(message: Message, mailbox_id: int) -> Message | None:
-    """The earliest message of this mailbox with any of the three fingerprints. Three
-    queries, one per fingerprint index: an OR over the three columns would scan the table."""
-    db.session.flush()  # gives this message its id, so it never matches itself
-    found: list[int] = []
-    for column, value in ((Message.fp_raw, message.fp_raw), (Message.fp_content, message.fp_content),
-                          (Message.fp_envelope, message.fp_envelope)):
-        if not value:
-            continue
-        query = select(Message.id).where(Message.mailbox_id == mailbox_id, column == value,
-                                         Message.direction == "in", Message.id != message.id)
-        first = db.session.scalar(query.order_by(Message.id).limit(1))
-        if first is not None:
-            found.append(first)
-    return db.session.get(Message, min(found)) if found else None
 
 
 def _ignore_reason(mailbox: Mailbox, sender: str, subject: str) -> str | None:
@@ -264,10 +406,6 @@ def _ignore_reason(mailbox: Mailbox, sender: str, subject: str) -> str | None:
     return None
 
 
-def _ticket_by_ref(ctx: IngestContext, ref: str) -> Ticket | None:
-    return db.session.scalar(select(Ticket).where(Ticket.msp_id == ctx.mailbox.msp_id, Ticket.reference == ref))
-
-
 def _sender_may_write(ticket: Ticket, sender: str, ctx: IngestContext) -> bool:
     if ticket.contact is not None and ticket.contact.email == sender:
         return True
@@ -276,58 +414,46 @@ def _sender_may_write(ticket: Ticket, sender: str, ctx: IngestContext) -> bool:
     return ctx.client_allows(ticket.client_id, sender)
 
 
-def _thread(parsed: ParsedEmail, cls: Classification, sender: str, ctx: IngestContext, trace: list[str]):
+def _thread(item: Prepared, ctx: IngestContext, trace: list[str]):
     """(ticket, how, quiet) for the first rule that matches, else (None, None, False)."""
-    mode = ctx.mailbox.plus_addressing
-    fmt = ctx.ref_format
-    if mode in ("mixed", "only"):
-        recipients = [a.address for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
-        recipients += [v for k, v in parsed.headers if k.lower() in _ENVELOPE_HEADERS]
-        for ref in fmt.refs_in_recipients(recipients, ctx.secret):
-            ticket = _ticket_by_ref(ctx, ref)
+    parsed, cls = item.parsed, item.cls
+    if ctx.mailbox.plus_addressing in ("mixed", "only"):
+        for ref in item.plus_refs:
+            ticket = ctx.ticket_by_ref(ref)
             if ticket is not None:
                 return ticket, f"plus address tag {ref}", False
-        if mode == "only":
+        if ctx.mailbox.plus_addressing == "only":
             trace.append("thread: plus-addressing only, no signed tag: new conversation")
             return None, None, False
 
-    wanted = [m for m in [parsed.in_reply_to, *reversed(parsed.references), cls.bounce_original_message_id] if m]
-    if wanted:
-        known = db.session.execute(
-            select(Message.message_id, Message.ticket_id, Message.direction, Message.details)
-            .where(Message.msp_id == ctx.mailbox.msp_id, Message.message_id.in_(wanted[:100]),
-                   Message.ticket_id.is_not(None))
-        ).all()
-        by_id = {row.message_id: row for row in known}
-        for mid in wanted:
-            row = by_id.get(mid)
-            if row is not None:
-                ticket = db.session.get(Ticket, row.ticket_id)
-                quiet = cls.auto_generated and row.direction == "out" and bool((row.details or {}).get("automatic"))
-                header = "In-Reply-To" if mid == parsed.in_reply_to else (
-                    "References" if mid in parsed.references else "bounced message")
-                return ticket, f"{header} matched {mid}", quiet
+    for mid in item.thread_ids:
+        known = ctx.by_message_id.get(mid)
+        if known is not None:
+            quiet = cls.auto_generated and known.direction == "out" and known.automatic
+            header = "In-Reply-To" if mid == parsed.in_reply_to else (
+                "References" if mid in parsed.references else "bounced message")
+            return known.ticket, f"{header} matched {mid}", quiet
 
-    for ref in fmt.refs_in_tokens(parsed.text, ctx.secret) or fmt.refs_in_tokens(parsed.html or "", ctx.secret):
-        ticket = _ticket_by_ref(ctx, ref)
+    for ref in item.token_refs:
+        ticket = ctx.ticket_by_ref(ref)
         if ticket is not None:
             return ticket, f"reference token {ref}", False
 
-    for source, refs in (("subject", fmt.refs_in_subject(parsed.subject)), ("body", fmt.refs_in_body(parsed.text))):
+    for source, refs in (("subject", item.subject_refs), ("body", item.body_refs)):
         for ref in refs:
-            ticket = _ticket_by_ref(ctx, ref)
+            ticket = ctx.ticket_by_ref(ref)
             if ticket is None:
                 continue
-            if _sender_may_write(ticket, sender, ctx):
+            if _sender_may_write(ticket, item.sender, ctx):
                 return ticket, f"{source} reference {ref}", False
-            trace.append(f"thread: {source} reference {ref} ignored: {sender or 'the sender'} is not allowed "
+            trace.append(f"thread: {source} reference {ref} ignored: {item.sender or 'the sender'} is not allowed "
                          f"to write into it (not its contact, CC or on its client's allow-list)")
     return None, None, False
 
 
-def _apply_to_ticket(matched: Ticket, how: str, message: Message, parsed: ParsedEmail, cls: Classification,
-                     sender: str, quiet: bool, ctx: IngestContext, trace: list[str]) -> Ticket | None:
-    """Step 7. Returns the ticket the message went onto, or None when a new ticket must be routed."""
+def _apply_to_ticket(matched: Ticket, how: str, message: Message, item: Prepared, quiet: bool,
+                     ctx: IngestContext, trace: list[str]) -> Ticket | None:
+    """Step 7. Returns the ticket the message went onto."""
     seen = set()
     while matched.status == "merged" and matched.merged_into_id and matched.id not in seen:
         seen.add(matched.id)
@@ -336,9 +462,9 @@ def _apply_to_ticket(matched: Ticket, how: str, message: Message, parsed: Parsed
     if matched.mailbox_id != ctx.mailbox.id:
         trace.append(f"thread: {how} on {matched.reference}, a ticket of another mailbox: "
                      "new ticket here, linked to it")
-        ticket = _create_ticket(matched.client_id if not ctx.disabled(matched.client_id) else ctx.mailbox.client_id,
-                                message, parsed, cls, sender, ctx, None, trace)
-        _link(ticket, matched, "other-mailbox")
+        client_id = matched.client_id if not ctx.disabled(matched.client_id) else ctx.mailbox.client_id
+        ticket = _create_ticket(client_id, message, item, ctx, None, trace)
+        db.session.add(TicketLink(ticket=ticket, linked=matched, kind="other-mailbox"))
         return ticket
     if matched.status == "split":
         children = list(db.session.scalars(select(Ticket).where(Ticket.split_from_id == matched.id)))
@@ -347,25 +473,26 @@ def _apply_to_ticket(matched: Ticket, how: str, message: Message, parsed: Parsed
         first = None
         for child in children:
             copy = message if first is None else _copy_message(message)
-            _append(child, copy, action_for(child.status, client_disabled=False, quiet=quiet), ctx, parsed, trace)
+            _append(child, copy, action_for(child.status, client_disabled=False, quiet=quiet), ctx, item, trace)
             first = first or child
         return first
     action = action_for(matched.status, client_disabled=ctx.disabled(matched.client_id), quiet=quiet)
     trace.append(f"thread: {how} on {matched.reference}")
     if action.kind == APPEND:
-        _append(matched, message, action, ctx, parsed, trace)
+        _append(matched, message, action, ctx, item, trace)
         return matched
     trace.append(action.reason)
     client_id = ctx.mailbox.client_id if action.kind == NEW_IN_MAILBOX_CLIENT else matched.client_id
-    ticket = _create_ticket(client_id, message, parsed, cls, sender, ctx, None, trace,
+    ticket = _create_ticket(client_id, message, item, ctx, None, trace,
                             copy_from=matched if action.kind == NEW_LINKED else None)
     if action.kind == NEW_LINKED:
-        _link(ticket, matched, "follow-up")
+        db.session.add(TicketLink(ticket=ticket, linked=matched, kind="follow-up"))
     return ticket
 
 
-def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestContext, parsed: ParsedEmail,
+def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestContext, item: Prepared,
             trace: list[str]) -> None:
+    parsed = item.parsed
     message.ticket = ticket
     message.outcome = action.outcome
     _cut(message, parsed, ctx, ticket.client_id)
@@ -376,13 +503,12 @@ def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestC
         trace.append(action.reason)
     if action.flag_new_information:
         ticket.new_information = True
-    ours = ctx.addresses
     contact_email = ticket.contact.email if ticket.contact else None
     for addr in [a.address.lower() for a in (*parsed.to, *parsed.cc)]:
-        if strip_plus(addr) not in ours and addr != contact_email and addr not in ticket.cc:
+        if strip_plus(addr) not in ctx.addresses and addr != contact_email and addr not in ticket.cc:
             ticket.cc = [*ticket.cc, addr]
     ticket.updated_at = utcnow()
-    _store_attachments(message, parsed, ctx)
+    _store_attachments(message, parsed)
 
 
 def _copy_message(message: Message) -> Message:
@@ -408,37 +534,26 @@ def _cut(message: Message, parsed: ParsedEmail, ctx: IngestContext, client_id: i
     waterlines = [w for w in (waterline, REPLY_MARKER) if w]
     visible = cut_body(parsed.text, parsed.html, waterlines=waterlines, marker=REPLY_MARKER)
     message.body_text = visible.text
-    if visible.html is not None:
-        message.body_html = sanitize_html(visible.html)
-
-
-def next_reference(msp_id: int, ref_format: RefFormat) -> tuple[int, str]:
-    """The MSP's next ticket number, handed out atomically (one row update)."""
-    number = db.session.execute(
-        update(Client).where(Client.id == msp_id)
-        .values(last_ticket_number=Client.last_ticket_number + 1)
-        .returning(Client.last_ticket_number)
-    ).scalar_one()
-    return number, ref_format.ref(number)
+    message.body_html = sanitize_html(visible.html) if visible.html is not None else None
 
 
 def _contact(ctx: IngestContext, client_id: int, sender: str, name: str) -> Contact | None:
     if not sender:
         return None
-    contact = db.session.scalar(select(Contact).where(Contact.msp_id == ctx.mailbox.msp_id, Contact.email == sender))
+    contact = ctx.contacts.get(sender)
     if contact is None:
         contact = Contact(msp_id=ctx.mailbox.msp_id, client_id=client_id, email=sender[:320], name=name[:200])
         db.session.add(contact)
+        ctx.contacts[sender] = contact
     return contact
 
 
-def _create_ticket(client_id: int, message: Message, parsed: ParsedEmail, cls: Classification, sender: str,
-                   ctx: IngestContext, choice: RouteChoice | None, trace: list[str],
-                   copy_from: Ticket | None = None) -> Ticket:
-    mailbox = ctx.mailbox
+def _create_ticket(client_id: int, message: Message, item: Prepared, ctx: IngestContext, choice: RouteChoice | None,
+                   trace: list[str], copy_from: Ticket | None = None) -> Ticket:
+    mailbox, parsed, cls = ctx.mailbox, item.parsed, item.cls
     route = ctx.routes_by_id.get(choice.rule.id) if choice and choice.rule else None
-    number, reference = next_reference(mailbox.msp_id, ctx.ref_format)
-    contact = _contact(ctx, client_id, sender, parsed.from_.name if parsed.from_ else "")
+    number, reference = ctx.next_reference()
+    contact = _contact(ctx, client_id, item.sender, parsed.from_.name if parsed.from_ else "")
     priority = cls.priority if cls.priority != "normal" else (
         (route.default_priority if route else None) or mailbox.default_priority)
     ticket = Ticket(
@@ -454,12 +569,13 @@ def _create_ticket(client_id: int, message: Message, parsed: ParsedEmail, cls: C
         ticket.contact = copy_from.contact or contact
         ticket.cc = sorted(set(copy_from.cc) | set(ticket.cc))
     db.session.add(ticket)
+    ctx.tickets_by_ref[reference] = ticket
     message.ticket = ticket
     message.outcome = "created"
     _cut(message, parsed, ctx, client_id)
-    _store_attachments(message, parsed, ctx)
-    if mailbox.keep_raw_attachment and message.raw_message is not None:
-        raw = message.raw_message.raw or b""
+    _store_attachments(message, parsed)
+    if mailbox.keep_raw_attachment and item.raw.raw is not None:
+        raw = item.raw.raw
         message.attachments.append(Attachment(filename="original.eml", content_type="message/rfc822", size=len(raw),
                                               sha256=hashlib.sha256(raw).hexdigest(), inline=False, data=raw))
     acknowledge = mailbox.acknowledge and (route.acknowledge if route else True)
@@ -478,7 +594,7 @@ def _create_ticket(client_id: int, message: Message, parsed: ParsedEmail, cls: C
     return ticket
 
 
-def _store_attachments(message: Message, parsed: ParsedEmail, ctx: IngestContext) -> None:
+def _store_attachments(message: Message, parsed: ParsedEmail) -> None:
     for a in parsed.attachments:
         message.attachments.append(Attachment(
             filename=(a.filename or "attachment")[:255], content_type=(a.content_type or "application/octet-stream")[:255],
@@ -486,15 +602,25 @@ def _store_attachments(message: Message, parsed: ParsedEmail, ctx: IngestContext
             inline=a.inline, data=a.data))
 
 
-def _link(ticket: Ticket, other: Ticket, kind: str) -> None:
-    db.session.flush()
-    db.session.add(TicketLink(ticket_id=ticket.id, linked_id=other.id, kind=kind))
-
-
 def _finish(message: Message, trace: list[str], ticket: Ticket | None) -> IngestResult:
     message.trace = trace
-    if message.raw_message is not None:
-        message.raw_message.state = "decided"
-        message.raw_message.last_error = None
-    db.session.flush()
+    raw = message.raw_message
+    if raw is not None:
+        raw.state = "decided"
+        raw.last_error = None
     return IngestResult(message.outcome, message, ticket, trace)
+
+
+def refresh_on_ticket(raw: RawMessage, ctx: IngestContext) -> IngestResult:
+    """Re-processing mail that is already on a ticket: derive its parsed form and cut body
+    again from the raw bytes, and leave it where it is (no second ticket)."""
+    message = db.session.scalar(select(Message).where(Message.raw_message_id == raw.id))
+    parsed = parse_email(raw.raw)
+    _fill_message(message, parsed, classify(parsed), fingerprints(raw.raw, parsed))
+    _cut(message, parsed, ctx, message.ticket.client_id)
+    message.attachments.clear()
+    _store_attachments(message, parsed)
+    trace = [*(message.trace or []), f"re-processed: read again from the stored bytes, kept on {message.ticket.reference}"]
+    result = _finish(message, trace, message.ticket)
+    db.session.flush()
+    return result
