@@ -190,6 +190,24 @@ def mail_reprocess(raw_id: int) -> None:
                            "status": t.status if t else None, "trace": result.trace}, ensure_ascii=False))
 
 
+@mail_cli.command("test-connection")
+@click.argument("address")
+def mail_test_connection(address: str) -> None:
+    """Connect to a mailbox's server now and say what happened (the answer is kept)."""
+    from flask import current_app
+
+    from portal.services.mailboxes import check_connection, get_mailbox_by_address
+
+    mailbox = get_mailbox_by_address(address)
+    if mailbox is None:
+        click.echo(f"error: there is no mailbox {address}", err=True)
+        raise SystemExit(1)
+    result = check_connection(mailbox, _keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
+    commit()
+    click.echo(result.message)
+    raise SystemExit(0 if result.ok else 1)
+
+
 @mail_cli.command("explain")
 @click.option("--waterline", "waterlines", multiple=True, help="A client's cut-off text (repeatable).")
 @click.option("--subject-format", default="[{ref}]", show_default=True, help="Where the reference sits in subjects.")

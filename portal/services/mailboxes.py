@@ -267,3 +267,16 @@ def client_named(msp: Client, name: str) -> Client:
     if client is None:
         raise ValidationError({"client": [f"There is no client called {name!r} in {msp.name}."]})
     return client
+
+
+def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None):
+    """"Test connection": try the server now and keep the answer and its time on the mailbox."""
+    from portal.models.base import utcnow  # noqa: PLC0415
+    from portal.transport.probe import test_connection  # noqa: PLC0415
+
+    result = (probe or test_connection)(server_settings(mailbox, keys, ca_file))
+    mailbox.last_test_at = utcnow()
+    mailbox.last_test_ok = result.ok
+    mailbox.last_test_message = result.message
+    db.session.flush()
+    return result

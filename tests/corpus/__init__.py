@@ -1,6 +1,7 @@
 """Measurements against the public email corpora in ../shared/corpora (never copied here)."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,3 +34,11 @@ def corpora_root() -> Path:
     if override:
         return Path(override)
     return Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
+
+
+def load_expected(corpora: Path, name: str) -> list[dict] | None:
+    """A corpus's expected.json records, or None when that corpus is absent."""
+    path = corpora / name / "expected.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -9,14 +9,13 @@ from __future__ import annotations
 import difflib
 import email
 import email.policy
-import json
 import re
 import time
 from pathlib import Path
 
 from portal.mail.cut import cut_body
 
-from . import CheckResult
+from . import CheckResult, load_expected
 
 # Why a corpus expectation does not fit a helpdesk. Keys are corpus file paths.
 TALON_EXPLAINED = {
@@ -82,13 +81,6 @@ TALON_EXPLAINED = {
 ERP_EXPLAINED: dict[str, str] = {}
 
 
-def _load(corpora: Path, name: str) -> list[dict] | None:
-    path = corpora / name / "expected.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _read(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
@@ -136,7 +128,7 @@ def _words(text: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 def _talon(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "talon")
+    records = load_expected(corpora, "talon")
     if records is None:
         return []
     root = corpora / "talon"
@@ -239,7 +231,7 @@ def _fragment_checks(rec: dict, visible: str, whole: str, raw: str) -> tuple[boo
 
 
 def _erp(corpora: Path, name: str) -> list[CheckResult]:
-    records = _load(corpora, name)
+    records = load_expected(corpora, name)
     if records is None:
         return []
     root = corpora / name
@@ -276,7 +268,7 @@ def _erp(corpora: Path, name: str) -> list[CheckResult]:
 # --------------------------------------------------------------------------------------------
 
 def _zammad(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "zammad")
+    records = load_expected(corpora, "zammad")
     if records is None:
         return []
     root = corpora / "zammad"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import html as html_lib
-import json
 import mailbox
 import re
 from datetime import timezone
@@ -16,16 +15,9 @@ from pathlib import Path
 from portal.mail.classify import classify
 from portal.mail.parse import ParsedEmail, parse_email
 
-from . import CheckResult
+from . import CheckResult, load_expected
 
 _ADDR = re.compile(r"[\w.+'=-]+@[\w-]+(?:\.[\w-]+)*")
-
-
-def _load(corpora: Path, name: str) -> list[dict] | None:
-    path = corpora / name / "expected.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _parse(path: Path) -> ParsedEmail:
@@ -63,7 +55,7 @@ def _md5(data: bytes) -> str:
 
 
 def _zammad(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "zammad")
+    records = load_expected(corpora, "zammad")
     if records is None:
         return []
     root = corpora / "zammad"
@@ -80,7 +72,7 @@ def _zammad(corpora: Path) -> list[CheckResult]:
     results["parse.from"].explained.update({
         "mail/mail006.box": "two encoded words 'B=C4KO' 'Sch=F6nland': RFC 2047 drops the space between them, "
                             "but the sender meant two words; we keep the space the display name needs",
-        "mail/mail075.box": "same as mail006",
+        "mail/mail075.box": "two adjacent encoded words, as in mail006: the sender meant two words, so we keep the space",
         "mail/mail087.box": "'From: Test test@example.com': Zammad keeps the whole string as the address; "
                             "we take the address test@example.com (and the mail is still attributable)",
         "mail/mail076.box": "'\"Millions Lottery Spain transfer\"@example.com>': Zammad's expected from is the "
@@ -92,8 +84,8 @@ def _zammad(corpora: Path) -> list[CheckResult]:
     results["process"].explained.update({
         "process/case_07.eml": "empty subject: Zammad titles the ticket '-'; the title is the portal's choice, "
                                "the parsed subject stays empty",
-        "process/case_08.eml": "same as case_07",
-        "mail/mail023.box": "same as case_07",
+        "process/case_08.eml": "empty subject, as case_07: Zammad titles the ticket '-', a portal choice",
+        "mail/mail023.box": "empty subject, as case_07: Zammad titles the ticket '-', a portal choice",
         "process/case_21.eml": "'Subject: Subject: …': Zammad strips the doubled word, we keep what was sent",
         "mail/mail053.box": "'From: MAILER-DAEMON' has no domain; Zammad invents 'mailer-daemon@local', "
                             "we record no sender address (it is a bounce, no contact is created)",
@@ -101,8 +93,8 @@ def _zammad(corpora: Path) -> list[CheckResult]:
     results["parse.attachments"].explained.update({
         "mail/mail014.box": "forwarded .eml attachments: we re-serialise the embedded message (same content, "
                             "different bytes than the raw part); the raw mail is kept byte for byte anyway",
-        "mail/mail046.box": "as mail014 (forwarded .eml)",
-        "mail/mail069.box": "as mail014 (forwarded .eml)",
+        "mail/mail046.box": "forwarded .eml re-serialised, as mail014: same content, other bytes",
+        "mail/mail069.box": "forwarded .eml re-serialised, as mail014: same content, other bytes",
         "mail/mail092.box": "Zammad keeps the delivery-status part's raw bytes and an EMPTY .eml "
                             "(md5 d41d8…); we keep the report fields and the embedded message",
         "mail/mail102.box": "filename continuation: Zammad joins RFC 2231 pieces as '091.00.38', the "
@@ -238,7 +230,7 @@ _NODEMAILER_SKIP = ("partId", "headerLines", "headers.has", "headers.get('priori
 
 
 def _nodemailer(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "nodemailer-mailparser")
+    records = load_expected(corpora, "nodemailer-mailparser")
     if records is None:
         return []
     root = corpora / "nodemailer-mailparser"
@@ -358,7 +350,7 @@ def _pairs(addresses) -> list[list[str]]:
 
 
 def _spamscope(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "spamscope-mailparser")
+    records = load_expected(corpora, "spamscope-mailparser")
     if records is None:
         return []
     root = corpora / "spamscope-mailparser"
@@ -429,7 +421,7 @@ def _spamscope(corpora: Path) -> list[CheckResult]:
 
 
 def _django_helpdesk(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "django-helpdesk")
+    records = load_expected(corpora, "django-helpdesk")
     if records is None:
         return []
     root = corpora / "django-helpdesk"
@@ -466,7 +458,7 @@ def _django_helpdesk(corpora: Path) -> list[CheckResult]:
 
 
 def _flufl(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "flufl-bounce")
+    records = load_expected(corpora, "flufl-bounce")
     if records is None:
         return []
     root = corpora / "flufl-bounce"
@@ -505,7 +497,7 @@ def _flufl(corpora: Path) -> list[CheckResult]:
 
 
 def _mailbox_threads(corpora: Path) -> list[CheckResult]:
-    records = _load(corpora, "mailbox-threads")
+    records = load_expected(corpora, "mailbox-threads")
     if records is None:
         return []
     res = CheckResult("mailbox-threads", "threading-headers")

@@ -456,7 +456,7 @@ def test_reprocessing_mail_on_a_ticket_keeps_it_there(world, app, acme):
 
 
 def test_reprocessing_unprocessed_mail_after_teaching_the_allow_list_creates_the_ticket(world, app, acme):
-    from portal.services import clients, commit
+    from portal.services import commit
     from portal.services.fetching import reprocess
 
     msp, contoso, _f, _s = acme

@@ -33,10 +33,10 @@ def acme(world, app, dovecot):
 
 def make_mailbox(world, msp, dovecot, user, protocol="imap", security="none", **values):
     port = dovecot.port(protocol, security)
-    after = values.pop("after_action", "seen" if protocol == "imap" else "keep")
+    values.setdefault("after_action", "seen" if protocol == "imap" else "keep")
+    values.setdefault("status", "active")
     return world.mailbox(msp, address="support@acme.example", protocol=protocol, security=security,
-                         host="127.0.0.1", port=port, username=user.name, password=user.password,
-                         after_action=after, status="active", **values)
+                         host="127.0.0.1", port=port, username=user.name, password=user.password, **values)
 
 
 def count(model, *where):
@@ -242,3 +242,44 @@ def test_two_worker_processes_racing_on_one_mailbox_take_each_message_once(
     assert count(RawMessage) == 40 and count(Ticket) == 40
     assert sorted(t.subject for t in db.session.scalars(select(Ticket))) == sorted(f"race {i}" for i in range(40))
     assert db.session.get(Mailbox, mailbox.id).failure_count == 0
+
+
+def test_test_connection_keeps_the_answer_and_its_time(world, acme, dovecot, mail_user, app):
+    mailbox = make_mailbox(world, acme, dovecot, mail_user, status="draft")
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["mail", "test-connection", "support@acme.example"])
+    assert ok.exit_code == 0 and "Connected to 127.0.0.1" in ok.output and "INBOX has 0 messages" in ok.output
+    db.session.refresh(mailbox)
+    assert mailbox.last_test_ok is True and mailbox.last_test_at is not None
+    from portal import crypto
+
+    mailbox.password_encrypted = crypto.encrypt(app.config["TIDEMARK_ENCRYPTION_KEY"], "nope-nope")
+    commit()
+    bad = runner.invoke(args=["mail", "test-connection", "support@acme.example"])
+    assert bad.exit_code == 1 and "authentication failed" in bad.output and "nope-nope" not in bad.output
+    db.session.refresh(mailbox)
+    assert mailbox.last_test_ok is False and "authentication failed" in mailbox.last_test_message
+
+
+def test_a_shared_mailbox_is_read_with_another_login(world, acme, dovecot, mail_user, redis):
+    master = dovecot.add_master_user("helpdesk-robot", "robot-password-1")
+    dovecot.deliver(mail_user, email(subject="to the shared box"))
+    mailbox = make_mailbox(world, acme, dovecot, mail_user)
+    mailbox.username, mailbox.shared_mailbox = master.name, mail_user.name
+    from portal import crypto
+
+    mailbox.password_encrypted = crypto.encrypt(world.app.config["TIDEMARK_ENCRYPTION_KEY"], master.password)
+    commit()
+    report = fetch_mailbox(mailbox.id)
+    assert report["outcomes"] == {"created": 1}
+    assert db.session.scalar(select(Ticket)).subject == "to the shared box"
+
+
+def test_keep_raw_email_as_attachment(world, acme, dovecot, mail_user, redis):
+    raw = email(subject="keep me")
+    dovecot.deliver(mail_user, raw)
+    mailbox = make_mailbox(world, acme, dovecot, mail_user, keep_raw_attachment=True)
+    fetch_mailbox(mailbox.id)
+    message = db.session.scalar(select(Message))
+    eml = [a for a in message.attachments if a.filename == "original.eml"]
+    assert len(eml) == 1 and eml[0].data == db.session.scalar(select(RawMessage)).raw
