@@ -86,6 +86,7 @@ test-postgres:
 # --- figures ------------------------------------------------------------------------------------
 bench: system-test $(VENV)/.installed-dev
 	$(PY) -m tests.bench.bench_parse $(BENCH_ARGS)
+	$(PY) -m tests.bench.bench_ingest $(BENCH_INGEST_ARGS)
 
 corpus-report: $(VENV)/.installed-dev
 	$(PY) -m tests.corpus.report

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from portal.extensions import db
 from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
@@ -57,9 +58,18 @@ def store_raw(mailbox: Mailbox, raw: bytes | None, *, server_id: str, folder: st
     return record
 
 
-def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int) -> set[str]:
-    return set(db.session.scalars(select(RawMessage.server_id).where(
-        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity)))
+def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int, among: Iterable[str] | None = None) -> set[str]:
+    """Server ids already stored; `among` limits the question to a batch (a big mailbox's
+    whole history is not read once per batch)."""
+    query = select(RawMessage.server_id).where(
+        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity)
+    if among is None:
+        return set(db.session.scalars(query))
+    found: set[str] = set()
+    ids = list(among)
+    for start in range(0, len(ids), 500):
+        found.update(db.session.scalars(query.where(RawMessage.server_id.in_(ids[start:start + 500]))))
+    return found
 
 
 # --- deciding --------------------------------------------------------------------------------------
@@ -114,8 +124,10 @@ def _record_failure(raw: RawMessage, ctx: IngestContext) -> None:
 
 
 def pending(mailbox: Mailbox, limit: int) -> list[RawMessage]:
+    # The bytes come with the rows: loading a deferred column one message at a time costs a query each.
     return list(db.session.scalars(
-        select(RawMessage).where(RawMessage.mailbox_id == mailbox.id, RawMessage.state == "new")
+        select(RawMessage).options(undefer(RawMessage.raw))
+        .where(RawMessage.mailbox_id == mailbox.id, RawMessage.state == "new")
         .order_by(RawMessage.id).limit(limit)))
 
 
@@ -234,7 +246,7 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, batch: 
         uids = session.uids_after(state_row.last_uid, since=mailbox.sync_start_date)
         for start in range(0, len(uids), batch):
             chunk = uids[start:start + batch]
-            known = known_server_ids(mailbox, folder, folder_state.uidvalidity)
+            known = known_server_ids(mailbox, folder, folder_state.uidvalidity, among=[str(u) for u in chunk])
             for fetched in session.fetch(chunk, batch_size=batch, max_bytes=max_size):
                 if fetched.server_id in known:
                     continue
