@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from portal import create_app
 from portal.extensions import db as _db
 from tests.dovecot import dovecot, mail_user  # noqa: F401 - a real Dovecot for every test that asks
+from tests.smtp import smtp_server, smtp_server_session  # noqa: F401 - a real SMTP server (aiosmtpd)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
