@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuid_module
 from datetime import datetime
 from typing import Any
 
@@ -75,6 +76,8 @@ class Ticket(db.Model):
     msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
     number: Mapped[int] = mapped_column(Integer)
     reference: Mapped[str] = mapped_column(String(40))
+    # Goes into the Message-IDs of our mail about this ticket: <uuid.ticket-uuid@host>.
+    uuid: Mapped[str] = mapped_column(String(32), default=lambda: uuid_module.uuid4().hex, unique=True)
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="SET NULL"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
@@ -162,6 +165,13 @@ class Message(db.Model):
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     trace: Mapped[list[str]] = mapped_column(JSON, default=list)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Outbound only: queued, sent, retrying, failed, held (a loop limit), blocked (staging)
+    delivery: Mapped[str | None] = mapped_column(String(10))
+    delivery_note: Mapped[str | None] = mapped_column(Text)
+    # Outbound only: the bytes as composed, kept like inbound raw mail.
+    raw_out: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # Who wrote it (technician replies and notes).
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     raw_message: Mapped[RawMessage | None] = relationship()

@@ -11,10 +11,11 @@ import yaml
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Client, Mailbox, User
+from portal.models import Client, Mailbox, SmtpServer, User
 from portal.services import ValidationError
 from portal.services import clients as client_svc
 from portal.services import mailboxes as mailbox_svc
+from portal.services import outbound as outbound_svc
 from portal.services import users as user_svc
 
 MAILBOX_KEYS = (
@@ -158,11 +159,21 @@ def import_config(data: dict, *, keys: str, actor: User | None = None) -> dict[s
         if existing is not None and values.get("password") and mailbox_svc.password_of(existing, keys) == values["password"]:
             values.pop("password")  # unchanged: do not re-encrypt (and do not count it as a change)
         try:
-            _mailbox, changes = mailbox_svc.save_mailbox(msp, client, values, keys=keys, actor=actor,
-                                                         routes=routes, mailbox=existing)
+            mailbox, changes = mailbox_svc.save_mailbox(msp, client, values, keys=keys, actor=actor,
+                                                        routes=routes, mailbox=existing)
+            if item.get("outgoing"):
+                _server, out_changed = outbound_svc.save_smtp_server(dict(item["outgoing"]), keys=keys,
+                                                                     mailbox=mailbox)
+                changes = changes or out_changed
         except ValidationError as exc:
             raise _fail(where, exc) from None
         note(existing is None, bool(changes))
+    if data.get("smtp"):
+        try:
+            _server, changed = outbound_svc.save_smtp_server(dict(data["smtp"]), keys=keys)
+        except ValidationError as exc:
+            raise _fail("smtp", exc) from None
+        note(False, changed)
     db.session.flush()
     return counts
 
@@ -205,7 +216,13 @@ def export_config(*, keys: str, with_secrets: bool = False) -> dict:
         item["routes"] = [
             {"name": r.name, "client": r.client.name, **{k: getattr(r, k) for k in ROUTE_KEYS}} for r in m.routes
         ]
+        own = db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id == m.id))
+        if own is not None:
+            item["outgoing"] = outbound_svc.smtp_server_as_config(own, keys, with_secrets)
         out["mailboxes"].append(item)
+    gateway = outbound_svc.default_gateway()
+    if gateway is not None:
+        out["smtp"] = outbound_svc.smtp_server_as_config(gateway, keys, with_secrets)
     return out
 
 

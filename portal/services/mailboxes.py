@@ -19,7 +19,7 @@ from portal.services.allowlist import AllowEntryError, normalise_address, normal
 from portal.services.clients import get_client_by_name
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
-_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOST_PATTERN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 SECRET_FIELDS = ("password",)
 
 
@@ -124,7 +124,7 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None) -> dict[str
             errors.setdefault(key, []).append(f"{values[key]!r} is not one of {', '.join(allowed)}.")
     protocol = values.get("protocol", mailbox.protocol if mailbox else "imap")
     security = values.get("security", mailbox.security if mailbox else "ssl")
-    if "host" in values and values["host"] and not _HOST.match(values["host"].strip()):
+    if "host" in values and values["host"] and not HOST_PATTERN.match(values["host"].strip()):
         errors.setdefault("host", []).append(f"{values['host']!r} is not a host name or IP address.")
     if "port" in values:
         port = values["port"]
@@ -255,8 +255,13 @@ def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None):
 def rotate_secrets(keys: str) -> int:
     """Re-encrypt every stored secret with the first key; returns how many were rewritten."""
     count = 0
+    from portal.models import SmtpServer  # noqa: PLC0415
+
     for mailbox in db.session.scalars(select(Mailbox).where(Mailbox.password_encrypted.is_not(None))):
         mailbox.password_encrypted = crypto.rotate(keys, mailbox.password_encrypted)
+        count += 1
+    for server in db.session.scalars(select(SmtpServer).where(SmtpServer.password_encrypted.is_not(None))):
+        server.password_encrypted = crypto.rotate(keys, server.password_encrypted)
         count += 1
     db.session.flush()
     return count

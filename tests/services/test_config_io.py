@@ -93,3 +93,23 @@ def test_import_errors_say_where_and_change_nothing(app, db, tmp_path, broken, m
     result = run(app, "config", "import", str(path))
     assert result.exit_code == 1 and message in result.output
     assert db.session.scalar(select(func.count()).select_from(Client)) == 0
+
+
+def test_smtp_gateway_and_a_mailbox_outgoing_server_round_trip(app, db, config_file, tmp_path):
+    from portal.models import SmtpServer
+
+    assert "    acknowledge: true\n" in CONFIG
+    config_file.write_text(CONFIG.replace("    acknowledge: true\n", "    acknowledge: true\n"
+                                          "    outgoing: {host: smtp.demo.example, port: 465, security: ssl,"
+                                          " username: support, password: outpw}\n")
+                           + "smtp: {host: relay.example.net, port: 587, security: starttls, username: relay,"
+                             " password: relaypw, from: noreply@demo.example}\n")
+    assert run(app, "config", "import", str(config_file)).exit_code == 0
+    servers = {s.host: s for s in db.session.scalars(select(SmtpServer))}
+    assert servers["relay.example.net"].mailbox_id is None and servers["smtp.demo.example"].mailbox_id is not None
+    assert b"relaypw" not in servers["relay.example.net"].password_encrypted
+    again = run(app, "config", "import", str(config_file))
+    assert "0 created, 0 updated" in again.output
+    exported = run(app, "config", "export", "--with-secrets").output
+    assert "relaypw" in exported and "outpw" in exported and "relay.example.net" in exported
+    assert "relaypw" not in run(app, "config", "export").output

@@ -1,0 +1,72 @@
+"""What Tidemark sends: email templates, SMTP servers, installation settings, and the log that
+keeps automatic mail from looping with other systems' auto-responders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.extensions import db
+from portal.models.base import UTCDateTime, utcnow
+
+from portal.mail.render import EVENTS  # noqa: E402,F401 - one list of events, kept with the templates
+
+
+class EmailTemplate(db.Model):
+    """A client's own text for one event. First line = subject; text and/or HTML variant."""
+
+    __tablename__ = "email_templates"
+    __table_args__ = (UniqueConstraint("client_id", "event"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))
+    text_source: Mapped[str | None] = mapped_column(Text)
+    html_source: Mapped[str | None] = mapped_column(Text)
+    # Sub-clients without their own template for this event use this one.
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SmtpServer(db.Model):
+    """An outgoing server: the installation's default gateway (no mailbox), or a mailbox's own."""
+
+    __tablename__ = "smtp_servers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=587)
+    security: Mapped[str] = mapped_column(String(10), default="starttls")
+    username: Mapped[str | None] = mapped_column(String(320))
+    password_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    from_address: Mapped[str | None] = mapped_column(String(320))
+    timeout: Mapped[int] = mapped_column(Integer, default=30)
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Setting(db.Model):
+    """Installation-wide switches (staging: block outgoing mail, override recipients; limits)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class AutoMailLog(db.Model):
+    """One automatic mail sent (or held back) to one address: the loop limits count these."""
+
+    __tablename__ = "auto_mail_log"
+    __table_args__ = (Index("ix_auto_mail_log_address_at", "address", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    address: Mapped[str] = mapped_column(String(320))
+    subject_key: Mapped[str] = mapped_column(String(998))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))

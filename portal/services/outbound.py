@@ -1,0 +1,177 @@
+"""Everything a customer receives from us: which template applies, the loop limits on
+automatic mail, the staging switches, and which SMTP server sends. Flush, never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.mail.refs import RefFormat, normalize_subject
+from portal.models import AutoMailLog, Client, EmailTemplate, Mailbox, Setting, SmtpServer
+from portal.models.base import utcnow
+from portal.services.clients import ancestors
+
+DEFAULT_AUTO_LIMIT_PER_HOUR = 10
+SETTING_DEFAULTS = {"block_outgoing": False, "override_recipient": None,
+                    "auto_mail_limit_per_hour": DEFAULT_AUTO_LIMIT_PER_HOUR}
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+def get_setting(key: str):
+    row = db.session.get(Setting, key)
+    return row.value if row is not None else SETTING_DEFAULTS[key]
+
+
+def set_setting(key: str, value) -> None:
+    if key not in SETTING_DEFAULTS:
+        raise KeyError(key)
+    row = db.session.get(Setting, key)
+    if row is None:
+        db.session.add(Setting(key=key, value=value))
+    else:
+        row.value = value
+    db.session.flush()
+
+
+# --- templates -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateInEffect:
+    text_source: str | None
+    html_source: str | None
+    template: EmailTemplate | None  # None = the built-in default
+    source: Client | None  # the client whose template it is
+
+
+def template_in_effect(client: Client, event: str) -> TemplateInEffect:
+    """The client's own template → the nearest ancestor's template shared with sub-clients →
+    the built-in default."""
+    chain = [client, *ancestors(client)]
+    rows = {t.client_id: t for t in db.session.scalars(
+        select(EmailTemplate).where(EmailTemplate.client_id.in_([c.id for c in chain]), EmailTemplate.event == event))}
+    for i, c in enumerate(chain):
+        row = rows.get(c.id)
+        if row is not None and (i == 0 or row.shared):
+            return TemplateInEffect(row.text_source, row.html_source, row, c)
+    from portal.mail.render import load_default  # noqa: PLC0415
+
+    text, html = load_default(event)
+    return TemplateInEffect(text, html, None, None)
+
+
+# --- loop limits -----------------------------------------------------------------------------------------
+
+
+def subject_key(address: str, subject: str, ref_format: RefFormat | None = None) -> str:
+    """The recipient's domain and the subject without our references and reply prefixes: an
+    auto-responder that changes its address at every answer still lands on the same key,
+    while two customers elsewhere with the same subject do not."""
+    domain = address.lower().rpartition("@")[2]
+    return f"{domain}|{normalize_subject(subject, ref_format)}"[:998]
+
+
+def automatic_mail_hold(msp_id: int, address: str, subject: str, now: datetime | None = None,
+                        ref_format: RefFormat | None = None) -> str | None:
+    """Why an automatic mail to `address` must be held back, or None."""
+    now = now or utcnow()
+    since = now - timedelta(hours=1)
+    address = address.lower()
+    limit = int(get_setting("auto_mail_limit_per_hour"))
+    sent = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
+        AutoMailLog.address == address, AutoMailLog.at >= since))
+    if sent >= limit:
+        return f"{address} already got {sent} automatic mails in the last hour (the limit is {limit})"
+    key = subject_key(address, subject, ref_format)
+    same = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
+        AutoMailLog.msp_id == msp_id, AutoMailLog.subject_key == key, AutoMailLog.at >= since))
+    if same:
+        return f"an automatic mail with the same subject went out less than an hour ago ({subject!r})"
+    return None
+
+
+def log_automatic_mail(msp_id: int, address: str, subject: str, message_id: int | None,
+                       ref_format: RefFormat | None = None) -> None:
+    db.session.add(AutoMailLog(msp_id=msp_id, address=address.lower(),
+                               subject_key=subject_key(address, subject, ref_format), message_id=message_id))
+
+
+# --- SMTP servers ------------------------------------------------------------------------------------------
+
+
+def default_gateway() -> SmtpServer | None:
+    return db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id.is_(None)))
+
+
+def outgoing_server(mailbox: Mailbox | None) -> SmtpServer | None:
+    """The mailbox's own outgoing server, else the installation's default gateway."""
+    if mailbox is not None:
+        own = db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id == mailbox.id))
+        if own is not None:
+            return own
+    return default_gateway()
+
+
+def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None) -> tuple[SmtpServer, bool]:
+    """Create or update the default gateway (mailbox None) or a mailbox's outgoing server
+    from plain values (host, port, security, username, password, from, timeout, verify_tls).
+    Returns the server and whether anything changed."""
+    from portal import crypto  # noqa: PLC0415
+    from portal.services import ValidationError  # noqa: PLC0415
+    from portal.services.allowlist import AllowEntryError, normalise_address  # noqa: PLC0415
+    from portal.services.mailboxes import HOST_PATTERN  # noqa: PLC0415
+
+    errors: dict[str, list[str]] = {}
+    host = str(values.get("host") or "").strip()
+    if not HOST_PATTERN.match(host):
+        errors["host"] = [f"{host!r} is not a host name or IP address."]
+    security = values.get("security", "starttls")
+    if security not in ("ssl", "starttls", "none"):
+        errors["security"] = ["The security is ssl, starttls or none."]
+    port = values.get("port") or {"ssl": 465, "starttls": 587, "none": 25}.get(security, 587)
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        errors["port"] = ["The port is a number from 1 to 65535."]
+    from_address = values.get("from") or values.get("from_address")
+    if from_address:
+        try:
+            from_address = normalise_address(str(from_address))
+        except AllowEntryError as exc:
+            errors["from"] = [str(exc)]
+    if errors:
+        raise ValidationError(errors)
+    query = select(SmtpServer).where(SmtpServer.mailbox_id == (mailbox.id if mailbox else None)) if mailbox else \
+        select(SmtpServer).where(SmtpServer.mailbox_id.is_(None))
+    server = db.session.scalar(query)
+    before = None if server is None else (server.host, server.port, server.security, server.username,
+                                          server.from_address, server.timeout, server.verify_tls)
+    if server is None:
+        server = SmtpServer(mailbox_id=mailbox.id if mailbox else None, host=host)
+        db.session.add(server)
+    server.host, server.port, server.security = host, port, security
+    server.username = values.get("username") or None
+    server.from_address = from_address or None
+    server.timeout = int(values.get("timeout") or 30)
+    server.verify_tls = bool(values.get("verify_tls", True))
+    changed = before != (server.host, server.port, server.security, server.username, server.from_address,
+                         server.timeout, server.verify_tls)
+    password = values.get("password")
+    if password and (server.password_encrypted is None or crypto.decrypt(keys, server.password_encrypted) != password):
+        server.password_encrypted = crypto.encrypt(keys, str(password))
+        changed = True
+    db.session.flush()
+    return server, changed
+
+
+def smtp_server_as_config(server: SmtpServer, keys: str, with_secrets: bool) -> dict:
+    from portal import crypto  # noqa: PLC0415
+
+    out = {"host": server.host, "port": server.port, "security": server.security, "username": server.username,
+           "from": server.from_address, "timeout": server.timeout, "verify_tls": server.verify_tls}
+    if with_secrets and server.password_encrypted:
+        out["password"] = crypto.decrypt(keys, server.password_encrypted)
+    return out
