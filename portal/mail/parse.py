@@ -32,6 +32,21 @@ MAX_STRUCTURED_HEADER = 16 * 1024
 HEADER_READ_LIMIT = 1024 * 1024
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
+_ENCODED_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _id_header(value: str | None) -> str | None:
+    """Message-ID, In-Reply-To, References as written. Python's own email generator (and
+    mailers built on it) folds a long id into RFC 2047 encoded words, which RFC 5322 does not
+    allow in these headers; decode them, or threading loses the id."""
+    if not value or "=?" not in value or not _ENCODED_WORD_RE.search(value):
+        return value
+    try:
+        return "".join(
+            part.decode(charset or "ascii", "replace") if isinstance(part, bytes) else part
+            for part, charset in decode_header(value))
+    except (ValueError, LookupError):
+        return value
 _ADDR_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*", re.UNICODE)
 _ANGLE_ADDR_RE = re.compile(r"<\s*([^<>\s@]+@[^<>\s]+?)\s*>")
 _DOMAIN_DEBRIS_RE = re.compile(r"[^\w.-]")
@@ -233,11 +248,11 @@ def _read_headers(msg: Message, parsed: ParsedEmail) -> None:
     for defect in getattr(msg, "defects", []):
         parsed.add_defect(_defect_name(defect))
 
-    mid = parsed.header("message-id")
+    mid = _id_header(parsed.header("message-id"))
     if mid:
         ids = _MSGID_RE.findall(mid)
         parsed.message_id = ids[0] if ids else (f"<{mid.strip()}>" if mid.strip() and " " not in mid.strip() else None)
-    irt = parsed.header("in-reply-to")
+    irt = _id_header(parsed.header("in-reply-to"))
     if irt:
         ids = _MSGID_RE.findall(irt)
         bare = irt.strip()
@@ -245,7 +260,7 @@ def _read_headers(msg: Message, parsed: ParsedEmail) -> None:
         parsed.in_reply_to = ids[0] if ids else (f"<{bare}>" if "@" in bare and " " not in bare else None)
     refs: list[str] = []
     for value in parsed.header_all("references"):
-        refs.extend(_MSGID_RE.findall(value))
+        refs.extend(_MSGID_RE.findall(_id_header(value)))
     parsed.references = list(dict.fromkeys(refs))
 
     parsed.subject = _unstructured(msg, "subject", parsed)

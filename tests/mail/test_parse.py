@@ -252,3 +252,16 @@ def test_body_without_separator_is_not_swallowed_into_a_header():
     raw = b"From: a@b.example\nSubject: Printer\nHello, the printer is broken\nThanks\n\nMore text\n"
     p = parse_email(raw)
     assert p.subject == "Printer"
+
+
+def test_ids_folded_into_encoded_words_are_read():
+    # What Python's own generator writes for a long In-Reply-To: RFC 2047 words in an id header.
+    long_id = "<109ee639-2849-433b-85d6-190a2c168ea3.d72ea85c-c0f7-4a48-8c62-a8db500fd4d1@tidemark.test>"
+    raw = (b"From: a@b.example\r\nSubject: x\r\nMessage-ID: <m@b.example>\r\n"
+           b"In-Reply-To: =?utf-8?q?=3C109ee639-2849-433b-85d6-190a2c168ea3=2Ed72ea85c-c0?=\r\n"
+           b" =?utf-8?q?f7-4a48-8c62-a8db500fd4d1=40tidemark=2Etest=3E?=\r\n"
+           b"References: <first@b.example> =?utf-8?q?=3C109ee639-2849-433b-85d6-190a2c168ea3=2Ed72ea85c-c0f?=\r\n"
+           b" =?utf-8?q?7-4a48-8c62-a8db500fd4d1=40tidemark=2Etest=3E?=\r\n\r\nbody\r\n")
+    parsed = parse_email(raw)
+    assert parsed.in_reply_to == long_id
+    assert parsed.references == ["<first@b.example>", long_id]
