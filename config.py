@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,6 +62,10 @@ class Config:
     # 1 = jobs run inline in the calling process instead of on Redis (command line, tests).
     TIDEMARK_JOBS_SYNC = env_flag("TIDEMARK_JOBS_SYNC")
     TIDEMARK_QUEUE = os.environ.get("TIDEMARK_QUEUE", "tidemark")
+    # The right-hand side of our Message-IDs and the value of our loop header.
+    TIDEMARK_MAIL_HOST = os.environ.get("TIDEMARK_MAIL_HOST") or socket.getfqdn() or "tidemark.localdomain"
+    # Where the portal is reached, for links in email.
+    TIDEMARK_PORTAL_URL = os.environ.get("TIDEMARK_PORTAL_URL", "http://127.0.0.1:5000")
     # Extra CA certificates (PEM) trusted for mailbox servers, e.g. an MSP's internal CA.
     TIDEMARK_CA_FILE = os.environ.get("TIDEMARK_CA_FILE") or None
 

@@ -153,7 +153,9 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     if mailbox is None:
         click.echo(f"error: there is no mailbox {address}", err=True)
         raise SystemExit(1)
-    ctx = IngestContext(mailbox, _secret())
+    from flask import current_app
+
+    ctx = IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
     for name, raw in _mail_sources(paths):
         stored = fetching.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
         db.session.flush()

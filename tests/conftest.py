@@ -206,7 +206,8 @@ class World:
 
         stored = fetching.store_raw(mailbox, raw, server_id=uuid.uuid4().hex, folder="INBOX")
         _db.session.flush()
-        result = fetching.decide(stored, IngestContext(mailbox, self.app.config["SECRET_KEY"].encode()), max_tries=1)
+        ctx = IngestContext(mailbox, self.app.config["SECRET_KEY"].encode(), self.app.config["TIDEMARK_MAIL_HOST"])
+        result = fetching.decide(stored, ctx, max_tries=1)
         commit()
         assert result is not None, stored.last_error
         return result

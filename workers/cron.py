@@ -10,12 +10,13 @@ from __future__ import annotations
 from rq.cron import CronScheduler
 
 from portal.jobs import redis_connection
-from workers import fetch, maintenance
+from workers import fetch, maintenance, outbound
 from workers.runtime import get_app
 
 # (job, seconds between runs)
 SCHEDULE = [
     (fetch.enqueue_due_fetches, 10),
+    (outbound.send_due, 30),  # retries come due; everything new is sent right after its fetch
     (maintenance.prune_sign_in_failures, 3600),
 ]
 

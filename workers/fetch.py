@@ -11,6 +11,7 @@ from portal.models.base import utcnow
 from portal.services import commit
 from portal.services.fetching import due_mailboxes, run_fetch
 from portal.transport import open_session
+from workers.outbound import SEND_OPTIONS
 from workers.runtime import current_app, job
 
 # A finished fetch leaves no job behind (result_ttl 0), so the next one can use the same id;
@@ -32,7 +33,10 @@ def fetch_mailbox(mailbox_id: int) -> dict:
             return {"mailbox_id": mailbox_id, "skipped": "another worker is fetching this mailbox"}
         cfg = current_app.config
         report = run_fetch(mailbox, open_session=open_session, keys=cfg["TIDEMARK_ENCRYPTION_KEY"],
-                           secret=cfg["SECRET_KEY"].encode(), commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"])
+                           secret=cfg["SECRET_KEY"].encode(), commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"],
+                           host=cfg["TIDEMARK_MAIL_HOST"])
+    # Acknowledgements and alerts went into the outbox with the tickets: send them now.
+    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
     return asdict(report)
 
 

@@ -132,9 +132,9 @@ def pending(mailbox: Mailbox, limit: int) -> list[RawMessage]:
 
 
 def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], *, batch: int = BATCH_SIZE,
-                   report: FetchReport | None = None) -> FetchReport:
+                   report: FetchReport | None = None, host: str | None = None) -> FetchReport:
     report = report or FetchReport(mailbox.id)
-    ctx = IngestContext(mailbox, secret)
+    ctx = IngestContext(mailbox, secret, host)
     while True:
         raws = pending(mailbox, batch)
         if not raws:
@@ -218,9 +218,15 @@ def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: 
 
 
 def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
+    from portal.services.sending import queue_mail  # noqa: PLC0415
+
     alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
                          details={"failure_count": mailbox.failure_count})
     db.session.add(alert)
+    if kind == "mailbox_failing" and mailbox.alert_recipients:
+        db.session.flush()
+        queue_mail("mailbox_failing", msp_id=mailbox.msp_id, mailbox=mailbox, to=mailbox.alert_recipients,
+                   details={"alert_id": alert.id})
     return alert
 
 
@@ -311,7 +317,7 @@ def mark_pop3_done(mailbox: Mailbox, server_ids: Iterable[str] | None = None) ->
 
 def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: bytes, commit: Callable[[], None],
               ca_file: str | None = None, now: datetime | None = None, max_size: int = DEFAULT_MAX_SIZE,
-              batch: int = BATCH_SIZE) -> FetchReport:
+              batch: int = BATCH_SIZE, host: str | None = None) -> FetchReport:
     """One poll of one mailbox: fetch what is new, tell the server, decide everything stored."""
     from portal.services.mailboxes import server_settings  # noqa: PLC0415
     from portal.transport.base import TransportError  # noqa: PLC0415
@@ -339,9 +345,9 @@ def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: by
         record_failure(mailbox, exc.message, now, transient=exc.transient)
         commit()
         # What was stored before the failure is still decided.
-        decide_pending(mailbox, secret, commit, batch=batch, report=report)
+        decide_pending(mailbox, secret, commit, batch=batch, report=report, host=host)
         return report
     record_success(mailbox, now)
     commit()
-    decide_pending(mailbox, secret, commit, batch=batch, report=report)
+    decide_pending(mailbox, secret, commit, batch=batch, report=report, host=host)
     return report

@@ -18,6 +18,7 @@ from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
 from portal.mail.classify import Classification, classify
+from portal.mail.compose import LOOP_HEADER
 from portal.mail.cut import cut_body
 from portal.mail.fingerprint import Fingerprints, fingerprints
 from portal.mail.parse import ParsedEmail, parse_email
@@ -28,6 +29,7 @@ from portal.mail.sanitize import sanitize_html
 from portal.models import AllowEntry, Attachment, Client, Contact, Mailbox, Message, RawMessage, Ticket, TicketLink
 from portal.models.base import utcnow
 from portal.services.clients import tree_clients
+from portal.services.sending import queue_mail
 
 # Envelope headers that may carry the plus address when To/Cc do not (BCC, forwarding).
 _ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
@@ -69,9 +71,10 @@ class IngestContext:
     """What the messages of one mailbox need: configuration loaded once, lookups made once
     per batch (preload), and what the batch has decided so far (remember)."""
 
-    def __init__(self, mailbox: Mailbox, secret: bytes):
+    def __init__(self, mailbox: Mailbox, secret: bytes, host: str | None = None):
         self.mailbox = mailbox
         self.secret = secret
+        self.host = host  # ours in the X-Tidemark-Loop header
         clients = tree_clients(mailbox.msp_id)
         self.clients = {c.id: c for c in clients}
         self.msp = self.clients[mailbox.msp_id]
@@ -290,6 +293,10 @@ def _decide(item: Prepared, ctx: IngestContext) -> IngestResult:
     if parsed.message_id and parsed.message_id in ctx.own_ids:
         message.outcome = "own"
         trace.append(f"own mail: we sent {parsed.message_id}; recorded, not processed again")
+        return _finish(message, trace, None)
+    if ctx.host and (parsed.header(LOOP_HEADER) or "").strip().lower() == ctx.host.lower():
+        message.outcome = "own"
+        trace.append(f"own mail: it carries our {LOOP_HEADER} header; recorded, not processed again")
         return _finish(message, trace, None)
 
     # 4. duplicate within this mailbox
@@ -589,6 +596,14 @@ def _create_ticket(client_id: int, message: Message, item: Prepared, ctx: Ingest
     message.details = {**(message.details or {}), "acknowledge": acknowledge,
                        "acknowledge_cc": bool(acknowledge and route and route.acknowledge_cc),
                        "alert": bool(mailbox.alert_recipients)}
+    # Into the outbox with the ticket, in the same transaction: neither is lost without the other.
+    thread = [*parsed.references, parsed.message_id] if parsed.message_id else list(parsed.references)
+    if acknowledge and item.sender:
+        queue_mail("ticket_created", msp_id=mailbox.msp_id, ticket=ticket, mailbox=mailbox, to=[item.sender],
+                   cc=ticket.cc if route and route.acknowledge_cc else (), in_reply_to=parsed.message_id,
+                   references=thread)
+    if mailbox.alert_recipients:
+        queue_mail("alert", msp_id=mailbox.msp_id, ticket=ticket, mailbox=mailbox, to=mailbox.alert_recipients)
     trace.append(f"created {reference} for {ctx.clients[client_id].name}"
                  + (f", contact {contact.email}" if contact else "") + f"; {why}")
     return ticket

@@ -80,6 +80,7 @@ def test_cron_schedules_its_jobs_on_the_queue(app, redis):
     scheduler = build_scheduler(redis, app.config["TIDEMARK_QUEUE"])
     enqueued = scheduler.enqueue_jobs()
     assert sorted(c.func_name for c in enqueued) == ["workers.fetch.enqueue_due_fetches",
-                                                     "workers.maintenance.prune_sign_in_failures"]
-    assert jobs.queue(redis).count == 2
+                                                     "workers.maintenance.prune_sign_in_failures",
+                                                     "workers.outbound.send_due"]
+    assert jobs.queue(redis).count == 3
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed

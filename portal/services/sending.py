@@ -1,0 +1,197 @@
+"""Outbound mail as an outbox: a mail to send is a queued outbound Message, written in the
+same transaction as whatever caused it (a new ticket, a reply, a failing mailbox), so that
+nothing is lost or sent twice. The sender job renders, composes and sends what is due, and
+says on the message what happened: sent, retrying (with the server's words), failed, held
+back by a loop limit, or blocked (staging). Flush, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from portal import crypto
+from portal.extensions import db
+from portal.mail.compose import AUTOMATIC_BY_EVENT, compose
+from portal.mail.refs import REPLY_MARKER, RefFormat
+from portal.mail.render import TemplateError, render
+from portal.models import Client, Mailbox, MailboxAlert, Message, Ticket
+from portal.models.base import utcnow
+from portal.services import outbound
+from portal.transport.smtp import SmtpError, SmtpSettings, send as smtp_send
+
+# Minutes to wait before each further try after a temporary failure.
+BACKOFF_MINUTES = (1, 5, 15, 60, 240)
+
+
+@dataclass(frozen=True)
+class SendEnvironment:
+    keys: str  # TIDEMARK_ENCRYPTION_KEY
+    secret: bytes  # signs reference tokens and plus tags
+    host: str  # the right-hand side of our Message-IDs and the loop header
+    portal_url: str
+    ca_file: str | None = None
+
+
+def _people(addresses: Sequence[str | dict]) -> list[dict]:
+    out = []
+    for a in addresses:
+        if isinstance(a, dict):
+            out.append({"name": a.get("name", ""), "address": a["address"]})
+        elif a:
+            out.append({"name": "", "address": a})
+    return out
+
+
+def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequence[str | dict] = (),
+               ticket: Ticket | None = None, mailbox: Mailbox | None = None, in_reply_to: str | None = None,
+               references: Sequence[str] = (), author_id: int | None = None, body_text: str = "",
+               body_html: str | None = None, details: dict | None = None) -> Message:
+    """Put one mail in the outbox. Nothing is rendered or sent here."""
+    message = Message(
+        msp_id=msp_id, mailbox_id=mailbox.id if mailbox else (ticket.mailbox_id if ticket else None), ticket=ticket,
+        direction="out", delivery="queued", to=_people(to), cc=_people(cc), in_reply_to=in_reply_to,
+        references=list(references)[-50:], author_id=author_id, body_text=body_text, body_html=body_html,
+        details={"event": event, "automatic": AUTOMATIC_BY_EVENT.get(event) is not None, "attempts": 0,
+                 **(details or {})},
+    )
+    db.session.add(message)
+    return message
+
+
+def due(now: datetime, limit: int = 100) -> list[Message]:
+    rows = db.session.scalars(
+        select(Message).where(Message.direction == "out", or_(Message.delivery == "queued", Message.delivery == "retrying"))
+        .order_by(Message.id).limit(limit * 4))
+    ready = [m for m in rows if not m.details.get("next_attempt") or datetime.fromisoformat(m.details["next_attempt"]) <= now]
+    return ready[:limit]
+
+
+def _context(message: Message, env: SendEnvironment) -> dict:
+    ticket = message.ticket
+    latest = None
+    if ticket is not None:
+        latest = db.session.scalar(select(Message).where(Message.ticket_id == ticket.id, Message.direction != "note",
+                                                         Message.id != message.id).order_by(Message.id.desc()).limit(1))
+    client = ticket.client if ticket else (db.session.get(Mailbox, message.mailbox_id).client if message.mailbox_id else None)
+    msp = db.session.get(Client, message.msp_id)
+    context = {
+        "msp": {"name": msp.name},
+        "portal_url": env.portal_url,
+        "reply_marker": REPLY_MARKER,
+        "client": {"name": client.name if client else ""},
+    }
+    if ticket is not None:
+        context["ticket"] = {"reference": ticket.reference, "subject": ticket.subject, "status": ticket.status,
+                             "priority": ticket.priority, "url": f"{env.portal_url.rstrip('/')}/tickets/{ticket.reference}"}
+        if ticket.contact:
+            context["contact"] = {"name": ticket.contact.name, "email": ticket.contact.email}
+    source = message if message.details.get("event") == "reply" else latest
+    if source is not None:
+        context["message"] = {"text": source.body_text, "html": source.body_html,
+                              "author": source.from_name or source.from_address,
+                              "date": (source.sent_at or source.created_at).isoformat() if (source.sent_at or source.created_at) else ""}
+    if message.mailbox_id:
+        mailbox = db.session.get(Mailbox, message.mailbox_id)
+        context["mailbox"] = {"address": mailbox.address, "last_error": mailbox.last_error or "",
+                              "failure_count": mailbox.failure_count}
+    return context
+
+
+def _smtp_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSettings | None:
+    server = outbound.outgoing_server(mailbox)
+    if server is None:
+        return None
+    password = crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None
+    return SmtpSettings(host=server.host, port=server.port, security=server.security, username=server.username,
+                        password=password, timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file,
+                        from_address=server.from_address)
+
+
+def _settle(message: Message, delivery: str, note: str) -> str:
+    message.delivery = delivery
+    message.delivery_note = note
+    return delivery
+
+
+def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = None,
+            send: Callable = smtp_send) -> str:
+    """Render, compose and send one outbound message; returns the delivery state it ends in."""
+    now = now or utcnow()
+    details = dict(message.details)
+    event = details["event"]
+    ticket = message.ticket
+    mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
+    msp = db.session.get(Client, message.msp_id)
+    ref_format = RefFormat(prefix=msp.reference_prefix or "T")
+    recipients = [p["address"] for p in (*message.to, *message.cc)]
+    if not recipients:
+        return _settle(message, "failed", "failed: nobody to send it to")
+
+    if details.get("automatic"):
+        for address in recipients:
+            reason = outbound.automatic_mail_hold(msp.id, address, ticket.subject if ticket else event, now, ref_format)
+            if reason:
+                return _settle(message, "held", f"held back: {reason}")
+
+    client = ticket.client if ticket else (mailbox.client if mailbox else msp)
+    texts = outbound.template_in_effect(client, event)
+    try:
+        rendered = render((texts.text_source, texts.html_source), _context(message, env))
+    except TemplateError as exc:
+        where = f"the template of {texts.source.name}" if texts.source else "the built-in template"
+        return _settle(message, "failed", f"failed: {where} for {event} has an error: {exc}")
+
+    server = _smtp_settings(mailbox, env)
+    if server is None:
+        return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
+    from_address = (mailbox.response_address or mailbox.address) if mailbox else server.from_address
+    if not from_address:
+        return _settle(message, "failed", "failed: no sender address (set the mailbox's response address or smtp.from)")
+    override = outbound.get_setting("override_recipient")
+    to, cc = message.to, message.cc
+    if override:
+        to, cc = [{"name": "", "address": override}], []
+    email = compose(
+        rendered, from_address=from_address, from_name=msp.name, to=[p["address"] for p in to],
+        cc=[p["address"] for p in cc], host=env.host, ticket_ref=ticket.reference if ticket else None,
+        ticket_uuid=ticket.uuid if ticket else None, ref_format=ref_format, secret=env.secret,
+        plus_mode=mailbox.plus_addressing if mailbox else "off", in_reply_to=message.in_reply_to,
+        references=message.references, automatic=AUTOMATIC_BY_EVENT.get(event), date=now,
+        message_id=message.message_id or None,
+    )
+    # The Message-ID is ours from here on: replies thread on it, and a copy coming back is ours.
+    message.message_id = email["Message-ID"]
+    message.subject = str(email["Subject"])[:998]
+    message.from_address = from_address
+    if event != "reply":
+        message.body_text = rendered.text
+        message.body_html = rendered.html
+    message.raw_out = email.as_bytes()
+    if outbound.get_setting("block_outgoing"):
+        return _settle(message, "blocked", "blocked: outgoing mail is switched off (staging); recorded, not sent")
+    details["attempts"] = details.get("attempts", 0) + 1
+    try:
+        result = send(server, email)
+    except SmtpError as exc:
+        if exc.temporary and details["attempts"] < len(BACKOFF_MINUTES) + 1:
+            wait = BACKOFF_MINUTES[details["attempts"] - 1]
+            details["next_attempt"] = (now + timedelta(minutes=wait)).isoformat()
+            message.details = details
+            return _settle(message, "retrying", f"retrying in {wait} min (try {details['attempts']}): {exc.message}")
+        message.details = details
+        return _settle(message, "failed", f"failed: {exc.message}")
+    message.details = details
+    if details.get("automatic"):
+        for address in recipients:
+            outbound.log_automatic_mail(msp.id, address, ticket.subject if ticket else event, message.id, ref_format)
+    note = "sent" + (f" (to {override} instead of {', '.join(recipients)}: recipients are overridden)" if override else "")
+    if getattr(result, "refused", None):
+        note += "; refused: " + "; ".join(str(r) for r in result.refused)
+    if details.get("alert_id"):
+        alert = db.session.get(MailboxAlert, details["alert_id"])
+        if alert is not None:
+            alert.sent_at = now
+    return _settle(message, "sent", note)

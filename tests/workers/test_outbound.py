@@ -1,0 +1,234 @@
+"""The outbox and the sender, against a real SMTP server (aiosmtpd on loopback)."""
+
+import uuid
+from email import message_from_bytes, policy
+from email.utils import make_msgid
+
+import pytest
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.mail.refs import REPLY_MARKER, RefFormat
+from portal.models import AutoMailLog, Message, Ticket
+from portal.services import commit
+from portal.services import outbound as outbound_svc
+from tests.mailfactory import email
+from workers.outbound import send_due
+
+HOST = "tidemark.test"
+
+
+@pytest.fixture
+def setup(app, world, smtp_server, redis):
+    app.config["TIDEMARK_MAIL_HOST"] = HOST
+    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
+                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    msp = world.msp("Acme MSP", waterline="## Please reply above this line ##")
+    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, response_address="help@acme.example")
+    commit()
+    return msp, contoso, box
+
+
+def outbox(event=None):
+    query = select(Message).where(Message.direction == "out").order_by(Message.id)
+    return [m for m in db.session.scalars(query) if event is None or m.details["event"] == event]
+
+
+def test_acknowledgement_arrives_with_threading_headers_marker_and_token(app, world, setup, smtp_server):
+    _msp, _c, box = setup
+    customer = world.deliver(box, email(sender="Alice <alice@contoso.com>", subject="Printer on fire",
+                                        message_id="<c1@contoso.com>"))
+    assert send_due() == {"sent": 1}
+    received = smtp_server.last()
+    ack = received.message
+    assert received.rcpt_tos == ["alice@contoso.com"]
+    assert ack["In-Reply-To"] == "<c1@contoso.com>" and "<c1@contoso.com>" in ack["References"]
+    assert "[T-1]" in ack["Subject"] and ack["Auto-Submitted"] == "auto-replied"
+    assert ack["X-Auto-Response-Suppress"] == "All" and ack["X-Tidemark-Loop"] == HOST
+    assert ack["From"].addresses[0].addr_spec == "help@acme.example"
+    assert ack["Message-ID"].endswith(f"@{HOST}>") and str(uuid.UUID(customer.ticket.uuid)) in ack["Message-ID"]
+    token = RefFormat().token("T-1", app.config["SECRET_KEY"].encode())
+    text = ack.get_body(("plain",)).get_content()
+    html = ack.get_body(("html",)).get_content()
+    assert REPLY_MARKER in text and token in text and token in html
+    assert "<style" not in html.lower() or "style=" in html  # styles are inlined on elements
+    sent = outbox("ticket_created")[0]
+    assert sent.delivery == "sent" and sent.message_id == ack["Message-ID"] and sent.raw_out
+    assert db.session.scalar(select(func.count()).select_from(AutoMailLog)) == 1
+
+
+def test_a_reply_to_the_acknowledgement_lands_on_the_same_ticket_cut_above_the_marker(world, setup, smtp_server):
+    _msp, _c, box = setup
+    first = world.deliver(box, email(sender="alice@contoso.com", subject="Printer on fire"))
+    send_due()
+    ack = smtp_server.last().message
+    quoted = "\n".join("> " + line for line in ack.get_body(("plain",)).get_content().splitlines())
+    reply = email(sender="alice@contoso.com", subject="Re: " + ack["Subject"], in_reply_to=ack["Message-ID"],
+                  references=[ack["Message-ID"]], body=f"It is out now, thanks.\n\nOn Sun, 1 Nov 2026 at 10:02, Acme MSP <help@acme.example> wrote:\n{quoted}")
+    result = world.deliver(box, reply)
+    assert result.outcome == "appended" and result.ticket.id == first.ticket.id
+    assert result.message.body_text.strip() == "It is out now, thanks."
+    assert "In-Reply-To matched" in result.trace[0]
+
+
+def test_the_subject_reference_alone_threads_a_reply(world, setup, smtp_server):
+    _msp, _c, box = setup
+    first = world.deliver(box, email(sender="alice@contoso.com", subject="Printer on fire"))
+    send_due()
+    ack = smtp_server.last().message
+    result = world.deliver(box, email(sender="alice@contoso.com", subject="RE: " + ack["Subject"], body="ok"))
+    assert result.ticket.id == first.ticket.id and "subject reference T-1" in result.trace[0]
+
+
+def test_with_plus_addressing_only_the_tag_in_reply_to_threads(app, world, setup, smtp_server):
+    msp, _c, _box = setup
+    box = world.mailbox(msp, address="desk@acme.example", plus_addressing="only")
+    first = world.deliver(box, email(sender="alice@contoso.com", to=["desk@acme.example"]))
+    send_due()
+    ack = smtp_server.last().message
+    reply_to = ack["Reply-To"].addresses[0].addr_spec
+    assert reply_to.startswith("desk+T-1.") and reply_to.endswith("@acme.example")
+    result = world.deliver(box, email(sender="alice@contoso.com", to=[reply_to], subject="no ref", body="hi"))
+    assert result.ticket.id == first.ticket.id
+
+
+def test_an_out_of_office_to_the_acknowledgement_gets_no_second_one(world, setup, smtp_server):
+    _msp, _c, box = setup
+    world.deliver(box, email(sender="alice@contoso.com"))
+    send_due()
+    # An auto-responder that answers every mail it receives, as Exchange does.
+    for _round in range(3):
+        got = smtp_server.last().message
+        ooo = email(sender="alice@contoso.com", subject="Automatic reply: " + got["Subject"],
+                    in_reply_to=got["Message-ID"], headers={"Auto-Submitted": "auto-replied"})
+        result = world.deliver(box, ooo)
+        assert result.outcome == "appended"
+        send_due()
+    assert len(smtp_server.messages) == 1  # the exchange stopped after our one acknowledgement
+
+
+def test_a_badly_behaved_responder_that_changes_its_address_is_stopped(world, setup, smtp_server):
+    _msp, _c, box = setup
+    world.deliver(box, email(sender="first@bad.example", subject="Printer"))
+    send_due()
+    for n in range(5):  # no auto headers, no In-Reply-To, a new address every time
+        got = smtp_server.last().message
+        world.deliver(box, email(sender=f"ooo-{n}@bad.example", subject="Re: " + got["Subject"], body="away"))
+        send_due()
+    held = [m for m in outbox("ticket_created") if m.delivery == "held"]
+    assert len(smtp_server.messages) <= 2 and held
+    assert "same subject" in held[0].delivery_note
+
+
+def test_no_acknowledgement_for_auto_generated_mail(world, setup, smtp_server):
+    _msp, _c, box = setup
+    world.deliver(box, email(sender="noreply@contoso.com", headers={"Auto-Submitted": "auto-generated"}))
+    assert outbox("ticket_created") == [] and send_due() == {}
+
+
+def test_no_address_gets_more_than_the_hourly_limit(world, setup, smtp_server):
+    outbound_svc.set_setting("auto_mail_limit_per_hour", 3)
+    commit()
+    _msp, _c, box = setup
+    for i in range(5):
+        world.deliver(box, email(sender="alice@contoso.com", subject=f"problem {i}"))
+    states = send_due()
+    assert states == {"sent": 3, "held": 2} and len(smtp_server.messages) == 3
+    assert "already got 3 automatic mails in the last hour" in outbox("ticket_created")[-1].delivery_note
+
+
+def test_temporary_failure_retries_later_and_permanent_failure_says_why(world, setup, smtp_server):
+    from datetime import timedelta
+
+    from portal.models.base import utcnow
+    from portal.services.sending import deliver
+    from workers.outbound import environment
+
+    _msp, _c, box = setup
+    world.deliver(box, email(sender="busy@contoso.com", subject="one"))
+    world.deliver(box, email(sender="gone@contoso.com", subject="two"))
+    assert send_due() == {"retrying": 1, "failed": 1}
+    busy, gone = outbox("ticket_created")
+    assert busy.delivery_note.startswith("retrying in 1 min") and "450" in busy.delivery_note
+    assert gone.delivery == "failed" and "550" in gone.delivery_note and "gone@contoso.com" in gone.delivery_note
+    assert send_due() == {}  # not due again yet
+    smtp_server.rcpt_replies.pop("busy")
+    assert deliver(busy, environment(), now=utcnow() + timedelta(minutes=2)) == "sent"
+    commit()
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["busy@contoso.com"]]
+
+
+def test_staging_switches_block_or_redirect_everything(world, setup, smtp_server):
+    _msp, _c, box = setup
+    outbound_svc.set_setting("block_outgoing", True)
+    commit()
+    world.deliver(box, email(sender="alice@contoso.com", subject="a"))
+    assert send_due() == {"blocked": 1} and smtp_server.messages == []
+    assert outbox()[0].raw_out  # recorded as it would have gone out
+    outbound_svc.set_setting("block_outgoing", False)
+    outbound_svc.set_setting("override_recipient", "qa@acme.example")
+    commit()
+    world.deliver(box, email(sender="bob@contoso.com", subject="b"))
+    send_due()
+    assert smtp_server.last().rcpt_tos == ["qa@acme.example"]
+    assert "instead of bob@contoso.com" in outbox()[-1].delivery_note
+
+
+def test_alert_recipients_hear_of_new_tickets_and_of_a_failing_mailbox(world, app, setup, smtp_server):
+    from portal.models.base import utcnow
+    from portal.services.fetching import record_failure
+
+    msp, _c, _box = setup
+    box = world.mailbox(msp, address="noc-watch@acme.example", alert_recipients=["noc@acme.example"], acknowledge=False,
+                        max_tries=1)
+    world.deliver(box, email(sender="alice@contoso.com", to=["noc-watch@acme.example"]))
+    record_failure(box, "authentication failed for noc-watch: the server said no", utcnow())
+    record_failure(box, "authentication failed for noc-watch: the server said no", utcnow())  # same streak
+    commit()
+    assert send_due() == {"sent": 2}
+    subjects = sorted(m.message["Subject"] for m in smtp_server.messages)
+    assert all(m.rcpt_tos == ["noc@acme.example"] for m in smtp_server.messages)
+    assert any("T-1" in s for s in subjects) and any("noc-watch@acme.example" in s or "fail" in s.lower() for s in subjects)
+
+
+def test_our_own_mail_coming_back_is_recognised(world, setup, smtp_server):
+    _msp, _c, box = setup
+    world.deliver(box, email(sender="alice@contoso.com"))
+    send_due()
+    ack_bytes = smtp_server.last().data
+    again = world.deliver(box, ack_bytes)
+    assert again.outcome == "own", again.trace
+    rewritten = message_from_bytes(ack_bytes, policy=policy.default)
+    rewritten.replace_header("Message-ID", make_msgid(domain="exchange.example"))
+    assert world.deliver(box, rewritten.as_bytes()).outcome == "own"  # the loop header still says so
+    assert db.session.scalar(select(func.count()).select_from(Ticket)) == 1
+
+
+def test_template_in_effect_own_then_shared_ancestor_then_built_in(world, setup):
+    from portal.models import EmailTemplate
+
+    msp, contoso, _box = setup
+    sub = world.client(contoso, "Contoso Berlin")
+    assert outbound_svc.template_in_effect(sub, "ticket_created").template is None  # built-in
+    db.session.add(EmailTemplate(msp_id=msp.id, client_id=contoso.id, event="ticket_created",
+                                 text_source="Got it {{ ticket.reference }}\nThanks", shared=False))
+    commit()
+    assert outbound_svc.template_in_effect(sub, "ticket_created").template is None  # not shared
+    assert outbound_svc.template_in_effect(contoso, "ticket_created").source.id == contoso.id
+    db.session.scalar(select(EmailTemplate)).shared = True
+    commit()
+    assert outbound_svc.template_in_effect(sub, "ticket_created").source.id == contoso.id
+
+
+def test_a_broken_template_fails_the_mail_with_its_line_and_sends_nothing(world, setup, smtp_server):
+    from portal.models import EmailTemplate
+
+    msp, contoso, box = setup
+    db.session.add(EmailTemplate(msp_id=msp.id, client_id=contoso.id, event="ticket_created",
+                                 text_source="Subject {{ ticket.reference }}\nHello {{ ticket.nope }}"))
+    commit()
+    world.deliver(box, email(sender="alice@contoso.com"))
+    assert send_due() == {"failed": 1} and smtp_server.messages == []
+    note = outbox()[0].delivery_note
+    assert "template of Contoso" in note and "line 2" in note

@@ -1,0 +1,33 @@
+"""Sending what is in the outbox: the scheduler and the fetch job ask for it."""
+
+from __future__ import annotations
+
+from portal.jobs import exclusive
+from portal.models.base import utcnow
+from portal.services import commit
+from portal.services.sending import SendEnvironment, deliver, due
+from workers.runtime import current_app, job
+
+SEND_OPTIONS = {"job_id": "send-outbox", "unique": True, "result_ttl": 0, "failure_ttl": 300}
+
+
+def environment() -> SendEnvironment:
+    cfg = current_app.config
+    return SendEnvironment(keys=cfg["TIDEMARK_ENCRYPTION_KEY"], secret=cfg["SECRET_KEY"].encode(),
+                           host=cfg["TIDEMARK_MAIL_HOST"], portal_url=cfg["TIDEMARK_PORTAL_URL"],
+                           ca_file=cfg["TIDEMARK_CA_FILE"])
+
+
+@job
+def send_due() -> dict:
+    """Send every due outbound message, each committed as soon as it is settled."""
+    counts: dict[str, int] = {}
+    with exclusive("send-outbox", ttl=900) as mine:
+        if not mine:
+            return {"skipped": "another worker is sending"}
+        env = environment()
+        for message in due(utcnow()):
+            state = deliver(message, env)
+            commit()
+            counts[state] = counts.get(state, 0) + 1
+    return counts
