@@ -8,12 +8,12 @@ from flask_htmx.responses import HTMXResponseClientRedirect
 from portal.extensions import htmx
 
 
-def render_page(page: str, fragment: str, **context):
+def render_page(page_template: str, fragment_template: str, /, **context):
     """The whole page for a normal request, only the fragment for an htmx request that is not
     a boosted navigation (boosted requests swap the whole body)."""
     if htmx and not htmx.boosted:
-        return render_template(fragment, **context)
-    return render_template(page, **context)
+        return render_template(fragment_template, **context)
+    return render_template(page_template, **context)
 
 
 def hx_redirect(location: str):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from portal.jobs import exclusive
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.sending import SendEnvironment, deliver, due
+from portal.services.sending import SEND_OPTIONS, SendEnvironment, deliver, due
 from workers.runtime import current_app, job
 
-SEND_OPTIONS = {"job_id": "send-outbox", "unique": True, "result_ttl": 0, "failure_ttl": 300}
+__all__ = ["SEND_OPTIONS", "environment", "send_due"]
 
 
 def environment() -> SendEnvironment:

@@ -22,6 +22,8 @@ from portal.models.base import utcnow
 from portal.services import outbound
 from portal.transport.smtp import SmtpError, SmtpSettings, send as smtp_send
 
+# The sender job: one waiting at a time, and no trace of it once done (so it can be queued again).
+SEND_OPTIONS = {"job_id": "send-outbox", "unique": True, "result_ttl": 0, "failure_ttl": 300}
 # Minutes to wait before each further try after a temporary failure.
 BACKOFF_MINUTES = (1, 5, 15, 60, 240)
 
