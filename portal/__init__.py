@@ -69,6 +69,7 @@ def init_extensions(app: Flask) -> None:
 def init_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.clients.views import bp as clients_bp
+    from portal.emails.views import bp as emails_bp
     from portal.main.views import bp as main_bp
     from portal.tickets.views import bp as tickets_bp
 
@@ -76,6 +77,7 @@ def init_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(clients_bp)
     app.register_blueprint(tickets_bp)
+    app.register_blueprint(emails_bp)
 
 
 def init_security(app: Flask) -> None:

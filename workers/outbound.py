@@ -5,17 +5,11 @@ from __future__ import annotations
 from portal.jobs import exclusive
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.sending import SEND_OPTIONS, SendEnvironment, deliver, due
-from workers.runtime import current_app, job
+from portal.services.sending import SEND_OPTIONS, deliver, due
+from portal.services.sending import send_environment as environment
+from workers.runtime import job
 
 __all__ = ["SEND_OPTIONS", "environment", "send_due"]
-
-
-def environment() -> SendEnvironment:
-    cfg = current_app.config
-    return SendEnvironment(keys=cfg["TIDEMARK_ENCRYPTION_KEY"], secret=cfg["SECRET_KEY"].encode(),
-                           host=cfg["TIDEMARK_MAIL_HOST"], portal_url=cfg["TIDEMARK_PORTAL_URL"],
-                           ca_file=cfg["TIDEMARK_CA_FILE"])
 
 
 @job

@@ -175,3 +175,50 @@ def smtp_server_as_config(server: SmtpServer, keys: str, with_secrets: bool) -> 
     if with_secrets and server.password_encrypted:
         out["password"] = crypto.decrypt(keys, server.password_encrypted)
     return out
+
+
+# --- editing templates ------------------------------------------------------------------------------------
+
+
+def save_template(client: Client, event: str, text_source: str, html_source: str, shared: bool, actor) -> EmailTemplate:
+    """A client's own template for an event, checked first: errors come back with their line."""
+    from portal.mail.render import EVENTS, validate_template  # noqa: PLC0415
+    from portal.services import ValidationError, audit  # noqa: PLC0415
+
+    if event not in EVENTS:
+        raise ValidationError({"event": [f"{event!r} is not one of {', '.join(EVENTS)}."]})
+    text_source = (text_source or "").replace("\r\n", "\n") or None
+    html_source = (html_source or "").replace("\r\n", "\n") or None
+    problems = validate_template(text_source, html_source)
+    if problems:
+        errors: dict[str, list[str]] = {}
+        for p in problems:
+            field = "html_source" if p.part == "html" else "text_source"
+            errors.setdefault(field, []).append((f"Line {p.line}: " if p.line else "") + p.message)
+        raise ValidationError(errors)
+    row = db.session.scalar(select(EmailTemplate).where(EmailTemplate.client_id == client.id,
+                                                        EmailTemplate.event == event))
+    before = {} if row is None else {"text": row.text_source, "html": row.html_source, "shared": row.shared}
+    if row is None:
+        row = EmailTemplate(msp_id=client.msp_id, client_id=client.id, event=event)
+        db.session.add(row)
+    row.text_source, row.html_source, row.shared = text_source, html_source, bool(shared)
+    row.updated_at = utcnow()
+    db.session.flush()
+    changes = audit.diff(before, {"text": row.text_source, "html": row.html_source, "shared": row.shared})
+    if changes:
+        audit.record(actor, client.msp_id, "client", client.id, f"template {event} saved", changes)
+    return row
+
+
+def delete_template(client: Client, event: str, actor) -> bool:
+    from portal.services import audit  # noqa: PLC0415
+
+    row = db.session.scalar(select(EmailTemplate).where(EmailTemplate.client_id == client.id,
+                                                        EmailTemplate.event == event))
+    if row is None:
+        return False
+    db.session.delete(row)
+    audit.record(actor, client.msp_id, "client", client.id, f"template {event} removed", {})
+    db.session.flush()
+    return True

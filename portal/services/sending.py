@@ -37,6 +37,16 @@ class SendEnvironment:
     ca_file: str | None = None
 
 
+def send_environment() -> SendEnvironment:
+    """From the app's configuration (portal and workers alike)."""
+    from flask import current_app  # noqa: PLC0415 - only the callers with an app use this
+
+    cfg = current_app.config
+    return SendEnvironment(keys=cfg["TIDEMARK_ENCRYPTION_KEY"], secret=cfg["SECRET_KEY"].encode(),
+                           host=cfg["TIDEMARK_MAIL_HOST"], portal_url=cfg["TIDEMARK_PORTAL_URL"],
+                           ca_file=cfg["TIDEMARK_CA_FILE"])
+
+
 def _people(addresses: Sequence[str | dict]) -> list[dict]:
     out = []
     for a in addresses:
@@ -197,3 +207,33 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         if alert is not None:
             alert.sent_at = now
     return _settle(message, "sent", note)
+
+
+def send_test_email(client: Client, event: str, text_source: str | None, html_source: str | None, recipient: str,
+                    env: SendEnvironment, *, send: Callable = smtp_send) -> str:
+    """Render a template for the sample ticket and send it now through the default gateway.
+    Returns what happened in plain words; nothing is recorded on any ticket."""
+    from portal.mail.compose import AddressError, parse_address  # noqa: PLC0415
+    from portal.mail.render import sample_context  # noqa: PLC0415
+
+    try:
+        address = parse_address(recipient.strip()).addr_spec
+    except AddressError as exc:
+        return f"Not sent: {exc}."
+    try:
+        rendered = render((text_source, html_source), sample_context())
+    except TemplateError as exc:
+        return f"Not sent: the template has an error: {exc}"
+    server = _smtp_settings(None, env)
+    if server is None or not server.from_address:
+        return "Not sent: set the default outgoing gateway and its from address first (smtp: in the configuration)."
+    msp = db.session.get(Client, client.msp_id)
+    email = compose(rendered, from_address=server.from_address, from_name=msp.name, to=[address], host=env.host,
+                    automatic=AUTOMATIC_BY_EVENT.get(event), date=utcnow())
+    if outbound.get_setting("block_outgoing"):
+        return "Not sent: outgoing mail is switched off (staging)."
+    try:
+        send(server, email)
+    except SmtpError as exc:
+        return f"Not sent: {exc.message}"
+    return f"Sent to {address} through {server.host}."
