@@ -87,6 +87,7 @@ test-postgres:
 bench: system-test $(VENV)/.installed-dev
 	$(PY) -m tests.bench.bench_parse $(BENCH_ARGS)
 	$(PY) -m tests.bench.bench_ingest $(BENCH_INGEST_ARGS)
+	$(PY) -m tests.bench.bench_outbound
 
 corpus-report: $(VENV)/.installed-dev
 	$(PY) -m tests.corpus.report

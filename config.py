@@ -66,6 +66,9 @@ class Config:
     TIDEMARK_MAIL_HOST = os.environ.get("TIDEMARK_MAIL_HOST") or socket.getfqdn() or "tidemark.localdomain"
     # Where the portal is reached, for links in email.
     TIDEMARK_PORTAL_URL = os.environ.get("TIDEMARK_PORTAL_URL", "http://127.0.0.1:5000")
+    # Who may change installation-wide settings (the default SMTP gateway, staging switches)
+    # when the installation hosts several MSPs: comma-separated emails. With one MSP, its admins.
+    TIDEMARK_OPERATORS = [e.strip().lower() for e in os.environ.get("TIDEMARK_OPERATORS", "").split(",") if e.strip()]
     # Extra CA certificates (PEM) trusted for mailbox servers, e.g. an MSP's internal CA.
     TIDEMARK_CA_FILE = os.environ.get("TIDEMARK_CA_FILE") or None
 

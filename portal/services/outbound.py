@@ -222,3 +222,46 @@ def delete_template(client: Client, event: str, actor) -> bool:
     audit.record(actor, client.msp_id, "client", client.id, f"template {event} removed", {})
     db.session.flush()
     return True
+
+
+def may_change_installation(user, operators: list[str]) -> bool:
+    """Installation-wide settings: the listed operators, or the admins of a one-MSP installation."""
+    if user.email.lower() in operators:
+        return True
+    msps = db.session.scalar(select(func.count()).select_from(Client).where(Client.parent_id.is_(None)))
+    return user.is_admin and msps == 1
+
+
+def save_mail_settings(values: dict, *, keys: str, actor) -> None:
+    """The default gateway and the switches from the settings page, audited."""
+    from portal.services import ValidationError, audit  # noqa: PLC0415
+
+    errors: dict[str, list[str]] = {}
+    limit = values.get("auto_mail_limit_per_hour")
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        errors["auto_mail_limit_per_hour"] = ["The limit is a whole number from 1 to 1000."]
+    override = (values.get("override_recipient") or "").strip() or None
+    if override:
+        from portal.services.allowlist import AllowEntryError, normalise_address  # noqa: PLC0415
+
+        try:
+            override = normalise_address(override)
+        except AllowEntryError as exc:
+            errors["override_recipient"] = [str(exc)]
+    gateway = {k: values.get(k) for k in ("host", "port", "security", "username", "password", "from")}
+    if gateway["host"]:
+        try:
+            save_smtp_server(gateway, keys=keys)
+        except ValidationError as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise ValidationError(errors)
+    before = {k: get_setting(k) for k in SETTING_DEFAULTS}
+    set_setting("block_outgoing", bool(values.get("block_outgoing")))
+    set_setting("override_recipient", override)
+    set_setting("auto_mail_limit_per_hour", limit)
+    changes = audit.diff(before, {k: get_setting(k) for k in SETTING_DEFAULTS})
+    if gateway["host"]:
+        changes["gateway"] = [None, f"{gateway['host']}:{gateway['port'] or ''}"]
+    if changes:
+        audit.record(actor, actor.msp_id, "installation", 0, "mail settings", changes)
