@@ -56,33 +56,32 @@ def detail(reference: str):
     return render_template("tickets/detail.html", **_detail_context(ticket))
 
 
-@bp.post("/<reference>/reply")
-def reply(reference: str):
+def _write(reference: str, action, done: str, *, reply_form: dict | None = None):
+    """Run a write on the ticket; on bad input show the page again with the messages (422)."""
     ticket = _ticket_or_404(reference)
-    form = {k: request.form.get(k, "") for k in ("to", "cc", "text", "set_status")}
     try:
-        svc.reply(ticket, current_user, **form)
+        action(ticket)
     except ValidationError as exc:
         db.session.rollback()
         ticket = _ticket_or_404(reference)
-        return render_template("tickets/detail.html", **_detail_context(ticket, form, exc.errors)), 422
+        errors = {"errors": exc.errors} if reply_form is not None else {"note_errors": exc.errors}
+        return render_template("tickets/detail.html", **_detail_context(ticket, reply_form, **errors)), 422
     commit()
-    flash("Reply queued; its delivery shows on the conversation.", "success")
+    flash(done, "success")
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
+
+
+@bp.post("/<reference>/reply")
+def reply(reference: str):
+    form = {k: request.form.get(k, "") for k in ("to", "cc", "text", "set_status")}
+    return _write(reference, lambda t: svc.reply(t, current_user, **form),
+                  "Reply queued; its delivery shows on the conversation.", reply_form=form)
 
 
 @bp.post("/<reference>/note")
 def note(reference: str):
-    ticket = _ticket_or_404(reference)
-    try:
-        svc.add_note(ticket, current_user, request.form.get("note", ""))
-    except ValidationError as exc:
-        db.session.rollback()
-        ticket = _ticket_or_404(reference)
-        return render_template("tickets/detail.html", **_detail_context(ticket, note_errors=exc.errors)), 422
-    commit()
-    flash("Internal note added.", "success")
-    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
+    return _write(reference, lambda t: svc.add_note(t, current_user, request.form.get("note", "")),
+                  "Internal note added.")
 
 
 @bp.post("/<reference>/status")

@@ -30,6 +30,16 @@ KINDS = ("auth", "connect", "tls", "timeout", "protocol", "folder")
 TRANSIENT_KINDS = frozenset({"connect", "timeout"})
 
 
+def check_endpoint(security: str, port: int, timeout: float) -> None:
+    """What every server connection needs, IMAP, POP3 or SMTP alike."""
+    if security not in SECURITIES:
+        raise ValueError(f"security must be one of {SECURITIES}, not {security!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port must be between 1 and 65535, not {port!r}")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     protocol: str  # "imap" | "pop3"
@@ -47,12 +57,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
-        if self.security not in SECURITIES:
-            raise ValueError(f"security must be one of {SECURITIES}, not {self.security!r}")
-        if not 0 < int(self.port) < 65536:
-            raise ValueError(f"port must be between 1 and 65535, not {self.port!r}")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
+        check_endpoint(self.security, self.port, self.timeout)
 
     @property
     def address(self) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 
-from portal.transport.base import SECURITIES, TransportError, scrub, tls_context, translate
+from portal.transport.base import TransportError, check_endpoint, scrub, tls_context, translate
 
 log = logging.getLogger("portal.transport.smtp")
 
@@ -45,12 +45,7 @@ class SmtpSettings:
     def __post_init__(self) -> None:
         if not self.host:
             raise ValueError("an SMTP server needs a host")
-        if self.security not in SECURITIES:
-            raise ValueError(f"security must be one of {SECURITIES}, not {self.security!r}")
-        if not 0 < int(self.port) < 65536:
-            raise ValueError(f"port must be between 1 and 65535, not {self.port!r}")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
+        check_endpoint(self.security, self.port, self.timeout)
 
     @property
     def address(self) -> str:
