@@ -70,6 +70,7 @@ def init_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.clients.views import bp as clients_bp
     from portal.emails.views import bp as emails_bp
+    from portal.mailboxes.views import bp as mailboxes_bp
     from portal.main.views import bp as main_bp
     from portal.settings.views import bp as settings_bp
     from portal.tickets.views import bp as tickets_bp
@@ -80,6 +81,7 @@ def init_blueprints(app: Flask) -> None:
     app.register_blueprint(tickets_bp)
     app.register_blueprint(emails_bp)
     app.register_blueprint(settings_bp)
+    app.register_blueprint(mailboxes_bp)
 
 
 def init_security(app: Flask) -> None:

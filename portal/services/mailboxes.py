@@ -285,3 +285,35 @@ def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None,
     mailbox.last_test_message = result.message
     db.session.flush()
     return result
+
+
+@dataclass
+class MailboxHealth:
+    mailbox: Mailbox
+    messages_today: int
+    state: str  # "healthy", "failing", "not fetched yet", "draft", "disabled"
+
+
+def mailbox_health(msp_id: int) -> list[MailboxHealth]:
+    """Every mailbox of the MSP with what a person checks first."""
+    from sqlalchemy import func  # noqa: PLC0415
+
+    from portal.models import RawMessage  # noqa: PLC0415
+    from portal.models.base import utcnow  # noqa: PLC0415
+
+    start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = dict(db.session.execute(
+        select(RawMessage.mailbox_id, func.count()).where(RawMessage.msp_id == msp_id, RawMessage.fetched_at >= start)
+        .group_by(RawMessage.mailbox_id)).all())
+    out = []
+    for m in db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)):
+        if m.status != "active":
+            state = m.status
+        elif m.failure_count:
+            state = "failing"
+        elif m.last_success_at is None:
+            state = "not fetched yet"
+        else:
+            state = "healthy"
+        out.append(MailboxHealth(m, counts.get(m.id, 0), state))
+    return out
