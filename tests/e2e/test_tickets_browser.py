@@ -1,0 +1,56 @@
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from portal.services import commit
+from portal.services import outbound as outbound_svc
+from tests.conftest import PASSWORD
+from tests.mailfactory import email
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE = ('<p id="greeting">Hello from <b>Contoso</b></p>'
+           '<script>document.title = "pwned-script"</script>'
+           '<img src="x" onerror="document.title = \'pwned-onerror\'">'
+           '<a id="bad-link" href="javascript:document.title=\'pwned-link\'">click me</a>'
+           '<svg onload="document.title=\'pwned-svg\'"></svg>'
+           '<iframe src="javascript:parent.document.title=\'pwned-frame\'"></iframe>')
+
+
+def test_hostile_inbound_html_runs_nothing_and_a_reply_goes_out(app, live_server, page, world, smtp_server, redis):
+    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
+                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, acknowledge=False)
+    world.user(msp, email="tom@acme.example", role="technician")
+    commit()
+    result = world.deliver(box, email(sender="alice@contoso.com", subject="Strange mail", html=HOSTILE))
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    page.goto(live_server + "/sign-in")
+    page.get_by_label("Email address").fill("tom@acme.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Tickets").click()
+    page.get_by_role("link", name=result.ticket.reference).click()
+    expect(page.locator(".mail-html b")).to_have_text("Contoso")  # the harmless HTML shows
+    if page.locator("#bad-link").count():
+        page.locator("#bad-link").click()
+    page.wait_for_timeout(300)
+    assert "pwned" not in page.title() and dialogs == []
+    assert page.locator(".mail-html script, .mail-html iframe, .mail-html [onerror], .mail-html svg").count() == 0
+
+    # A technician cannot reach admin pages.
+    response = page.goto(live_server + "/settings/mail")
+    assert response.status == 403
+    page.go_back()
+
+    page.get_by_label("Message").fill("We are looking into it.")
+    page.get_by_label("and set status").select_option("waiting")
+    page.get_by_role("button", name="Send reply").click()
+    expect(page.get_by_text("Reply queued")).to_be_visible()
+    expect(page.locator(".msg-out .delivery")).to_contain_text(re.compile("sent"))
+    assert smtp_server.last().rcpt_tos == ["alice@contoso.com"]
