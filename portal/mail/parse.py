@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from email import policy
 from email.message import Message
 from email.header import decode_header
+from email.headerregistry import HeaderRegistry
 from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 
@@ -30,6 +31,44 @@ FAST_POLICY_PARTS = 1000
 MAX_STRUCTURED_HEADER = 16 * 1024
 # How much of an oversized message we read to find its headers.
 HEADER_READ_LIMIT = 1024 * 1024
+
+
+
+class _CachingHeaderRegistry(HeaderRegistry):
+    """policy.default's header factory, minus two costs that are a large share of parsing:
+    the registry builds a new class on every lookup, and the parser itself asks for the same
+    part's Content-Type (and our reading for its Content-Transfer-Encoding) several times,
+    each a full structured parse. Classes are kept; those few headers are parsed once per
+    value. Header objects are immutable, so sharing one is safe; the cache is bounded."""
+
+    _REPEATED = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
+    _MAX_CACHED = 128  # enough for the repeats within a message; parse trees are big
+
+    def __init__(self):
+        super().__init__()
+        self._classes: dict[str, type] = {}
+        self._values: dict[tuple[str, str], object] = {}
+
+    def __getitem__(self, name):
+        cls = self._classes.get(name)
+        if cls is None:
+            cls = self._classes[name] = super().__getitem__(name)
+        return cls
+
+    def __call__(self, name, value):
+        if name.lower() not in self._REPEATED:
+            return self[name](name, value)
+        key = (name, value)
+        header = self._values.get(key)
+        if header is None:
+            if len(self._values) >= self._MAX_CACHED:
+                self._values.clear()
+            header = self._values[key] = self[name](name, value)
+        return header
+
+
+# policy.default with the caching factory above: same parsing, same header objects.
+PARSE_POLICY = policy.default.clone(header_factory=_CachingHeaderRegistry())
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _ENCODED_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
@@ -201,7 +240,7 @@ def parse_headers(head: bytes, size: int) -> ParsedEmail:
         match = _HEADER_END_RE.search(head)
         if match:
             head = head[: match.end()]
-        msg = BytesHeaderParser(policy=policy.default).parsebytes(head)
+        msg = BytesHeaderParser(policy=PARSE_POLICY).parsebytes(head)
         _read_headers(msg, parsed)
     except Exception as exc:
         parsed.add_defect(f"unreadable headers ({type(exc).__name__})")
@@ -358,7 +397,7 @@ def _header_object(name: str, value: str):
     every lookup (a measurable share of parse time), so the classes are kept."""
     cls = _HEADER_CLASSES.get(name)
     if cls is None:
-        cls = _HEADER_CLASSES[name] = policy.default.header_factory[name]
+        cls = _HEADER_CLASSES[name] = PARSE_POLICY.header_factory[name]
     return cls(name, value)
 
 
@@ -528,7 +567,7 @@ def _parse_full(raw: bytes) -> ParsedEmail:
     # reading of parts does not depend on the policy.
     crowded = repaired.count(b"\n--") > FAST_POLICY_PARTS
     try:
-        msg = email.message_from_bytes(repaired, policy=policy.compat32 if crowded else policy.default)
+        msg = email.message_from_bytes(repaired, policy=policy.compat32 if crowded else PARSE_POLICY)
     except RecursionError:
         parsed = parse_headers(raw[:HEADER_READ_LIMIT], len(raw))
         parsed.add_defect("MIME structure nested too deeply: headers only")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import undefer
 
 from portal.extensions import db
@@ -46,16 +46,27 @@ class FetchReport:
 # --- storing ---------------------------------------------------------------------------------------
 
 
+def _raw_values(mailbox: Mailbox, raw: bytes | None, server_id: str, folder: str, uidvalidity: int,
+                size: int | None) -> dict:
+    return dict(msp_id=mailbox.msp_id, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
+                server_id=server_id[:255], raw=raw, size=len(raw) if raw is not None else (size or 0),
+                sha256=hashlib.sha256(raw or b"").hexdigest())
+
+
 def store_raw(mailbox: Mailbox, raw: bytes | None, *, server_id: str, folder: str = "", uidvalidity: int = 0,
               size: int | None = None) -> RawMessage:
     """Keep one fetched message byte for byte (raw None: over the size limit, kept as a record)."""
-    record = RawMessage(
-        msp_id=mailbox.msp_id, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
-        server_id=server_id[:255], raw=raw, size=len(raw) if raw is not None else (size or 0),
-        sha256=hashlib.sha256(raw or b"").hexdigest(),
-    )
+    record = RawMessage(**_raw_values(mailbox, raw, server_id, folder, uidvalidity, size))
     db.session.add(record)
     return record
+
+
+def store_raw_batch(mailbox: Mailbox, fetched: Iterable, *, folder: str, uidvalidity: int = 0) -> int:
+    """Keep a fetched batch byte for byte in one INSERT (no objects: deciding loads them again)."""
+    rows = [_raw_values(mailbox, f.raw, f.server_id, folder, uidvalidity, f.size) for f in fetched]
+    if rows:
+        db.session.execute(insert(RawMessage.__table__), rows)
+    return len(rows)
 
 
 def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int, among: Iterable[str] | None = None) -> set[str]:
@@ -103,12 +114,16 @@ def decide_batch(raws: list[RawMessage], ctx: IngestContext) -> list[IngestResul
         with db.session.begin_nested():
             items = [ctx.prepare(raw) for raw in raws]
             ctx.preload(items)
+            ctx.begin_batch()
             results: list[IngestResult | None] = [ingest(item.raw, ctx, item) for item in items]
+            ctx.write_batch()
             ctx.save_counter()
         return results
     except Exception:  # noqa: BLE001 - fall back to one message at a time
         log.warning("a batch of %d messages failed as a whole; deciding them one by one", len(raws), exc_info=True)
         ctx.forget_batch()
+        for raw in raws:  # the batch's UPDATE of their state was rolled back with it
+            db.session.expire(raw, ["state", "last_error"])
         return [decide(raw, ctx) for raw in raws]
 
 
@@ -253,21 +268,19 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, batch: 
         for start in range(0, len(uids), batch):
             chunk = uids[start:start + batch]
             known = known_server_ids(mailbox, folder, folder_state.uidvalidity, among=[str(u) for u in chunk])
-            for fetched in session.fetch(chunk, batch_size=batch, max_bytes=max_size):
-                if fetched.server_id in known:
-                    continue
-                store_raw(mailbox, fetched.raw, server_id=fetched.server_id, folder=folder,
-                          uidvalidity=folder_state.uidvalidity, size=fetched.size)
-                report.fetched += 1
+            report.fetched += store_raw_batch(
+                mailbox, (f for f in session.fetch(chunk, batch_size=batch, max_bytes=max_size)
+                          if f.server_id not in known),
+                folder=folder, uidvalidity=folder_state.uidvalidity)
             state_row.last_uid = max(state_row.last_uid, chunk[-1])
             commit()  # the bytes are safe: only now may the server be told
             _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
 
 
 def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int, commit) -> None:
-    rows = list(db.session.scalars(select(RawMessage).where(
+    rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
         RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity,
-        RawMessage.server_done.is_(False))))
+        RawMessage.server_done.is_(False))).all()
     if not rows:
         return
     uids = [int(r.server_id) for r in rows]
@@ -278,8 +291,11 @@ def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: 
         session.delete(uids)
     else:
         session.mark_seen(uids)
-    for r in rows:
-        r.server_done = True
+    ids = [r.id for r in rows]
+    for start in range(0, len(ids), 500):
+        # One statement per chunk, not one per row; the commit below expires any loaded rows.
+        db.session.execute(update(RawMessage.__table__).where(RawMessage.__table__.c.id.in_(ids[start:start + 500]))
+                           .values(server_done=True))
     commit()
 
 
