@@ -84,23 +84,16 @@ def preview(client_id: int, event: str):
     _client_or_404(client_id)
     _event_or_404(event)
     text, html = _sources_from_request()
+    rendered, error = None, None
     try:
         rendered = render((text or None, html or None), sample_context())
-        body = (f"<!doctype html><meta charset='utf-8'><title>{_escape(rendered.subject)}</title>"
-                f"<p style='font:13px sans-serif;color:#555'>Subject: {_escape(rendered.subject)}</p>"
-                + (rendered.html or f"<pre>{_escape(rendered.text)}</pre>"))
     except TemplateError as exc:
-        body = f"<!doctype html><meta charset='utf-8'><p style='color:#b3261e'>{_escape(str(exc))}</p>"
-    resp = Response(body, mimetype="text/html")
+        error = str(exc)
+    resp = Response(render_template("emails_admin/_preview.html", rendered=rendered, error=error),
+                    mimetype="text/html")
     resp.headers["Content-Security-Policy"] = PREVIEW_POLICY
     resp.headers["X-Frame-Options"] = "SAMEORIGIN"
     return resp
-
-
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
 
 
 @bp.post("/<event>/check")

@@ -136,9 +136,6 @@ def effective_settings(client: Client) -> list[EffectiveSetting]:
     return out
 
 
-def effective_setting(client: Client, name: str) -> str | None:
-    return next(s.value for s in effective_settings(client) if s.name == name)
-
 
 def disabled_by(client: Client) -> Client | None:
     """The client whose disabled flag switches this one off (itself or an ancestor), or None."""

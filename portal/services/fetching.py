@@ -324,11 +324,10 @@ def fetch_pop3(mailbox: Mailbox, session, commit: Callable[[], None], *, max_siz
     # Deletions take effect at QUIT, when the session closes cleanly; marked done only then.
 
 
-def mark_pop3_done(mailbox: Mailbox, server_ids: Iterable[str] | None = None) -> None:
-    query = select(RawMessage).where(RawMessage.mailbox_id == mailbox.id, RawMessage.server_done.is_(False))
-    for r in db.session.scalars(query):
-        if server_ids is None or r.server_id in server_ids:
-            r.server_done = True
+def mark_pop3_done(mailbox: Mailbox) -> None:
+    db.session.execute(update(RawMessage.__table__).where(
+        RawMessage.__table__.c.mailbox_id == mailbox.id, RawMessage.__table__.c.server_done.is_(False))
+        .values(server_done=True))
 
 
 def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: bytes, commit: Callable[[], None],

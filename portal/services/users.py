@@ -39,9 +39,6 @@ def get_user_by_email(email: str) -> User | None:
     return db.session.scalar(select(User).where(User.email == email.strip().lower()))
 
 
-def get_user(msp_id: int, user_id: int) -> User | None:
-    return db.session.scalar(select(User).where(User.id == user_id, User.msp_id == msp_id))
-
 
 def user_for_session(token: str) -> User | None:
     return db.session.scalar(select(User).where(User.session_token == token))

@@ -5,7 +5,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Message, User
+from portal.models import Message
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
 from portal.services import tickets as svc
@@ -42,10 +42,9 @@ def index():
 
 def _detail_context(ticket, reply_form=None, errors=None, note_errors=None):
     to, cc = svc.reply_defaults(ticket)
-    authors = {u.id: u for u in db.session.scalars(select(User).where(User.msp_id == g.msp_id))}
     return dict(ticket=ticket, messages=svc.conversation(ticket), links=svc.linked_tickets(ticket),
                 reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "set_status": ""},
-                errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES, authors=authors)
+                errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES)
 
 
 @bp.get("/<reference>")
