@@ -32,6 +32,24 @@ class EmailTemplate(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class CannedResponse(db.Model):
+    """A ready-made reply body a technician inserts while answering. Like templates, a client sees
+    its own and those its ancestors share; a nearer client's response replaces one of the same name."""
+
+    __tablename__ = "canned_responses"
+    __table_args__ = (UniqueConstraint("client_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    # Sanitised HTML as written in the editor; the plain-text part is derived when sending.
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    # Sub-clients see this response too.
+    shared: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class SmtpServer(db.Model):
     """An outgoing server: the installation's default gateway (no mailbox), or a mailbox's own."""
 
