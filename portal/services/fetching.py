@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import undefer
 from portal.extensions import db
 from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
 from portal.models.base import utcnow
-from portal.services.ingest import IngestContext, IngestResult, ingest, refresh_on_ticket
+from portal.services.ingest import IngestContext, IngestResult, Prepared, ingest, refresh_on_ticket
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,16 @@ def decide(raw: RawMessage, ctx: IngestContext, *, max_tries: int = MAX_DECIDE_T
         return None
 
 
-def decide_batch(raws: list[RawMessage], ctx: IngestContext) -> list[IngestResult | None]:
+def decide_batch(raws: list[RawMessage], ctx: IngestContext,
+                 examined: dict[int, Prepared] | None = None) -> list[IngestResult | None]:
     """The fast path: the batch prepared, looked up and decided together, written in one
     flush. If anything in it fails, it is rolled back and each message is decided alone in
-    its own savepoint, so the failure stays with the message that caused it."""
+    its own savepoint, so the failure stays with the message that caused it. `examined`:
+    the messages already read (by raw id), e.g. by the thread in decide_pending()."""
     try:
         with db.session.begin_nested():
-            items = [ctx.prepare(raw) for raw in raws]
+            items = [_attach(examined[raw.id], raw) if examined and raw.id in examined else ctx.prepare(raw)
+                     for raw in raws]
             ctx.preload(items)
             ctx.begin_batch()
             results: list[IngestResult | None] = [ingest(item.raw, ctx, item) for item in items]
@@ -127,6 +131,11 @@ def decide_batch(raws: list[RawMessage], ctx: IngestContext) -> list[IngestResul
         return [decide(raw, ctx) for raw in raws]
 
 
+def _attach(item: Prepared, raw: RawMessage) -> Prepared:
+    item.raw = raw
+    return item
+
+
 def _record_failure(raw: RawMessage, ctx: IngestContext) -> None:
     from portal.models import Message  # noqa: PLC0415
 
@@ -138,35 +147,55 @@ def _record_failure(raw: RawMessage, ctx: IngestContext) -> None:
     message.trace = [f"could not be processed after {raw.tries} tries: {raw.last_error}"]
 
 
-def pending(mailbox: Mailbox, limit: int) -> list[RawMessage]:
-    # The bytes come with the rows: loading a deferred column one message at a time costs a query each.
-    return list(db.session.scalars(
-        select(RawMessage).options(undefer(RawMessage.raw))
-        .where(RawMessage.mailbox_id == mailbox.id, RawMessage.state == "new")
-        .order_by(RawMessage.id).limit(limit)))
+def pending(mailbox: Mailbox, limit: int, *, after: int = 0, with_bytes: bool = True) -> list[RawMessage]:
+    query = (select(RawMessage).where(RawMessage.mailbox_id == mailbox.id, RawMessage.state == "new",
+                                      RawMessage.id > after)
+             .order_by(RawMessage.id).limit(limit))
+    if with_bytes:
+        # The bytes come with the rows: loading a deferred column one message at a time costs a query each.
+        query = query.options(undefer(RawMessage.raw))
+    return list(db.session.scalars(query))
 
 
 def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], *, batch: int = BATCH_SIZE,
                    report: FetchReport | None = None, host: str | None = None) -> FetchReport:
+    """Decide every stored message still new, a batch at a time. While one batch is decided
+    and written, a thread reads (parses, classifies, fingerprints) the next: reading is pure
+    Python, and the GIL is free while the database works on the writes."""
     report = report or FetchReport(mailbox.id)
     ctx = IngestContext(mailbox, secret, host)
-    while True:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="examine") as reader:
         raws = pending(mailbox, batch)
-        if not raws:
-            return report
-        progressed = False
-        for raw, result in zip(raws, decide_batch(raws, ctx)):
-            if result is None:
-                report.failed += 1
-                progressed = progressed or raw.state == "failed"
-            else:
-                progressed = True
-                report.decided += 1
-                report.outcomes[result.outcome] = report.outcomes.get(result.outcome, 0) + 1
-        commit()
-        # Messages that failed but may be retried wait for the next run, not this loop.
-        if not progressed or len(raws) < batch:
-            return report
+        reading = reader.submit(_examine_all, ctx, [(r.id, r.raw) for r in raws])
+        while raws:
+            examined = reading.result()
+            # Loaded before the commit below, which would expire the bytes.
+            upcoming = pending(mailbox, batch, after=raws[-1].id) if len(raws) == batch else []
+            reading = reader.submit(_examine_all, ctx, [(r.id, r.raw) for r in upcoming])
+            for result in decide_batch(raws, ctx, examined):
+                if result is None:
+                    report.failed += 1
+                else:
+                    report.decided += 1
+                    report.outcomes[result.outcome] = report.outcomes.get(result.outcome, 0) + 1
+            commit()
+            # Messages that failed but may be retried wait for the next run: the next batch
+            # starts after this one.
+            if not upcoming:
+                return report
+            # The same rows again, fresh after the commit; their bytes were read already.
+            raws = pending(mailbox, batch, after=raws[-1].id, with_bytes=False)
+    return report
+
+
+def _examine_all(ctx: IngestContext, messages: list[tuple[int, bytes | None]]) -> dict[int, Prepared]:
+    examined = {}
+    for raw_id, data in messages:
+        try:
+            examined[raw_id] = ctx.examine(data)
+        except Exception:  # noqa: BLE001 - read again inside decide_batch, where a failure is handled
+            continue
+    return examined
 
 
 def reprocess(raw: RawMessage, secret: bytes) -> IngestResult:
@@ -179,7 +208,9 @@ def reprocess(raw: RawMessage, secret: bytes) -> IngestResult:
     on_ticket = db.session.scalar(select(Message.ticket_id).where(Message.raw_message_id == raw.id))
     if on_ticket is not None and raw.raw is not None:
         return refresh_on_ticket(raw, ctx)
-    return ingest(raw, ctx)
+    result = ingest(raw, ctx)
+    ctx.save_counter()  # else the next ticket would be given the same number again
+    return result
 
 
 # --- scheduling and health -------------------------------------------------------------------------

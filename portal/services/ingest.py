@@ -48,7 +48,7 @@ class IngestResult:
 class Prepared:
     """A stored message read once: parsed, classified, fingerprinted, references found."""
 
-    raw: RawMessage
+    raw: RawMessage | None
     parsed: ParsedEmail | None = None
     cls: Classification | None = None
     fps: Fingerprints | None = None
@@ -58,6 +58,8 @@ class Prepared:
     token_refs: list[str] = field(default_factory=list)
     subject_refs: list[str] = field(default_factory=list)
     body_refs: list[str] = field(default_factory=list)
+    # (waterline, (text, html)): the body cut ahead for the likely client's waterline.
+    cut: tuple[str | None, tuple[str, str | None]] | None = None
 
 
 @dataclass
@@ -79,6 +81,10 @@ class IngestContext:
         self.clients = {c.id: c for c in clients}
         self.msp = self.clients[mailbox.msp_id]
         self.ref_format = RefFormat(prefix=self.msp.reference_prefix or "T")
+        # Read here, not through the rows: examine() runs in a thread and must not load.
+        self.plus_addressing = mailbox.plus_addressing
+        self.mailbox_client_id = mailbox.client_id
+        self._waterlines = {cid: self._effective_waterline(cid) for cid in self.clients}
         self.addresses = {a.lower() for a in mailbox.addresses}
         self.rules = [
             RouteRule(r.id, r.name, r.client_id, tuple(r.recipients), tuple(r.senders), tuple(r.subject_keywords),
@@ -129,12 +135,31 @@ class IngestContext:
         return False
 
     def waterline(self, client_id: int) -> str | None:
+        return self._waterlines.get(client_id)
+
+    def _effective_waterline(self, client_id: int) -> str | None:
         node = self.clients.get(client_id)
         while node is not None:
             if node.waterline:
                 return node.waterline
             node = self.clients.get(node.parent_id)
         return None
+
+    def likely_client(self, sender: str) -> int:
+        """The client a sender's mail most often lands with (allow-list, else the mailbox's):
+        the body is cut ahead for its waterline, and again only if the decision differs."""
+        found = self.allowed_addresses.get(sender)
+        if found is None:
+            labels = sender.rpartition("@")[2].split(".")
+            found = next((self.allowed_domains[d] for d in (".".join(labels[i:]) for i in range(len(labels) - 1))
+                          if d in self.allowed_domains), None)
+        return found if found is not None else self.mailbox_client_id
+
+    def visible_body(self, parsed: ParsedEmail, waterline: str | None) -> tuple[str, str | None]:
+        """(text, sanitised HTML) the sender newly wrote, cut at the waterline or our marker."""
+        waterlines = [w for w in (waterline, REPLY_MARKER) if w]
+        visible = cut_body(parsed.text, parsed.html, waterlines=waterlines, marker=REPLY_MARKER)
+        return visible.text, sanitize_html(visible.html) if visible.html is not None else None
 
     def client_allows(self, client_id: int, sender: str) -> bool:
         if self.allowed_addresses.get(sender) == client_id:
@@ -145,23 +170,32 @@ class IngestContext:
     # --- one batch -----------------------------------------------------------------------------
 
     def prepare(self, raw: RawMessage) -> Prepared:
-        item = Prepared(raw)
-        if raw.raw is None:
+        item = self.examine(raw.raw)
+        item.raw = raw
+        return item
+
+    def examine(self, data: bytes | None) -> Prepared:
+        """Everything about one message that needs no database: pure, so a batch can be read
+        in a thread while the previous batch waits on its writes."""
+        item = Prepared(None)
+        if data is None:
             return item
-        parsed = item.parsed = parse_email(raw.raw)
+        parsed = item.parsed = parse_email(data)
         item.cls = classify(parsed)
-        item.fps = fingerprints(raw.raw, parsed)
+        item.fps = fingerprints(data, parsed)
         item.sender = (parsed.from_.address if parsed.from_ else "").lower()
         item.thread_ids = [m for m in [parsed.in_reply_to, *reversed(parsed.references),
                                        item.cls.bounce_original_message_id] if m][:100]
         fmt = self.ref_format
-        if self.mailbox.plus_addressing in ("mixed", "only"):
+        if self.plus_addressing in ("mixed", "only"):
             recipients = [a.address for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
             recipients += [v for k, v in parsed.headers if k.lower() in _ENVELOPE_HEADERS]
             item.plus_refs = fmt.refs_in_recipients(recipients, self.secret)
         item.token_refs = fmt.refs_in_tokens(parsed.text, self.secret) or fmt.refs_in_tokens(parsed.html or "", self.secret)
         item.subject_refs = fmt.refs_in_subject(parsed.subject)
         item.body_refs = fmt.refs_in_body(parsed.text)
+        waterline = self.waterline(self.likely_client(item.sender))
+        item.cut = (waterline, self.visible_body(parsed, waterline))
         return item
 
     def preload(self, items: list[Prepared]) -> None:
@@ -599,7 +633,7 @@ def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestC
     parsed = item.parsed
     message.ticket = ticket
     message.outcome = action.outcome
-    _cut(message, parsed, ctx, ticket.client_id)
+    _cut(message, parsed, ctx, ticket.client_id, item)
     if action.new_status and action.new_status != ticket.status:
         trace.append(f"status {ticket.status} → {action.new_status}" + (" (reopened)" if action.outcome == "reopened" else ""))
         ticket.status = action.new_status
@@ -633,12 +667,13 @@ def _facts(parsed: ParsedEmail, cls: Classification, sender: str) -> MailFacts:
     )
 
 
-def _cut(message: Message, parsed: ParsedEmail, ctx: IngestContext, client_id: int) -> None:
+def _cut(message: Message, parsed: ParsedEmail, ctx: IngestContext, client_id: int,
+         item: Prepared | None = None) -> None:
     waterline = ctx.waterline(client_id)
-    waterlines = [w for w in (waterline, REPLY_MARKER) if w]
-    visible = cut_body(parsed.text, parsed.html, waterlines=waterlines, marker=REPLY_MARKER)
-    message.body_text = visible.text
-    message.body_html = sanitize_html(visible.html) if visible.html is not None else None
+    if item is not None and item.cut is not None and item.cut[0] == waterline:
+        message.body_text, message.body_html = item.cut[1]
+    else:
+        message.body_text, message.body_html = ctx.visible_body(parsed, waterline)
 
 
 def _contact(ctx: IngestContext, client_id: int, sender: str, name: str) -> Contact | None:
@@ -676,7 +711,7 @@ def _create_ticket(client_id: int, message: Message, item: Prepared, ctx: Ingest
     ctx.tickets_by_ref[reference] = ticket
     message.ticket = ticket
     message.outcome = "created"
-    _cut(message, parsed, ctx, client_id)
+    _cut(message, parsed, ctx, client_id, item)
     _store_attachments(message, parsed)
     if mailbox.keep_raw_attachment and item.raw.raw is not None:
         raw = item.raw.raw
@@ -692,7 +727,7 @@ def _create_ticket(client_id: int, message: Message, item: Prepared, ctx: Ingest
         why = "acknowledgement to the sender" + (" and CCs" if route and route.acknowledge_cc else "")
     message.details = {**(message.details or {}), "acknowledge": acknowledge,
                        "acknowledge_cc": bool(acknowledge and route and route.acknowledge_cc),
-                       "alert": bool(mailbox.alert_recipients)}
+                       "alert": bool(mailbox.alert_recipients), "route_id": route.id if route else None}
     # Into the outbox with the ticket, in the same transaction: neither is lost without the other.
     thread = [*parsed.references, parsed.message_id] if parsed.message_id else list(parsed.references)
     if acknowledge and item.sender:
@@ -733,4 +768,27 @@ def refresh_on_ticket(raw: RawMessage, ctx: IngestContext) -> IngestResult:
     raw.state = "decided"
     raw.last_error = None
     db.session.flush()
+    return result
+
+
+def place(raw: RawMessage, ctx: IngestContext, note: str, *, client_id: int | None = None,
+          ticket: Ticket | None = None) -> IngestResult:
+    """A person places mail the pipeline left unprocessed: on a new ticket for `client_id`, made
+    like routed mail is (mailbox defaults, acknowledgement), or onto `ticket` as if it had
+    threaded there (status rules included). `note` goes into the trace after the earlier lines."""
+    item = ctx.prepare(raw)
+    ctx.preload([item])
+    if item.parsed is None:
+        raise ValueError("the email was kept without its content (over the size limit)")
+    with db.session.no_autoflush:
+        message = _message_for(raw, ctx)
+        trace = [*(message.trace or []), note]
+        _fill_message(message, item.parsed, item.cls, item.fps)
+        if ticket is not None:
+            placed = _apply_to_ticket(ticket, "placed by hand", message, item, False, ctx, trace)
+        else:
+            placed = _create_ticket(client_id, message, item, ctx, None, trace)
+        result = _finish(message, trace, placed)
+    ctx.remember(message, item.fps, placed)
+    ctx.mark_decided(raw)
     return result

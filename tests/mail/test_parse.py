@@ -1,6 +1,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portal.mail.parse import parse_email, parse_file
 from tests.mail.conftest import build
@@ -265,3 +267,54 @@ def test_ids_folded_into_encoded_words_are_read():
     parsed = parse_email(raw)
     assert parsed.in_reply_to == long_id
     assert parsed.references == ["<first@b.example>", long_id]
+
+
+# --- the everyday address forms read without the stdlib's full parser ---------------------------
+
+_ADDRESS_PIECES = st.sampled_from([
+    "a", "Bob", "o'neil", "x.y", "..", ".", "-", "_", "=?utf-8?q?J=C3=A9?=", "@", "<", ">", ",", ";", ":",
+    '"', '\\"', "(", ")", " ", "  ", "\t", "é", "example.com", "ex-ample.org", "[1.2.3.4]", "+tag", "!#$%&*/=?^`{|}~",
+])
+
+
+_words = st.lists(_ADDRESS_PIECES, min_size=1, max_size=4).map("".join)
+_mailbox = st.one_of(
+    st.tuples(_words, _words).map(lambda p: f"{p[0]}@{p[1]}"),
+    st.tuples(_words, _words, _words).map(lambda p: f"{p[0]} <{p[1]}@{p[2]}>"),
+    st.tuples(_words, _words, _words).map(lambda p: f'"{p[0]}" <{p[1]}@{p[2]}>'),
+)
+_address_header = st.tuples(st.lists(_mailbox, min_size=1, max_size=3),
+                            st.sampled_from([",", ", ", " ,", ",,", " "])).map(lambda p: p[1].join(p[0]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_address_header)
+def test_plain_address_reading_agrees_with_the_full_parser(raw):
+    from portal.mail.parse import _plain_addresses, _structured_addresses
+
+    plain = _plain_addresses(raw)
+    if plain is not None:
+        assert plain == _structured_addresses("to", raw)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("alice@example.com", [("", "alice@example.com")]),
+    ("Alice Smith <alice@example.com>", [("Alice Smith", "alice@example.com")]),
+    ('"Smith, Alice" <alice@example.com>, bob@example.org', [("Smith, Alice", "alice@example.com"),
+                                                               ("", "bob@example.org")]),
+    ("Alice   Smith\t<alice@example.com> ,", [("Alice Smith", "alice@example.com")]),
+])
+def test_plain_address_forms_take_the_fast_reading(raw, expected):
+    from portal.mail.parse import _plain_addresses
+
+    assert [(a.name, a.address) for a in _plain_addresses(raw)] == expected
+
+
+@pytest.mark.parametrize("raw", [
+    "alice@example.com (Alice)", "Team: a@example.com, b@example.com;", "=?utf-8?q?J=C3=A9?= <j@example.com>",
+    'Al "the" Smith <a@example.com>', "José <j@example.com>", "a@example.com,, b@example.com", "<a@[1.2.3.4]>",
+])
+def test_other_address_forms_go_to_the_full_parser(raw):
+    from portal.mail.parse import _plain_addresses
+
+    assert _plain_addresses(raw) is None

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.mail.refs import RefFormat
-from portal.models import Contact, Message, Ticket, TicketLink
+from portal.models import Contact, Message, RawMessage, Ticket, TicketLink
 from tests.mailfactory import email
 
 
@@ -371,6 +371,19 @@ def routed(world, acme):
     return box, msp, contoso, fabrikam
 
 
+def test_the_body_is_cut_at_the_waterline_of_the_client_the_mail_is_routed_to(world, routed):
+    """The body is cut ahead for the sender's allow-listed client (Fabrikam, no waterline of its
+    own: the MSP's); the VIP route gives the mail to Contoso, whose waterline must win."""
+    box = routed[0]
+    body = "Please help.\nBest regards\nIvo\n## Please reply above this line ##\nold text"
+    vip = world.deliver(box, email(to=["vip@acme.example"], sender="ivo@fabrikam.example", body=body))
+    assert vip.message.body_text.strip() == "Please help."
+    plain = world.deliver(box, email(to=["desk@acme.example"], sender="ivo@fabrikam.example", body=body,
+                                     subject="other"))
+    assert plain.ticket.client_id == routed[1].id  # the fallback route: the MSP's own waterline
+    assert plain.message.body_text.strip() == "Please help.\nBest regards\nIvo"
+
+
 def test_exact_route_takes_mail_to_its_recipient(world, routed):
     box, _msp, contoso, _f = routed
     result = world.deliver(box, email(to=["vip@acme.example"], sender="x@anywhere.example"))
@@ -437,6 +450,50 @@ def test_a_failing_message_does_not_stop_the_batch_and_ends_unprocessed(world, a
     shown = db.session.scalar(select(Message).where(Message.raw_message_id == bad.id))
     assert shown.outcome == "unprocessed" and "database hiccup" in shown.trace[0]
     assert good.state == "decided"
+
+
+def test_batches_read_ahead_thread_replies_across_batches_and_keep_failures_apart(world, app, db, acme, monkeypatch):
+    """decide_pending reads the next batch in a thread while it decides this one: a reply in
+    a later batch still finds its ticket, a message that fails (deciding or reading) is retried
+    on its own, and every other message is decided exactly once."""
+    from portal.services import commit, fetching
+    from portal.services import ingest as ingest_module
+
+    support = acme[3]
+    raws = []
+    for i in range(7):
+        reply = i in (3, 6)
+        mid = "<first@contoso.com>" if i == 0 else f"<m{i}@contoso.com>"
+        raw = email(subject="Re: printer" if reply else f"new {i}", message_id=mid,
+                    in_reply_to="<first@contoso.com>" if reply else None,
+                    sender="alice@contoso.com")
+        raws.append(fetching.store_raw(support, raw, server_id=str(i + 1), folder="INBOX"))
+    commit()
+    poison_decide, poison_read = raws[4].id, raws[5].id
+    real_ingest, real_examine = ingest_module.ingest, ingest_module.IngestContext.examine
+
+    def flaky_ingest(raw, ctx, item=None):
+        if raw.id == poison_decide:
+            raise RuntimeError("database hiccup")
+        return real_ingest(raw, ctx, item)
+
+    def flaky_examine(ctx, data):
+        if b"new 5" in (data or b""):
+            raise ValueError("cannot read this one")
+        return real_examine(ctx, data)
+
+    monkeypatch.setattr(fetching, "ingest", flaky_ingest)
+    monkeypatch.setattr(ingest_module.IngestContext, "examine", flaky_examine)
+    report = fetching.decide_pending(support, app.config["SECRET_KEY"].encode(), commit, batch=2)
+
+    assert report.decided == 5 and report.failed == 2
+    states = {r.id: r.state for r in db.session.scalars(select(RawMessage).order_by(RawMessage.id))}
+    assert [states[r.id] for r in raws] == ["decided"] * 4 + ["new", "new", "decided"]
+    first = db.session.scalar(select(Message).where(Message.raw_message_id == raws[0].id)).ticket
+    for i in (3, 6):
+        reply = db.session.scalar(select(Message).where(Message.raw_message_id == raws[i].id))
+        assert reply.outcome == "appended" and reply.ticket_id == first.id
+    assert db.session.scalar(select(func.count(Message.id)).where(Message.raw_message_id.is_not(None))) == 5
 
 
 def test_reprocessing_mail_on_a_ticket_keeps_it_there(world, app, acme):
