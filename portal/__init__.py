@@ -20,7 +20,7 @@ from portal.responses import hx_redirect
 ROOT = Path(__file__).resolve().parent.parent
 
 # Endpoints anyone may reach without signing in.
-PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static"}
+PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static", "invitation.accept"}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -74,6 +74,9 @@ def init_blueprints(app: Flask) -> None:
     from portal.main.views import bp as main_bp
     from portal.settings.views import bp as settings_bp
     from portal.tickets.views import bp as tickets_bp
+    from portal.unprocessed.views import bp as unprocessed_bp
+    from portal.users.account import bp as account_bp
+    from portal.users.views import bp as users_bp, invitation_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
@@ -82,6 +85,10 @@ def init_blueprints(app: Flask) -> None:
     app.register_blueprint(emails_bp)
     app.register_blueprint(settings_bp)
     app.register_blueprint(mailboxes_bp)
+    app.register_blueprint(unprocessed_bp)
+    app.register_blueprint(users_bp)
+    app.register_blueprint(invitation_bp)
+    app.register_blueprint(account_bp)
 
 
 def init_security(app: Flask) -> None:

@@ -9,13 +9,16 @@ from flask_login import current_user
 
 
 def viewer_timezone() -> ZoneInfo:
-    name = None
+    """The signed-in user's own time zone ("My settings"), else their MSP's, else UTC."""
     if current_user and current_user.is_authenticated:
-        name = current_user.timezone or current_user.msp.timezone
-    try:
-        return ZoneInfo(name or "UTC")
-    except ZoneInfoNotFoundError:
-        return ZoneInfo("UTC")
+        for name in (current_user.timezone, current_user.msp.timezone):
+            if not name:
+                continue
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue  # a name this system no longer knows: try the next one
+    return ZoneInfo("UTC")
 
 
 def localtime(value: datetime | None) -> datetime | None:

@@ -30,6 +30,14 @@ ROUTE_KEYS = ("recipients", "senders", "subject_keywords", "attachment_types", "
               "default_type")
 
 
+# Every key the file may use, per kind of entry: anything else is a typo to point at.
+CLIENT_FIELDS = {"name", "code", "waterline", "timezone", "allow", "reference_prefix", "disabled", "children"}
+USER_FIELDS = {"email", "name", "role", "client", "password"}
+MAILBOX_FIELDS = {"address", "client", "password", "routes", "outgoing", *MAILBOX_KEYS}
+ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
+SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls"}
+
+
 class ConfigError(ValidationError):
     pass
 
@@ -38,26 +46,87 @@ def _fail(where: str, exc: ValidationError) -> ConfigError:
     return ConfigError({where + (f".{k}" if k else ""): v for k, v in exc.errors.items()})
 
 
-def load(text: str) -> dict:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"The file is not valid YAML: {exc}"
+    what = getattr(exc, "problem", None) or "cannot read this"
+    return f"The file is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {what}."
+
+
+def load(text: str, *, strict: bool = False) -> dict:
+    """The parsed file. `strict` also refuses keys the import does not know (typos would
+    otherwise be ignored without a word)."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError({"": [f"The file is not valid YAML: {exc}"]}) from None
+        raise ConfigError({"": [_yaml_problem(exc)]}) from None
     if not isinstance(data, dict):
         raise ConfigError({"": ["The file must be a mapping with clients, users and mailboxes."]})
     unknown = set(data) - {"clients", "users", "mailboxes", "smtp"}
     if unknown:
-        raise ConfigError({"": [f"Unknown top-level keys: {', '.join(sorted(unknown))}."]})
+        raise ConfigError({"": [f"Unknown top-level keys: {', '.join(sorted(map(str, unknown)))}."]})
+    if strict and (problems := unknown_fields(data)):
+        raise ConfigError(problems)
     return data
 
 
-def import_config(data: dict, *, keys: str, actor: User | None = None) -> dict[str, int]:
-    """Apply the configuration. Returns counts of created and updated records."""
+def unknown_fields(data: dict) -> dict[str, list[str]]:
+    """Where the file has the wrong shape or a key that nothing reads: path -> messages."""
+    problems: dict[str, list[str]] = {}
+
+    def entries(value: Any, where: str, fields: set[str]) -> list[tuple[str, dict]]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            problems[where] = ["This must be a list (entries starting with -)."]
+            return []
+        found = []
+        for i, item in enumerate(value):
+            at = f"{where}[{i}]"
+            if not isinstance(item, dict):
+                problems[at] = ["Each entry must be a mapping of keys and values."]
+                continue
+            check(item, at, fields)
+            found.append((at, item))
+        return found
+
+    def check(item: dict, where: str, fields: set[str]) -> None:
+        extra = sorted(str(k) for k in item if k not in fields)
+        if extra:
+            problems[where] = [f"Unknown field{'s' if len(extra) > 1 else ''}: {', '.join(extra)}. "
+                               f"Known: {', '.join(sorted(fields))}."]
+
+    def clients(value: Any, where: str) -> None:
+        for at, item in entries(value, where, CLIENT_FIELDS):
+            clients(item.get("children"), at + ".children")
+
+    clients(data.get("clients"), "clients")
+    entries(data.get("users"), "users", USER_FIELDS)
+    for at, item in entries(data.get("mailboxes"), "mailboxes", MAILBOX_FIELDS):
+        entries(item.get("routes"), at + ".routes", ROUTE_FIELDS)
+        if isinstance(item.get("outgoing"), dict):
+            check(item["outgoing"], at + ".outgoing", SMTP_FIELDS)
+    if isinstance(data.get("smtp"), dict):
+        check(data["smtp"], "smtp", SMTP_FIELDS)
+    elif data.get("smtp") is not None:
+        problems["smtp"] = ["This must be a mapping (host, port, security, ...)."]
+    return problems
+
+
+def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Client | None = None,
+                  gateway_allowed: bool = True, report: list[tuple[str, str, str]] | None = None) -> dict[str, int]:
+    """Apply the configuration. Returns counts of created and updated records.
+    With `msp` (the portal's page) everything must sit in that MSP's tree; `gateway_allowed`
+    False refuses the installation-wide smtp section; `report` collects (kind, name, outcome)."""
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     names: dict[str, Client] = {}
 
-    def note(created: bool, changed: bool) -> None:
-        counts["created" if created else ("updated" if changed else "unchanged")] += 1
+    def note(created: bool, changed: bool, kind: str = "", label: str = "") -> None:
+        outcome = "created" if created else ("updated" if changed else "unchanged")
+        counts[outcome] += 1
+        if report is not None:
+            report.append((kind, label, outcome))
 
     def walk(items: list, parent: Client | None, msp: Client | None, path: str) -> None:
         for i, item in enumerate(items or []):
@@ -70,7 +139,13 @@ def import_config(data: dict, *, keys: str, actor: User | None = None) -> dict[s
                 reference_prefix=str(item["reference_prefix"]) if parent is None and item.get("reference_prefix") else None,
             )
             try:
-                if parent is None:
+                if parent is None and scope is not None:
+                    if data_in.name.strip() != scope.name:
+                        raise ConfigError({where + ".name": [
+                            f"The top-level client must be your MSP, {scope.name}; {data_in.name!r} is not."]})
+                    client, created = scope, False
+                    changed = bool(client_svc.update_client(client, data_in, actor))
+                elif parent is None:
                     client = client_svc.get_msp_by_name(data_in.name.strip())
                     created = client is None
                     if created:
@@ -92,20 +167,25 @@ def import_config(data: dict, *, keys: str, actor: User | None = None) -> dict[s
                     changed = client_svc.set_client_disabled(client, bool(item["disabled"]), actor) or changed
             except ValidationError as exc:
                 raise _fail(where, exc) from None
-            note(created, changed)
+            note(created, changed, "client", client.name)
             if client.name in names and names[client.name].id != client.id:
                 raise ConfigError({where: [f"Two clients are called {client.name}; names must be unique."]})
             names[client.name] = client
             walk(item.get("children") or [], client, msp or client, where + ".children")
 
+    scope = msp
     walk(data.get("clients") or [], None, None, "clients")
 
     def client_named(name: Any, where: str) -> Client:
         if name in names:
             return names[name]
-        found = db.session.scalars(select(Client).where(Client.name == str(name))).all()
+        query = select(Client).where(Client.name == str(name))
+        if scope is not None:
+            query = query.where(Client.msp_id == scope.id)
+        found = db.session.scalars(query).all()
         if len(found) != 1:
-            raise ConfigError({where: [f"No single client is called {name!r}."]})
+            inside = f" in {scope.name}" if scope is not None else ""
+            raise ConfigError({where: [f"No single client is called {name!r}{inside}."]})
         return found[0]
 
     for i, item in enumerate(data.get("users") or []):
@@ -118,19 +198,18 @@ def import_config(data: dict, *, keys: str, actor: User | None = None) -> dict[s
             if user is None:
                 user_svc.create_user(msp, email, str(item.get("password") or ""), str(item.get("role", "technician")),
                                      actor, name=str(item.get("name") or ""))
-                note(True, True)
+                note(True, True, "user", email)
             else:
                 if user.msp_id != msp.id:
                     raise ValidationError({"email": [f"{email} belongs to another MSP."]})
                 changed = False
                 if item.get("role") and item["role"] != user.role:
-                    if item["role"] not in ("admin", "technician"):
-                        raise ValidationError({"role": ["The role is admin or technician."]})
-                    user.role, changed = item["role"], True
+                    # The same rules as the users page: audited, and never the last admin away.
+                    changed = user_svc.change_role(user, str(item["role"]), actor)
                 if item.get("password") and not user.check_password(str(item["password"])):
                     user.set_password(str(item["password"]))
                     changed = True
-                note(False, changed)
+                note(False, changed, "user", email)
         except ValidationError as exc:
             raise _fail(where, exc) from None
 
@@ -167,20 +246,43 @@ def import_config(data: dict, *, keys: str, actor: User | None = None) -> dict[s
                 changes = changes or out_changed
         except ValidationError as exc:
             raise _fail(where, exc) from None
-        note(existing is None, bool(changes))
+        note(existing is None, bool(changes), "mailbox", mailbox.address)
     if data.get("smtp"):
+        if not gateway_allowed:
+            raise ConfigError({"smtp": ["The default outgoing gateway serves the whole installation: only an "
+                                        "operator can set it. Remove the smtp section."]})
         try:
             _server, changed = outbound_svc.save_smtp_server(dict(data["smtp"]), keys=keys)
         except ValidationError as exc:
             raise _fail("smtp", exc) from None
-        note(False, changed)
+        note(False, changed, "outgoing gateway", str(data["smtp"].get("host", "")))
     db.session.flush()
     return counts
 
 
-def export_config(*, keys: str, with_secrets: bool = False) -> dict:
+def preview_import(data: dict, *, keys: str, actor: User | None = None, msp: Client | None = None,
+                   gateway_allowed: bool = True) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
+    """A dry run: the import inside a savepoint that is always rolled back. Returns the counts
+    and what would happen to each entry; errors are raised exactly as the real import would."""
+    report: list[tuple[str, str, str]] = []
+    savepoint = db.session.begin_nested()
+    try:
+        counts = import_config(data, keys=keys, actor=actor, msp=msp, gateway_allowed=gateway_allowed,
+                               report=report)
+    finally:
+        savepoint.rollback()
+    return counts, report
+
+
+def export_config(*, keys: str, with_secrets: bool = False, msp_id: int | None = None,
+                  include_gateway: bool = True) -> dict:
+    """Everything, or with `msp_id` only that MSP's tree (the portal's page)."""
     out: dict[str, list] = {"clients": [], "users": [], "mailboxes": []}
-    all_clients = db.session.scalars(select(Client).order_by(Client.name)).all()
+
+    def in_scope(model) -> list:
+        return [model.msp_id == msp_id] if msp_id is not None else []
+
+    all_clients = db.session.scalars(select(Client).where(*in_scope(Client)).order_by(Client.name)).all()
     kids: dict[int | None, list[Client]] = {}
     for c in all_clients:
         kids.setdefault(c.parent_id, []).append(c)
@@ -204,9 +306,9 @@ def export_config(*, keys: str, with_secrets: bool = False) -> dict:
         return item
 
     out["clients"] = [node(c) for c in kids.get(None, [])]
-    for u in db.session.scalars(select(User).order_by(User.email)):
+    for u in db.session.scalars(select(User).where(*in_scope(User)).order_by(User.email)):
         out["users"].append({"email": u.email, "name": u.name, "role": u.role, "client": u.msp.name})
-    for m in db.session.scalars(select(Mailbox).order_by(Mailbox.address)):
+    for m in db.session.scalars(select(Mailbox).where(*in_scope(Mailbox)).order_by(Mailbox.address)):
         item: dict[str, Any] = {"address": m.address, "client": m.client.name}
         for k in MAILBOX_KEYS:
             value = getattr(m, k)
@@ -220,7 +322,7 @@ def export_config(*, keys: str, with_secrets: bool = False) -> dict:
         if own is not None:
             item["outgoing"] = outbound_svc.smtp_server_as_config(own, keys, with_secrets)
         out["mailboxes"].append(item)
-    gateway = outbound_svc.default_gateway()
+    gateway = outbound_svc.default_gateway() if include_gateway else None
     if gateway is not None:
         out["smtp"] = outbound_svc.smtp_server_as_config(gateway, keys, with_secrets)
     return out

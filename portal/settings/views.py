@@ -1,13 +1,18 @@
-"""Installation-wide mail settings: the default outgoing gateway and the staging switches."""
+"""Installation-wide mail settings: the default outgoing gateway and the staging switches;
+an MSP's configuration as YAML: download, and upload with a dry run before it is applied."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, render_template, request, url_for
+import re
+
+from flask import Blueprint, abort, current_app, flash, g, render_template, request, url_for
 from flask_login import current_user
 
+from portal.auth.access import admin_required
 from portal.extensions import db
+from portal.models.base import utcnow
 from portal.responses import hx_redirect
-from portal.services import ValidationError, commit
+from portal.services import ValidationError, audit, commit, config_io
 from portal.services import outbound as svc
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -52,3 +57,90 @@ def mail():
             flash("Mail settings saved.", "success")
             return hx_redirect(url_for("settings.mail"))
     return render_template("settings/mail.html", form=form, errors=errors), status
+
+
+# --- configuration as YAML ------------------------------------------------------------------------------
+
+MAX_IMPORT_BYTES = 1_000_000
+CONFIG_HISTORY = 10
+
+
+def _gateway_allowed() -> bool:
+    return svc.may_change_installation(current_user, current_app.config["TIDEMARK_OPERATORS"])
+
+
+def _configuration_page(status: int = 200, **context):
+    entries, _total = audit.history(g.msp_id, "configuration", g.msp_id, per_page=CONFIG_HISTORY)
+    context.setdefault("errors", {})
+    context.setdefault("preview", None)
+    return render_template("settings/configuration.html", history=entries, gateway_allowed=_gateway_allowed(),
+                           **context), status
+
+
+@bp.get("/configuration")
+@admin_required
+def configuration():
+    return _configuration_page()
+
+
+@bp.post("/configuration/export")
+@admin_required
+def export_configuration():
+    with_secrets = request.form.get("with_secrets") == "1"
+    data = config_io.export_config(keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"], with_secrets=with_secrets,
+                                   msp_id=g.msp_id, include_gateway=_gateway_allowed())
+    if with_secrets:
+        # Passwords leave the installation in clear text: who took them, and when, is on record.
+        audit.record(current_user, g.msp_id, "configuration", g.msp_id, "downloaded with secrets")
+        commit()
+    slug = re.sub(r"[^a-z0-9]+", "-", current_user.msp.name.lower()).strip("-") or "msp"
+    response = current_app.response_class(config_io.dump(data), mimetype="application/yaml")
+    filename = f"tidemark-{slug}-{utcnow():%Y-%m-%d}{'-with-secrets' if with_secrets else ''}.yaml"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _uploaded_text() -> tuple[str | None, str | None]:
+    """(the YAML text, or None and what is wrong with the upload)."""
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        raw = upload.read(MAX_IMPORT_BYTES + 1)
+        if len(raw) > MAX_IMPORT_BYTES:
+            return None, f"The file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB; a configuration is much smaller."
+        try:
+            return raw.decode("utf-8-sig"), None
+        except UnicodeDecodeError:
+            return None, "The file is not UTF-8 text. Upload the YAML file that the download gives you."
+    text = request.form.get("yaml", "")
+    if text.strip():
+        return text, None
+    return None, "Choose a YAML file to import."
+
+
+@bp.post("/configuration/import")
+@admin_required
+def import_configuration():
+    applying = request.form.get("action") == "apply"
+    text, problem = _uploaded_text()
+    if problem:
+        return _configuration_page(422, errors={"file": [problem]})
+    options = {"keys": current_app.config["TIDEMARK_ENCRYPTION_KEY"], "actor": current_user,
+               "msp": current_user.msp, "gateway_allowed": _gateway_allowed()}
+    try:
+        data = config_io.load(text, strict=True)
+        if applying:
+            counts = config_io.import_config(data, **options)
+        else:
+            counts, report = config_io.preview_import(data, **options)
+    except ValidationError as exc:
+        db.session.rollback()
+        messages = [f"{where}: {m}" if where else m for where, ms in exc.errors.items() for m in ms]
+        return _configuration_page(422, errors={"file": messages})
+    if applying:
+        audit.record(current_user, g.msp_id, "configuration", g.msp_id, "imported",
+                     {k: [None, counts[k]] for k in ("created", "updated")})
+        commit()
+        flash(f"Configuration imported: {counts['created']} created, {counts['updated']} updated, "
+              f"{counts['unchanged']} unchanged.", "success")
+        return hx_redirect(url_for("settings.configuration"))
+    return _configuration_page(preview=report, counts=counts, yaml_text=text)
