@@ -92,6 +92,9 @@ class Config:
     # Number of proxies in front of the app whose X-Forwarded-For we trust (0 = none).
     TIDEMARK_PROXY_COUNT = env_int("TIDEMARK_PROXY_COUNT", 0)
     TIDEMARK_PAGE_SIZE = env_int("TIDEMARK_PAGE_SIZE", 50)
+    # Files a technician attaches to one reply (inline images count too): each, and all together.
+    TIDEMARK_REPLY_FILE_MAX_BYTES = env_int("TIDEMARK_REPLY_FILE_MAX_MB", 10) * 1024 * 1024
+    TIDEMARK_REPLY_FILES_MAX_BYTES = env_int("TIDEMARK_REPLY_FILES_MAX_MB", 25) * 1024 * 1024
 
     @classmethod
     def finish(cls) -> None:

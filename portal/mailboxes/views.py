@@ -1,12 +1,49 @@
+"""Mailboxes: health at a glance, the settings form, status, removal and "test connection".
+Routes and the outgoing server have their own modules on the same blueprint."""
+
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, g, render_template
+from flask import Blueprint, abort, current_app, flash, g, render_template, request, url_for
+from flask_login import current_user
 
 from portal.auth.access import admin_required
-from portal.services import commit
+from portal.extensions import db
+from portal.mailboxes.forms import MailboxForm
+from portal.models.mailboxes import DEFAULT_PORTS
+from portal.responses import hx_redirect, render_page
+from portal.services import ValidationError, audit, commit
+from portal.services import clients as client_svc
 from portal.services import mailboxes as svc
 
 bp = Blueprint("mailboxes", __name__, url_prefix="/mailboxes")
+HISTORY_PAGE = 20
+
+
+def keys() -> str:
+    return current_app.config["TIDEMARK_ENCRYPTION_KEY"]
+
+
+def mailbox_or_404(mailbox_id: int):
+    mailbox = svc.get_mailbox(g.msp_id, mailbox_id)
+    if mailbox is None:
+        abort(404)
+    return mailbox
+
+
+def client_or_404(client_id: int | None):
+    client = client_svc.get_client(g.msp_id, client_id or 0)
+    if client is None:
+        abort(404)
+    return client
+
+
+def client_choices() -> list[tuple[int, str]]:
+    return [(n.client.id, "\u2003" * n.depth + n.client.name) for n in client_svc.client_tree(g.msp_id)]
+
+
+def _form_page(form: MailboxForm, mailbox, status: int):
+    return render_page("mailboxes/form.html", "mailboxes/_form.html", form=form, mailbox=mailbox,
+                       default_ports=DEFAULT_PORTS), status
 
 
 @bp.get("")
@@ -14,14 +51,142 @@ def index():
     return render_template("mailboxes/index.html", rows=svc.mailbox_health(g.msp_id))
 
 
+@bp.route("/new", methods=["GET", "POST"])
+@admin_required
+def new():
+    form = MailboxForm()
+    form.client_id.choices = client_choices()
+    if request.method == "GET":
+        form.defaults()
+        form.client_id.data = g.msp_id
+    if form.validate_on_submit():
+        msp = client_or_404(g.msp_id)
+        try:
+            mailbox, _ = svc.save_mailbox(msp, client_or_404(form.client_id.data), form.values(), keys=keys(),
+                                          actor=current_user)
+        except ValidationError as exc:
+            db.session.rollback()
+            form.place_errors(exc.errors)
+        else:
+            commit()
+            flash(f"Mailbox {mailbox.address} created. Add its routes, then activate it.", "success")
+            return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id))
+    return _form_page(form, None, 422 if request.method == "POST" else 200)
+
+
+@bp.get("/<int:mailbox_id>")
+def detail(mailbox_id: int):
+    from portal.services.outbound import own_server  # noqa: PLC0415
+
+    mailbox = mailbox_or_404(mailbox_id)
+    entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)
+    return render_template(
+        "mailboxes/detail.html", mailbox=mailbox, server=own_server(mailbox), problems=svc.activation_problems(mailbox),
+        history=entries, history_total=total, history_page=1, history_pages=max(1, -(-total // HISTORY_PAGE)),
+    )
+
+
+@bp.get("/<int:mailbox_id>/history")
+def history(mailbox_id: int):
+    mailbox = mailbox_or_404(mailbox_id)
+    page = max(1, request.args.get("page", 1, type=int))
+    entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, page=page, per_page=HISTORY_PAGE)
+    return render_page("mailboxes/history.html", "mailboxes/_history.html", mailbox=mailbox, history=entries,
+                       history_total=total, history_page=page, history_pages=max(1, -(-total // HISTORY_PAGE)))
+
+
+@bp.route("/<int:mailbox_id>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(mailbox_id: int):
+    mailbox = mailbox_or_404(mailbox_id)
+    form = MailboxForm()
+    form.client_id.choices = client_choices()
+    if request.method == "GET":
+        form.fill(mailbox)
+    if form.validate_on_submit():
+        values = form.values()
+        # The same password typed again is no change (and is not encrypted anew).
+        if values.get("password") and values["password"] == svc.password_of(mailbox, keys()):
+            values.pop("password")
+        try:
+            _mailbox, changes = svc.save_mailbox(client_or_404(g.msp_id), client_or_404(form.client_id.data), values,
+                                                 keys=keys(), actor=current_user, mailbox=mailbox)
+        except ValidationError as exc:
+            # Nothing of a half-valid form is applied.
+            db.session.rollback()
+            mailbox = mailbox_or_404(mailbox_id)
+            form.place_errors(exc.errors)
+        else:
+            commit()
+            flash(f"Saved {mailbox.address}." if changes else "Nothing changed.", "success")
+            return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id))
+    return _form_page(form, mailbox, 422 if request.method == "POST" else 200)
+
+
+@bp.post("/check")
+@bp.post("/<int:mailbox_id>/check")
+@admin_required
+def check(mailbox_id: int | None = None):
+    """"Test connection" from the form: the values as typed, before saving; nothing is kept."""
+    mailbox = mailbox_or_404(mailbox_id) if mailbox_id else None
+    form = MailboxForm()
+    form.client_id.choices = client_choices()
+    values = form.values()
+    try:
+        result = svc.probe_settings(values, keys(), mailbox=mailbox, ca_file=current_app.config["TIDEMARK_CA_FILE"])
+    except ValidationError as exc:
+        message = " ".join(m for msgs in exc.errors.values() for m in msgs)
+        return render_template("mailboxes/_check_result.html", ok=False, message=message)
+    return render_template("mailboxes/_check_result.html", ok=result.ok, message=result.message)
+
+
 @bp.post("/<int:mailbox_id>/test")
 @admin_required
 def test_connection(mailbox_id: int):
     """Try the server now; the answer shows in place and is kept on the mailbox."""
-    mailbox = svc.get_mailbox(g.msp_id, mailbox_id)
-    if mailbox is None:
-        abort(404)
-    result = svc.check_connection(mailbox, current_app.config["TIDEMARK_ENCRYPTION_KEY"],
-                                  ca_file=current_app.config["TIDEMARK_CA_FILE"])
+    mailbox = mailbox_or_404(mailbox_id)
+    result = svc.check_connection(mailbox, keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
     commit()
     return render_template("mailboxes/_test_result.html", box=mailbox, result=result)
+
+
+@bp.post("/<int:mailbox_id>/activate")
+@admin_required
+def activate(mailbox_id: int):
+    return _set_status(mailbox_id, "active")
+
+
+@bp.post("/<int:mailbox_id>/disable")
+@admin_required
+def disable(mailbox_id: int):
+    return _set_status(mailbox_id, "disabled")
+
+
+def _set_status(mailbox_id: int, status: str):
+    mailbox = mailbox_or_404(mailbox_id)
+    try:
+        svc.set_status(mailbox, status, keys=keys(), actor=current_user)
+    except ValidationError as exc:
+        db.session.rollback()
+        flash("Not activated: " + " ".join(m for msgs in exc.errors.values() for m in msgs), "error")
+    else:
+        commit()
+        flash(f"{mailbox.address} is {'active: it is fetched from now on' if status == 'active' else 'disabled'}.",
+              "success")
+    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id))
+
+
+@bp.post("/<int:mailbox_id>/delete")
+@admin_required
+def delete(mailbox_id: int):
+    mailbox = mailbox_or_404(mailbox_id)
+    address = mailbox.address
+    tickets = svc.delete_mailbox(mailbox, actor=current_user)
+    commit()
+    kept = (" Its ticket stays." if tickets == 1 else f" Its {tickets} tickets stay.") if tickets else ""
+    flash(f"Mailbox {address} deleted.{kept}", "success")
+    return hx_redirect(url_for("mailboxes.index"))
+
+
+# The route and outgoing-server pages register on this blueprint.
+from portal.mailboxes import outgoing, routes  # noqa: E402,F401

@@ -73,38 +73,55 @@ def _sender_pattern(value: str, errors: dict, where: str) -> str | None:
 
 
 def clean_routes(routes: list[RouteInput], msp_id: int) -> list[RouteInput]:
-    """Validated and in the one order the pipeline uses: exact, then wildcard, then fallback."""
+    """Validated and in the one order the pipeline uses: exact, then wildcard, then fallback.
+    The ValidationError also carries `route_errors`: (index in `routes` or None, field, message),
+    so that a form can put each message next to its field."""
     errors: dict[str, list[str]] = {}
+    located: list[tuple[int | None, str, str]] = []
+
+    def fail(index: int | None, name: str, message: str) -> None:
+        errors.setdefault("routes", []).append(message)
+        located.append((index, name, message))
+
+    def collect(index: int, name: str, call):
+        # The address helpers report under "routes"; note which route and field they were about.
+        seen = len(errors.get("routes", []))
+        result = call()
+        located.extend((index, name, m) for m in errors.get("routes", [])[seen:])
+        return result
+
     fallbacks = [r for r in routes if r.fallback]
     if routes and len(fallbacks) != 1:
-        errors.setdefault("routes", []).append(
-            "A mailbox with routes needs exactly one fallback route, for mail no other route takes.")
+        fail(None, "fallback", "A mailbox with routes needs exactly one fallback route, for mail no other route takes.")
     for i, r in enumerate(routes, 1):
         where = f"route {i} ({r.name or 'unnamed'})"
         if not r.name.strip():
-            errors.setdefault("routes", []).append(f"route {i}: give it a name.")
+            fail(i - 1, "name", f"route {i}: give it a name.")
         if r.client.msp_id != msp_id:
-            errors.setdefault("routes", []).append(f"{where}: its client is not in this MSP's tree.")
+            fail(i - 1, "client", f"{where}: its client is not in this MSP's tree.")
         if r.fallback:
             continue
         if not r.recipients:
-            errors.setdefault("routes", []).append(f"{where}: name the recipients it takes, or * with a sender list.")
+            fail(i - 1, "recipients", f"{where}: name the recipients it takes, or * with a sender list.")
         wildcard = "*" in r.recipients
         if wildcard and len(r.recipients) > 1:
-            errors.setdefault("routes", []).append(f"{where}: * stands alone in the recipient list.")
+            fail(i - 1, "recipients", f"{where}: * stands alone in the recipient list.")
         if wildcard and not r.senders:
-            errors.setdefault("routes", []).append(
-                f"{where}: a wildcard route needs a sender list, or it would take all mail.")
+            fail(i - 1, "senders", f"{where}: a wildcard route needs a sender list, or it would take all mail.")
         if wildcard and "*" in [s.strip() for s in r.senders]:
-            errors.setdefault("routes", []).append(f"{where}: a wildcard route cannot have a wildcard sender.")
-        r.recipients = [x for x in ("*" if v.strip() == "*" else _address(v, "routes", errors) for v in r.recipients) if x]
-        r.senders = [x for x in (_sender_pattern(v, errors, where) for v in r.senders) if x]
+            fail(i - 1, "senders", f"{where}: a wildcard route cannot have a wildcard sender.")
+        r.recipients = collect(i - 1, "recipients", lambda r=r: [
+            x for x in ("*" if v.strip() == "*" else _address(v, "routes", errors) for v in r.recipients) if x])
+        r.senders = collect(i - 1, "senders", lambda r=r, where=where: [
+            x for x in (_sender_pattern(v, errors, where) for v in r.senders) if x])
         for value, allowed, label in ((r.default_status, TICKET_STATUSES[:3], "status"),
                                       (r.default_priority, PRIORITIES, "priority")):
             if value is not None and value not in allowed:
-                errors.setdefault("routes", []).append(f"{where}: {label} is one of {', '.join(allowed)}.")
+                fail(i - 1, f"default_{label}", f"{where}: {label} is one of {', '.join(allowed)}.")
     if errors:
-        raise ValidationError(errors)
+        exc = ValidationError(errors)
+        exc.route_errors = located
+        raise exc
     rank = lambda r: 2 if r.fallback else (1 if "*" in r.recipients else 0)  # noqa: E731
     return sorted(routes, key=rank)
 
@@ -202,6 +219,8 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     mailbox.client_id = client.id
     for key, value in clean.items():
         setattr(mailbox, key, value)
+    # A new password reads "(set)" before and after: say so, or the history would not show it.
+    password_changed = bool(password) and not created and mailbox.password_encrypted is not None
     if password:
         mailbox.password_encrypted = crypto.encrypt(keys, password)
     if ordered is not None:
@@ -220,6 +239,8 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
             raise ValidationError({"status": problems})
     db.session.flush()
     changes = audit.diff(before, _snapshot(mailbox))
+    if password_changed:
+        changes.setdefault("password", ["(set)", "(changed)"])
     if changes:
         audit.record(actor, msp.id, "mailbox", mailbox.id, "created" if created else "updated", changes)
     return mailbox, changes
@@ -317,3 +338,212 @@ def mailbox_health(msp_id: int) -> list[MailboxHealth]:
             state = "healthy"
         out.append(MailboxHealth(m, counts.get(m.id, 0), state))
     return out
+
+
+# --- editing from the browser: one route at a time, status, removal, typed-settings test -----------
+
+ROUTE_FIELDS = ("recipients", "senders", "subject_keywords", "attachment_types", "high_importance_only",
+                "fallback", "enabled", "acknowledge", "acknowledge_cc", "default_status", "default_priority",
+                "default_type")
+_ROUTE_PREFIX = re.compile(r"^route \d+(?: \(.*?\))?: ")
+
+
+def get_route(mailbox: Mailbox, route_id: int) -> Route | None:
+    return next((r for r in mailbox.routes if r.id == route_id), None)
+
+
+def route_input_of(route: Route) -> RouteInput:
+    return RouteInput(name=route.name, client=route.client,
+                      **{k: (list(v) if isinstance(v := getattr(route, k), list) else v) for k in ROUTE_FIELDS})
+
+
+def _route_snapshot(route: Route | RouteInput) -> dict:
+    snap = {"name": route.name, "client": route.client.name, **{k: getattr(route, k) for k in ROUTE_FIELDS}}
+    # Unset conditions say nothing in the history of an added or removed route.
+    return {k: v for k, v in snap.items() if v not in (None, [], "")}
+
+
+def _route_order(mailbox: Mailbox) -> list[str]:
+    return [r.name for r in sorted(mailbox.routes, key=lambda r: r.position)]
+
+
+def _write_routes(mailbox: Mailbox, planned: list[tuple[Route | None, RouteInput]],
+                  focus: int | None = None) -> dict[int, Route]:
+    """Check the whole list with clean_routes, then update the rows in place (their ids stay).
+    `focus` is the index in `planned` whose messages belong next to the fields of its form."""
+    try:
+        ordered = clean_routes([data for _, data in planned], mailbox.msp_id)
+    except ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for index, name, message in getattr(exc, "route_errors", []):
+            if index is not None and index == focus:
+                text = _ROUTE_PREFIX.sub("", message)
+                errors.setdefault(name, []).append(text[:1].upper() + text[1:])
+            elif name == "fallback" and index is None and focus is not None:
+                errors.setdefault("fallback", []).append(message)
+            else:
+                errors.setdefault("", []).append(message)
+        raise ValidationError(errors) from None
+    row_of = {id(data): row for row, data in planned}
+    kept: dict[int, Route] = {}
+    for position, data in enumerate(ordered):
+        row = row_of[id(data)]
+        if row is None:
+            row = Route(name=data.name.strip(), client_id=data.client.id)
+            mailbox.routes.append(row)
+        row.name, row.client_id, row.client, row.position = data.name.strip(), data.client.id, data.client, position
+        for key in ROUTE_FIELDS:
+            setattr(row, key, getattr(data, key))
+        kept[id(data)] = row
+    for row in list(mailbox.routes):
+        if row not in kept.values():
+            mailbox.routes.remove(row)
+    mailbox.routes.sort(key=lambda r: r.position)
+    db.session.flush()
+    return kept
+
+
+def save_route(mailbox: Mailbox, data: RouteInput, *, actor: User | None, route: Route | None = None) -> Route:
+    """Add (route None) or change one route. Marking it the fallback takes that flag from the
+    route that had it, since a mailbox has exactly one."""
+    planned: list[tuple[Route | None, RouteInput]] = []
+    for row in mailbox.routes:
+        current = data if row is route else route_input_of(row)
+        if row is not route and data.fallback and current.fallback:
+            current.fallback = False
+        planned.append((row, current))
+    if route is None:
+        planned.append((None, data))
+    focus = next(i for i, (_, d) in enumerate(planned) if d is data)
+    before = _route_snapshot(route) if route is not None else {}
+    saved = _write_routes(mailbox, planned, focus)[id(data)]
+    changes = audit.diff(before, _route_snapshot(saved))
+    if changes:
+        action = f"route {saved.name} {'changed' if route is not None else 'added'}"
+        audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, action, changes)
+    return saved
+
+
+def delete_route(mailbox: Mailbox, route: Route, *, actor: User | None) -> None:
+    planned = [(row, route_input_of(row)) for row in mailbox.routes if row is not route]
+    before = _route_snapshot(route)
+    _write_routes(mailbox, planned)
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"route {route.name} removed",
+                 audit.diff(before, {}))
+
+
+def reorder_routes(mailbox: Mailbox, route_ids: list[int], *, actor: User | None) -> bool:
+    """Put the routes in the given order. The pipeline always tries exact routes, then wildcard
+    routes, then the fallback, so an order across those groups is corrected; returns False then."""
+    rows = {r.id: r for r in mailbox.routes}
+    if sorted(route_ids) != sorted(rows):
+        raise ValidationError({"": ["The list of routes changed meanwhile; reload the page and try again."]})
+    before = _route_order(mailbox)
+    _write_routes(mailbox, [(rows[i], route_input_of(rows[i])) for i in route_ids])
+    after = _route_order(mailbox)
+    if after != before:
+        audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, "routes reordered", {"order": [before, after]})
+    return [r.id for r in mailbox.routes] == list(route_ids)
+
+
+def route_group(route: Route) -> int:
+    """0 exact, 1 wildcard, 2 fallback: routes move only within their group."""
+    return 2 if route.fallback else (1 if route.wildcard else 0)
+
+
+def move_route(mailbox: Mailbox, route: Route, step: int, *, actor: User | None) -> bool:
+    """One place up (step -1) or down (+1) within its group; False when it is already at the edge."""
+    ids = [r.id for r in mailbox.routes]
+    i = ids.index(route.id)
+    j = i + step
+    if not 0 <= j < len(ids) or route_group(mailbox.routes[j]) != route_group(route):
+        return False
+    ids[i], ids[j] = ids[j], ids[i]
+    return reorder_routes(mailbox, ids, actor=actor)
+
+
+def set_status(mailbox: Mailbox, status: str, *, keys: str, actor: User | None) -> dict:
+    """Activate, disable or return to draft; activation is refused with its reasons."""
+    msp = db.session.get(Client, mailbox.msp_id)
+    _mailbox, changes = save_mailbox(msp, mailbox.client, {"status": status}, keys=keys, actor=actor, mailbox=mailbox)
+    return changes
+
+
+def delete_mailbox(mailbox: Mailbox, *, actor: User | None) -> int:
+    """Remove a mailbox with its routes, folder states, alerts and outgoing server. Its tickets
+    and stored mail stay (they no longer name a mailbox). Returns how many tickets it had."""
+    from sqlalchemy import delete, func, update  # noqa: PLC0415
+
+    from portal.models import MailboxAlert, Message, RawMessage, SmtpServer, Ticket  # noqa: PLC0415
+
+    tickets = db.session.scalar(select(func.count()).select_from(Ticket).where(Ticket.mailbox_id == mailbox.id))
+    # Said here as well as in the schema: SQLite does not enforce ON DELETE without its pragma.
+    for model in (Ticket, Message, RawMessage):
+        db.session.execute(update(model).where(model.mailbox_id == mailbox.id).values(mailbox_id=None))
+    for model in (SmtpServer, MailboxAlert):
+        db.session.execute(delete(model).where(model.mailbox_id == mailbox.id))
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, "deleted", audit.diff(_snapshot(mailbox), {}))
+    db.session.delete(mailbox)
+    db.session.flush()
+    return tickets
+
+
+def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None = None,
+                   ca_file: str | None = None, probe=None):
+    """"Test connection" with the settings as typed, before they are saved. An empty password
+    means the stored one. Nothing is recorded. Raises ValidationError for unusable settings."""
+    from portal.transport.base import ServerSettings  # noqa: PLC0415
+    from portal.transport.probe import test_connection  # noqa: PLC0415
+
+    wanted = {k: values.get(k) for k in ("protocol", "security", "host", "port", "timeout")}
+    if wanted["timeout"] in (None, ""):
+        wanted["timeout"] = mailbox.timeout if mailbox else 30
+    clean = _clean_settings(wanted, None)
+    if not (clean.get("host") or "").strip():
+        raise ValidationError({"host": ["Give the server's host name to test the connection."]})
+    password = values.get("password") or (password_of(mailbox, keys) if mailbox else "")
+    settings = ServerSettings(
+        protocol=clean["protocol"], host=clean["host"].strip(), port=clean["port"], security=clean["security"],
+        username=(values.get("username") or "").strip(), password=password,
+        auth_identity=(values.get("shared_mailbox") or "").strip() or None, timeout=float(clean["timeout"]),
+        verify_tls=bool(values.get("verify_tls", True)), ca_file=ca_file)
+    return (probe or test_connection)(settings)
+
+
+def _server_snapshot(server) -> dict:
+    if server is None:
+        return {}
+    return {"host": server.host, "port": server.port, "security": server.security, "username": server.username,
+            "from": server.from_address, "timeout": server.timeout, "verify_tls": server.verify_tls,
+            "password": "(set)" if server.password_encrypted else None}
+
+
+def save_outgoing_server(mailbox: Mailbox, values: dict[str, Any], *, keys: str, actor: User | None) -> dict:
+    """The mailbox's own SMTP server, through outbound.save_smtp_server, audited on the mailbox."""
+    from portal.services import outbound  # noqa: PLC0415
+
+    own = outbound.own_server(mailbox)
+    before = _server_snapshot(own)
+    old_secret = own.password_encrypted if own is not None else None
+    server, _changed = outbound.save_smtp_server(values, keys=keys, mailbox=mailbox)
+    changes = {f"outgoing {k}": v for k, v in audit.diff(before, _server_snapshot(server)).items()}
+    if old_secret is not None and server.password_encrypted != old_secret:
+        changes.setdefault("outgoing password", ["(set)", "(changed)"])
+    if changes:
+        audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id,
+                     "outgoing server " + ("set" if own is None else "changed"), changes)
+    return changes
+
+
+def remove_outgoing_server(mailbox: Mailbox, *, actor: User | None) -> bool:
+    """Back to the default gateway."""
+    from portal.services import outbound  # noqa: PLC0415
+
+    own = outbound.own_server(mailbox)
+    if own is None:
+        return False
+    changes = {f"outgoing {k}": v for k, v in audit.diff(_server_snapshot(own), {}).items()}
+    db.session.delete(own)
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, "outgoing server removed", changes)
+    db.session.flush()
+    return True

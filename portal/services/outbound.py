@@ -117,6 +117,11 @@ def outgoing_server(mailbox: Mailbox | None) -> SmtpServer | None:
     return default_gateway()
 
 
+def own_server(mailbox: Mailbox) -> SmtpServer | None:
+    """The mailbox's own outgoing server only (no fallback to the gateway)."""
+    return db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id == mailbox.id))
+
+
 def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None) -> tuple[SmtpServer, bool]:
     """Create or update the default gateway (mailbox None) or a mailbox's outgoing server
     from plain values (host, port, security, username, password, from, timeout, verify_tls).
@@ -136,6 +141,9 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     port = values.get("port") or {"ssl": 465, "starttls": 587, "none": 25}.get(security, 587)
     if not isinstance(port, int) or not 1 <= port <= 65535:
         errors["port"] = ["The port is a number from 1 to 65535."]
+    timeout = values.get("timeout") or 30
+    if not isinstance(timeout, int) or not 1 <= timeout <= 600:
+        errors["timeout"] = ["The timeout is a whole number of seconds from 1 to 600."]
     from_address = values.get("from") or values.get("from_address")
     if from_address:
         try:
@@ -155,7 +163,7 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     server.host, server.port, server.security = host, port, security
     server.username = values.get("username") or None
     server.from_address = from_address or None
-    server.timeout = int(values.get("timeout") or 30)
+    server.timeout = timeout
     server.verify_tls = bool(values.get("verify_tls", True))
     changed = before != (server.host, server.port, server.security, server.username, server.from_address,
                          server.timeout, server.verify_tls)
@@ -165,6 +173,47 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
         changed = True
     db.session.flush()
     return server, changed
+
+
+def send_mailbox_test(mailbox: Mailbox, recipient: str, env, *, send=None) -> str:
+    """"Send test email" for a mailbox: a short mail, now, through the server its mail would
+    use and from the address its mail would carry. Returns what happened in plain words."""
+    from email.message import EmailMessage  # noqa: PLC0415
+    from email.utils import formatdate, make_msgid  # noqa: PLC0415
+
+    from portal import crypto  # noqa: PLC0415
+    from portal.mail.compose import AddressError, parse_address  # noqa: PLC0415
+    from portal.transport.smtp import SmtpError, SmtpSettings  # noqa: PLC0415
+    from portal.transport.smtp import send as smtp_send  # noqa: PLC0415
+
+    try:
+        address = parse_address(recipient.strip()).addr_spec
+    except AddressError as exc:
+        return f"Not sent: {exc}."
+    server = outgoing_server(mailbox)
+    if server is None:
+        return "Not sent: this mailbox has no outgoing server and there is no default gateway."
+    if get_setting("block_outgoing"):
+        return "Not sent: outgoing mail is switched off (staging)."
+    settings = SmtpSettings(
+        host=server.host, port=server.port, security=server.security, username=server.username,
+        password=crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None,
+        timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file, from_address=server.from_address)
+    email = EmailMessage()
+    email["From"] = mailbox.response_address or mailbox.address
+    email["To"] = address
+    email["Subject"] = f"Tidemark test email for {mailbox.address}"
+    email["Date"] = formatdate(localtime=False)
+    email["Message-ID"] = make_msgid(domain=env.host)
+    email["Auto-Submitted"] = "auto-generated"
+    email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port} "
+                      f"for the mailbox {mailbox.address}. Nothing needs to be done.\n")
+    try:
+        (send or smtp_send)(settings, email)
+    except SmtpError as exc:
+        return f"Not sent: {exc.message}"
+    which = "its own outgoing server" if server.mailbox_id == mailbox.id else "the default gateway"
+    return f"Sent to {address} through {server.host} ({which})."
 
 
 def smtp_server_as_config(server: SmtpServer, keys: str, with_secrets: bool) -> dict:

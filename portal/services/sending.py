@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 
 from portal import crypto
 from portal.extensions import db
-from portal.mail.compose import AUTOMATIC_BY_EVENT, compose
+from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
 from portal.mail.refs import REPLY_MARKER, RefFormat
 from portal.mail.render import TemplateError, render
 from portal.models import Client, Mailbox, MailboxAlert, Message, Ticket
@@ -128,6 +128,17 @@ def _settle(message: Message, delivery: str, note: str) -> str:
     return delivery
 
 
+def _files(message: Message) -> tuple[list[FileAttachment], list[InlineImage]]:
+    """What a technician attached to the message: files, and the images its HTML shows as cid:."""
+    files, images = [], []
+    for a in message.attachments:
+        if a.inline and a.content_id:
+            images.append(InlineImage(cid=a.content_id, data=a.data, content_type=a.content_type, filename=a.filename))
+        else:
+            files.append(FileAttachment(filename=a.filename, data=a.data, content_type=a.content_type))
+    return files, images
+
+
 def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = None,
             send: Callable = smtp_send) -> str:
     """Render, compose and send one outbound message; returns the delivery state it ends in."""
@@ -166,13 +177,14 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
     to, cc = message.to, message.cc
     if override:
         to, cc = [{"name": "", "address": override}], []
+    files, images = _files(message)
     email = compose(
         rendered, from_address=from_address, from_name=msp.name, to=[p["address"] for p in to],
         cc=[p["address"] for p in cc], host=env.host, ticket_ref=ticket.reference if ticket else None,
         ticket_uuid=ticket.uuid if ticket else None, ref_format=ref_format, secret=env.secret,
         plus_mode=mailbox.plus_addressing if mailbox else "off", in_reply_to=message.in_reply_to,
         references=message.references, automatic=AUTOMATIC_BY_EVENT.get(event), date=now,
-        message_id=message.message_id or None,
+        message_id=message.message_id or None, attachments=files, inline_images=images,
     )
     # The Message-ID is ours from here on: replies thread on it, and a copy coming back is ours.
     message.message_id = email["Message-ID"]

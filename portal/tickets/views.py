@@ -1,16 +1,28 @@
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, flash, g, render_template, request, url_for
+import base64
+import io
+
+from flask import Blueprint, Response, abort, current_app, flash, g, render_template, request, send_file, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
+from portal.display import viewer_timezone
 from portal.extensions import db
-from portal.models import Message
+from portal.mail.sanitize import sanitize_html
+from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, commit
+from portal.services import ValidationError, canned, commit
 from portal.services import tickets as svc
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
+
+
+@bp.app_template_filter("filesize")
+def filesize(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+    return f"{max(1, round(n / 1024))} KB" if n >= 1024 else f"{n} bytes"
 
 
 def _ticket_or_404(reference: str):
@@ -40,11 +52,30 @@ def index():
                        pages=pages, filters=filters, args=args, choices=svc.filter_choices(g.msp_id))
 
 
+def _shown_html(ticket, messages) -> dict[int, str]:
+    """HTML bodies whose cid: images are files on the ticket: pointed at their download URL."""
+    shown = {}
+    for m in messages:
+        cids = {a.content_id: url_for("tickets.attachment", reference=ticket.reference, attachment_id=a.id)
+                for a in m.attachments if a.content_id}
+        if m.body_html and cids:
+            shown[m.id] = sanitize_html(m.body_html, cid_urls=cids)
+    return shown
+
+
 def _detail_context(ticket, reply_form=None, errors=None, note_errors=None):
     to, cc = svc.reply_defaults(ticket)
-    return dict(ticket=ticket, messages=svc.conversation(ticket), links=svc.linked_tickets(ticket),
-                reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "set_status": ""},
-                errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES)
+    messages = svc.conversation(ticket)
+    limits = _limits()
+    return dict(ticket=ticket, messages=messages, links=svc.linked_tickets(ticket), shown_html=_shown_html(ticket, messages),
+                reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "html": "", "set_status": ""},
+                errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES,
+                canned=canned.in_effect(ticket.client), limits=limits)
+
+
+def _limits() -> svc.FileLimits:
+    cfg = current_app.config
+    return svc.FileLimits(each=cfg["TIDEMARK_REPLY_FILE_MAX_BYTES"], total=cfg["TIDEMARK_REPLY_FILES_MAX_BYTES"])
 
 
 @bp.get("/<reference>")
@@ -70,11 +101,78 @@ def _write(reference: str, action, done: str, *, reply_form: dict | None = None)
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 
+def _uploads(field: str, limit: int, *, inline: bool) -> list[svc.ReplyFile]:
+    """Uploaded files, each read to one byte past the limit (enough to say it is too big).
+    Inline images are named by their Content-ID (the composer does so)."""
+    found = []
+    for upload in request.files.getlist(field):
+        if not upload or not upload.filename:
+            continue
+        cid = upload.filename if inline else None
+        if inline and not svc.CONTENT_ID.match(cid):
+            continue
+        found.append(svc.ReplyFile(filename=upload.filename, content_id=cid,
+                                   content_type=upload.mimetype or "", data=upload.read(limit + 1)))
+    return found
+
+
+def _with_images_back(html: str, files: list[svc.ReplyFile]) -> str:
+    """The editor cannot show cid: images: give the posted ones back as data: URLs."""
+    for f in files:
+        if f.content_id and f.content_type in svc.INLINE_IMAGE_TYPES and len(f.data) <= 5 * svc.MB:
+            data = base64.b64encode(f.data).decode("ascii")
+            html = html.replace(f'src="cid:{f.content_id}"', f'src="data:{f.content_type};base64,{data}"')
+    return html
+
+
 @bp.post("/<reference>/reply")
 def reply(reference: str):
-    form = {k: request.form.get(k, "") for k in ("to", "cc", "text", "set_status")}
-    return _write(reference, lambda t: svc.reply(t, current_user, **form),
-                  "Reply queued; its delivery shows on the conversation.", reply_form=form)
+    form = {k: request.form.get(k, "") for k in ("to", "cc", "text", "html", "set_status")}
+    limits = _limits()
+    attachments = _uploads("attachments", limits.each, inline=False)
+    images = _uploads("inline_images", limits.each, inline=True)
+    # Shown again only if something is wrong: browsers never refill a file field.
+    shown = {**form, "html": _with_images_back(form["html"], images),
+             "files_lost": [svc.clean_filename(f.filename) for f in attachments]}
+    return _write(reference, lambda t: svc.reply(t, current_user, **form, files=[*attachments, *images],
+                                                 limits=limits),
+                  "Reply queued; its delivery shows on the conversation.", reply_form=shown)
+
+
+@bp.get("/<reference>/history")
+def history(reference: str):
+    """The earlier conversation quoted, for the composer to insert (HTML, escaped here)."""
+    ticket = _ticket_or_404(reference)
+    return Response(svc.quoted_history(ticket, viewer_timezone()), mimetype="text/html")
+
+
+@bp.get("/<reference>/canned/<int:response_id>")
+def canned_body(reference: str, response_id: int):
+    """One canned response this ticket's client may use, as HTML for the composer."""
+    ticket = _ticket_or_404(reference)
+    response = canned.get_in_effect(ticket.client, response_id)
+    if response is None:
+        abort(404)
+    return Response(sanitize_html(response.body_html), mimetype="text/html")
+
+
+# Shown in the browser when asked for; anything else is downloaded, and nothing in it may run.
+VIEWABLE = ("image/png", "image/jpeg", "image/gif", "image/webp", "text/plain")
+
+
+@bp.get("/<reference>/attachments/<int:attachment_id>")
+def attachment(reference: str, attachment_id: int):
+    ticket = _ticket_or_404(reference)
+    found = db.session.scalar(select(Attachment).join(Message, Attachment.message_id == Message.id)
+                              .where(Attachment.id == attachment_id, Message.ticket_id == ticket.id))
+    if found is None:
+        abort(404)
+    viewable = found.content_type in VIEWABLE
+    resp = send_file(io.BytesIO(found.data), mimetype=found.content_type if viewable else "application/octet-stream",
+                     as_attachment=not viewable, download_name=found.filename, max_age=0)
+    resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self' data:"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
 
 
 @bp.post("/<reference>/note")

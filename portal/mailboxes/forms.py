@@ -1,0 +1,231 @@
+"""The mailbox, route and outgoing-server forms. WTForms only carries and renders the values:
+the rules live in portal.services.mailboxes, whose messages land next to these fields."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, SelectField, StringField, TextAreaField
+
+from portal.models.mailboxes import DEFAULT_PORTS
+from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+
+SECURITY_CHOICES = [("ssl", "SSL/TLS"), ("starttls", "STARTTLS"), ("none", "none (trusted network only)")]
+STATUS_CHOICES = [("draft", "Draft: saved, not fetched"), ("active", "Active: fetched"), ("disabled", "Disabled")]
+TICKET_STATUS_CHOICES = [(s, s) for s in TICKET_STATUSES[:3]]
+PRIORITY_CHOICES = [(p, p) for p in PRIORITIES]
+
+
+def lines(text: str | None, commas: bool = False) -> list[str]:
+    """One value a line (and, for addresses, also separated by commas or semicolons)."""
+    parts = re.split(r"[\n,;]" if commas else r"\n", text or "")
+    return [p.strip() for p in parts if p.strip()]
+
+
+def number(text: str | None):
+    """An int when the text is one; otherwise the text itself, for the service to name."""
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"\d{1,9}", text) else text
+
+
+def place(errors: dict, known: set[str], renamed: dict | None = None) -> dict:
+    """Messages for fields the form has stay by their field; the rest go to the form as a whole."""
+    out: dict[str, list[str]] = {}
+    for key, messages in errors.items():
+        key = (renamed or {}).get(key, key)
+        out.setdefault(key if key in known else "", []).extend(messages)
+    return out
+
+
+class _Form(FlaskForm):
+    service_errors: dict
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.service_errors = {}
+
+
+class MailboxForm(_Form):
+    address = StringField("Primary address", description="The address customers write to, e.g. support@msp.example.")
+    aliases = TextAreaField("Aliases", description="Other addresses this mailbox receives, one a line.")
+    name = StringField("Name", description="How the mailbox reads in lists. Empty: the address.")
+    client_id = SelectField("Client", coerce=int, validate_choice=True,
+                            description="New mail that no route or allow-list places becomes a ticket of this client.")
+    status = SelectField("Status", choices=STATUS_CHOICES)
+    direction = SelectField("Direction", choices=[("both", "incoming and outgoing"), ("incoming", "incoming only"),
+                                                  ("outgoing", "outgoing only")])
+
+    protocol = SelectField("Protocol", choices=[("imap", "IMAP"), ("pop3", "POP3")])
+    security = SelectField("Security", choices=SECURITY_CHOICES)
+    host = StringField("Server", description="Host name or IP address, e.g. imap.example.net.")
+    port = StringField("Port", description="Empty: the usual port for the protocol and security.")
+    username = StringField("User name")
+    password = PasswordField("Password", description="Or app password. Stored encrypted; never shown again.")
+    shared_mailbox = StringField("Shared mailbox to open",
+                                 description="Log in as the user above but read this (shared) mailbox. Usually empty.")
+    verify_tls = BooleanField("Check the server's TLS certificate")
+
+    folders = TextAreaField("Folders to read", description="One a line; usually INBOX.")
+    after_action_imap = SelectField("After processing", choices=[
+        ("seen", "mark as read"), ("move", "move to a folder"), ("delete", "delete from the server")])
+    processed_folder = StringField("Move processed mail to", description="The folder, e.g. Processed.")
+    after_action_pop3 = SelectField("After processing", choices=[
+        ("keep", "leave on the server"), ("delete", "delete from the server")])
+
+    response_address = StringField("Reply from", description="The From address of our mail. Empty: the primary address.")
+    acknowledge = BooleanField("Acknowledge new tickets to the sender")
+    alert_recipients = TextAreaField("Alert recipients",
+                                     description="Who hears when this mailbox fails, one address a line.")
+    default_status = SelectField("Status of new tickets", choices=TICKET_STATUS_CHOICES)
+    default_priority = SelectField("Priority of new tickets", choices=PRIORITY_CHOICES)
+    default_type = StringField("Type of new tickets", description="e.g. incident. Optional.")
+    ignore_senders = TextAreaField("Ignore mail from",
+                                   description="Addresses or domains, one a line: kept and recorded, creates nothing.")
+    ignore_subjects = TextAreaField("Ignore subjects with", description="Keywords, one a line.")
+    plus_addressing = SelectField("Plus-addressing", choices=[
+        ("off", "off"), ("mixed", "mixed: the ticket tag, then the other ways to find a ticket"),
+        ("only", "only: the ticket tag alone finds a ticket")])
+    keep_raw_attachment = BooleanField("Attach the original email (.eml) to new tickets")
+
+    poll_interval = StringField("Fetch every (seconds)")
+    timeout = StringField("Connection timeout (seconds)")
+    max_tries = StringField("Tries before failing")
+    cool_off = StringField("Wait after a failure (seconds)")
+    skip_windows = TextAreaField("Do not fetch between", description="UTC windows, one a line, e.g. 02:00-04:00.")
+    sync_start_date = StringField("Skip mail dated before", description="Optional, e.g. 2026-01-31.")
+
+    LIST_FIELDS = {"aliases": True, "alert_recipients": True, "ignore_senders": True, "ignore_subjects": False,
+                   "folders": False, "skip_windows": True}
+    NUMBER_FIELDS = ("poll_interval", "timeout", "max_tries", "cool_off")
+    TEXT_FIELDS = ("address", "name", "host", "username", "shared_mailbox", "processed_folder", "response_address",
+                   "default_type", "sync_start_date")
+
+    def fill(self, mailbox) -> None:
+        """Show a stored mailbox (never its password)."""
+        for key in self.TEXT_FIELDS:
+            getattr(self, key).data = getattr(mailbox, key) or ""
+        for key in self.LIST_FIELDS:
+            getattr(self, key).data = "\n".join(getattr(mailbox, key) or [])
+        for key in self.NUMBER_FIELDS:
+            getattr(self, key).data = str(getattr(mailbox, key))
+        for key in ("status", "direction", "protocol", "security", "client_id", "verify_tls", "acknowledge",
+                    "default_status", "default_priority", "plus_addressing", "keep_raw_attachment"):
+            getattr(self, key).data = getattr(mailbox, key)
+        self.port.data = str(mailbox.port)
+        if mailbox.protocol == "imap":
+            self.after_action_imap.data = mailbox.after_action
+        else:
+            self.after_action_pop3.data = mailbox.after_action
+        if mailbox.sync_start_date:
+            self.sync_start_date.data = mailbox.sync_start_date.isoformat()
+
+    def defaults(self) -> None:
+        """A new mailbox: the model's defaults, shown."""
+        self.status.data, self.direction.data, self.protocol.data, self.security.data = "draft", "both", "imap", "ssl"
+        self.port.data = str(DEFAULT_PORTS[("imap", "ssl")])
+        self.folders.data = "INBOX"
+        self.verify_tls.data = self.acknowledge.data = True
+        self.default_status.data, self.default_priority.data, self.plus_addressing.data = "new", "normal", "off"
+        self.poll_interval.data, self.timeout.data, self.max_tries.data, self.cool_off.data = "60", "30", "3", "900"
+
+    def values(self) -> dict:
+        """The settings by column name, as save_mailbox takes them."""
+        out: dict = {key: (getattr(self, key).data or "").strip() for key in self.TEXT_FIELDS}
+        out["shared_mailbox"] = out["shared_mailbox"] or None
+        out["processed_folder"] = out["processed_folder"] or None
+        out["response_address"] = out["response_address"] or None
+        out["default_type"] = out["default_type"] or None
+        out["sync_start_date"] = out["sync_start_date"] or None
+        for key, commas in self.LIST_FIELDS.items():
+            out[key] = lines(getattr(self, key).data, commas)
+        for key in self.NUMBER_FIELDS:
+            out[key] = number(getattr(self, key).data)
+        out["port"] = number(self.port.data) if (self.port.data or "").strip() else None
+        for key in ("status", "direction", "protocol", "security", "default_status", "default_priority",
+                    "plus_addressing"):
+            out[key] = getattr(self, key).data
+        for key in ("verify_tls", "acknowledge", "keep_raw_attachment"):
+            out[key] = bool(getattr(self, key).data)
+        out["after_action"] = (self.after_action_imap if self.protocol.data == "imap" else self.after_action_pop3).data
+        if self.password.data:
+            out["password"] = self.password.data
+        return out
+
+    def place_errors(self, errors: dict) -> None:
+        """Service messages by field; "after processing" has one select per protocol."""
+        errors = dict(errors)
+        if "after_action" in errors:
+            key = "after_action_imap" if self.protocol.data == "imap" else "after_action_pop3"
+            errors[key] = errors.pop("after_action")
+        self.service_errors = place(errors, set(self._fields))
+
+
+class RouteForm(_Form):
+    name = StringField("Name", description="e.g. Contoso helpdesk, or Everything else.")
+    fallback = BooleanField("Fallback route: takes the new mail no other route takes",
+                            description="Every mailbox with routes has exactly one; choosing it here takes the flag "
+                            "from the route that has it.")
+    recipients = TextAreaField("Recipients", description="Addresses this route takes, one a line; * alone takes mail "
+                               "to any address (only with a sender list: that is how BCC'd mail is caught).")
+    senders = TextAreaField("Senders", description="Addresses, domains or *@domain, one a line. Empty: anyone "
+                            "(not allowed with *).")
+    subject_keywords = TextAreaField("Subject contains", description="Keywords, one a line. Empty: any subject.")
+    attachment_types = TextAreaField("Has an attachment of type", description="Extensions, e.g. pdf, one a line.")
+    high_importance_only = BooleanField("Only mail marked as important")
+    client_id = SelectField("Client", coerce=int, validate_choice=True, description="New tickets belong to this client.")
+    acknowledge = BooleanField("Acknowledge new tickets to the sender")
+    acknowledge_cc = BooleanField("Also acknowledge to the people in CC")
+    default_status = SelectField("Status of new tickets", choices=[("", "as the mailbox says"), *TICKET_STATUS_CHOICES])
+    default_priority = SelectField("Priority of new tickets", choices=[("", "as the mailbox says"), *PRIORITY_CHOICES])
+    default_type = StringField("Type of new tickets", description="Empty: as the mailbox says.")
+    enabled = BooleanField("Enabled")
+
+    def fill(self, route) -> None:
+        self.name.data = route.name
+        for key in ("recipients", "senders", "subject_keywords", "attachment_types"):
+            getattr(self, key).data = "\n".join(getattr(route, key) or [])
+        for key in ("fallback", "high_importance_only", "client_id", "acknowledge", "acknowledge_cc", "enabled"):
+            getattr(self, key).data = getattr(route, key)
+        self.default_status.data = route.default_status or ""
+        self.default_priority.data = route.default_priority or ""
+        self.default_type.data = route.default_type or ""
+
+    def route_input(self, client):
+        from portal.services.mailboxes import RouteInput  # noqa: PLC0415
+
+        # The fallback takes what nothing else takes: conditions typed before ticking it do not apply.
+        when = not self.fallback.data
+        return RouteInput(
+            name=(self.name.data or "").strip(), client=client, fallback=bool(self.fallback.data),
+            recipients=lines(self.recipients.data, True) if when else [],
+            senders=lines(self.senders.data, True) if when else [],
+            subject_keywords=lines(self.subject_keywords.data) if when else [],
+            attachment_types=[t.lstrip(".").lower() for t in lines(self.attachment_types.data, True)] if when else [],
+            high_importance_only=bool(self.high_importance_only.data) and when, enabled=bool(self.enabled.data),
+            acknowledge=bool(self.acknowledge.data), acknowledge_cc=bool(self.acknowledge_cc.data),
+            default_status=self.default_status.data or None, default_priority=self.default_priority.data or None,
+            default_type=(self.default_type.data or "").strip() or None)
+
+
+class OutgoingForm(_Form):
+    host = StringField("Server", description="e.g. smtp.example.net.")
+    port = StringField("Port", description="Empty: 465 for SSL/TLS, 587 for STARTTLS, 25 without.")
+    security = SelectField("Security", choices=[("starttls", "STARTTLS"), ("ssl", "SSL/TLS"),
+                                                ("none", "none (trusted network only)")])
+    username = StringField("User name", description="Empty: send without logging in.")
+    password = PasswordField("Password", description="Stored encrypted; never shown again.")
+    from_address = StringField("Envelope sender", description="Optional; mail still reads From the mailbox's address.")
+    timeout = StringField("Timeout (seconds)")
+    verify_tls = BooleanField("Check the server's TLS certificate")
+
+    def fill(self, server) -> None:
+        self.host.data, self.port.data, self.security.data = server.host, str(server.port), server.security
+        self.username.data, self.from_address.data = server.username or "", server.from_address or ""
+        self.timeout.data, self.verify_tls.data = str(server.timeout), server.verify_tls
+
+    def values(self) -> dict:
+        return {"host": (self.host.data or "").strip(), "port": number(self.port.data) if self.port.data else None,
+                "security": self.security.data, "username": (self.username.data or "").strip() or None,
+                "password": self.password.data or None, "from": (self.from_address.data or "").strip() or None,
+                "timeout": number(self.timeout.data) if self.timeout.data else None, "verify_tls": bool(self.verify_tls.data)}

@@ -1,0 +1,201 @@
+"""The reply composer on the ticket page: rich text, ticket history, files and inline images."""
+
+import base64
+import io
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Attachment, Message
+from portal.models.base import utcnow
+from portal.services import commit
+from portal.services import outbound as outbound_svc
+from portal.services import tickets as ticket_svc
+from tests.mailfactory import email
+
+# A 1x1 PNG.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+@pytest.fixture
+def desk(app, world, smtp_server, redis):
+    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
+                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, acknowledge=False)
+    world.user(msp, email="tom@acme.example", role="technician")
+    commit()
+    return msp, box
+
+
+@pytest.fixture
+def tech(browser, desk):
+    browser.sign_in("tom@acme.example")
+    return browser
+
+
+@pytest.fixture
+def ticket(world, desk):
+    return world.deliver(desk[1], email(sender="alice@contoso.com", subject="Printer", body="It prints blank pages.")).ticket
+
+
+def reply(tech, ticket, **data):
+    form = {"to": "alice@contoso.com", "cc": "", "text": "", "html": "", "set_status": "", **data}
+    return tech.post(f"/tickets/{ticket.reference}/reply", form, content_type="multipart/form-data")
+
+
+def test_the_page_has_the_editor_wiring_and_still_a_plain_textarea(tech, ticket):
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    assert 'textarea id="reply-text" name="text"' in page  # what posts without JavaScript
+    assert 'name="html" data-composer-html hidden' in page
+    assert "vendor/squire/squire-2.4.8.min.js" in page and "composer.js" in page
+    assert 'enctype="multipart/form-data"' in page and 'name="attachments" multiple' in page
+    assert "Up to 10 MB each and 25 MB in all" in page
+    assert f"/tickets/{ticket.reference}/history" in page
+    assert " style=" not in page and "onclick" not in page  # the page's policy allows neither
+
+
+def test_rich_text_is_sanitised_and_the_text_part_derived_from_it(tech, ticket, smtp_server):
+    resp = reply(tech, ticket, text="ignored when html is given",
+                 html='<div>Please <b>restart</b> the <a href="https://acme.example/kb">printer</a>.</div>'
+                      '<script>alert(1)</script><img src="x" onerror="alert(2)"><ul><li>then print</li></ul>')
+    assert resp.status_code == 303
+    out = db.session.scalar(select(Message).where(Message.direction == "out"))
+    assert "<b>restart</b>" in out.body_html and "script" not in out.body_html and "onerror" not in out.body_html
+    assert "Please restart the printer." in out.body_text and "then print" in out.body_text
+    assert "ignored" not in out.body_text
+    mail = smtp_server.last().message
+    html = mail.get_body(("html",)).get_content()
+    assert "<b>restart</b>" in html and "alert(" not in html
+    text = mail.get_body(("plain",)).get_content()
+    assert "Please restart the printer." in text and "<b>" not in text
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    assert "<b>restart</b>" in page and "alert(1)" not in page  # the reply shows as sent, sanitised
+
+
+def test_an_empty_editor_is_an_empty_reply(tech, ticket, smtp_server):
+    resp = reply(tech, ticket, html="<div><br></div>", text="")
+    assert resp.status_code == 422 and "Write the reply." in resp.get_data(as_text=True)
+    assert smtp_server.messages == []
+
+
+def test_files_and_pasted_images_go_out_and_can_be_downloaded(tech, ticket, smtp_server):
+    resp = reply(tech, ticket, html='<div>See the log and this:<img src="cid:img1-abc.png" alt="shot"></div>',
+                 attachments=[(io.BytesIO(b"line 1\nline 2\n"), "printer.log", "text/plain"),
+                              (io.BytesIO(b"%PDF-1.4 fake"), "..\\..\\manual.pdf", "application/pdf")],
+                 inline_images=[(io.BytesIO(PNG), "img1-abc.png", "image/png"),
+                                (io.BytesIO(PNG), "img2-unused.png", "image/png")])
+    assert resp.status_code == 303
+    out = db.session.scalar(select(Message).where(Message.direction == "out"))
+    stored = {a.filename: a for a in out.attachments}
+    assert set(stored) == {"printer.log", "manual.pdf", "img1-abc.png"}  # an image no longer in the text is dropped
+    assert stored["img1-abc.png"].inline and stored["img1-abc.png"].content_id == "img1-abc.png"
+    mail = smtp_server.last().message
+    assert mail.get_content_type() == "multipart/mixed"
+    files = {p.get_filename(): p.get_content() for p in mail.iter_attachments()}
+    assert files["printer.log"] == "line 1\nline 2\n" and files["manual.pdf"] == b"%PDF-1.4 fake"
+    related = next(p for p in mail.walk() if p.get_content_type() == "multipart/related")
+    image = next(p for p in related.iter_parts() if p.get_content_type() == "image/png")
+    assert image["Content-ID"] == "<img1-abc.png>" and image.get_content() == PNG
+    assert 'src="cid:img1-abc.png"' in mail.get_body(("html",)).get_content()
+
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    url = f"/tickets/{ticket.reference}/attachments/{stored['manual.pdf'].id}"
+    assert url in page and "in the text" in page
+    assert f'src="/tickets/{ticket.reference}/attachments/{stored["img1-abc.png"].id}"' in page  # cid: shown
+    download = tech.get(url)
+    assert download.data == b"%PDF-1.4 fake" and download.mimetype == "application/octet-stream"
+    assert "attachment" in download.headers["Content-Disposition"] and "manual.pdf" in download.headers["Content-Disposition"]
+    assert "sandbox" in download.headers["Content-Security-Policy"]
+    picture = tech.client.get(f"/tickets/{ticket.reference}/attachments/{stored['img1-abc.png'].id}")  # binary
+    assert picture.mimetype == "image/png" and picture.data == PNG
+
+
+def test_an_image_left_as_a_data_url_becomes_a_cid_part(tech, ticket, smtp_server):
+    data = base64.b64encode(PNG).decode()
+    assert reply(tech, ticket, html=f'<p>Look: <img src="data:image/png;base64,{data}"></p>').status_code == 303
+    out = db.session.scalar(select(Message).where(Message.direction == "out"))
+    (image,) = out.attachments
+    assert image.inline and image.data == PNG and f'src="cid:{image.content_id}"' in out.body_html
+    assert "data:image" not in smtp_server.last().message.get_body(("html",)).get_content()
+
+
+def test_too_big_files_are_refused_next_to_the_field(app, tech, ticket, smtp_server):
+    app.config["TIDEMARK_REPLY_FILE_MAX_BYTES"] = 1000
+    app.config["TIDEMARK_REPLY_FILES_MAX_BYTES"] = 1500
+    resp = reply(tech, ticket, html='<p>Logs <img src="cid:img1-x.png"></p>',
+                 attachments=[(io.BytesIO(b"x" * 1001), "big.log"), (io.BytesIO(b"y" * 900), "small.log")],
+                 inline_images=[(io.BytesIO(PNG), "img1-x.png", "image/png")])
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 422 and smtp_server.messages == []
+    assert 'id="reply-files-error"' in body and "big.log is more than 1 KB" in body
+    assert "The files add up to 2 KB; a reply may carry at most 1 KB in all." in body
+    assert "Choose the files again: big.log, small.log." in body
+    # The pasted image comes back inside the text, so the editor can show it again.
+    assert "data:image/png;base64," + base64.b64encode(PNG).decode() in body
+    assert db.session.scalar(select(Attachment)) is None
+
+
+def test_history_is_quoted_newest_first_escaped_and_without_notes(world, tech, desk, ticket, smtp_server):
+    box = desk[1]
+    later = world.deliver(box, email(sender="Alice <alice@contoso.com>", subject="Re: [T-1] Printer",
+                                     body="Still <b>blank</b> & broken", in_reply_to=ticket.messages[0].message_id))
+    assert later.ticket.id == ticket.id
+    tech.post(f"/tickets/{ticket.reference}/note", {"note": "secret internal note"})
+    reply(tech, ticket, text="Try the other tray.")
+    sent = db.session.scalar(select(Message).where(Message.direction == "out"))
+    sent.sent_at = utcnow() + timedelta(minutes=5)
+    commit()
+    quoted = tech.get(f"/tickets/{ticket.reference}/history").get_data(as_text=True)
+    assert "secret internal note" not in quoted
+    assert "Still &lt;b&gt;blank&lt;/b&gt; &amp; broken" in quoted and "<b>blank" not in quoted
+    positions = [quoted.index(s) for s in ("Try the other tray.", "Still &lt;b&gt;", "It prints blank pages.")]
+    assert positions == sorted(positions)  # newest first
+    assert "tom@acme.example wrote:" in quoted and "Alice wrote:" in quoted
+    assert quoted.count('<blockquote type="cite">') == 3
+
+
+def test_history_leaves_out_automatic_mail_and_unsent_replies(world, desk, ticket):
+    from portal.services.sending import queue_mail
+
+    queue_mail("ticket_created", msp_id=ticket.msp_id, ticket=ticket, to=["alice@contoso.com"],
+               body_text="We got your mail (acknowledgement)").delivery = "sent"
+    queue_mail("reply", msp_id=ticket.msp_id, ticket=ticket, to=["alice@contoso.com"], body_text="never went out")
+    commit()
+    from zoneinfo import ZoneInfo
+
+    quoted = ticket_svc.quoted_history(ticket, ZoneInfo("Europe/Berlin"))
+    assert "acknowledgement" not in quoted and "never went out" not in quoted
+    assert "It prints blank pages." in quoted and ("CET" in quoted or "CEST" in quoted)
+
+
+def test_attachments_and_history_of_another_msp_answer_404(world, make_browser, tech, ticket):
+    other = world.msp("Other MSP")
+    their_box = world.mailbox(other, address="help@other.example", acknowledge=False)
+    theirs = world.deliver(their_box, email(sender="x@y.example", to=["help@other.example"],
+                                            attachments=[("secret.txt", "text/plain", b"their secret")]))
+    their_file = theirs.message.attachments[0]
+    assert tech.get(f"/tickets/{ticket.reference}/attachments/{their_file.id}").status_code == 404
+    world.user(other, email="olga@other.example", role="technician")
+    olga = make_browser()
+    olga.sign_in("olga@other.example")
+    assert olga.get(f"/tickets/{theirs.ticket.reference}/attachments/{their_file.id}").data == b"their secret"
+    # Each MSP numbers its own tickets: the same reference is another ticket there.
+    assert theirs.ticket.reference == ticket.reference
+    their_history = olga.get(f"/tickets/{ticket.reference}/history").get_data(as_text=True)
+    assert "It burns." in their_history and "It prints blank pages." not in their_history
+    second = world.deliver(their_box, email(sender="x@y.example", to=["help@other.example"], subject="Another"))
+    assert tech.get(f"/tickets/{second.ticket.reference}/history").status_code == 404
+
+
+def test_automatic_mail_is_not_shown_as_html_only_replies_are(tech, ticket):
+    from portal.services.sending import queue_mail
+
+    queue_mail("ticket_created", msp_id=ticket.msp_id, ticket=ticket, to=["alice@contoso.com"],
+               body_text="We got your mail.", body_html="<style>body{display:none}</style><p>We got your mail.</p>")
+    commit()
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    assert "We got your mail." in page and "<style>" not in page and "display:none" not in page
