@@ -14,7 +14,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
-from portal.extensions import csrf, db, htmx, login_manager, migrate
+from portal.extensions import csrf, db, htmx, login_manager
 from portal.responses import hx_redirect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
+def create_app(config_name: str | None = None, *, migrations: bool = True, **overrides: Any) -> Flask:
     config = config_for(config_name)
     config.finish()
     app = Flask(
@@ -39,7 +39,7 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     )
     app.config.from_object(config)
     app.config.update(overrides)
-    init_extensions(app)
+    init_extensions(app, migrations=migrations)
     init_blueprints(app)
     init_security(app)
     init_templates(app)
@@ -48,9 +48,13 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     return app
 
 
-def init_extensions(app: Flask) -> None:
+def init_extensions(app: Flask, *, migrations: bool = True) -> None:
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    if migrations:
+        # Alembic is a third of start-up time; workers never migrate and skip it.
+        from flask_migrate import Migrate  # noqa: PLC0415
+
+        Migrate(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)

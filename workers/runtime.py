@@ -20,7 +20,7 @@ _app_pid: int | None = None
 def get_app() -> Flask:
     global _app, _app_pid
     if _app is None:
-        _app = create_app()
+        _app = create_app(migrations=False)
         _app_pid = os.getpid()
     elif _app_pid != os.getpid():
         # A forked job process must not share the parent's database connections.
