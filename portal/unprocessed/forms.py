@@ -1,4 +1,5 @@
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -41,3 +42,4 @@ class CheckForm(_Form):
     raw = TextAreaField("Or paste a whole email", validators=[Optional(), Length(max=5_000_000)],
                         description="Headers and body as received (e.g. from \"show original\"). "
                                     "When given, the fields above are not used.")
+    upload = FileField("Or upload an .eml file", description="A saved email; it wins over pasted text.")

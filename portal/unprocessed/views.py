@@ -273,9 +273,17 @@ def check():
     result, status = None, 200
     if request.method == "POST":
         if form.validate_on_submit():
+            raw = form.raw.data or ""
+            if form.upload.data:
+                # Bytes as received: surrogateescape keeps 8-bit mail intact through the text field's type.
+                raw = form.upload.data.read(5_000_001).decode("utf-8", "surrogateescape")
+                if len(raw) > 5_000_000:
+                    form.service_errors = {"upload": ["The file is over 5 MB: check a smaller email."]}
+                    return render_page("unprocessed/check.html", "unprocessed/_check.html", form=form, result=None,
+                                       has_mailboxes=bool(mailboxes)), 422
             data = svc.CheckInput(mailbox_id=form.mailbox_id.data, sender=form.sender.data or "",
                                   to=form.to.data or "", cc=form.cc.data or "", subject=form.subject.data or "",
-                                  body=form.body.data or "", raw=form.raw.data or "")
+                                  body=form.body.data or "", raw=raw)
             try:
                 result = svc.check_routing(g.msp_id, data, _pipeline())
             except ValidationError as exc:

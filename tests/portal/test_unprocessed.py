@@ -207,7 +207,7 @@ def test_a_post_without_the_csrf_token_changes_nothing(world, admin, desk):
 def test_routing_check_page_shows_outcome_route_and_trace(world, admin, desk):
     _msp, _contoso, box = desk
     page = text(admin.get("/unprocessed/check"))
-    assert "desk@acme.example" in page and "Paste a whole email instead" in page
+    assert "desk@acme.example" in page and "Paste or upload a whole email instead" in page
     resp = admin.post("/unprocessed/check", {"mailbox_id": box.id, "sender": "bob@contoso.com",
                                              "to": "someone@elsewhere.example", "subject": "Printer"}, htmx=True)
     body = text(resp)
@@ -226,3 +226,20 @@ def test_routing_check_names_each_wrong_field(admin, desk):
     assert resp.status_code == 422
     assert re.search(r'id="sender-error"[^>]*>\s*<li>Type the sender', body)
     assert re.search(r'id="to-error"[^>]*>\s*<li>nope is not an email address', body)
+
+
+def test_routing_check_reads_an_uploaded_email_byte_for_byte(admin, desk):
+    import io
+
+    box = desk[2]
+    raw = email(sender="x@stranger.example", to=["someone@elsewhere.example"], subject="Caf\xe9 uploaded")
+    raw = raw.replace(b"Subject: =?utf-8?q?Caf=C3=A9_uploaded?=", b"Subject: Caf\xe9 uploaded")  # raw 8-bit
+    resp = admin.post("/unprocessed/check", {"mailbox_id": box.id, "raw": "ignored when a file is given",
+                                             "upload": (io.BytesIO(raw), "mail.eml")},
+                      content_type="multipart/form-data")
+    body = text(resp)
+    assert resp.status_code == 200 and "o-unprocessed" in body and "uploaded" in body
+    big = admin.post("/unprocessed/check", {"mailbox_id": box.id, "upload": (io.BytesIO(b"x" * 5_000_001), "big.eml")},
+                     content_type="multipart/form-data")
+    assert big.status_code == 422 and "over 5 MB" in text(big)
+    assert db.session.scalar(select(func.count()).select_from(Ticket)) == 0

@@ -469,7 +469,7 @@ def test_batches_read_ahead_thread_replies_across_batches_and_keep_failures_apar
                     sender="alice@contoso.com")
         raws.append(fetching.store_raw(support, raw, server_id=str(i + 1), folder="INBOX"))
     commit()
-    poison_decide, poison_read = raws[4].id, raws[5].id
+    poison_decide = raws[4].id  # raws[5] fails while being read (its subject is "new 5")
     real_ingest, real_examine = ingest_module.ingest, ingest_module.IngestContext.examine
 
     def flaky_ingest(raw, ctx, item=None):
