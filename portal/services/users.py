@@ -117,9 +117,8 @@ def normalise_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
-def create_user(
-    msp: Client, email: str, password: str, role: str, actor: User | None, name: str = ""
-) -> User:
+def _check_new_user(email: str, role: str) -> tuple[str, dict[str, list[str]]]:
+    """(normalised email, errors) for a new user's email and role."""
     errors: dict[str, list[str]] = {}
     try:
         email = normalise_email(email)
@@ -130,6 +129,13 @@ def create_user(
             errors["email"] = [f"A user with the email {email} already exists."]
     if role not in ROLES:
         errors["role"] = [f"The role is one of {', '.join(ROLES)}."]
+    return email, errors
+
+
+def create_user(
+    msp: Client, email: str, password: str, role: str, actor: User | None, name: str = ""
+) -> User:
+    email, errors = _check_new_user(email, role)
     if problems := validate_password(password):
         errors["password"] = problems
     if not msp.is_msp:
@@ -232,16 +238,7 @@ def _password_errors(password: str, confirmation: str) -> dict[str, list[str]]:
 
 def invite_user(msp: Client, email: str, name: str, role: str, actor: User | None) -> User:
     """A user who sets their own password through an invitation link."""
-    errors: dict[str, list[str]] = {}
-    try:
-        email = normalise_email(email)
-    except ValidationError as exc:
-        errors.update(exc.errors)
-    else:
-        if get_user_by_email(email):
-            errors["email"] = [f"A user with the email {email} already exists."]
-    if role not in ROLES:
-        errors["role"] = [f"The role is one of {', '.join(ROLES)}."]
+    email, errors = _check_new_user(email, role)
     if len(name.strip()) > 200:
         errors["name"] = ["Keep the name under 200 characters."]
     if errors:
