@@ -88,9 +88,16 @@ bench: system-test $(VENV)/.installed-dev
 	$(PY) -m tests.bench.bench_parse $(BENCH_ARGS)
 	$(PY) -m tests.bench.bench_ingest $(BENCH_INGEST_ARGS)
 	$(PY) -m tests.bench.bench_outbound
+	$(PY) -m tests.bench.bench_portal $(BENCH_PORTAL_ARGS)
 
 corpus-report: $(VENV)/.installed-dev
 	$(PY) -m tests.corpus.report
+
+# The README's screenshots: the browser walk through every page saves them into docs/screenshots/.
+.PHONY: screenshots
+screenshots: system-test $(VENV)/.installed-dev
+	TIDEMARK_ENV=testing TIDEMARK_SCREENSHOTS=1 $(PY) -m pytest -q \
+	  "tests/e2e/test_walk_pages.py::test_admin_walks_every_page[desktop]"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -137,6 +137,20 @@ def init_templates(app: Flask) -> None:
     app.jinja_env.globals["field_errors"] = display.field_errors
     app.jinja_env.globals["timezone_names"] = timezone_names
 
+    def may_change_installation() -> bool:
+        """Whether the nav offers the installation-wide mail settings (asked once a request)."""
+        from flask import g
+        from flask_login import current_user
+
+        from portal.services.outbound import may_change_installation as allowed
+
+        if "may_change_installation" not in g:
+            g.may_change_installation = current_user.is_authenticated and allowed(
+                current_user, app.config["TIDEMARK_OPERATORS"])
+        return g.may_change_installation
+
+    app.jinja_env.globals["may_change_installation"] = may_change_installation
+
 
 def init_errors(app: Flask) -> None:
     def page(status: int, title: str, message: str):

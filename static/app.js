@@ -18,3 +18,48 @@ document.addEventListener("htmx:responseError", function (event) {
     : "The server could not do this (" + status + "). Please try again.";
   main.prepend(note);
 });
+
+// Ticket list bulk bar: "select all on this page", a count of what is ticked, and the list's
+// 30-second refresh held back while something is ticked (it would clear the selection).
+(function () {
+  "use strict";
+
+  function sync(form) {
+    var boxes = form.querySelectorAll("input[name=ticket]");
+    var ticked = form.querySelectorAll("input[name=ticket]:checked").length;
+    var all = form.querySelector("[data-select-all]");
+    if (all) {
+      all.checked = boxes.length > 0 && ticked === boxes.length;
+      all.indeterminate = ticked > 0 && ticked < boxes.length;
+    }
+    var count = form.querySelector("[data-bulk-count]");
+    if (count) { count.textContent = ticked ? ticked + " selected" : ""; }
+  }
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    var form = target.form;
+    if (!form || form.id !== "ticket-bulk") { return; }
+    if (target.hasAttribute("data-select-all")) {
+      form.querySelectorAll("input[name=ticket]").forEach(function (box) { box.checked = target.checked; });
+    }
+    if (target.hasAttribute("data-select-all") || target.name === "ticket") { sync(form); }
+  });
+
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    if (!root.querySelectorAll) { return; }
+    root.querySelectorAll("[data-select-all][hidden]").forEach(function (all) {
+      all.hidden = false;  // useful only with this script running
+      sync(all.form);
+    });
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (elt.id === "ticket-list" && event.detail.requestConfig.verb === "get" &&
+        elt.querySelector("input[name=ticket]:checked")) {
+      event.preventDefault();
+    }
+  });
+})();

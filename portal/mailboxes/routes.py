@@ -80,7 +80,8 @@ def delete_route(mailbox_id: int, route_id: int):
     else:
         commit()
         flash(f"Route {name} removed.", "success")
-    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id) + "#routes")
+    # No "#routes": from the mailbox page itself the browser would only scroll, not reload.
+    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id))
 
 
 @bp.post("/<int:mailbox_id>/routes/order")

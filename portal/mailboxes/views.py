@@ -7,12 +7,14 @@ from flask import Blueprint, abort, current_app, flash, g, render_template, requ
 from flask_login import current_user
 
 from portal.auth.access import admin_required
+from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.mailboxes.forms import MailboxForm
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
 from portal.services import clients as client_svc
+from portal.services import dashboard as board
 from portal.services import mailboxes as svc
 
 bp = Blueprint("mailboxes", __name__, url_prefix="/mailboxes")
@@ -48,7 +50,8 @@ def _form_page(form: MailboxForm, mailbox, status: int):
 
 @bp.get("")
 def index():
-    return render_template("mailboxes/index.html", rows=svc.mailbox_health(g.msp_id))
+    return render_template("mailboxes/index.html", rows=svc.mailbox_health(g.msp_id),
+                           figures=board.mailbox_figures(g.msp_id, viewer_timezone()))
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, render_template
+from flask import Blueprint, current_app, g, jsonify
 from redis.exceptions import RedisError
 from rq import Worker
 from sqlalchemy import func, select, text
@@ -8,16 +8,22 @@ from sqlalchemy import func, select, text
 from portal.extensions import db
 from portal.jobs import queue, redis_connection
 from portal.models import Client, User
+from portal.responses import render_page
+from portal.services import dashboard as board
 
 bp = Blueprint("main", __name__)
 
 
 @bp.get("/")
 def dashboard():
+    """The MSP at a glance; the figures part refreshes itself every 30 s (htmx polling)."""
     clients = db.session.scalar(select(func.count()).select_from(Client).where(Client.msp_id == g.msp_id))
     users = db.session.scalar(select(func.count()).select_from(User).where(User.msp_id == g.msp_id))
-    return render_template("main/dashboard.html", client_count=clients, user_count=users,
-                           health=_health())
+    cfg = current_app.config
+    return render_page("main/dashboard.html", "main/_dashboard.html", client_count=clients, user_count=users,
+                       open=board.open_tickets(g.msp_id), failing=board.failing_mailboxes(g.msp_id),
+                       unprocessed=board.unprocessed_waiting(g.msp_id),
+                       jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]))
 
 
 def _health() -> dict:

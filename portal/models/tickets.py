@@ -69,7 +69,12 @@ class Ticket(db.Model):
     __table_args__ = (
         UniqueConstraint("msp_id", "number"),
         UniqueConstraint("msp_id", "reference"),
-        Index("ix_tickets_msp_status", "msp_id", "status"),
+        # The ticket list's sorts and filters (migration 0005, which also adds full-text search).
+        Index("ix_tickets_msp_updated", "msp_id", "updated_at", "id"),
+        Index("ix_tickets_msp_created", "msp_id", "created_at", "id"),
+        Index("ix_tickets_msp_status_updated", "msp_id", "status", "updated_at", "id"),
+        Index("ix_tickets_msp_priority_updated", "msp_id", "priority", "updated_at", "id"),
+        Index("ix_tickets_client_updated", "client_id", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

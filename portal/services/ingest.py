@@ -29,7 +29,7 @@ from portal.mail.sanitize import sanitize_html
 from portal.models import AllowEntry, Attachment, Client, Contact, Mailbox, Message, RawMessage, Ticket, TicketLink
 from portal.models.base import utcnow
 from portal.services.clients import tree_clients
-from portal.services.sending import queue_mail
+from portal.services.sending import notify_contact, queue_mail
 
 # Envelope headers that may carry the plus address when To/Cc do not (BCC, forwarding).
 _ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
@@ -637,6 +637,9 @@ def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestC
     if action.new_status and action.new_status != ticket.status:
         trace.append(f"status {ticket.status} → {action.new_status}" + (" (reopened)" if action.outcome == "reopened" else ""))
         ticket.status = action.new_status
+        if action.outcome == "reopened" and not item.cls.auto_generated \
+                and notify_contact("reopened", ticket, by_person=False):
+            trace.append("the customer hears that the ticket is reopened")
     elif action.reason:
         trace.append(action.reason)
     if action.flag_new_information:

@@ -15,8 +15,13 @@ from portal.models.base import utcnow
 from portal.services.clients import ancestors
 
 DEFAULT_AUTO_LIMIT_PER_HOUR = 10
+# Changes the customer hears of by email (the ticket's contact), each with its own template.
+CUSTOMER_NOTIFICATIONS = {"closed": "their ticket is closed", "reopened": "their ticket is reopened",
+                          "owner_changed": "a technician takes their ticket",
+                          "priority_changed": "the priority of their ticket changes"}
 SETTING_DEFAULTS = {"block_outgoing": False, "override_recipient": None,
-                    "auto_mail_limit_per_hour": DEFAULT_AUTO_LIMIT_PER_HOUR}
+                    "auto_mail_limit_per_hour": DEFAULT_AUTO_LIMIT_PER_HOUR,
+                    "customer_notifications": ["closed", "reopened"]}
 
 
 # --- settings ----------------------------------------------------------------------------------------
@@ -77,8 +82,9 @@ def subject_key(address: str, subject: str, ref_format: RefFormat | None = None)
 
 
 def automatic_mail_hold(msp_id: int, address: str, subject: str, now: datetime | None = None,
-                        ref_format: RefFormat | None = None) -> str | None:
-    """Why an automatic mail to `address` must be held back, or None."""
+                        ref_format: RefFormat | None = None, *, same_subject_rule: bool = True) -> str | None:
+    """Why an automatic mail to `address` must be held back, or None. The same-subject rule
+    ends loops with auto-responders; mail a person's action caused (a ticket closed) cannot loop."""
     now = now or utcnow()
     since = now - timedelta(hours=1)
     address = address.lower()
@@ -87,6 +93,8 @@ def automatic_mail_hold(msp_id: int, address: str, subject: str, now: datetime |
         AutoMailLog.address == address, AutoMailLog.at >= since))
     if sent >= limit:
         return f"{address} already got {sent} automatic mails in the last hour (the limit is {limit})"
+    if not same_subject_rule:
+        return None
     key = subject_key(address, subject, ref_format)
     same = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
         AutoMailLog.msp_id == msp_id, AutoMailLog.subject_key == key, AutoMailLog.at >= since))
@@ -309,6 +317,8 @@ def save_mail_settings(values: dict, *, keys: str, actor) -> None:
     set_setting("block_outgoing", bool(values.get("block_outgoing")))
     set_setting("override_recipient", override)
     set_setting("auto_mail_limit_per_hour", limit)
+    set_setting("customer_notifications", [e for e in CUSTOMER_NOTIFICATIONS
+                                           if e in (values.get("customer_notifications") or ())])
     changes = audit.diff(before, {k: get_setting(k) for k in SETTING_DEFAULTS})
     if gateway["host"]:
         changes["gateway"] = [None, f"{gateway['host']}:{gateway['port'] or ''}"]

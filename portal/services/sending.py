@@ -17,7 +17,7 @@ from portal.extensions import db
 from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
 from portal.mail.refs import REPLY_MARKER, RefFormat
 from portal.mail.render import TemplateError, render
-from portal.models import Client, Mailbox, MailboxAlert, Message, Ticket
+from portal.models import Client, Mailbox, MailboxAlert, Message, Ticket, User
 from portal.models.base import utcnow
 from portal.services import outbound
 from portal.transport.smtp import SmtpError, SmtpSettings, send as smtp_send
@@ -73,6 +73,36 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
     return message
 
 
+def conversation_thread(ticket: Ticket) -> tuple[str | None, list[str]]:
+    """(In-Reply-To, References) for mail we send on a ticket: after its newest message with an id."""
+    last = db.session.scalar(select(Message).where(Message.ticket_id == ticket.id, Message.message_id.is_not(None))
+                             .order_by(Message.id.desc()).limit(1))
+    if last is None:
+        return None, []
+    return last.message_id, [*(last.references or []), last.message_id]
+
+
+def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True) -> Message | None:
+    """A notification to the customer (the ticket's contact), threaded into their conversation,
+    when the mail settings say the customer hears of this kind of change. by_person: a person's
+    action caused it (not inbound mail), so it cannot be part of a loop."""
+    if event not in outbound.get_setting("customer_notifications"):
+        return None
+    if ticket.contact is None or not ticket.contact.email:
+        return None
+    return _queue_notification(event, ticket, [ticket.contact.email], {"by_person": by_person})
+
+
+def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict) -> Message:
+    from portal.jobs import enqueue  # noqa: PLC0415
+
+    in_reply_to, references = conversation_thread(ticket)
+    message = queue_mail(event, msp_id=ticket.msp_id, ticket=ticket, to=to, in_reply_to=in_reply_to,
+                         references=references, details=details)
+    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
+    return message
+
+
 def due(now: datetime, limit: int = 100) -> list[Message]:
     rows = db.session.scalars(
         select(Message).where(Message.direction == "out", or_(Message.delivery == "queued", Message.delivery == "retrying"))
@@ -85,8 +115,14 @@ def _context(message: Message, env: SendEnvironment) -> dict:
     ticket = message.ticket
     latest = None
     if ticket is not None:
-        latest = db.session.scalar(select(Message).where(Message.ticket_id == ticket.id, Message.direction != "note",
-                                                         Message.id != message.id).order_by(Message.id.desc()).limit(1))
+        # The message this mail is about: the newest before it, not the newest at sending time (a
+        # later reply would be quoted). Automatic mail is about the customer's mail that caused it.
+        query = select(Message).where(Message.ticket_id == ticket.id, Message.id < message.id)
+        if message.details.get("automatic"):
+            query = query.where(Message.direction == "in")
+        else:
+            query = query.where(Message.direction != "note")
+        latest = db.session.scalar(query.order_by(Message.id.desc()).limit(1))
     client = ticket.client if ticket else (db.session.get(Mailbox, message.mailbox_id).client if message.mailbox_id else None)
     msp = db.session.get(Client, message.msp_id)
     context = {
@@ -100,6 +136,9 @@ def _context(message: Message, env: SendEnvironment) -> dict:
                              "priority": ticket.priority, "url": f"{env.portal_url.rstrip('/')}/tickets/{ticket.reference}"}
         if ticket.contact:
             context["contact"] = {"name": ticket.contact.name, "email": ticket.contact.email}
+        assignee = db.session.get(User, ticket.assignee_id) if ticket.assignee_id else None
+        context["assignee"] = {"name": (assignee.name or assignee.email) if assignee else "",
+                               "email": assignee.email if assignee else ""}
     source = message if message.details.get("event") == "reply" else latest
     if source is not None:
         context["message"] = {"text": source.body_text, "html": source.body_html,
@@ -155,7 +194,8 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
 
     if details.get("automatic"):
         for address in recipients:
-            reason = outbound.automatic_mail_hold(msp.id, address, ticket.subject if ticket else event, now, ref_format)
+            reason = outbound.automatic_mail_hold(msp.id, address, ticket.subject if ticket else event, now, ref_format,
+                                                  same_subject_rule=not details.get("by_person"))
             if reason:
                 return _settle(message, "held", f"held back: {reason}")
 

@@ -45,7 +45,8 @@ def mail():
                   "username": f.get("username", "").strip(), "password": f.get("password") or None,
                   "from": f.get("from", "").strip(), "block_outgoing": f.get("block_outgoing") == "1",
                   "override_recipient": f.get("override_recipient", ""),
-                  "auto_mail_limit_per_hour": f.get("auto_mail_limit_per_hour", type=int)}
+                  "auto_mail_limit_per_hour": f.get("auto_mail_limit_per_hour", type=int),
+                  "customer_notifications": f.getlist("customer_notifications")}
         try:
             svc.save_mail_settings(values, keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"], actor=current_user)
         except ValidationError as exc:
@@ -56,7 +57,8 @@ def mail():
             commit()
             flash("Mail settings saved.", "success")
             return hx_redirect(url_for("settings.mail"))
-    return render_template("settings/mail.html", form=form, errors=errors), status
+    return render_template("settings/mail.html", form=form, errors=errors,
+                           customer_notifications=svc.CUSTOMER_NOTIFICATIONS), status
 
 
 # --- configuration as YAML ------------------------------------------------------------------------------

@@ -43,13 +43,12 @@ def _filters() -> svc.TicketFilters:
 @bp.get("")
 def index():
     filters = _filters()
-    page = max(1, request.args.get("page", 1, type=int))
-    per_page = current_app.config["TIDEMARK_PAGE_SIZE"]
-    tickets, total = svc.list_tickets(g.msp_id, filters, page=page, per_page=per_page)
-    pages = max(1, -(-total // per_page))
-    args = {k: v for k, v in request.args.items() if k != "page" and v}
-    return render_page("tickets/index.html", "tickets/_list.html", tickets=tickets, total=total, page=page,
-                       pages=pages, filters=filters, args=args, choices=svc.filter_choices(g.msp_id))
+    page = svc.list_tickets(g.msp_id, filters, sort=request.args.get("sort", ""), order=request.args.get("order", ""),
+                            cursor=request.args.get("cursor", ""), per_page=current_app.config["TIDEMARK_PAGE_SIZE"])
+    # The filters and the order, for links that keep them (sort headers, newer/older).
+    args = {k: v for k, v in request.args.items() if k not in ("cursor", "page", "sort", "order") and v}
+    return render_page("tickets/index.html", "tickets/_list.html", tickets=page.tickets, listing=page,
+                       filters=filters, args=args, sorts=svc.SORTS, choices=svc.filter_choices(g.msp_id))
 
 
 def _shown_html(ticket, messages) -> dict[int, str]:
@@ -64,13 +63,15 @@ def _shown_html(ticket, messages) -> dict[int, str]:
 
 
 def _detail_context(ticket, reply_form=None, errors=None, note_errors=None):
+    from portal.tickets.fields import fields_context  # noqa: PLC0415 - that module imports this one
+
     to, cc = svc.reply_defaults(ticket)
     messages = svc.conversation(ticket)
     limits = _limits()
     return dict(ticket=ticket, messages=messages, links=svc.linked_tickets(ticket), shown_html=_shown_html(ticket, messages),
                 reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "html": "", "set_status": ""},
                 errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES,
-                canned=canned.in_effect(ticket.client), limits=limits)
+                canned=canned.in_effect(ticket.client), limits=limits, **fields_context(ticket))
 
 
 def _limits() -> svc.FileLimits:

@@ -43,11 +43,14 @@ def test_wrong_values_are_named(admin):
 
 def test_only_operators_change_installation_settings_when_several_msps_share_it(app, world, admin, make_browser):
     assert admin.get("/settings/mail").status_code == 200
+    assert 'href="/settings/mail"' in admin.get("/").get_data(as_text=True)
     other = world.msp("Other MSP")
     world.user(other, email="eve@other.example")
     assert admin.get("/settings/mail").status_code == 403  # two MSPs now: operators only
+    assert 'href="/settings/mail"' not in admin.get("/").get_data(as_text=True)  # and the nav says nothing of it
     app.config["TIDEMARK_OPERATORS"] = ["ana@acme.example"]
     assert admin.get("/settings/mail").status_code == 200
+    assert 'href="/settings/mail"' in admin.get("/").get_data(as_text=True)
     tech = make_browser()
     tech.sign_in("tom@acme.example")
     assert tech.get("/settings/mail").status_code == 403

@@ -1,0 +1,159 @@
+"""What the dashboard and the mailboxes list count: open work, failing mailboxes, the job queue
+and its workers, mail per mailbox today. Reads only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+from rq import Queue, Worker
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import Client, Mailbox, RawMessage, Ticket
+from portal.models.base import utcnow
+from portal.services.unprocessed import count_waiting
+
+OPEN_STATUSES = ("new", "open", "waiting")
+# Redis answers in milliseconds when it is up; the page must not hang when it is not.
+REDIS_TIMEOUT = 1.0
+
+
+@dataclass
+class OpenRow:
+    client: Client
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class OpenMatrix:
+    rows: list[OpenRow]
+    totals: dict[str, int]
+    statuses: tuple[str, ...] = OPEN_STATUSES
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
+
+
+def open_tickets(msp_id: int) -> OpenMatrix:
+    """Open tickets by client and status, the busiest client first."""
+    found = db.session.execute(
+        select(Ticket.client_id, Ticket.status, func.count())
+        .where(Ticket.msp_id == msp_id, Ticket.status.in_(OPEN_STATUSES))
+        .group_by(Ticket.client_id, Ticket.status)).all()
+    by_client: dict[int, dict[str, int]] = {}
+    for client_id, status, n in found:
+        by_client.setdefault(client_id, dict.fromkeys(OPEN_STATUSES, 0))[status] = n
+    clients = {c.id: c for c in db.session.scalars(
+        select(Client).where(Client.msp_id == msp_id, Client.id.in_(by_client)))} if by_client else {}
+    rows = [OpenRow(clients[cid], counts) for cid, counts in by_client.items() if cid in clients]
+    rows.sort(key=lambda r: (-r.total, r.client.name.lower()))
+    totals = {s: sum(r.counts[s] for r in rows) for s in OPEN_STATUSES}
+    return OpenMatrix(rows, totals)
+
+
+def failing_mailboxes(msp_id: int) -> list[Mailbox]:
+    """Active mailboxes whose last polls failed, the longest failing first."""
+    return list(db.session.scalars(
+        select(Mailbox).where(Mailbox.msp_id == msp_id, Mailbox.status == "active", Mailbox.failure_count > 0)
+        .order_by(Mailbox.failing_since, Mailbox.address)))
+
+
+def unprocessed_waiting(msp_id: int) -> int:
+    return count_waiting(msp_id)
+
+
+@dataclass
+class WorkerSeen:
+    name: str
+    state: str
+    last_heartbeat: datetime | None
+
+
+@dataclass
+class QueueState:
+    reachable: bool
+    error: str = ""
+    queued: int = 0
+    failed: int = 0
+    scheduled: int = 0
+    workers: list[WorkerSeen] = field(default_factory=list)
+
+
+def queue_state(redis_url: str, queue_name: str, *, timeout: float = REDIS_TIMEOUT) -> QueueState:
+    """The job queue as Redis sees it: waiting, failed and scheduled jobs, and the workers that
+    listen on this queue with their last heartbeat. Never raises: an unreachable Redis is an answer."""
+    # No retries either: one quick try, then the page says Redis is unreachable.
+    connection = Redis.from_url(redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0))
+    try:
+        q = Queue(queue_name, connection=connection)
+        workers = [WorkerSeen(w.name, str(w.get_state()), w.last_heartbeat)
+                   for w in Worker.all(queue=q)]
+        workers.sort(key=lambda w: w.name)
+        return QueueState(True, queued=q.count, failed=q.failed_job_registry.count,
+                          scheduled=q.scheduled_job_registry.count, workers=workers)
+    except (RedisError, OSError) as exc:
+        return QueueState(False, error=str(exc)[:200] or type(exc).__name__)
+    finally:
+        connection.close()
+
+
+# --- per mailbox: how late its fetching is and how much mail came today ---------------------------
+
+
+def in_words(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return "less than a minute"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return ""  # not reached
+
+
+@dataclass
+class MailboxFigures:
+    messages_today: int = 0
+    lag: timedelta | None = None  # since the last successful poll; None = never fetched
+    late: bool = False
+
+    @property
+    def lag_words(self) -> str:
+        return "never fetched" if self.lag is None else in_words(self.lag)
+
+
+def start_of_day(now: datetime, tz: tzinfo) -> datetime:
+    """Midnight of today where the viewer is, as an aware time."""
+    local = now.astimezone(tz)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def mailbox_figures(msp_id: int, tz: tzinfo, now: datetime | None = None) -> dict[int, MailboxFigures]:
+    """Per mailbox id: mail fetched since midnight in `tz` (one grouped query) and the fetch lag.
+    Late = active, and no successful poll for three poll intervals (at least five minutes)."""
+    now = now or utcnow()
+    counts = dict(db.session.execute(
+        select(RawMessage.mailbox_id, func.count())
+        .where(RawMessage.msp_id == msp_id, RawMessage.mailbox_id.is_not(None),
+               RawMessage.fetched_at >= start_of_day(now, tz))
+        .group_by(RawMessage.mailbox_id)).all())
+    figures = {}
+    for box_id, status, interval, last in db.session.execute(
+            select(Mailbox.id, Mailbox.status, Mailbox.poll_interval, Mailbox.last_success_at)
+            .where(Mailbox.msp_id == msp_id)):
+        lag = now - last if last else None
+        allowed = timedelta(seconds=max(300, 3 * (interval or 60)))
+        figures[box_id] = MailboxFigures(counts.get(box_id, 0), lag,
+                                         status == "active" and lag is not None and lag > allowed)
+    return figures
