@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -159,12 +159,15 @@ def pending(mailbox: Mailbox, limit: int, *, after: int = 0, with_bytes: bool = 
 
 def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], *, batch: int = BATCH_SIZE,
                    report: FetchReport | None = None, host: str | None = None) -> FetchReport:
-    """Decide every stored message still new, a batch at a time. While one batch is decided
-    and written, a thread reads (parses, classifies, fingerprints) the next: reading is pure
-    Python, and the GIL is free while the database works on the writes."""
+    """Decide every stored message still new, a batch at a time. On PostgreSQL, while one batch
+    is decided and written, a thread reads (parses, classifies, fingerprints, cuts) the next:
+    reading is pure Python, and the GIL is free while the server works on the writes. SQLite
+    reads in place: its many short calls each give the GIL up and must win it back from the
+    reading thread, which made the whole run 10-15% slower (measured, 2,000 messages)."""
     report = report or FetchReport(mailbox.id)
     ctx = IngestContext(mailbox, secret, host)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="examine") as reader:
+    read_ahead = db.session.get_bind().dialect.name == "postgresql"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="examine") if read_ahead else _InPlace() as reader:
         raws = pending(mailbox, batch)
         reading = reader.submit(_examine_all, ctx, [(r.id, r.raw) for r in raws])
         while raws:
@@ -186,6 +189,21 @@ def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], 
             # The same rows again, fresh after the commit; their bytes were read already.
             raws = pending(mailbox, batch, after=raws[-1].id, with_bytes=False)
     return report
+
+
+class _InPlace:
+    """The executor interface, doing the work at once in this thread."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
 
 
 def _examine_all(ctx: IngestContext, messages: list[tuple[int, bytes | None]]) -> dict[int, Prepared]:

@@ -43,16 +43,17 @@ class TicketFilters:
     client_id: int | None = None
     priority: str = ""
     mailbox_id: int | None = None
-    assignee_id: int | None = None
+    assignee_id: int | None = None  # UNASSIGNED: tickets nobody has taken
     new_information: bool = False
     errors: list[str] = field(default_factory=list)
 
     def any(self) -> bool:
         return bool(self.q or self.status or self.client_id or self.priority or self.mailbox_id
-                    or self.assignee_id or self.new_information)
+                    or self.assignee_id is not None or self.new_information)
 
 
 TODO_STATUSES = ("new", "open", "waiting")
+UNASSIGNED = 0
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,9 @@ def _filtered(msp_id: int, filters: TicketFilters, search=None):
         query = query.where(Ticket.priority == filters.priority)
     if filters.mailbox_id:
         query = query.where(Ticket.mailbox_id == filters.mailbox_id)
-    if filters.assignee_id:
+    if filters.assignee_id == UNASSIGNED:
+        query = query.where(Ticket.assignee_id.is_(None))
+    elif filters.assignee_id:
         query = query.where(Ticket.assignee_id == filters.assignee_id)
     if filters.new_information:
         query = query.where(Ticket.new_information.is_(True))
@@ -616,6 +619,8 @@ def filter_choices(msp_id: int) -> dict:
     return {
         "clients": db.session.scalars(select(Client).where(Client.msp_id == msp_id).order_by(Client.name)).all(),
         "mailboxes": db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)).all(),
+        "users": db.session.scalars(select(User).where(User.msp_id == msp_id, User.disabled.is_(False))
+                                    .order_by(User.name, User.email)).all(),
         "statuses": WORK_STATUSES,
         "priorities": PRIORITIES,
     }

@@ -267,3 +267,25 @@ def test_search_terms_keep_phrases_and_cut_only_the_last_word():
     assert svc.search_terms('"paper jam"') == [(["paper", "jam"], False)]
     assert svc.search_terms("to ok") == [(["to"], False), (["ok"], False)]
     assert svc.search_terms(' "" *** ') == []
+
+
+def test_the_assignee_filter_finds_mine_someone_elses_and_nobodys(world, desk, tech):
+    from portal.models import User
+
+    msp, _contoso, _fabrikam, box = desk
+    tickets = [world.deliver(box, email(subject=f"job {i}")).ticket for i in range(3)]
+    tom = db.session.scalar(select(User).where(User.email == "tom@acme.example"))
+    ana = db.session.get(User, world.user(msp, email="ana@acme.example").id)
+    svc.change_assignee(tickets[0], tom, tom)
+    svc.change_assignee(tickets[1], ana, tom)
+    commit()
+
+    def refs(url):
+        return REFERENCE_LINK.findall(tech.get(url).get_data(as_text=True))
+
+    assert refs(f"/tickets?assignee={tom.id}") == [tickets[0].reference]
+    assert refs(f"/tickets?assignee={ana.id}") == [tickets[1].reference]
+    assert refs("/tickets?assignee=0") == [tickets[2].reference]
+    assert sorted(refs("/tickets")) == sorted(t.reference for t in tickets)
+    page = tech.get("/tickets").get_data(as_text=True)
+    assert f'<option value="{tom.id}" >Me</option>' in page and ">Nobody yet</option>" in page
