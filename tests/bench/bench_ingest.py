@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 
 from tests.bench.bench_parse import SHARED_GEN, baseline, corpus
 from tests.bench.bench_parse import run as timed_parse
+from tests.bench.scratch import ScratchDatabase, pg_unreachable
 from tests.dovecot import DOVECOT, DovecotServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,43 +153,6 @@ def imap_limit(dovecot: DovecotServer, user, n: int, runs: int) -> float:
 
 
 # --- databases ------------------------------------------------------------------------------------
-
-
-class ScratchDatabase:
-    """A fresh, empty database: a SQLite file in a temp dir or a scratch PostgreSQL database."""
-
-    def __init__(self, kind: str, workdir: Path, pg_url: str):
-        self.kind = kind
-        self._admin = None
-        self._name = None
-        if kind == "sqlite":
-            self.url = f"sqlite:///{workdir / f'tidemark-{uuid.uuid4().hex[:8]}.sqlite3'}"
-            return
-        server = make_url(pg_url)
-        self._name = f"tidemark_bench_{uuid.uuid4().hex[:10]}"
-        self._admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self._name}"'))
-        self.url = server.set(database=self._name).render_as_string(hide_password=False)
-
-    def drop(self) -> None:
-        if self._admin is None:
-            return
-        with self._admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self._name}" WITH (FORCE)'))
-        self._admin.dispose()
-        self._admin = None
-
-
-def pg_unreachable(pg_url: str) -> str | None:
-    try:
-        import psycopg
-
-        plain = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        psycopg.connect(plain, connect_timeout=3).close()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means: skip PostgreSQL
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def prepare_database(url: str, dovecot: DovecotServer, user, keys: str, secret: str) -> int:

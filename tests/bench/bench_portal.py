@@ -28,8 +28,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
+
+from tests.bench.scratch import ScratchDatabase, pg_unreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -64,38 +66,6 @@ def search_migration():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-class ScratchDatabase:
-    def __init__(self, kind: str, workdir: Path, pg_url: str):
-        self.kind, self._admin, self._name = kind, None, None
-        if kind == "sqlite":
-            self.url = f"sqlite:///{workdir / f'portal-{uuid.uuid4().hex[:8]}.sqlite3'}"
-            return
-        server = make_url(pg_url)
-        self._name = f"tidemark_bench_{uuid.uuid4().hex[:10]}"
-        self._admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self._name}"'))
-        self.url = server.set(database=self._name).render_as_string(hide_password=False)
-
-    def drop(self) -> None:
-        if self._admin is not None:
-            with self._admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self._name}" WITH (FORCE)'))
-            self._admin.dispose()
-            self._admin = None
-
-
-def pg_unreachable(pg_url: str) -> str | None:
-    try:
-        import psycopg
-
-        plain = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        psycopg.connect(plain, connect_timeout=3).close()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means: skip PostgreSQL
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class Text:
