@@ -95,6 +95,11 @@ class Config:
     # Files a technician attaches to one reply (inline images count too): each, and all together.
     TIDEMARK_REPLY_FILE_MAX_BYTES = env_int("TIDEMARK_REPLY_FILE_MAX_MB", 10) * 1024 * 1024
     TIDEMARK_REPLY_FILES_MAX_BYTES = env_int("TIDEMARK_REPLY_FILES_MAX_MB", 25) * 1024 * 1024
+    # The largest request: a reply's files and its text. A bigger one is refused before it is read.
+    MAX_CONTENT_LENGTH = TIDEMARK_REPLY_FILES_MAX_BYTES + 5 * 1024 * 1024
+    # One form field in memory (Flask's default is 500 KB): the editor's HTML of a long reply with
+    # its quoted history, or an email pasted into the routing check.
+    MAX_FORM_MEMORY_SIZE = 6 * 1024 * 1024
 
     @classmethod
     def finish(cls) -> None:

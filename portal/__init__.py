@@ -176,6 +176,12 @@ def init_errors(app: Flask) -> None:
     def not_found(exc):
         return page(404, "Not found", "There is nothing at this address, or it is not yours to see.")
 
+    @app.errorhandler(413)
+    def too_large(exc):
+        limit = (app.config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
+        return page(413, "Too large", f"The portal accepts at most {limit} MB at once. "
+                                      "Send fewer or smaller files.")
+
     @app.errorhandler(500)
     def server_error(exc):
         db.session.rollback()

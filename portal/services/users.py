@@ -341,11 +341,25 @@ def update_profile(user: User, name: str, timezone: str, timezones: set[str] | l
     return True
 
 
-def change_password(user: User, current: str, password: str, confirmation: str) -> None:
-    """A new password and a new session token: every other session of the user ends."""
+def change_password(user: User, current: str, password: str, confirmation: str, *, ip: str = "unknown",
+                    policy: ThrottlePolicy | None = None) -> None:
+    """A new password and a new session token: every other session of the user ends. Wrong
+    current passwords count like failed sign-ins, so a left-open session cannot be used to guess."""
     errors: dict[str, list[str]] = {}
+    if policy is not None:
+        now = utcnow()
+        failures = db.session.execute(
+            select(func.count(), func.min(SignInFailure.at)).where(SignInFailure.email == user.email,
+                                                                   SignInFailure.at >= now - policy.window)).one()
+        if failures[0] >= policy.max_per_account:
+            minutes = _minutes_until_free(failures[1], policy.window, now)
+            raise ValidationError({"current": [f"Too many wrong passwords. Try again in {minutes} minutes."]})
     if not user.check_password(current or ""):
         errors["current"] = ["This is not your current password."]
+        if policy is not None:
+            # Its own transaction: the caller rolls the failed change back, not the count.
+            with db.session.begin_nested():
+                db.session.add(SignInFailure(email=user.email, ip=ip[:64], at=utcnow()))
     errors.update(_password_errors(password, confirmation))
     if not errors and password == current:
         errors["password"] = ["The new password is the same as the current one."]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, render_template, url_for
+from flask import Blueprint, current_app, flash, render_template, request, url_for
 from flask_login import current_user, login_user
 
 from portal.extensions import db
@@ -58,9 +58,13 @@ def change_password():
     if form.validate_on_submit():
         user = current_user._get_current_object()
         try:
-            svc.change_password(user, form.current.data, form.password.data, form.confirmation.data)
+            cfg = current_app.config
+            policy = svc.ThrottlePolicy(cfg["LOGIN_WINDOW"], cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
+                                        cfg["LOGIN_MAX_FAILURES_PER_IP"])
+            svc.change_password(user, form.current.data, form.password.data, form.confirmation.data,
+                                ip=request.remote_addr or "unknown", policy=policy)
         except ValidationError as exc:
-            db.session.rollback()
+            commit()  # keeps only the counted wrong password: nothing else was written
             form.service_errors = exc.errors
         else:
             commit()

@@ -99,3 +99,14 @@ def test_my_settings_needs_sign_in_and_csrf(app, make_browser, tom):
     resp = tom.post("/account", {"name": "No token"}, token=False)
     assert resp.status_code in (302, 400)
     assert me(app.extensions["sqlalchemy"]).name == ""
+
+
+def test_guessing_the_current_password_is_throttled_like_sign_in(app, db, tom):
+    app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"] = 3
+    wrong = {"current": "wrong password!", "password": NEW_PASSWORD, "confirmation": NEW_PASSWORD}
+    for _ in range(3):
+        assert "not your current password" in tom.post("/account/password", wrong).get_data(as_text=True)
+    right = {"current": PASSWORD, "password": NEW_PASSWORD, "confirmation": NEW_PASSWORD}
+    resp = tom.post("/account/password", right)
+    assert resp.status_code == 422 and "Too many wrong passwords" in resp.get_data(as_text=True)
+    assert me(db).check_password(PASSWORD)  # even the right one waits out the window

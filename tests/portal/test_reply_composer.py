@@ -139,6 +139,18 @@ def test_too_big_files_are_refused_next_to_the_field(app, tech, ticket, smtp_ser
     assert db.session.scalar(select(Attachment)) is None
 
 
+def test_a_request_over_the_whole_limit_is_refused_in_plain_words_and_long_html_is_taken(app, tech, ticket,
+                                                                                         smtp_server):
+    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
+    resp = reply(tech, ticket, text="see file", attachments=[(io.BytesIO(b"z" * (3 * 1024 * 1024)), "huge.bin")])
+    assert resp.status_code == 413 and "at most 2 MB at once" in resp.get_data(as_text=True)
+    assert db.session.scalar(select(Attachment)) is None
+    # A long reply with its quoted history is more than Flask's default 500 KB for one field.
+    long_html = "<p>" + "history line<br>" * 60_000 + "</p>"
+    assert len(long_html) > 600_000
+    assert reply(tech, ticket, html=long_html).status_code in (200, 302, 303)
+
+
 def test_history_is_quoted_newest_first_escaped_and_without_notes(world, tech, desk, ticket, smtp_server):
     box = desk[1]
     later = world.deliver(box, email(sender="Alice <alice@contoso.com>", subject="Re: [T-1] Printer",

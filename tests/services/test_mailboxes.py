@@ -79,6 +79,19 @@ def test_a_mailbox_with_routes_cannot_be_activated_without_a_fallback(app, msp):
     assert "without a fallback route" in " ".join(errors["status"])
 
 
+def test_a_switched_off_fallback_route_blocks_activation(app, msp):
+    from portal.models import Route
+
+    mailbox, _ = save(app, msp, {"address": "r@acme.example", "host": "imap.acme.example", "username": "u",
+                                 "password": "p"})
+    mailbox.routes.clear()
+    mailbox.routes.append(Route(name="Everything", client_id=msp.id, recipients=[], fallback=True, enabled=False))
+    errors = errors_of(lambda: save(app, msp, {"status": "active"}, mailbox=mailbox))
+    assert "fallback route is switched off" in " ".join(errors["status"])
+    mailbox.routes[0].enabled = True
+    assert save(app, msp, {"status": "active"}, mailbox=mailbox)[0].status == "active"
+
+
 def test_activation_needs_server_and_credentials(app, msp):
     errors = errors_of(lambda: save(app, msp, {"address": "r@acme.example", "status": "active"}))
     assert any("host name" in m for m in errors["status"]) and any("password" in m for m in errors["status"])
