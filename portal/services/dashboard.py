@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
+from portal.services.tickets import TODO_STATUSES
 from portal.services.unprocessed import count_waiting
 
-OPEN_STATUSES = ("new", "open", "waiting")
+# "Open" here is the ticket list's default "to do": the dashboard's numbers link into that list.
+OPEN_STATUSES = TODO_STATUSES
 # Redis answers in milliseconds when it is up; the page must not hang when it is not.
 REDIS_TIMEOUT = 1.0
 

@@ -619,8 +619,7 @@ def filter_choices(msp_id: int) -> dict:
     return {
         "clients": db.session.scalars(select(Client).where(Client.msp_id == msp_id).order_by(Client.name)).all(),
         "mailboxes": db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)).all(),
-        "users": db.session.scalars(select(User).where(User.msp_id == msp_id, User.disabled.is_(False))
-                                    .order_by(User.name, User.email)).all(),
+        "users": assignable_users(msp_id),
         "statuses": WORK_STATUSES,
         "priorities": PRIORITIES,
     }
