@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
 
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
@@ -28,6 +28,7 @@ from portal.mail.rules import APPEND, NEW_IN_MAILBOX_CLIENT, NEW_LINKED, StatusA
 from portal.mail.sanitize import sanitize_html
 from portal.models import AllowEntry, Attachment, Client, Contact, Mailbox, Message, RawMessage, Ticket, TicketLink
 from portal.models.base import utcnow
+from portal.services.batch_rows import insert_new_rows
 from portal.services.clients import tree_clients
 from portal.services.sending import notify_contact, queue_mail
 
@@ -317,74 +318,8 @@ class IngestContext:
                                 .values(state="decided", last_error=None)
                                 .execution_options(synchronize_session="evaluate"))
             if decided:
-                _assign_ids(session)
-        session.flush()
-
-
-_ID_TABLES = frozenset({"messages", "tickets", "contacts", "attachments", "ticket_links"})
-_SEQUENCES: dict[str, str] = {}
-_MISSING = object()
-_FILL_PLANS: dict[type, list] = {}
-
-
-def _fill_plan(cls: type) -> list[tuple[str, object, bool, bool]]:
-    """(attribute, default, callable, keeps None) per column with a Python-side default.
-    Columns without one need nothing: the flush sends None for them in every row anyway."""
-    plan = _FILL_PLANS.get(cls)
-    if plan is None:
-        mapper = inspect(cls)
-        plan = []
-        for col in cls.__table__.columns:
-            if col.default is None or col.server_default is not None:
-                continue
-            if not (col.default.is_scalar or col.default.is_callable):
-                continue  # a SQL expression: left to the database
-            keeps_none = bool(col.type.should_evaluate_none)  # JSON: None is stored as null
-            plan.append((mapper.get_property_by_column(col).key, col.default.arg, col.default.is_callable,
-                         keeps_none))
-        plan = _FILL_PLANS[cls] = plan
-    return plan
-
-
-def _fill_defaults(obj) -> None:
-    """Give a new row its column defaults explicitly, exactly as the INSERT would have (a
-    missing value, or None where the column has a default, takes the default). The flush
-    batches consecutive rows with the same columns into one statement; rows that differ only
-    in which defaults they left out (a ticket's message and its acknowledgement) would
-    otherwise alternate and be inserted one by one."""
-    state = obj.__dict__
-    for key, default, is_callable, keeps_none in _fill_plan(type(obj)):
-        value = state.get(key, _MISSING)
-        if value is _MISSING or (value is None and not keeps_none):
-            setattr(obj, key, default(None) if is_callable else default)
-
-
-def _assign_ids(session) -> None:
-    """Primary keys for the pending new rows, in the order they were added (ids keep meaning
-    "older"). PostgreSQL: from the table's own sequence, in one query. SQLite: after the
-    highest id, which is safe because the caller holds the database's write lock."""
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        return
-    waiting: dict[str, list] = {}
-    for obj in session.new:
-        table = getattr(type(obj), "__tablename__", None)
-        if table in _ID_TABLES and obj.id is None:
-            waiting.setdefault(table, []).append(obj)
-    for table, objs in waiting.items():
-        objs.sort(key=lambda o: inspect(o).insert_order)
-        if dialect == "postgresql":
-            sequence = _SEQUENCES.get(table)
-            if sequence is None:
-                sequence = _SEQUENCES[table] = session.scalar(text(f"SELECT pg_get_serial_sequence('{table}', 'id')"))
-            ids = session.scalars(text("SELECT nextval(:seq) FROM generate_series(1, :n)"),
-                                  {"seq": sequence, "n": len(objs)}).all()
-        else:
-            top = session.scalar(text(f"SELECT coalesce(max(id), 0) FROM {table}"))
-            ids = range(top + 1, top + 1 + len(objs))
-        for obj, new_id in zip(objs, ids):
-            obj.id = new_id
-            _fill_defaults(obj)
+                insert_new_rows(session)
+        session.flush()  # what is left: changes to rows that were there already
 
 
 def _chunks(values: list, size: int = 500):
