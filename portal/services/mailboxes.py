@@ -376,6 +376,12 @@ def _write_routes(mailbox: Mailbox, planned: list[tuple[Route | None, RouteInput
             else:
                 errors.setdefault("", []).append(message)
         raise ValidationError(errors) from None
+    if mailbox.status == "active" and ordered and not any(d.fallback and d.enabled for d in ordered):
+        # The same rule activation applies: without it, mail no other route takes is left unprocessed.
+        fallback_is_focus = focus is not None and planned[focus][1].fallback
+        raise ValidationError({"enabled" if fallback_is_focus else "": [
+            "The mailbox is active, so its fallback route must stay switched on: mail no other route "
+            "takes would be left unprocessed. Disable the mailbox first to switch it off."]})
     row_of = {id(data): row for row, data in planned}
     kept: dict[int, Route] = {}
     for position, data in enumerate(ordered):

@@ -185,3 +185,30 @@ def test_routes_of_other_mailboxes_and_msps_answer_404_and_technicians_403(world
     eve.sign_in("eve@other.example")
     assert eve.get(f"/mailboxes/{box.id}/routes/{first}/edit").status_code == 404
     assert eve.post(f"/mailboxes/{box.id}/routes/order", {"order": ids(box.id)}).status_code == 404
+
+
+def test_an_active_mailbox_keeps_its_fallback_switched_on(world, admin, box, msp):
+    from portal.services import commit
+
+    fallback = next(r for r in db.session.get(Mailbox, box.id).routes if r.fallback)
+    contoso = next(r for r in db.session.get(Mailbox, box.id).routes if r.name == "Contoso")
+    url = f"/mailboxes/{box.id}/routes/{fallback.id}/edit"
+    off = route_form(msp, name="Everything else", fallback="y", enabled=None)
+    db.session.get(Mailbox, box.id).status = "active"
+    commit()
+    resp = admin.post(url, off, htmx=True)
+    assert resp.status_code == 422 and "must stay switched on" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Route, fallback.id).enabled is True
+    # Other routes may still be switched off while the mailbox is active.
+    resp = admin.post(f"/mailboxes/{box.id}/routes/{contoso.id}/edit",
+                      route_form(msp, name="Contoso", recipients="contoso@acme.example", enabled=None))
+    assert resp.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Route, contoso.id).enabled is False
+    # A draft mailbox may switch its fallback off (activation then refuses).
+    db.session.get(Mailbox, box.id).status = "draft"
+    commit()
+    assert admin.post(url, off).status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Route, fallback.id).enabled is False
