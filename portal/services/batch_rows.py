@@ -32,12 +32,11 @@ class _TablePlan:
         # (attribute, default, callable, keeps None) per column with a Python-side default.
         self.defaults: list[tuple[str, object, bool, bool]] = []
         for col in self.table.columns:
-            key = mapper.get_property_by_column(col).key
-            self.columns.append((col.name, key))
-            default = col.default
-            if default is not None and (default.is_scalar or default.is_callable):
-                # JSON keeps an explicit None as null; everywhere else None takes the default.
-                self.defaults.append((key, default.arg, default.is_callable, bool(col.type.should_evaluate_none)))
+            self.columns.append((col.name, mapper.get_property_by_column(col).key))
+        for col in _python_defaults(self.table):
+            # JSON keeps an explicit None as null; everywhere else None takes the default.
+            self.defaults.append((mapper.get_property_by_column(col).key, col.default.arg, col.default.is_callable,
+                                  bool(col.type.should_evaluate_none)))
         # (relationship, [(our attribute, its attribute)]): the foreign keys a relationship sets.
         # Only the many-to-one side: every collection here has it as its back-reference.
         self.parents: list[tuple[str, list[tuple[str, str]]]] = [
@@ -149,10 +148,9 @@ def insert_rows(session, table, rows: list[dict]) -> None:
 
     given = list(rows[0])
     # COPY applies no Python-side defaults: they are added here, as an INSERT would add them.
-    defaults = [(col.name, col.default) for col in table.columns if col.name not in rows[0]
-                and col.default is not None and (col.default.is_scalar or col.default.is_callable)]
+    defaults = [col.default for col in _python_defaults(table) if col.name not in rows[0]]
     columns = {col.name: col for col in table.columns}
-    names = given + [name for name, _ in defaults]
+    names = given + [d.column.name for d in defaults]
     processors = [_processor(columns[name], dialect) for name in names]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names))
@@ -160,9 +158,16 @@ def insert_rows(session, table, rows: list[dict]) -> None:
     with connection.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             values = [row[name] for name in given]
-            values += [d.arg(None) if d.is_callable else d.arg for _, d in defaults]
+            values += [d.arg(None) if d.is_callable else d.arg for d in defaults]
             copy.write_row([value if process is None or value is None else process(value)
                             for process, value in zip(processors, values)])
+
+
+def _python_defaults(table) -> list:
+    """The columns whose default SQLAlchemy computes in Python (a value or a function), which
+    both the flush and an INSERT would apply; SQL-expression defaults are the database's."""
+    return [col for col in table.columns
+            if col.default is not None and (col.default.is_scalar or col.default.is_callable)]
 
 
 _PROCESSORS: dict[tuple[str, str, str], object] = {}

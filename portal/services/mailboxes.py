@@ -256,7 +256,7 @@ def activation_problems(mailbox: Mailbox) -> list[str]:
         problems.append("Set the password before activating.")
     if mailbox.routes and not any(r.fallback for r in mailbox.routes):
         problems.append("A mailbox with routes cannot be activated without a fallback route.")
-    elif mailbox.routes and not any(r.fallback and r.enabled for r in mailbox.routes):
+    elif fallback_switched_off(mailbox.routes):
         problems.append("The fallback route is switched off: switch it on before activating.")
     return problems
 
@@ -359,6 +359,12 @@ def _route_order(mailbox: Mailbox) -> list[str]:
     return [r.name for r in sorted(mailbox.routes, key=lambda r: r.position)]
 
 
+def fallback_switched_off(routes) -> bool:
+    """Routes (rows or inputs) whose fallback is switched off: mail no other route takes would be
+    left unprocessed, so an active mailbox may not have them."""
+    return bool(routes) and not any(r.fallback and r.enabled for r in routes)
+
+
 def _write_routes(mailbox: Mailbox, planned: list[tuple[Route | None, RouteInput]],
                   focus: int | None = None) -> dict[int, Route]:
     """Check the whole list with clean_routes, then update the rows in place (their ids stay).
@@ -376,8 +382,7 @@ def _write_routes(mailbox: Mailbox, planned: list[tuple[Route | None, RouteInput
             else:
                 errors.setdefault("", []).append(message)
         raise ValidationError(errors) from None
-    if mailbox.status == "active" and ordered and not any(d.fallback and d.enabled for d in ordered):
-        # The same rule activation applies: without it, mail no other route takes is left unprocessed.
+    if mailbox.status == "active" and fallback_switched_off(ordered):
         fallback_is_focus = focus is not None and planned[focus][1].fallback
         raise ValidationError({"enabled" if fallback_is_focus else "": [
             "The mailbox is active, so its fallback route must stay switched on: mail no other route "

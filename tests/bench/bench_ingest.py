@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import datetime as dt
 import importlib.util
-import io
 import json
 import os
 import re
@@ -46,7 +44,7 @@ from sqlalchemy.engine import make_url
 
 from tests.bench.bench_parse import SHARED_GEN, baseline, corpus
 from tests.bench.bench_parse import run as timed_parse
-from tests.bench.scratch import ScratchDatabase, pg_unreachable
+from tests.bench.scratch import ScratchDatabase, migrate_quietly, pg_unreachable
 from tests.dovecot import DOVECOT, DovecotServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,8 +155,6 @@ def imap_limit(dovecot: DovecotServer, user, n: int, runs: int) -> float:
 
 def prepare_database(url: str, dovecot: DovecotServer, user, keys: str, secret: str) -> int:
     """Migrate, then MSP → client → active IMAP mailbox on the private Dovecot. Returns its id."""
-    from flask_migrate import upgrade
-
     from portal import create_app
     from portal.extensions import db
     from portal.services import clients, commit
@@ -167,14 +163,7 @@ def prepare_database(url: str, dovecot: DovecotServer, user, keys: str, secret: 
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=url, TIDEMARK_ENCRYPTION_KEY=keys, SECRET_KEY=secret)
     with app.app_context():
         try:
-            # Alembic's per-step INFO lines would drown the figures; shown only if it fails.
-            chatter = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(chatter):
-                    upgrade()
-            except BaseException:
-                sys.stderr.write(chatter.getvalue())
-                raise
+            migrate_quietly()
             msp = clients.create_msp(clients.ClientInput(name="Bench MSP"))
             client = clients.create_client(msp, clients.ClientInput(name="Bench Customer"), None)
             mailbox, _ = save_mailbox(msp, client, {

@@ -15,9 +15,7 @@ p50 / p95 / max in milliseconds. The goal: p95 under 100 ms. A benchmark, not a 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import io
 import os
 import random
 import statistics
@@ -31,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
-from tests.bench.scratch import ScratchDatabase, pg_unreachable
+from tests.bench.scratch import ScratchDatabase, migrate_quietly, pg_unreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -194,8 +192,6 @@ def measure(client, urls: list[str]) -> list[float]:
 
 
 def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
-    from flask_migrate import upgrade
-
     from portal import create_app
     from portal.extensions import db
     from portal.models import Ticket
@@ -205,13 +201,7 @@ def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
     migration = search_migration()
     with app.app_context():
-        chatter = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(chatter):
-                upgrade()
-        except BaseException:
-            sys.stderr.write(chatter.getvalue())
-            raise
+        migrate_quietly()
         up, down = ((migration.SQLITE_UP, migration.SQLITE_DOWN) if kind == "sqlite"
                     else (migration.POSTGRES_UP, migration.POSTGRES_DOWN))
         with db.engine.begin() as conn:

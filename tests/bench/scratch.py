@@ -3,6 +3,9 @@ created on the given server and dropped afterwards."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 import uuid
 from pathlib import Path
 
@@ -45,3 +48,17 @@ def pg_unreachable(pg_url: str) -> str | None:
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means: skip PostgreSQL
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def migrate_quietly() -> None:
+    """Alembic's upgrade in the current app context. Its per-step INFO lines would drown the
+    figures, so they are shown only if it fails."""
+    from flask_migrate import upgrade
+
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(chatter):
+            upgrade()
+    except BaseException:
+        sys.stderr.write(chatter.getvalue())
+        raise

@@ -142,7 +142,7 @@ def test_the_session_sees_the_rows_as_a_flush_leaves_them_and_a_rollback_takes_t
 
 def test_a_grown_table_is_analysed_so_lookups_keep_using_their_indexes(world, db, twins):
     """PostgreSQL only: after a big first fetch the planner must know raw_messages is no longer
-    empty (on SQLite the call does nothing)."""
+    empty."""
     import time
 
     from sqlalchemy import text
@@ -153,8 +153,7 @@ def test_a_grown_table_is_analysed_so_lookups_keep_using_their_indexes(world, db
     from portal.services.fetching import refresh_statistics
 
     if db.session.get_bind().dialect.name != "postgresql":
-        refresh_statistics()  # nothing to do, and nothing fails
-        return
+        pytest.skip("PostgreSQL only: SQLite keeps no planner statistics unless asked")
     box = twins[0]
     insert_rows(db.session, RawMessage.__table__, [
         dict(msp_id=box.msp_id, mailbox_id=box.id, folder="INBOX", uidvalidity=1, server_id=str(i), raw=b"x",
