@@ -22,6 +22,7 @@ from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 
 from .charset import decode_text, detect_charset, has_surrogates, repair_header_text, scrub
+from .mime import split_mime
 
 DEFAULT_MAX_SIZE = 40 * 1024 * 1024
 MAX_PARTS = 1000
@@ -604,7 +605,7 @@ def _parse_full(raw: bytes) -> ParsedEmail:
     # we read headers and parameters from the raw values ourselves. Both policies give the
     # same result on every corpus message (the corpus floors and tests/mail hold it).
     try:
-        msg = email.message_from_bytes(repaired, policy=policy.compat32)
+        msg = split_mime(repaired) or email.message_from_bytes(repaired, policy=policy.compat32)
     except RecursionError:
         parsed = parse_headers(raw[:HEADER_READ_LIMIT], len(raw))
         parsed.add_defect("MIME structure nested too deeply: headers only")
