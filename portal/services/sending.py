@@ -199,6 +199,10 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
             if reason:
                 return _settle(message, "held", f"held back: {reason}")
 
+    # Checked before rendering: no work for mail that cannot go out.
+    server = _smtp_settings(mailbox, env)
+    if server is None:
+        return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
     client = ticket.client if ticket else (mailbox.client if mailbox else msp)
     texts = outbound.template_in_effect(client, event)
     try:
@@ -207,9 +211,6 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         where = f"the template of {texts.source.name}" if texts.source else "the built-in template"
         return _settle(message, "failed", f"failed: {where} for {event} has an error: {exc}")
 
-    server = _smtp_settings(mailbox, env)
-    if server is None:
-        return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
     from_address = (mailbox.response_address or mailbox.address) if mailbox else server.from_address
     if not from_address:
         return _settle(message, "failed", "failed: no sender address (set the mailbox's response address or smtp.from)")

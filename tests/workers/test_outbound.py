@@ -249,3 +249,18 @@ def test_a_broken_template_fails_the_mail_with_its_line_and_sends_nothing(world,
     assert send_due() == {"failed": 1} and smtp_server.messages == []
     note = outbox()[0].delivery_note
     assert "template of Contoso" in note and "line 2" in note
+
+
+def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_rendered(world, redis, monkeypatch):
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp)
+    commit()
+    world.deliver(box, email(sender="alice@contoso.com"))
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered although it cannot be sent")
+
+    monkeypatch.setattr("portal.services.sending.render", no_rendering)
+    assert send_due() == {"failed": 1}
+    assert outbox()[0].delivery_note == "failed: no outgoing server is configured (set smtp: in the configuration)"
