@@ -40,3 +40,28 @@ def test_search_objects_exist_and_downgrade_removes_them(app):
 def test_flask_db_check_agrees(app):
     result = app.test_cli_runner().invoke(args=["db", "check"])
     assert result.exit_code == 0, result.output
+
+
+def test_stored_mail_is_compressed_with_lz4_on_postgresql_and_downgrade_restores_the_default(app):
+    import pytest
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite does not compress")
+
+    def methods():  # attcompression: 'l' lz4, 'p' pglz, '' the server's default
+        with db.engine.connect() as conn:
+            return dict(conn.execute(text(
+                "SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute"
+                " WHERE attrelid IN ('raw_messages'::regclass, 'messages'::regclass, 'attachments'::regclass)"
+                " AND attname IN ('raw', 'body_text', 'body_html', 'full_text', 'raw_out', 'data')")).all())
+
+    assert methods() == dict.fromkeys(["raw_messages.raw", "messages.body_text", "messages.body_html",
+                                       "messages.full_text", "messages.raw_out", "attachments.data"], "l")
+    downgrade(revision="0005")
+    db.engine.dispose()
+    assert set(methods().values()) == {""}
+    upgrade()
+    db.engine.dispose()
+    assert set(methods().values()) == {"l"}

@@ -174,3 +174,27 @@ def test_a_grown_table_is_analysed_so_lookups_keep_using_their_indexes(world, db
     refresh_statistics()
     commit()
     assert seen()[1] >= 3000
+
+
+def test_a_fetched_batch_keeps_every_byte_and_is_sent_as_bytes_on_postgresql(world, db, twins):
+    from types import SimpleNamespace
+
+    from portal.models import RawMessage
+    from portal.services import commit, fetching
+    from portal.services.batch_rows import _carries_bytes
+
+    box = twins[0]
+    every_byte = bytes(range(256)) * 3
+    fetched = [SimpleNamespace(server_id="1", raw=b"From: a@b.example\r\n\r\n" + every_byte, size=None),
+               SimpleNamespace(server_id="2", raw=None, size=50_000_000),  # over the size limit: no bytes
+               SimpleNamespace(server_id="3", raw=b"", size=0)]
+    assert fetching.store_raw_batch(box, fetched, folder="INBOX", uidvalidity=7) == 3
+    commit()
+    db.session.expire_all()
+    rows = db.session.scalars(select(RawMessage).where(RawMessage.mailbox_id == box.id).order_by(RawMessage.id)).all()
+    assert [(r.server_id, r.raw, r.size, r.uidvalidity, r.state, r.fetched_at is not None) for r in rows] == [
+        ("1", fetched[0].raw, len(fetched[0].raw), 7, "new", True), ("2", None, 50_000_000, 7, "new", True),
+        ("3", b"", 0, 7, "new", True)]
+    # Raw messages and attachments carry bytes (binary COPY); messages carry JSON (text COPY).
+    assert _carries_bytes(RawMessage.__table__) and _carries_bytes(Attachment.__table__)
+    assert not _carries_bytes(Message.__table__)
