@@ -84,3 +84,20 @@ def test_cron_schedules_its_jobs_on_the_queue(app, redis):
                                                      "workers.outbound.send_due"]
     assert jobs.queue(redis).count == 3
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed
+
+
+def test_the_worker_loads_every_job_module_and_freezes_it_before_forking():
+    import gc
+    import sys
+    from pathlib import Path
+
+    from workers import worker
+
+    holding_jobs = {f"workers.{p.stem}" for p in Path(worker.__file__).parent.glob("*.py") if "\n@job\n" in p.read_text()}
+    assert set(worker.JOB_MODULES) == holding_jobs  # a new job module must be listed too
+    try:
+        worker.prepare_process()
+        assert all(name in sys.modules for name in holding_jobs)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
