@@ -216,7 +216,7 @@ class Decider:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._reader.shutdown()
+        self._reader.shutdown(cancel_futures=True)  # after a failure, batches not yet read are not read
 
     def hand(self, messages: list[tuple[int, bytes | None]]) -> None:
         """A stored and committed batch, (raw id, bytes) in id order: start reading it, and
@@ -262,7 +262,7 @@ class _InPlace:
         future.set_result(fn(*args))
         return future
 
-    def shutdown(self) -> None:
+    def shutdown(self, cancel_futures: bool = False) -> None:
         return None
 
 
