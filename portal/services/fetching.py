@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -376,29 +377,51 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
             commit()
         _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
         uids = session.uids_after(state_row.last_uid, since=mailbox.sync_start_date)
-        for start in range(0, len(uids), batch):
-            chunk = uids[start:start + batch]
-            known = known_server_ids(mailbox, folder, folder_state.uidvalidity, among=[str(u) for u in chunk])
-            fetched = [f for f in session.fetch(chunk, batch_size=batch, max_bytes=max_size)
-                       if f.server_id not in known]
-            report.fetched += store_raw_batch(mailbox, fetched, folder=folder, uidvalidity=folder_state.uidvalidity)
-            state_row.last_uid = max(state_row.last_uid, chunk[-1])
-            refresh_statistics()
-            commit()  # the bytes are safe: only now may the server be told
-            told = _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
-            data = {f.server_id[:255]: f.raw for f in fetched}
-            decider.hand(sorted((raw_id, data[server_id]) for raw_id, server_id in told if server_id in data))
+        chunks = [uids[start:start + batch] for start in range(0, len(uids), batch)]
+        # Each batch is downloaded in a thread while the one before is stored, committed and
+        # decided: the waits on the mail server and imapclient's parsing overlap the database
+        # work. The lock keeps to one command at a time on the connection.
+        lock = threading.Lock()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="download") as downloader:
+            download = downloader.submit(_download, session, lock, chunks[0], batch, max_size) if chunks else None
+            for i, chunk in enumerate(chunks):
+                fetched = download.result()
+                if i + 1 < len(chunks):
+                    download = downloader.submit(_download, session, lock, chunks[i + 1], batch, max_size)
+                known = known_server_ids(mailbox, folder, folder_state.uidvalidity, among=[str(u) for u in chunk])
+                fetched = [f for f in fetched if f.server_id not in known]
+                report.fetched += store_raw_batch(mailbox, fetched, folder=folder, uidvalidity=folder_state.uidvalidity)
+                state_row.last_uid = max(state_row.last_uid, chunk[-1])
+                refresh_statistics()
+                commit()  # the bytes are safe: only now may the server be told
+                data = {f.server_id[:255]: f.raw for f in fetched}
+                decider.hand(_stored_batch(mailbox, folder, folder_state.uidvalidity, data))
+                # Told after the decisions the hand-over made: by then the next download is done.
+                with lock:
+                    _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
 
 
-def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int,
-                            commit) -> list[tuple[int, str]]:
-    """Tell the server about every stored message it has not been told of; returns their
-    (raw id, server id)."""
+def _download(session, lock: threading.Lock, uids: list[int], batch: int, max_size: int) -> list:
+    with lock:
+        return list(session.fetch(uids, batch_size=batch, max_bytes=max_size))
+
+
+def _stored_batch(mailbox: Mailbox, folder: str, uidvalidity: int,
+                  data: dict[str, bytes | None]) -> list[tuple[int, bytes | None]]:
+    """(raw id, bytes) in id order of the messages just stored, by their server ids."""
+    rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
+        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity,
+        RawMessage.server_id.in_(list(data)))).all() if data else []
+    return sorted((raw_id, data[server_id]) for raw_id, server_id in rows)
+
+
+def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int, commit) -> None:
+    """Tell the server about every stored message it has not been told of."""
     rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
         RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity,
         RawMessage.server_done.is_(False))).all()
     if not rows:
-        return []
+        return
     uids = [int(r.server_id) for r in rows]
     if mailbox.after_action == "move" and mailbox.processed_folder:
         session.ensure_folder(mailbox.processed_folder)
@@ -413,7 +436,6 @@ def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: 
         db.session.execute(update(RawMessage.__table__).where(RawMessage.__table__.c.id.in_(ids[start:start + 500]))
                            .values(server_done=True))
     commit()
-    return [(r.id, r.server_id) for r in rows]
 
 
 def fetch_pop3(mailbox: Mailbox, session, commit: Callable[[], None], *, max_size: int = DEFAULT_MAX_SIZE,
