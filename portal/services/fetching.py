@@ -72,11 +72,15 @@ def store_raw_batch(mailbox: Mailbox, fetched: Iterable, *, folder: str, uidvali
     return len(rows)
 
 
+def _in_folder(mailbox: Mailbox, folder: str, uidvalidity: int) -> tuple:
+    """The conditions for the raw rows of one folder under one UIDVALIDITY."""
+    return RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity
+
+
 def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int, among: Iterable[str] | None = None) -> set[str]:
     """Server ids already stored; `among` limits the question to a batch (a big mailbox's
     whole history is not read once per batch)."""
-    query = select(RawMessage.server_id).where(
-        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity)
+    query = select(RawMessage.server_id).where(*_in_folder(mailbox, folder, uidvalidity))
     if among is None:
         return set(db.session.scalars(query))
     found: set[str] = set()
@@ -140,7 +144,7 @@ def decide_batch(raws: list[RawMessage], ctx: IngestContext,
     """The fast path: the batch prepared, looked up and decided together, written in one
     flush. If anything in it fails, it is rolled back and each message is decided alone in
     its own savepoint, so the failure stays with the message that caused it. `examined`:
-    the messages already read (by raw id), e.g. by the thread in decide_pending()."""
+    the messages already read (by raw id), e.g. by the Decider's reading thread."""
     try:
         with db.session.begin_nested():
             items = [_attach(examined[raw.id], raw) if examined and raw.id in examined else ctx.prepare(raw)
@@ -360,8 +364,8 @@ def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
 
 def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider: Decider, batch: int = BATCH_SIZE,
                max_size: int = DEFAULT_MAX_SIZE, report: FetchReport) -> None:
-    """Each batch: fetched, stored, committed, the server told, then handed to the decider,
-    which reads it while the next batch is fetched."""
+    """Each batch: downloaded (in a thread, while the batch before is handled), stored,
+    committed, handed to the decider, and only then the server told."""
     for folder in mailbox.folders:
         state_row = db.session.scalar(select(FolderState).where(FolderState.mailbox_id == mailbox.id,
                                                                 FolderState.folder == folder))
@@ -410,16 +414,14 @@ def _stored_batch(mailbox: Mailbox, folder: str, uidvalidity: int,
                   data: dict[str, bytes | None]) -> list[tuple[int, bytes | None]]:
     """(raw id, bytes) in id order of the messages just stored, by their server ids."""
     rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
-        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity,
-        RawMessage.server_id.in_(list(data)))).all() if data else []
+        *_in_folder(mailbox, folder, uidvalidity), RawMessage.server_id.in_(list(data)))).all() if data else []
     return sorted((raw_id, data[server_id]) for raw_id, server_id in rows)
 
 
 def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int, commit) -> None:
     """Tell the server about every stored message it has not been told of."""
     rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
-        RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity,
-        RawMessage.server_done.is_(False))).all()
+        *_in_folder(mailbox, folder, uidvalidity), RawMessage.server_done.is_(False))).all()
     if not rows:
         return
     uids = [int(r.server_id) for r in rows]
