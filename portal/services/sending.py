@@ -6,11 +6,11 @@ back by a loop limit, or blocked (staging). Flush, never commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from portal import crypto
 from portal.extensions import db
@@ -103,12 +103,22 @@ def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict
     return message
 
 
-def due(now: datetime, limit: int = 100) -> list[Message]:
-    rows = db.session.scalars(
-        select(Message).where(Message.direction == "out", or_(Message.delivery == "queued", Message.delivery == "retrying"))
-        .order_by(Message.id).limit(limit * 4))
-    ready = [m for m in rows if not m.details.get("next_attempt") or datetime.fromisoformat(m.details["next_attempt"]) <= now]
-    return ready[:limit]
+def due_batches(now: datetime, size: int = 100) -> Iterator[list[Message]]:
+    """Every outbound message that is ready to go, oldest first, a batch at a time. A retry whose
+    time has not come is passed over, so that it never holds up the mail queued after it."""
+    after = 0
+    while True:
+        rows = list(db.session.scalars(
+            select(Message).where(Message.direction == "out", Message.delivery.in_(("queued", "retrying")),
+                                  Message.id > after)
+            .order_by(Message.id).limit(size)))
+        if not rows:
+            return
+        after = rows[-1].id
+        ready = [m for m in rows if not m.details.get("next_attempt")
+                 or datetime.fromisoformat(m.details["next_attempt"]) <= now]
+        if ready:
+            yield ready
 
 
 def _context(message: Message, env: SendEnvironment) -> dict:
@@ -179,19 +189,28 @@ def _files(message: Message) -> tuple[list[FileAttachment], list[InlineImage]]:
 
 
 def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = None,
-            send: Callable = smtp_send) -> str:
-    """Render, compose and send one outbound message; returns the delivery state it ends in."""
+            send: Callable = smtp_send, servers: dict | None = None) -> str:
+    """Render, compose and send one outbound message; returns the delivery state it ends in.
+    `servers` keeps each mailbox's outgoing server across the messages of one sending run."""
     now = now or utcnow()
     details = dict(message.details)
     event = details["event"]
+    recipients = [p["address"] for p in (*message.to, *message.cc)]
+    if not recipients:
+        return _settle(message, "failed", "failed: nobody to send it to")
+    # Checked first: mail that cannot go out costs no further lookups and no render.
+    servers = {} if servers is None else servers
+    if message.mailbox_id not in servers:
+        mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
+        servers[message.mailbox_id] = _smtp_settings(mailbox, env)
+    server = servers[message.mailbox_id]
+    if server is None:
+        return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
+
     ticket = message.ticket
     mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
     msp = db.session.get(Client, message.msp_id)
     ref_format = RefFormat(prefix=msp.reference_prefix or "T")
-    recipients = [p["address"] for p in (*message.to, *message.cc)]
-    if not recipients:
-        return _settle(message, "failed", "failed: nobody to send it to")
-
     if details.get("automatic"):
         for address in recipients:
             reason = outbound.automatic_mail_hold(msp.id, address, ticket.subject if ticket else event, now, ref_format,
@@ -199,10 +218,6 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
             if reason:
                 return _settle(message, "held", f"held back: {reason}")
 
-    # Checked before rendering: no work for mail that cannot go out.
-    server = _smtp_settings(mailbox, env)
-    if server is None:
-        return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
     client = ticket.client if ticket else (mailbox.client if mailbox else msp)
     texts = outbound.template_in_effect(client, event)
     try:

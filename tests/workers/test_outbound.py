@@ -264,3 +264,63 @@ def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_ren
     monkeypatch.setattr("portal.services.sending.render", no_rendering)
     assert send_due() == {"failed": 1}
     assert outbox()[0].delivery_note == "failed: no outgoing server is configured (set smtp: in the configuration)"
+
+
+def test_one_run_sends_the_whole_backlog_not_just_the_first_hundred(world, setup, smtp_server):
+    _msp, _c, box = setup
+    for i in range(130):
+        world.deliver(box, email(sender=f"user{i}@contoso.com", subject=f"problem {i}"))
+    assert send_due() == {"sent": 130}
+    assert len(smtp_server.messages) == 130 and {m.delivery for m in outbox()} == {"sent"}
+
+
+def test_retries_not_due_yet_do_not_hold_up_mail_queued_after_them(world, setup):
+    from datetime import timedelta
+
+    from portal.models.base import utcnow
+    from portal.services.sending import due_batches
+
+    _msp, _c, box = setup
+    for i in range(5):
+        world.deliver(box, email(sender=f"user{i}@contoso.com", subject=f"problem {i}"))
+    waiting = outbox()[:4]
+    for m in waiting:  # the oldest four wait for a retry in an hour
+        m.delivery = "retrying"
+        m.details = {**m.details, "next_attempt": (utcnow() + timedelta(hours=1)).isoformat()}
+    commit()
+    batches = list(due_batches(utcnow(), size=2))
+    assert [[m.id for m in b] for b in batches] == [[outbox()[4].id]]
+    later = [m.id for b in due_batches(utcnow() + timedelta(hours=2), size=2) for m in b]
+    assert later == [m.id for m in outbox()]
+
+
+def test_a_run_out_of_time_leaves_the_rest_queued_for_the_next(world, setup, smtp_server):
+    _msp, _c, box = setup
+    for i in range(3):
+        world.deliver(box, email(sender=f"user{i}@contoso.com", subject=f"problem {i}"))
+    assert send_due(budget=0) == {} and {m.delivery for m in outbox()} == {"queued"}
+    assert send_due() == {"sent": 3} and len(smtp_server.messages) == 3
+
+
+def test_mail_that_went_out_stays_sent_when_a_later_one_breaks_the_run(world, setup, smtp_server, monkeypatch):
+    import portal.services.sending as sending
+
+    _msp, _c, box = setup
+    for i in range(2):
+        world.deliver(box, email(sender=f"user{i}@contoso.com", subject=f"problem {i}"))
+    real_compose, calls = sending.compose, []
+
+    def breaks_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the worker died here")
+        return real_compose(*args, **kwargs)
+
+    monkeypatch.setattr(sending, "compose", breaks_the_second)
+    with pytest.raises(RuntimeError):
+        send_due()
+    db.session.rollback()
+    assert [m.delivery for m in outbox()] == ["sent", "queued"]
+    monkeypatch.setattr(sending, "compose", real_compose)
+    assert send_due() == {"sent": 1}
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["user0@contoso.com", "user1@contoso.com"]
