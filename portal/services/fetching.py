@@ -28,6 +28,7 @@ from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
 from portal.models.base import utcnow
 from portal.services.batch_rows import insert_rows
 from portal.services.ingest import IngestContext, IngestResult, Prepared, ingest, refresh_on_ticket
+from portal.services.lookups import one_of
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,8 @@ def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int, among: Ite
     if among is None:
         return set(db.session.scalars(query))
     found: set[str] = set()
-    ids = list(among)
-    for start in range(0, len(ids), 500):
-        found.update(db.session.scalars(query.where(RawMessage.server_id.in_(ids[start:start + 500]))))
+    for condition in one_of(RawMessage.server_id, among):
+        found.update(db.session.scalars(query.where(condition)))
     return found
 
 
@@ -413,8 +413,8 @@ def _download(session, lock: threading.Lock, uids: list[int], batch: int, max_si
 def _stored_batch(mailbox: Mailbox, folder: str, uidvalidity: int,
                   data: dict[str, bytes | None]) -> list[tuple[int, bytes | None]]:
     """(raw id, bytes) in id order of the messages just stored, by their server ids."""
-    rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
-        *_in_folder(mailbox, folder, uidvalidity), RawMessage.server_id.in_(list(data)))).all() if data else []
+    rows = [row for condition in one_of(RawMessage.server_id, data) for row in db.session.execute(
+        select(RawMessage.id, RawMessage.server_id).where(*_in_folder(mailbox, folder, uidvalidity), condition))]
     return sorted((raw_id, data[server_id]) for raw_id, server_id in rows)
 
 
@@ -432,11 +432,9 @@ def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: 
         session.delete(uids)
     else:
         session.mark_seen(uids)
-    ids = [r.id for r in rows]
-    for start in range(0, len(ids), 500):
-        # One statement per chunk, not one per row; the commit below expires any loaded rows.
-        db.session.execute(update(RawMessage.__table__).where(RawMessage.__table__.c.id.in_(ids[start:start + 500]))
-                           .values(server_done=True))
+    for condition in one_of(RawMessage.__table__.c.id, [r.id for r in rows]):
+        # One statement, not one per row; the commit below expires any loaded rows.
+        db.session.execute(update(RawMessage.__table__).where(condition).values(server_done=True))
     commit()
 
 
