@@ -7,6 +7,7 @@ the cheap strict decodes fail, because detection is by far the slowest step.
 from __future__ import annotations
 
 import codecs
+import re
 
 # Labels that senders declare while actually writing the Windows/extended superset
 # (the same mapping web browsers apply); decoding with the superset never loses text.
@@ -133,8 +134,12 @@ def decode_text(data: bytes, declared: str | None) -> tuple[str, str, str | None
     return data.decode("utf-8", "replace"), "utf-8", f"{why}; undecodable bytes replaced"
 
 
+# The lone surrogates that surrogateescape makes of undecodable bytes (searched in C: bodies are long).
+_ESCAPED_BYTE_RE = re.compile("[\udc80-\udcff]")
+
+
 def has_surrogates(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text) if not text.isascii() else False
+    return not text.isascii() and _ESCAPED_BYTE_RE.search(text) is not None
 
 
 def repair_header_text(text: str, hint: str | None = None, guess: str | None = None) -> str:

@@ -67,6 +67,22 @@ _DATE_START_RE = re.compile(
 _DATE_END_RE = re.compile(r"(?:>\s*[:：]?|[:：])\s*$")
 _TIME_RE = re.compile(r"\d{1,2}[:.h]\d{2}")
 _VERB_END_RE = re.compile(rf"{_VERB}\s*[:：]?[\s\-_*]*$", re.I)
+# The search above tries every position of a line's tail, and most lines cannot match: a match
+# needs a verb's last letter right before the colon, dashes and spaces at the end. These are the
+# ASCII characters that can be that letter under re.I (an ASCII "I" matches the "ı" of "yazdı").
+_VERB_LAST_RE = re.compile("[" + re.escape("".join({v[-1] for v in P.ATTRIBUTION_VERBS})) + "]", re.I)
+_VERB_LAST_ASCII = frozenset(c for c in map(chr, range(128)) if _VERB_LAST_RE.fullmatch(c))
+_ASCII_SPACE = " \t\n\r\f\v\x1c\x1d\x1e\x1f"  # what \s matches in ASCII
+
+
+def _ends_with_verb(s: str) -> bool:
+    core = s.rstrip(_ASCII_SPACE + "-_*")
+    if core[-1:] in (":", "："):
+        core = core[:-1].rstrip(_ASCII_SPACE)
+    last = core[-1:]
+    if last.isascii() and last not in _VERB_LAST_ASCII:
+        return False  # not even a verb's last letter before the end: the search cannot match
+    return _VERB_END_RE.search(s[-80:]) is not None
 
 _HEADER_KEY_RE = re.compile(
     rf"^[\s*_]*(?P<key>{_alt(P.HEADER_FROM + P.HEADER_DATE + P.HEADER_OTHER)})[\s*_]*[:：]", re.I)
@@ -209,7 +225,7 @@ class _Scanner:
         self._verb_end: list[bool] = []
         for line in lines:
             s = line.text.rstrip()
-            self._verb_end.append(bool(s) and bool(_VERB_END_RE.search(s[-80:])))
+            self._verb_end.append(bool(s) and _ends_with_verb(s))
         self._cache: dict[int, _Split | None] = {}
         self._keys: dict[int, tuple[str, set[str]] | None] = {}
 

@@ -155,18 +155,26 @@ class ParsedEmail:
     _guess: str | None = field(default=None, repr=False, compare=False)
     # Set on a report found inside another report, so that we look only one level deep.
     _nested: bool = field(default=False, repr=False, compare=False)
+    # The headers by lower-cased name, and the list they were built from: a message's headers
+    # are asked for twenty-odd times while it is read and decided.
+    _by_name: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _indexed: list | None = field(default=None, repr=False, compare=False)
+
+    def _index(self) -> dict[str, list[str]]:
+        if self._indexed is not self.headers:
+            index: dict[str, list[str]] = {}
+            for key, value in self.headers:
+                index.setdefault(key.lower(), []).append(value)
+            self._by_name, self._indexed = index, self.headers
+        return self._by_name
 
     def header(self, name: str) -> str | None:
         """First raw (unfolded, undecoded) value of a header, or None."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        values = self._index().get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for key, value in self.headers if key.lower() == name]
+        return list(self._index().get(name.lower(), ()))
 
     @property
     def recipients(self) -> list[Address]:
@@ -278,10 +286,15 @@ def _read_headers(msg: Message, parsed: ParsedEmail) -> None:
     guess = detect_charset("\n".join(raw8).encode("utf-8", "surrogateescape")) if raw8 else None
     parsed._guess = guess
     headers = []
+    raw_by_name: dict[str, list] = {}
     for name, value in raw_headers:
+        name = str(name)
+        raw_by_name.setdefault(name.lower(), []).append(value)
         if not isinstance(value, str):
             value = str(value)
-        headers.append((str(name), scrub(repair_header_text(_FOLD_RE.sub("", value), hint, guess))))
+        if "\n" in value:
+            value = _FOLD_RE.sub("", value)
+        headers.append((name, scrub(repair_header_text(value, hint, guess))))
     parsed.headers = headers
 
     for defect in getattr(msg, "defects", []):
@@ -305,12 +318,12 @@ def _read_headers(msg: Message, parsed: ParsedEmail) -> None:
     parsed.subject = _unstructured(msg, "subject", parsed)
     parsed.date = _date(parsed.header("date"), parsed)
 
-    parsed.from_ = _first(_addresses(msg, "from", parsed))
-    parsed.sender = _first(_addresses(msg, "sender", parsed))
-    parsed.to = _addresses(msg, "to", parsed)
-    parsed.cc = _addresses(msg, "cc", parsed)
-    parsed.bcc = _addresses(msg, "bcc", parsed)
-    parsed.reply_to = _addresses(msg, "reply-to", parsed)
+    parsed.from_ = _first(_addresses(raw_by_name, "from", parsed))
+    parsed.sender = _first(_addresses(raw_by_name, "sender", parsed))
+    parsed.to = _addresses(raw_by_name, "to", parsed)
+    parsed.cc = _addresses(raw_by_name, "cc", parsed)
+    parsed.bcc = _addresses(raw_by_name, "bcc", parsed)
+    parsed.reply_to = _addresses(raw_by_name, "reply-to", parsed)
 
     rp = parsed.header("return-path")
     if rp is not None:
@@ -436,8 +449,9 @@ def _plain_addresses(raw: str) -> list[Address] | None:
     return out or None
 
 
-def _addresses(msg: Message, name: str, parsed: ParsedEmail) -> list[Address]:
-    raws = [value for key, value in getattr(msg, "_headers", []) if key.lower() == name]
+def _addresses(raw_by_name: dict[str, list], name: str, parsed: ParsedEmail) -> list[Address]:
+    """The addresses of one header (`name` lower-cased), from the parser's raw values by name."""
+    raws = raw_by_name.get(name, ())
     out: list[Address] = []
     hint = parsed._hint
     for raw in raws:

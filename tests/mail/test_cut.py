@@ -569,3 +569,19 @@ def test_marker_in_the_middle_of_an_html_text_node():
 def test_blank_waterlines_and_marker_are_ignored():
     body = "Hello\n\nsecond paragraph"
     assert cut_body(body, waterlines=["", "   "], marker="") == CutBody(body, None, None)
+
+
+# --- the quick test before the verb search ---------------------------------------------------------
+
+_VERB_CASES = st.sampled_from(sorted(__import__("portal.mail.cut_phrases", fromlist=["x"]).ATTRIBUTION_VERBS))
+_ENDINGS = st.text(alphabet=" \t-_*:：\u00a0\u3000\x1c\x1fxI)", max_size=6)
+
+
+@settings(max_examples=1500)
+@given(st.text(max_size=30), st.one_of(st.none(), _VERB_CASES), st.sampled_from([str.lower, str.upper, str.title]),
+       _ENDINGS)
+def test_the_quick_verb_check_agrees_with_the_search(before, verb, case, ending):
+    from portal.mail.cut import _VERB_END_RE, _ends_with_verb
+
+    line = before + (case(verb) if verb else "") + ending
+    assert _ends_with_verb(line) == (_VERB_END_RE.search(line[-80:]) is not None)
