@@ -40,3 +40,26 @@ def test_development_generates_its_keys_once_and_keeps_them(tmp_path):
 def test_unknown_environment_name_is_a_clear_error():
     with pytest.raises(ConfigError, match="not one of"):
         config_for("staging-ish")
+
+
+def test_on_sqlite_a_worker_commits_while_a_page_is_still_reading(app):
+    from portal.extensions import db
+
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL readers never block writers")
+    page, worker = db.engine.raw_connection(), db.engine.raw_connection()
+    try:
+        reading, writing = page.cursor(), worker.cursor()
+        assert reading.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert reading.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: commits survive a power cut
+        writing.execute("PRAGMA busy_timeout = 200")
+        reading.execute("BEGIN")
+        assert reading.execute("SELECT key FROM settings").fetchall() == []  # a read transaction stays open
+        writing.execute("INSERT INTO settings (key, value) VALUES ('auto_mail_limit_per_hour', '5')")
+        worker.commit()  # with a rollback journal this waits for the reader, then says "database is locked"
+        assert reading.execute("SELECT key FROM settings").fetchall() == []  # the reader keeps its snapshot
+        page.rollback()
+        assert reading.execute("SELECT key FROM settings").fetchall() == [("auto_mail_limit_per_hour",)]
+    finally:
+        page.close()
+        worker.close()
