@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
-from itertools import zip_longest
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, union_all, update
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
@@ -243,21 +242,26 @@ class IngestContext:
                 self.contacts[c.email] = c
 
     def _preload_first_copies(self, parsed: list[Prepared], mailbox_id: int, raw_ids: list[int]) -> None:
-        """The oldest earlier copy of each fingerprint the batch carries, all three kinds in one
-        query per chunk (one on PostgreSQL)."""
+        """The oldest earlier copy of each fingerprint the batch carries: the three kinds in one
+        round trip, each part on its own index (an OR of the three would let SQLite fall back
+        to reading every message of the mailbox)."""
         columns = {"raw": Message.fp_raw, "content": Message.fp_content, "envelope": Message.fp_envelope}
         wanted = {kind: {getattr(i.fps, kind) for i in parsed} for kind in columns}
-        chunks = [list(one_of(column, sorted(wanted[kind]))) for kind, column in columns.items()]
-        for parts in zip_longest(*chunks):
-            query = select(Message.id, *columns.values()).where(
-                Message.mailbox_id == mailbox_id, Message.direction == "in", or_(*(p for p in parts if p is not None)))
-            if self.existing:  # re-processing: a message must not be its own first copy
-                query = query.where(Message.raw_message_id.is_(None) | Message.raw_message_id.not_in(raw_ids))
-            for mid, *values in db.session.execute(query):
-                for kind, value in zip(columns, values):
-                    key = (kind, value)
-                    if value in wanted[kind] and (key not in self.first_by_fp or mid < self.first_by_fp[key]):
-                        self.first_by_fp[key] = mid
+        parts = []
+        for kind, column in columns.items():
+            for condition in one_of(column, sorted(wanted[kind])):
+                part = select(Message.id, *columns.values()).where(
+                    Message.mailbox_id == mailbox_id, Message.direction == "in", condition)
+                if self.existing:  # re-processing: a message must not be its own first copy
+                    part = part.where(Message.raw_message_id.is_(None) | Message.raw_message_id.not_in(raw_ids))
+                parts.append(part)
+        if not parts:
+            return
+        for mid, *values in db.session.execute(union_all(*parts)):
+            for kind, value in zip(columns, values):
+                key = (kind, value)
+                if value in wanted[kind] and (key not in self.first_by_fp or mid < self.first_by_fp[key]):
+                    self.first_by_fp[key] = mid
 
     def first_copy(self, fps: Fingerprints) -> tuple[int | Message, str] | None:
         found = [(self.first_by_fp[(kind, getattr(fps, kind))], why) for kind, why in _FP_KINDS
