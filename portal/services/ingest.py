@@ -30,7 +30,7 @@ from portal.models import AllowEntry, Attachment, Client, Contact, Mailbox, Mess
 from portal.models.base import utcnow
 from portal.services.batch_rows import insert_new_rows
 from portal.services.clients import tree_clients
-from portal.services.lookups import one_of
+from portal.services.lookups import chunks, one_of
 from portal.services.sending import notify_contact, queue_mail
 
 # Envelope headers that may carry the plus address when To/Cc do not (BCC, forwarding).
@@ -326,18 +326,14 @@ class IngestContext:
         with session.no_autoflush:
             # First, so that on SQLite this transaction holds the write lock before any
             # max(id) is read below: no other writer can take those ids meanwhile.
-            for chunk in _chunks(decided):
+            # IN rather than one_of(): the session can evaluate IN to update the loaded raws.
+            for chunk in chunks(decided):
                 session.execute(update(RawMessage).where(RawMessage.id.in_(chunk))
                                 .values(state="decided", last_error=None)
                                 .execution_options(synchronize_session="evaluate"))
             if decided:
                 insert_new_rows(session)
         session.flush()  # what is left: changes to rows that were there already
-
-
-def _chunks(values: list, size: int = 500):
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 # --- the pipeline --------------------------------------------------------------------------------

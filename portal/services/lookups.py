@@ -25,5 +25,11 @@ def one_of(column, values: Iterable) -> Iterator[ColumnElement[bool]]:
     if db.session.get_bind().dialect.name == "postgresql":
         yield column == any_(bindparam(None, values, type_=ARRAY(column.type)))
         return
-    for start in range(0, len(values), CHUNK):
-        yield column.in_(values[start:start + CHUNK])
+    for chunk in chunks(values):
+        yield column.in_(chunk)
+
+
+def chunks(values: list, size: int = CHUNK) -> Iterator[list]:
+    """`values` in slices of at most `size`, for statements that take one parameter per value."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]

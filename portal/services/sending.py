@@ -199,16 +199,15 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
     if not recipients:
         return _settle(message, "failed", "failed: nobody to send it to")
     # Checked first: mail that cannot go out costs no further lookups and no render.
+    mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
     servers = {} if servers is None else servers
     if message.mailbox_id not in servers:
-        mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
         servers[message.mailbox_id] = _smtp_settings(mailbox, env)
     server = servers[message.mailbox_id]
     if server is None:
         return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
 
     ticket = message.ticket
-    mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
     msp = db.session.get(Client, message.msp_id)
     ref_format = RefFormat(prefix=msp.reference_prefix or "T")
     if details.get("automatic"):
