@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
 from portal.extensions import csrf, db, htmx, login_manager
-from portal.responses import hx_redirect
+from portal.responses import hx_redirect, same_site_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,7 +181,7 @@ def init_errors(app: Flask) -> None:
             resp.headers["HX-Refresh"] = "true"
             return resp
         flash("The form was out of date or sent from elsewhere. Please try again.", "error")
-        return redirect(request.referrer or url_for("main.dashboard"))
+        return redirect(same_site_path(request.referrer) or url_for("main.dashboard"))
 
     @app.errorhandler(403)
     def forbidden(exc):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import redirect, render_template
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import redirect, render_template, request
 from flask_htmx.responses import HTMXResponseClientRedirect
 
 from portal.extensions import htmx
@@ -21,3 +23,19 @@ def hx_redirect(location: str):
     if htmx:
         return HTMXResponseClientRedirect(location)
     return redirect(location, 303)
+
+
+def same_site_path(target: str | None) -> str | None:
+    """The path and query of `target` if it is a page of this site, else None: the only kind of
+    address the portal redirects to from something the request brought (a next, a Referer)."""
+    # Browsers read a backslash as a slash and drop tabs and newlines: "/\x" means "//x".
+    if not target or "\\" in target or any(ord(c) < 0x20 for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        here = urlsplit(request.host_url)
+        if (parts.scheme.lower(), parts.netloc.lower()) != (here.scheme, here.netloc.lower()):
+            return None
+    if not parts.path.startswith("/") or parts.path.startswith("//"):
+        return None
+    return urlunsplit(("", "", parts.path, parts.query, ""))

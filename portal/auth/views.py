@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from portal.auth.forms import SignInForm
+from portal.responses import same_site_path
 from portal.services import commit
 from portal.services.users import ThrottlePolicy, sign_in as sign_in_user
 
@@ -14,12 +13,7 @@ bp = Blueprint("auth", __name__)
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths, so the sign-in page cannot be used to bounce people elsewhere."""
-    if not target:
-        return url_for("main.dashboard")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("main.dashboard")
-    return target
+    return same_site_path(target) or url_for("main.dashboard")
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
