@@ -6,7 +6,7 @@ from flask_login import current_user, login_user, logout_user
 from portal.auth.forms import SignInForm
 from portal.responses import same_site_path
 from portal.services import commit
-from portal.services.users import ThrottlePolicy, sign_in as sign_in_user
+from portal.services.users import ThrottlePolicy, end_sessions, sign_in as sign_in_user
 
 bp = Blueprint("auth", __name__)
 
@@ -43,9 +43,18 @@ def sign_in():
     return render_template("auth/sign_in.html", form=form, error=error), status
 
 
+def end_this_session(message: str) -> None:
+    """Forget the user in this browser, remember cookie included, once the caller has ended
+    the user's sessions on the server."""
+    session.clear()
+    logout_user()  # after clear(): it leaves the note that deletes the remember cookie
+    flash(message, "info")
+
+
 @bp.post("/sign-out")
 def sign_out():
-    logout_user()
-    session.clear()
-    flash("You are signed out.", "info")
+    # The token is the user's, not this browser's: signing out here signs out everywhere.
+    end_sessions(current_user._get_current_object())
+    commit()
+    end_this_session("You are signed out.")
     return redirect(url_for("auth.sign_in"))

@@ -55,6 +55,18 @@ def user_for_session(token: str) -> User | None:
     return db.session.scalar(select(User).where(User.session_token == token))
 
 
+def end_sessions(user: User) -> None:
+    """A new session token: every session and remember cookie issued before, on any device and
+    copies included, no longer signs anyone in."""
+    user.session_token = new_session_token()
+    db.session.flush()
+
+
+def sign_out_everywhere(user: User) -> None:
+    end_sessions(user)
+    audit.record(user, user.msp_id, "user", user.id, "signed out everywhere")
+
+
 def _minutes_until_free(failures_since: datetime, window: timedelta, now: datetime) -> int:
     return max(1, math.ceil((failures_since + window - now).total_seconds() / 60))
 
@@ -312,7 +324,7 @@ def set_user_disabled(user: User, disabled: bool, actor: User | None) -> bool:
         if actor is not None and actor.id == user.id:
             raise ValidationError({"": ["You cannot disable your own account."]})
         _guard_last_admin(user, "disabling them")
-        user.session_token = new_session_token()
+        end_sessions(user)
     user.disabled = disabled
     db.session.flush()
     audit.record(actor, user.msp_id, "user", user.id, "disabled" if disabled else "enabled",

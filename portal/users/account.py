@@ -1,10 +1,11 @@
-"""/account: every signed-in user's own name, time zone and password."""
+"""/account: every signed-in user's own name, time zone and password, and signing out everywhere."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, render_template, request, url_for
 from flask_login import current_user, login_user
 
+from portal.auth.views import end_this_session
 from portal.extensions import db
 from portal.responses import hx_redirect
 from portal.services import ValidationError, commit
@@ -72,3 +73,11 @@ def change_password():
             flash("Your password is changed. Any other sessions are signed out.", "success")
             return hx_redirect(url_for("account.index"))
     return _page(_profile_form(formdata=False), form, 422)
+
+
+@bp.post("/sign-out-everywhere")
+def sign_out_everywhere():
+    svc.sign_out_everywhere(current_user._get_current_object())
+    commit()
+    end_this_session("You are signed out on every device.")
+    return hx_redirect(url_for("auth.sign_in"))
