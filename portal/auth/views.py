@@ -54,7 +54,8 @@ def end_this_session(message: str) -> None:
 @bp.post("/sign-out")
 def sign_out():
     # The token is the user's, not this browser's: signing out here signs out everywhere.
-    end_sessions(current_user._get_current_object())
-    commit()
+    if current_user.is_authenticated:
+        end_sessions(current_user._get_current_object())
+        commit()
     end_this_session("You are signed out.")
     return redirect(url_for("auth.sign_in"))
