@@ -198,6 +198,18 @@ class Walk:
     def __init__(self):
         self.problems: list[str] = []
         self.count = 0
+        self.before: dict | None = None
+
+    def watch(self) -> None:
+        """From now on, unchanged() compares the database with this moment."""
+        self.before = snapshot()
+
+    def unchanged(self, req: Request, who: str) -> None:
+        after = snapshot()
+        changed = [name for name in self.before if self.before[name] != after[name]]
+        if changed:
+            self.problems.append(f"{req} as {who}: changed {', '.join(changed)}")
+            self.before = after
 
     def send(self, browser, req: Request, *, token=True, htmx=False):
         headers = {"HX-Request": "true"} if htmx else {}
@@ -250,10 +262,6 @@ def snapshot() -> dict[str, list]:
                 for t in db.metadata.sorted_tables}
 
 
-def changed_tables(before: dict, after: dict) -> list[str]:
-    return [name for name in before if before[name] != after[name]]
-
-
 def signed_in(make_browser, email_address):
     browser = make_browser()
     assert browser.sign_in(email_address).status_code == 302
@@ -281,14 +289,20 @@ def test_the_sweep_knows_every_route(app):
 
 def test_anonymous_visitors_are_sent_to_sign_in(app, alpha, make_browser):
     walk = Walk()
+    walk.watch()
     for htmx in (False, True):
         anonymous = make_browser()
+        who = "anonymous" + (" (htmx)" if htmx else "")
         for req in sweep(app, alpha):
             resp = walk.send(anonymous, req, htmx=htmx)  # with the session's CSRF token: sign-in answers
+            if req.method != "GET":
+                walk.unchanged(req, who)
             if resp is None or req.public:
                 continue
-            refused = resp.status_code in (401, 403) or (_to_sign_in(resp) and (resp.status_code != 200 or not resp.data))
-            walk.expect(refused, req, "anonymous" + (" (htmx)" if htmx else ""), "sign-in, 401 or 403", resp)
+            # htmx requests get an empty 200 with HX-Redirect: the browser then loads sign-in.
+            to_sign_in = _to_sign_in(resp) and (resp.status_code != 200 or not resp.data)
+            refused = resp.status_code in (401, 403) or to_sign_in
+            walk.expect(refused, req, who, "sign-in, 401 or 403", resp)
     walk.finish("anonymous")
 
 
@@ -298,7 +312,7 @@ def test_a_technician_gets_403_on_every_admin_route_and_only_there(app, alpha, m
     for req in sweep(app, alpha):
         if req.public or (resp := walk.send(tech, req)) is None:
             continue
-        if req.endpoint in SIGNS_OUT or not walk.signed_in_still(req, "Alpha's technician", resp):
+        if req.endpoint not in SIGNS_OUT and not walk.signed_in_still(req, "Alpha's technician", resp):
             continue
         if req.admin_only:
             walk.expect(resp.status_code == 403, req, "Alpha's technician", "403 (admin route)", resp)
@@ -317,26 +331,33 @@ def test_another_msp_gets_404_for_every_id_and_changes_nothing(app, alpha, make_
             walk.expect(resp.status_code < 400, req, "Alpha's admin", "the page (is the sweep's id right?)", resp)
     for who, user in (("Beta's admin", alpha.beta_admin), ("Beta's technician", alpha.beta_tech)):
         other = signed_in(make_browser, user.email)
-        before = snapshot()  # after signing in, which notes the time of it
+        walk.watch()  # after signing in, which notes the time of it
         for req in sweep(app, alpha):
-            if req.public or not req.takes_id or (resp := walk.send(other, req)) is None:
+            if req.public or not req.takes_id:
+                continue
+            resp = walk.send(other, req)
+            if req.method != "GET":
+                walk.unchanged(req, who)
+            if resp is None:
                 continue
             walk.signed_in_still(req, who, resp)
             wanted = 403 if req.admin_only and user.role == "technician" else 404
             walk.expect(resp.status_code == wanted, req, who, str(wanted), resp)
-            if req.method != "GET" and (changed := changed_tables(before, after := snapshot())):
-                walk.problems.append(f"{req} as {who}: changed {', '.join(changed)}")
-                before = after
     walk.finish("Alpha's ids")
 
 
 def test_a_post_without_csrf_token_is_refused_and_changes_nothing(app, alpha, make_browser):
     walk = Walk()
     admin = signed_in(make_browser, alpha.admin.email)
-    before = snapshot()
+    walk.watch()
     for htmx in (False, True):
         for req in sweep(app, alpha):
-            if req.method == "GET" or (resp := walk.send(admin, req, token=False, htmx=htmx)) is None:
+            if req.method == "GET":
+                continue
+            who = "Alpha's admin without a CSRF token" + (" (htmx)" if htmx else "")
+            resp = walk.send(admin, req, token=False, htmx=htmx)
+            walk.unchanged(req, who)
+            if resp is None:
                 continue
             with admin.client.session_transaction() as session:
                 flashes = session.pop("_flashes", [])
@@ -344,9 +365,5 @@ def test_a_post_without_csrf_token_is_refused_and_changes_nothing(app, alpha, ma
                 refused = resp.status_code == 400 and resp.headers.get("HX-Refresh") == "true"
             else:
                 refused = resp.status_code == 302 and any("out of date" in message for _c, message in flashes)
-            walk.expect(refused, req, "Alpha's admin without a CSRF token" + (" (htmx)" if htmx else ""),
-                        "the CSRF refusal", resp)
-            if changed := changed_tables(before, after := snapshot()):
-                walk.problems.append(f"{req} without a CSRF token: changed {', '.join(changed)}")
-                before = after
+            walk.expect(refused, req, who, "the CSRF refusal", resp)
     walk.finish("without a CSRF token")
