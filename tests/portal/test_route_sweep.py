@@ -3,15 +3,16 @@
 - anonymous: sent to sign-in (or 401/403), never a page;
 - a technician: 403 on every admin route, and never 403 (nor 404) on a technician route; which is
   which is listed in TECHNICIAN_ROUTES and checked against the code's @admin_required;
-- the other MSP (its admin and its technician) with the first MSP's ids: 404 on every route that
-  takes one, and nothing changes;
+- another MSP (its admin and its technician) with the first MSP's ids, or with its own ids but
+  one of the first MSP's: 404 on every route that takes an id (403 first for a technician on an
+  admin route), and nothing changes;
 - a POST without a CSRF token: refused, and nothing changes;
 - and nowhere a 500.
 
 The routes come from app.url_map, not from a list here: a new route whose URL the sweep cannot
 fill fails with "route X takes <arg>: add it to the sweep". To extend the sweep, add the argument
 to ARGUMENTS (or ARGUMENTS_IN when one name means different things in different blueprints),
-give MSP Alpha the object in `alpha`, and list the rare exceptions in the small sets below.
+create the object in one_of_everything(), and list the rare exceptions in the small sets below.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
+from werkzeug.routing import Rule
 
 from portal import PUBLIC_ENDPOINTS
 from portal.auth.access import admin_required
@@ -63,7 +65,7 @@ ADMIN_INSIDE_VIEW = {
 # Routes that end the session: walked last in a signed-in pass.
 SIGNS_OUT = {"auth.sign_out"}
 
-# URL argument -> the value for MSP Alpha's object (from the `alpha` fixture below).
+# URL argument -> the value naming an MSP's object (as one_of_everything() below makes them).
 ARGUMENTS = {
     "client_id": lambda a: a.client.id,
     "event": lambda a: "ticket_created",
@@ -83,47 +85,52 @@ ARGUMENTS_IN = {
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 SIGN_IN = "/sign-in"
-OPERATOR = "ann@alpha.example"
 
 
-# --- the world: MSP Alpha with one of everything, MSP Beta with an admin and a technician ------------
+# --- the world: MSPs Alpha and Beta, each with one of everything a URL names -------------------------
 
 
-@pytest.fixture
-def alpha(app, world):
-    """MSP Alpha with one of everything a URL names. MSP Beta has no tickets, so none of Alpha's
-    references can also be one of Beta's."""
-    msp = world.msp("Alpha MSP", reference_prefix="ALPHA")
+def one_of_everything(app, world, name: str) -> SimpleNamespace:
+    """An MSP with one object for each URL argument, its admin and its technician. Its reference
+    prefix is its name, so no ticket reference of one MSP is also one of the other's."""
+    slug = name.lower()
+    msp = world.msp(f"{name} MSP", reference_prefix=name.upper())
     client = world.client(msp, "Contoso", allow=["contoso.com"])
-    admin = world.user(msp, email=OPERATOR, role="admin")
-    tech = world.user(msp, email="tom@alpha.example", role="technician")
-    box = world.mailbox(msp, address="desk@alpha.example", acknowledge=False, routes=[
+    admin = world.user(msp, email=f"ann@{slug}.example", role="admin")
+    tech = world.user(msp, email=f"tom@{slug}.example", role="technician")
+    box = world.mailbox(msp, address=f"desk@{slug}.example", acknowledge=False, routes=[
         {"name": "Contoso", "client": client, "recipients": ["*"], "senders": ["contoso.com"], "acknowledge": False},
         {"name": "Everything else", "client": msp, "fallback": True, "acknowledge": False}])
     keys = app.config["TIDEMARK_ENCRYPTION_KEY"]
-    mailboxes.save_outgoing_server(box, {"host": "smtp.alpha.example", "port": 587, "security": "starttls",
+    mailboxes.save_outgoing_server(box, {"host": f"smtp.{slug}.example", "port": 587, "security": "starttls",
                                          "timeout": 30, "verify_tls": True}, keys=keys, actor=admin)
     outbound.save_template(client, "ticket_created", "We have your request {{ ticket.reference }}\nHello.\n", "",
                            False, admin)
     response = canned.save(client, name="Restart", text="Turn it off and on again.", shared=True, actor=admin)
-    invited = users.invite_user(msp, "new@alpha.example", "New Person", "technician", admin)
+    invited = users.invite_user(msp, f"new@{slug}.example", "New Person", "technician", admin)
     commit()
-    placed = world.deliver(box, email(sender="alice@contoso.com", to=["desk@alpha.example"], subject="Printer",
+    placed = world.deliver(box, email(sender="alice@contoso.com", to=[box.address], subject="Printer",
                                       attachments=[("notes.txt", "text/plain", b"toner everywhere")]))
     waiting = world.deliver(box, email(sender="it@newcustomer.example", to=["someone@elsewhere.example"]))
     assert placed.ticket is not None and waiting.ticket is None
-
-    beta = world.msp("Beta MSP")
-    # Alpha's admin may change the installation's settings: the one admin-only route without an
-    # id is then reachable for the baseline, and still 403 for everyone else.
-    app.config["TIDEMARK_OPERATORS"] = [OPERATOR]
     return SimpleNamespace(
         msp=msp, client=client, admin=admin, tech=tech, mailbox=box, route=box.routes[0], canned=response,
         ticket=placed.ticket, message=placed.message, attachment=placed.message.attachments[0],
         unprocessed=waiting.message, invitation_token=users.invitation_token(invited, app.config["SECRET_KEY"]),
-        beta_admin=world.user(beta, email="bea@beta.example", role="admin"),
-        beta_tech=world.user(beta, email="ben@beta.example", role="technician"),
     )
+
+
+@pytest.fixture
+def alpha(app, world):
+    alpha = one_of_everything(app, world, "Alpha")
+    # With several MSPs the installation-wide settings are the operators': Alpha's admin is one.
+    app.config["TIDEMARK_OPERATORS"] = [alpha.admin.email]
+    return alpha
+
+
+@pytest.fixture
+def beta(app, world, alpha):
+    return one_of_everything(app, world, "Beta")
 
 
 # --- the routes -----------------------------------------------------------------------------------
@@ -145,16 +152,28 @@ def admin_only_in_code(app, endpoint: str) -> bool:
 
 @dataclass
 class Request:
-    endpoint: str
-    rule: str
+    rule: Rule
     method: str
     url: str
-    takes_id: bool
-    public: bool
-    admin_only: bool
+
+    @property
+    def endpoint(self) -> str:
+        return self.rule.endpoint
+
+    @property
+    def takes_id(self) -> bool:
+        return bool(self.rule.arguments)
+
+    @property
+    def public(self) -> bool:
+        return self.endpoint in PUBLIC
+
+    @property
+    def admin_only(self) -> bool:
+        return not self.public and self.endpoint not in TECHNICIAN_ROUTES
 
     def __str__(self) -> str:
-        return f"{self.method} {self.rule} ({self.endpoint})"
+        return f"{self.method} {self.url} ({self.endpoint})"
 
 
 def unknown_arguments(app) -> list[str]:
@@ -170,8 +189,18 @@ def unknown_arguments(app) -> list[str]:
     return missing
 
 
-def sweep(app, alpha) -> list[Request]:
-    """Every rule and method of the url_map with Alpha's ids filled in; sign-out routes last."""
+def values_of(rule: Rule, owner) -> dict:
+    """The URL arguments of this rule filled with the owner's objects."""
+    blueprint = rule.endpoint.rpartition(".")[0]
+    return {arg: ARGUMENTS_IN.get((blueprint, arg), ARGUMENTS.get(arg))(owner) for arg in rule.arguments}
+
+
+def url(rule: Rule, values: dict) -> str:
+    return rule.build(values, append_unknown=False)[1]
+
+
+def sweep(app, owner) -> list[Request]:
+    """Every rule and method of the url_map with the owner's ids filled in; sign-out routes last."""
     missing = unknown_arguments(app)
     if missing:
         pytest.fail("\n".join(missing))
@@ -179,13 +208,21 @@ def sweep(app, alpha) -> list[Request]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint in SKIPPED:
             continue
-        blueprint = rule.endpoint.rpartition(".")[0]
-        values = {arg: ARGUMENTS_IN.get((blueprint, arg), ARGUMENTS.get(arg))(alpha) for arg in rule.arguments}
-        url = rule.build(values, append_unknown=False)[1]
         for method in sorted(rule.methods - IGNORED_METHODS):
-            found.append(Request(rule.endpoint, rule.rule, method, url, bool(rule.arguments),
-                                 rule.endpoint in PUBLIC, rule.endpoint not in TECHNICIAN_ROUTES | set(PUBLIC)))
+            found.append(Request(rule, method, url(rule, values_of(rule, owner))))
     found.sort(key=lambda r: r.endpoint in SIGNS_OUT)
+    return found
+
+
+def mixed(app, ours, theirs) -> list[Request]:
+    """Each route with two ids or more, once for each id: all ours but that one, which is theirs."""
+    found = []
+    for req in sweep(app, ours):
+        if req.public or len(req.rule.arguments) < 2:
+            continue
+        own, other = values_of(req.rule, ours), values_of(req.rule, theirs)
+        for arg in sorted(a for a in own if own[a] != other[a]):  # not names like <event>, the same for all
+            found.append(Request(req.rule, req.method, url(req.rule, {**own, arg: other[arg]})))
     return found
 
 
@@ -322,26 +359,28 @@ def test_a_technician_gets_403_on_every_admin_route_and_only_there(app, alpha, m
     walk.finish("technician")
 
 
-def test_another_msp_gets_404_for_every_id_and_changes_nothing(app, alpha, make_browser):
+def test_another_msp_gets_404_for_every_id_and_changes_nothing(app, alpha, beta, make_browser):
     walk = Walk()
-    # The baseline that makes each 404 mean something: with the same ids Alpha's admin opens every page.
-    admin = signed_in(make_browser, alpha.admin.email)
-    for req in sweep(app, alpha):
-        if req.method == "GET" and (resp := walk.send(admin, req)) is not None:
-            walk.expect(resp.status_code < 400, req, "Alpha's admin", "the page (is the sweep's id right?)", resp)
-    for who, user in (("Beta's admin", alpha.beta_admin), ("Beta's technician", alpha.beta_tech)):
+    # The baseline that makes each 404 mean something: with its own ids each MSP's admin opens every page.
+    for owner in (alpha, beta):
+        admin = signed_in(make_browser, owner.admin.email)
+        for req in sweep(app, owner):
+            if req.method == "GET" and req.takes_id and (resp := walk.send(admin, req)) is not None:
+                walk.expect(resp.status_code < 400, req, owner.admin.email, "the page (is the sweep's id right?)", resp)
+    # Beta with Alpha's ids, then with its own ids but one of Alpha's.
+    requests = [req for req in sweep(app, alpha) if req.takes_id and not req.public] + mixed(app, beta, alpha)
+    for user in (beta.admin, beta.tech):
+        who = f"Beta's {user.role}"
         other = signed_in(make_browser, user.email)
         walk.watch()  # after signing in, which notes the time of it
-        for req in sweep(app, alpha):
-            if req.public or not req.takes_id:
-                continue
+        for req in requests:
             resp = walk.send(other, req)
             if req.method != "GET":
                 walk.unchanged(req, who)
             if resp is None:
                 continue
             walk.signed_in_still(req, who, resp)
-            wanted = 403 if req.admin_only and user.role == "technician" else 404
+            wanted = 403 if req.admin_only and not user.is_admin else 404
             walk.expect(resp.status_code == wanted, req, who, str(wanted), resp)
     walk.finish("Alpha's ids")
 
