@@ -311,7 +311,7 @@ def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None, *, 
 
 def _record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str) -> None:
     """Every test that sends a stored secret somewhere is in the mailbox's history."""
-    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"{what} with the saved password",
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"{what} (saved password)",
                  {"server": [None, server], "result": [None, result]})
 
 
@@ -349,7 +349,7 @@ def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None,
     mailbox.last_test_ok = result.ok
     mailbox.last_test_message = result.message
     if mailbox.password_encrypted is not None:
-        _record_secret_test(actor, mailbox, "connection tested", settings.address, result.message)
+        _record_secret_test(actor, mailbox, "connection test", settings.address, result.message)
     db.session.flush()
     return result
 
@@ -561,7 +561,7 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
         verify_tls=bool(values.get("verify_tls", True)), ca_file=ca_file, reach=server_reach(actor))
     result = (probe or test_connection)(settings)
     if stored:
-        _record_secret_test(actor, mailbox, "connection tested (form)", settings.address, result.message)
+        _record_secret_test(actor, mailbox, "form test", settings.address, result.message)
     return result
 
 
@@ -603,7 +603,7 @@ def send_outgoing_test(mailbox: Mailbox, recipient: str, env, *, actor: User | N
 
     result = outbound.send_mailbox_test(mailbox, recipient, env, send=sending)
     if used and used[0].password:
-        _record_secret_test(actor, mailbox, "test email sent", used[0].address, result)
+        _record_secret_test(actor, mailbox, "test email", used[0].address, result)
     return result
 
 
