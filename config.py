@@ -6,6 +6,7 @@ so that `make run` and the `flask` command work on a fresh checkout.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -48,6 +49,18 @@ class ConfigError(RuntimeError):
     """The environment is not fit to start this configuration."""
 
 
+def env_networks(name: str) -> tuple:
+    """Comma-separated networks (CIDR, or one address) from the environment, read at start-up."""
+    networks = []
+    for part in os.environ.get(name, "").split(","):
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: {part.strip()!r} is not a network like 10.0.0.0/8 or fd00::/8.") from None
+    return tuple(networks)
+
+
 class Config:
     ENV_NAME = "base"
     TESTING = False
@@ -71,6 +84,11 @@ class Config:
     TIDEMARK_OPERATORS = [e.strip().lower() for e in os.environ.get("TIDEMARK_OPERATORS", "").split(",") if e.strip()]
     # Extra CA certificates (PEM) trusted for mailbox servers, e.g. an MSP's internal CA.
     TIDEMARK_CA_FILE = os.environ.get("TIDEMARK_CA_FILE") or None
+    # With several MSPs, servers they type in may not be loopback, link-local, unspecified,
+    # multicast or reserved addresses: ALLOWED opens networks anyway, DENIED closes more (even
+    # private ones). Comma-separated CIDRs; filled in by finish().
+    TIDEMARK_ALLOWED_SERVER_NETWORKS: tuple = ()
+    TIDEMARK_DENIED_SERVER_NETWORKS: tuple = ()
 
     # Sign-in throttling: failures counted over a sliding window.
     LOGIN_WINDOW = timedelta(minutes=env_int("TIDEMARK_LOGIN_WINDOW_MINUTES", 15))
@@ -104,6 +122,8 @@ class Config:
     @classmethod
     def finish(cls) -> None:
         """Fill in what depends on the environment at start-up; raise ConfigError if unfit."""
+        cls.TIDEMARK_ALLOWED_SERVER_NETWORKS = env_networks("TIDEMARK_ALLOWED_SERVER_NETWORKS")
+        cls.TIDEMARK_DENIED_SERVER_NETWORKS = env_networks("TIDEMARK_DENIED_SERVER_NETWORKS")
 
 
 class DevelopmentConfig(Config):
@@ -111,6 +131,7 @@ class DevelopmentConfig(Config):
 
     @classmethod
     def finish(cls) -> None:
+        super().finish()
         if not cls.SECRET_KEY:
             cls.SECRET_KEY = kept_secret("secret_key", lambda: secrets.token_hex(32))
         if not cls.TIDEMARK_ENCRYPTION_KEY:
@@ -135,6 +156,7 @@ class ProductionConfig(Config):
 
     @classmethod
     def finish(cls) -> None:
+        super().finish()
         missing = [n for n in ("SECRET_KEY", "TIDEMARK_ENCRYPTION_KEY") if not getattr(cls, n)]
         if missing:
             raise ConfigError(

@@ -63,3 +63,20 @@ def test_on_sqlite_a_worker_commits_while_a_page_is_still_reading(app):
     finally:
         page.close()
         worker.close()
+
+
+def test_server_networks_are_read_at_start_and_a_typo_stops_it(monkeypatch):
+    import ipaddress
+
+    monkeypatch.setenv("TIDEMARK_ALLOWED_SERVER_NETWORKS", "127.0.0.0/8, fd00::/8")
+    monkeypatch.setenv("TIDEMARK_DENIED_SERVER_NETWORKS", "10.20.0.0/16")
+    app = create_app("testing")
+    assert app.config["TIDEMARK_ALLOWED_SERVER_NETWORKS"] == (ipaddress.ip_network("127.0.0.0/8"),
+                                                              ipaddress.ip_network("fd00::/8"))
+    assert app.config["TIDEMARK_DENIED_SERVER_NETWORKS"] == (ipaddress.ip_network("10.20.0.0/16"),)
+    monkeypatch.setenv("TIDEMARK_DENIED_SERVER_NETWORKS", "10.20.0.0/33")
+    with pytest.raises(ConfigError, match=r"TIDEMARK_DENIED_SERVER_NETWORKS: '10.20.0.0/33' is not a network"):
+        create_app("testing")
+    monkeypatch.delenv("TIDEMARK_DENIED_SERVER_NETWORKS")
+    monkeypatch.delenv("TIDEMARK_ALLOWED_SERVER_NETWORKS")
+    assert create_app("testing").config["TIDEMARK_ALLOWED_SERVER_NETWORKS"] == ()

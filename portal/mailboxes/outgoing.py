@@ -12,7 +12,7 @@ from portal.mailboxes.views import bp, keys, mailbox_or_404
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
 from portal.services import mailboxes as svc
-from portal.services.outbound import own_server, send_mailbox_test
+from portal.services.outbound import own_server
 from portal.services.sending import send_environment
 
 
@@ -58,5 +58,7 @@ def remove_outgoing(mailbox_id: int):
 def test_outgoing(mailbox_id: int):
     """"Send test email" through the server this mailbox's mail would use (the saved settings)."""
     mailbox = mailbox_or_404(mailbox_id)
-    result = send_mailbox_test(mailbox, request.form.get("recipient", ""), send_environment())
+    result = svc.send_outgoing_test(mailbox, request.form.get("recipient", ""), send_environment(current_user),
+                                    actor=current_user)
+    commit()  # the history entry of a test with the saved password
     return render_template("mailboxes/_send_result.html", result=result)

@@ -108,9 +108,6 @@ def edit(mailbox_id: int):
         form.fill(mailbox)
     if form.validate_on_submit():
         values = form.values()
-        # The same password typed again is no change (and is not encrypted anew).
-        if values.get("password") and values["password"] == svc.password_of(mailbox, keys()):
-            values.pop("password")
         try:
             _mailbox, changes = svc.save_mailbox(client_or_404(g.msp_id), client_or_404(form.client_id.data), values,
                                                  keys=keys(), actor=current_user, mailbox=mailbox)
@@ -136,10 +133,12 @@ def check(mailbox_id: int | None = None):
     form.client_id.choices = client_choices()
     values = form.values()
     try:
-        result = svc.probe_settings(values, keys(), mailbox=mailbox, ca_file=current_app.config["TIDEMARK_CA_FILE"])
+        result = svc.probe_settings(values, keys(), mailbox=mailbox, ca_file=current_app.config["TIDEMARK_CA_FILE"],
+                                    actor=current_user)
     except ValidationError as exc:
         message = " ".join(m for msgs in exc.errors.values() for m in msgs)
         return render_template("mailboxes/_check_result.html", ok=False, message=message)
+    commit()  # the history entry of a test with the saved password
     return render_template("mailboxes/_check_result.html", ok=result.ok, message=result.message)
 
 
@@ -148,7 +147,7 @@ def check(mailbox_id: int | None = None):
 def test_connection(mailbox_id: int):
     """Try the server now; the answer shows in place and is kept on the mailbox."""
     mailbox = mailbox_or_404(mailbox_id)
-    result = svc.check_connection(mailbox, keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
+    result = svc.check_connection(mailbox, keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"], actor=current_user)
     commit()
     return render_template("mailboxes/_test_result.html", box=mailbox, result=result)
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from zoneinfo import available_timezones
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import INHERITED_SETTINGS, AllowEntry, Client, User
@@ -44,6 +44,11 @@ def get_client_by_name(msp_id: int, name: str) -> Client | None:
 
 def get_msp_by_name(name: str) -> Client | None:
     return db.session.scalar(select(Client).where(Client.parent_id.is_(None), Client.name == name))
+
+
+def msp_count() -> int:
+    """How many MSPs this installation hosts (root clients)."""
+    return db.session.scalar(select(func.count()).select_from(Client).where(Client.parent_id.is_(None)))
 
 
 def tree_clients(msp_id: int) -> list[Client]:

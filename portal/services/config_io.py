@@ -235,8 +235,6 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
         existing = mailbox_svc.get_mailbox_by_address(values["address"]) if values["address"] else None
         if existing is not None and existing.msp_id != msp.id:
             raise ConfigError({where: [f"{values['address']} belongs to another MSP."]})
-        if existing is not None and values.get("password") and mailbox_svc.password_of(existing, keys) == values["password"]:
-            values.pop("password")  # unchanged: do not re-encrypt (and do not count it as a change)
         try:
             mailbox, changes = mailbox_svc.save_mailbox(msp, client, values, keys=keys, actor=actor,
                                                         routes=routes, mailbox=existing)

@@ -206,6 +206,11 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
         raise ValidationError({"client": ["That client is not in this MSP's tree."]})
     password = values.pop("password", None)
     clean = _clean_settings(values, mailbox)
+    if mailbox is not None and mailbox.password_encrypted is not None:
+        if password and password == password_of(mailbox, keys):
+            password = None  # typed again: no change, and the stored one may go on being used
+        elif not password and server_changed(mailbox, clean):
+            raise ValidationError({"password": [RETYPE_PASSWORD]})
     ordered = clean_routes(routes, msp.id) if routes is not None else None
     created = mailbox is None
     if created:
@@ -261,18 +266,53 @@ def activation_problems(mailbox: Mailbox) -> list[str]:
     return problems
 
 
+RETYPE_PASSWORD = ("The server or user name differs from the saved one: type the password again. "
+                   "A saved password is only ever sent to the server it was saved for.")
+# What a stored secret is bound to: another value is another server that has not earned it.
+SERVER_IDENTITY = ("protocol", "host", "port", "username")
+
+
+def server_changed(saved, values: dict[str, Any], keys=SERVER_IDENTITY) -> bool:
+    """Whether `values` name another server or login than `saved` (a mailbox or SMTP server)."""
+    def norm(key, value):
+        text = "" if value is None else str(value).strip()
+        return text.lower() if key == "host" else text
+    return any(key in values and norm(key, values[key]) != norm(key, getattr(saved, key)) for key in keys)
+
+
+def server_reach(actor: User | None = None):
+    """The address rule (transport.reach) for a connection to a server an MSP typed in. It applies
+    when the installation hosts several MSPs, to everyone but the operators; jobs have no actor."""
+    from flask import current_app  # noqa: PLC0415
+
+    from portal.services.clients import msp_count  # noqa: PLC0415
+    from portal.transport.reach import Reach  # noqa: PLC0415
+
+    cfg = current_app.config
+    operator = actor is not None and actor.email.lower() in cfg["TIDEMARK_OPERATORS"]
+    return Reach(restricted=not operator and msp_count() > 1, allowed=tuple(cfg["TIDEMARK_ALLOWED_SERVER_NETWORKS"]),
+                 denied=tuple(cfg["TIDEMARK_DENIED_SERVER_NETWORKS"]))
+
+
 def password_of(mailbox: Mailbox, keys: str) -> str:
     return crypto.decrypt(keys, mailbox.password_encrypted) if mailbox.password_encrypted else ""
 
 
-def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None):
+def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None, *, actor: User | None = None):
+    """How to reach the mailbox's server; `actor` None (a job) is held to the address rule."""
     from portal.transport.base import ServerSettings  # noqa: PLC0415 - transport stays optional for the portal
 
     return ServerSettings(
         protocol=mailbox.protocol, host=mailbox.host, port=mailbox.port, security=mailbox.security,
         username=mailbox.username, password=password_of(mailbox, keys), auth_identity=mailbox.shared_mailbox,
-        timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls, ca_file=ca_file,
+        timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls, ca_file=ca_file, reach=server_reach(actor),
     )
+
+
+def _record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str) -> None:
+    """Every test that sends a stored secret somewhere is in the mailbox's history."""
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"{what} (saved password)",
+                 {"server": [None, server], "result": [None, result]})
 
 
 def rotate_secrets(keys: str) -> int:
@@ -297,15 +337,19 @@ def client_named(msp: Client, name: str) -> Client:
     return client
 
 
-def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None):
+def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None,
+                     actor: User | None = None):
     """"Test connection": try the server now and keep the answer and its time on the mailbox."""
     from portal.models.base import utcnow  # noqa: PLC0415
     from portal.transport.probe import test_connection  # noqa: PLC0415
 
-    result = (probe or test_connection)(server_settings(mailbox, keys, ca_file))
+    settings = server_settings(mailbox, keys, ca_file, actor=actor)
+    result = (probe or test_connection)(settings)
     mailbox.last_test_at = utcnow()
     mailbox.last_test_ok = result.ok
     mailbox.last_test_message = result.message
+    if mailbox.password_encrypted is not None:
+        _record_secret_test(actor, mailbox, "connection test", settings.address, result.message)
     db.session.flush()
     return result
 
@@ -492,9 +536,10 @@ def delete_mailbox(mailbox: Mailbox, *, actor: User | None) -> int:
 
 
 def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None = None,
-                   ca_file: str | None = None, probe=None):
+                   ca_file: str | None = None, probe=None, actor: User | None = None):
     """"Test connection" with the settings as typed, before they are saved. An empty password
-    means the stored one. Nothing is recorded. Raises ValidationError for unusable settings."""
+    means the stored one, for the server it was stored for only; such a test is in the mailbox's
+    history, nothing else is recorded. Raises ValidationError for unusable settings."""
     from portal.transport.base import ServerSettings  # noqa: PLC0415
     from portal.transport.probe import test_connection  # noqa: PLC0415
 
@@ -504,13 +549,20 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     clean = _clean_settings(wanted, None)
     if not (clean.get("host") or "").strip():
         raise ValidationError({"host": ["Give the server's host name to test the connection."]})
-    password = values.get("password") or (password_of(mailbox, keys) if mailbox else "")
+    username = (values.get("username") or "").strip()
+    stored = not values.get("password") and mailbox is not None and mailbox.password_encrypted is not None
+    if stored and server_changed(mailbox, {**clean, "username": username}):
+        raise ValidationError({"password": [RETYPE_PASSWORD]})
+    password = password_of(mailbox, keys) if stored else values.get("password") or ""
     settings = ServerSettings(
         protocol=clean["protocol"], host=clean["host"].strip(), port=clean["port"], security=clean["security"],
-        username=(values.get("username") or "").strip(), password=password,
+        username=username, password=password,
         auth_identity=(values.get("shared_mailbox") or "").strip() or None, timeout=float(clean["timeout"]),
-        verify_tls=bool(values.get("verify_tls", True)), ca_file=ca_file)
-    return (probe or test_connection)(settings)
+        verify_tls=bool(values.get("verify_tls", True)), ca_file=ca_file, reach=server_reach(actor))
+    result = (probe or test_connection)(settings)
+    if stored:
+        _record_secret_test(actor, mailbox, "form test", settings.address, result.message)
+    return result
 
 
 def _server_snapshot(server) -> dict:
@@ -536,6 +588,23 @@ def save_outgoing_server(mailbox: Mailbox, values: dict[str, Any], *, keys: str,
         audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id,
                      "outgoing server " + ("set" if own is None else "changed"), changes)
     return changes
+
+
+def send_outgoing_test(mailbox: Mailbox, recipient: str, env, *, actor: User | None, send=None) -> str:
+    """"Send test email" (outbound.send_mailbox_test), in the history when it used a saved password."""
+    from portal.services import outbound  # noqa: PLC0415
+    from portal.transport.smtp import send as smtp_send  # noqa: PLC0415
+
+    used = []
+
+    def sending(settings, email):
+        used.append(settings)
+        return (send or smtp_send)(settings, email)
+
+    result = outbound.send_mailbox_test(mailbox, recipient, env, send=sending)
+    if used and used[0].password:
+        _record_secret_test(actor, mailbox, "test email", used[0].address, result)
+    return result
 
 
 def remove_outgoing_server(mailbox: Mailbox, *, actor: User | None) -> bool:

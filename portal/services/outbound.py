@@ -137,7 +137,7 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     from portal import crypto  # noqa: PLC0415
     from portal.services import ValidationError  # noqa: PLC0415
     from portal.services.allowlist import AllowEntryError, normalise_address  # noqa: PLC0415
-    from portal.services.mailboxes import HOST_PATTERN  # noqa: PLC0415
+    from portal.services.mailboxes import HOST_PATTERN, server_changed  # noqa: PLC0415
 
     errors: dict[str, list[str]] = {}
     host = str(values.get("host") or "").strip()
@@ -168,6 +168,13 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     if server is None:
         server = SmtpServer(mailbox_id=mailbox.id if mailbox else None, host=host)
         db.session.add(server)
+    password = values.get("password")
+    if not password and server.password_encrypted is not None and server_changed(
+            server, {"host": host, "port": port, "username": values.get("username") or None},
+            ("host", "port", "username")):
+        from portal.services.mailboxes import RETYPE_PASSWORD  # noqa: PLC0415
+
+        raise ValidationError({"password": [RETYPE_PASSWORD]})
     server.host, server.port, server.security = host, port, security
     server.username = values.get("username") or None
     server.from_address = from_address or None
@@ -175,7 +182,6 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     server.verify_tls = bool(values.get("verify_tls", True))
     changed = before != (server.host, server.port, server.security, server.username, server.from_address,
                          server.timeout, server.verify_tls)
-    password = values.get("password")
     if password and (server.password_encrypted is None or crypto.decrypt(keys, server.password_encrypted) != password):
         server.password_encrypted = crypto.encrypt(keys, str(password))
         changed = True
@@ -206,7 +212,8 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env, *, send=None) -> st
     settings = SmtpSettings(
         host=server.host, port=server.port, security=server.security, username=server.username,
         password=crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None,
-        timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file, from_address=server.from_address)
+        timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file, from_address=server.from_address,
+        reach=env.reach)
     email = EmailMessage()
     email["From"] = mailbox.response_address or mailbox.address
     email["To"] = address
@@ -285,8 +292,9 @@ def may_change_installation(user, operators: list[str]) -> bool:
     """Installation-wide settings: the listed operators, or the admins of a one-MSP installation."""
     if user.email.lower() in operators:
         return True
-    msps = db.session.scalar(select(func.count()).select_from(Client).where(Client.parent_id.is_(None)))
-    return user.is_admin and msps == 1
+    from portal.services.clients import msp_count  # noqa: PLC0415
+
+    return user.is_admin and msp_count() == 1
 
 
 def save_mail_settings(values: dict, *, keys: str, actor) -> None:

@@ -20,6 +20,7 @@ from portal.mail.render import TemplateError, render
 from portal.models import Client, Mailbox, MailboxAlert, Message, Ticket, User
 from portal.models.base import utcnow
 from portal.services import outbound
+from portal.transport.reach import Reach
 from portal.transport.smtp import SmtpError, SmtpSettings, send as smtp_send
 
 # The sender job: one waiting at a time, and no trace of it once done (so it can be queued again).
@@ -35,16 +36,20 @@ class SendEnvironment:
     host: str  # the right-hand side of our Message-IDs and the loop header
     portal_url: str
     ca_file: str | None = None
+    reach: Reach | None = None  # which addresses SMTP servers may resolve to; None: any
 
 
-def send_environment() -> SendEnvironment:
-    """From the app's configuration (portal and workers alike)."""
+def send_environment(actor: User | None = None) -> SendEnvironment:
+    """From the app's configuration (portal and workers alike). `actor`: who asks for a test
+    send in a page; None (a job) is held to the address rule of several-MSP installations."""
     from flask import current_app  # noqa: PLC0415 - only the callers with an app use this
+
+    from portal.services.mailboxes import server_reach  # noqa: PLC0415
 
     cfg = current_app.config
     return SendEnvironment(keys=cfg["TIDEMARK_ENCRYPTION_KEY"], secret=cfg["SECRET_KEY"].encode(),
                            host=cfg["TIDEMARK_MAIL_HOST"], portal_url=cfg["TIDEMARK_PORTAL_URL"],
-                           ca_file=cfg["TIDEMARK_CA_FILE"])
+                           ca_file=cfg["TIDEMARK_CA_FILE"], reach=server_reach(actor))
 
 
 def _people(addresses: Sequence[str | dict]) -> list[dict]:
@@ -168,7 +173,7 @@ def _smtp_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSetting
     password = crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None
     return SmtpSettings(host=server.host, port=server.port, security=server.security, username=server.username,
                         password=password, timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file,
-                        from_address=server.from_address)
+                        from_address=server.from_address, reach=env.reach)
 
 
 def _settle(message: Message, delivery: str, note: str) -> str:

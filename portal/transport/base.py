@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 if TYPE_CHECKING:  # pragma: no cover
     from portal.transport.imap import ImapSession
     from portal.transport.pop3 import Pop3Session
+    from portal.transport.reach import Reach
 
 log = logging.getLogger("portal.transport")
 
@@ -53,6 +54,8 @@ class ServerSettings:
     timeout: float = 30.0
     verify_tls: bool = True
     ca_file: str | None = None
+    # Which addresses the host may resolve to (transport.reach); None: any, as typed.
+    reach: "Reach | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -205,6 +208,12 @@ def translate(exc: BaseException, settings: ServerSettings, stage: str) -> Trans
         return TransportError("connect", scrub(message, settings))
     if isinstance(exc, (imaplib.IMAP4.abort, PopDropped)):
         # imaplib raises abort when the socket hits EOF or a command cannot be sent.
+        if stage == "connect":
+            # Before a proper greeting we do not know what answers: its bytes go to the log only.
+            if "EOF" in server_text(exc) or isinstance(exc, PopDropped):
+                message = f"the connection to {where} was lost while connecting: the server closed the connection"
+                return TransportError("connect", message)
+            return TransportError("protocol", unlike_server(settings, server_text(exc)), transient=False)
         message = f"the connection to {where} was lost while {_doing(stage)}: {server_text(exc)}"
         return TransportError("connect", scrub(message, settings))
     if isinstance(exc, (imaplib.IMAP4.error, poplib.error_proto)):
@@ -213,14 +222,23 @@ def translate(exc: BaseException, settings: ServerSettings, stage: str) -> Trans
             message = f"authentication failed for {settings.login_name}: the server said {said}"
             return TransportError("auth", scrub(message, settings))
         if stage == "connect":
-            name = "an IMAP" if settings.protocol == "imap" else "a POP3"
-            greeting = f"; it said {said}" if said and said != "None" else ""
-            message = f"{where} does not answer like {name} server (is the port right?){greeting}"
+            return TransportError("protocol", unlike_server(settings, said))
         else:
             message = f"{where} refused {_doing(stage)}: the server said {said}"
         return TransportError("protocol", scrub(message, settings))
     message = f"unexpected error while {_doing(stage)} with {where}: {type(exc).__name__}: {exc}"
     return TransportError("protocol", scrub(message, settings), transient=False)
+
+
+_SERVER_NAMES = {"imap": "an IMAP", "pop3": "a POP3", "smtp": "an SMTP"}
+
+
+def unlike_server(settings, said: str | bytes) -> str:
+    """The words for a port that answers, but not in the protocol asked for. What it said stays
+    in the log for the operator: echoed to an MSP admin, it would show them other services."""
+    name = _SERVER_NAMES[settings.protocol]
+    log.warning("%s does not answer like %s server; it said %r", settings.address, name, said)
+    return f"{settings.address} does not answer like {name} server (is the port right?)"
 
 
 def _seconds(value: float) -> str:

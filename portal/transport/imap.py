@@ -11,7 +11,10 @@ from typing import Iterator, Sequence
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import CapabilityError
+from imapclient.imap4 import IMAP4WithTimeout
+from imapclient.tls import IMAP4_TLS, wrap_socket
 
+from portal.transport import reach
 from portal.transport.base import ServerSettings, TransportError, server_text, scrub, tls_context, translated
 
 log = logging.getLogger("portal.transport.imap")
@@ -67,10 +70,10 @@ class ImapSession:
         s = self.settings
         timeout = SocketTimeout(connect=s.timeout, read=s.timeout)
         with translated(s, "connect"):
-            client = IMAPClient(
+            client = _Client(
                 s.host, port=s.port, ssl=s.security == "ssl",
                 ssl_context=tls_context(s) if s.security == "ssl" else None,
-                timeout=timeout,
+                timeout=timeout, addresses=reach.addresses_for(s),
             )
         try:
             client.normalise_times = False  # keep the server's time zone on INTERNALDATE
@@ -330,6 +333,42 @@ class ImapSession:
         if self.readonly:
             raise TransportError("folder", f"cannot {what}: the folder {self.folder!r} was opened read-only",
                                  transient=False)
+
+
+class _Client(IMAPClient):
+    """IMAPClient that connects to the checked addresses (when given) and verifies TLS for the
+    host name, which imaplib keeps as `host` for the handshake and STARTTLS."""
+
+    def __init__(self, *args, addresses: list[str] | None = None, **kwargs):
+        self._addresses = addresses
+        super().__init__(*args, **kwargs)
+
+    def _create_IMAP4(self):  # noqa: N802 - imapclient's hook
+        if self._addresses is None:
+            return super()._create_IMAP4()
+        connect_timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _PinnedTls(self._addresses, self.host, self.port, self.ssl_context, connect_timeout)
+        return _PinnedPlain(self._addresses, self.host, self.port, connect_timeout)
+
+
+class _PinnedPlain(IMAP4WithTimeout):
+    def __init__(self, addresses: list[str], host: str, port: int, timeout: float | None):
+        self._addresses = addresses
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout=None):
+        return reach.connect(self._addresses, self.port, timeout if timeout is not None else self._timeout)
+
+
+class _PinnedTls(IMAP4_TLS):
+    def __init__(self, addresses: list[str], host: str, port: int, ssl_context, timeout: float | None):
+        self._addresses = addresses
+        super().__init__(host, port, ssl_context, timeout)
+
+    def _create_socket(self, timeout=None):
+        sock = reach.connect(self._addresses, self.port, timeout if timeout is not None else self._timeout)
+        return wrap_socket(sock, self.ssl_context, self.host)
 
 
 def _ascii(text: str) -> bool:

@@ -11,6 +11,7 @@ import logging
 import poplib
 import socket
 
+from portal.transport import reach
 from portal.transport.base import ServerSettings, TransportError, PopDropped, tls_context, translated
 
 log = logging.getLogger("portal.transport.pop3")
@@ -37,11 +38,28 @@ class _LongLines:
 
 
 class _POP3(_LongLines, poplib.POP3):
-    pass
+    """Connects to the checked addresses when given; `host` stays the name STLS verifies."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, addresses: list[str] | None = None):
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        if self._addresses is None:
+            return super()._create_socket(timeout)
+        return reach.connect(self._addresses, self.port, timeout)
 
 
 class _POP3_SSL(_LongLines, poplib.POP3_SSL):
-    pass
+    def __init__(self, host: str, port: int, *, timeout: float, context, addresses: list[str] | None = None):
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout, context=context)
+
+    def _create_socket(self, timeout):
+        if self._addresses is None:
+            return super()._create_socket(timeout)
+        sock = reach.connect(self._addresses, self.port, timeout)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
 
 
 class Pop3Session:
@@ -58,10 +76,11 @@ class Pop3Session:
     def _connect(self) -> poplib.POP3:
         s = self.settings
         with translated(s, "connect"):
+            addresses = reach.addresses_for(s)
             if s.security == "ssl":
-                pop = _POP3_SSL(s.host, s.port, timeout=s.timeout, context=tls_context(s))
+                pop = _POP3_SSL(s.host, s.port, timeout=s.timeout, context=tls_context(s), addresses=addresses)
             else:
-                pop = _POP3(s.host, s.port, timeout=s.timeout)
+                pop = _POP3(s.host, s.port, timeout=s.timeout, addresses=addresses)
         try:
             if s.security == "starttls":
                 with translated(s, "tls"):

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 
-from portal.transport.base import TransportError, check_endpoint, scrub, tls_context, translate
+from portal.transport import reach
+from portal.transport.base import TransportError, check_endpoint, scrub, tls_context, translate, unlike_server
 
 log = logging.getLogger("portal.transport.smtp")
 
@@ -39,6 +40,8 @@ class SmtpSettings:
     ca_file: str | None = None
     from_address: str | None = None  # default envelope sender (and From, for the caller)
     local_hostname: str | None = None  # our EHLO name; None: this machine's FQDN
+    # Which addresses the host may resolve to (transport.reach); None: any, as typed.
+    reach: reach.Reach | None = field(default=None, repr=False)
 
     protocol = "smtp"  # for the shared error translation in transport.base
 
@@ -159,12 +162,17 @@ class SmtpConnection:
     def open(self) -> None:
         s = self.settings
         try:
+            addresses = reach.addresses_for(s)
             if s.security == "ssl":
-                smtp = smtplib.SMTP_SSL(s.host, s.port, s.local_hostname, timeout=s.timeout,
-                                        context=tls_context(s))
+                smtp = _SMTP_SSL(s.host, s.port, s.local_hostname, timeout=s.timeout, context=tls_context(s),
+                                 addresses=addresses)
             else:
-                smtp = smtplib.SMTP(s.host, s.port, s.local_hostname, timeout=s.timeout)
+                smtp = _SMTP(s.host, s.port, s.local_hostname, timeout=s.timeout, addresses=addresses)
+        except reach.RefusedServer as exc:
+            raise self._error("connect", exc.message, False) from None
         except smtplib.SMTPConnectError as exc:
+            if not 100 <= exc.smtp_code < 600:  # no reply code at all: not an SMTP server
+                raise self._error("protocol", unlike_server(s, exc.smtp_error), False) from None
             raise self._error("connect", f"{s.address} refused the connection: {exc.smtp_code} "
                                          f"{_reply(exc.smtp_error)}", _temporary(exc.smtp_code), exc.smtp_code) from None
         except smtplib.SMTPServerDisconnected as exc:
@@ -352,6 +360,30 @@ class SmtpConnection:
         if isinstance(exc, smtplib.SMTPException) and not isinstance(exc, OSError):
             return self._error("protocol", f"{s.address}: {exc}", False)
         return self._translated(exc, stage)
+
+
+class _Pinned(smtplib.SMTP):
+    """Connects to the checked addresses when given; `_host` stays the name TLS verifies."""
+
+    _addresses: list[str] | None = None
+
+    def _get_socket(self, host, port, timeout):
+        if self._addresses is None:
+            return super()._get_socket(host, port, timeout)
+        return reach.connect(self._addresses, port, timeout)
+
+
+class _SMTP(_Pinned):
+    def __init__(self, host, port, local_hostname, *, timeout, addresses):
+        self._addresses = addresses
+        super().__init__(host, port, local_hostname, timeout=timeout)
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL, _Pinned):  # noqa: N801 - after smtplib's name
+    # SMTP_SSL wraps what _Pinned connects with the host name (next in line after SMTP_SSL).
+    def __init__(self, host, port, local_hostname, *, timeout, context, addresses):
+        self._addresses = addresses
+        super().__init__(host, port, local_hostname, timeout=timeout, context=context)
 
 
 # --- module functions --------------------------------------------------------------------------

@@ -181,8 +181,12 @@ def test_the_only_msp_of_an_installation_handles_the_gateway_too(app, db, world,
     sam.sign_in("sam@solo.example")
     data = yaml.safe_load(sam.post("/settings/configuration/export", {"with_secrets": "1"}).get_data(as_text=True))
     assert data["smtp"]["host"] == "relay.example.net" and data["smtp"]["password"] == "relaypw-secret"
-    resp = sam.post("/settings/configuration/import",
-                    {"action": "apply", "yaml": "smtp: {host: relay2.example.net, security: starttls}"})
+    moved = sam.post("/settings/configuration/import",
+                     {"action": "apply", "yaml": "smtp: {host: relay2.example.net, security: starttls}"})
+    # The saved password is not sent to another server unless it is given again.
+    assert moved.status_code == 422 and "type the password again" in moved.get_data(as_text=True)
+    resp = sam.post("/settings/configuration/import", {
+        "action": "apply", "yaml": "smtp: {host: relay2.example.net, security: starttls, password: relaypw-secret}"})
     assert resp.status_code == 303
     db.session.expire_all()
     assert db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id.is_(None))).host == "relay2.example.net"

@@ -63,18 +63,26 @@ def test_the_password_is_never_sent_back_and_empty_means_unchanged(app, admin, m
     page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
     assert "first-secret" not in page and "stored; leave empty to keep it" in page
     assert 'value="imap.acme.example"' in page and "helpdesk@acme.example" in page
-    resp = admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="", host="imap2.acme.example"))
+    resp = admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="", name="Support desk"))
     assert resp.status_code == 303
     db.session.expire_all()
     box = db.session.get(Mailbox, box.id)
-    assert box.host == "imap2.acme.example"
+    assert box.name == "Support desk"
     assert password_of(box, app.config["TIDEMARK_ENCRYPTION_KEY"]) == "first-secret"
-    admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="second-secret", host="imap2.acme.example"))
+    # Another server does not get the saved password: it is typed again (the same one is no change).
+    assert admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="", host="imap2.acme.example",
+                                                        name="Support desk")).status_code == 422
+    resp = admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="first-secret", host="imap2.acme.example",
+                                                        name="Support desk"))
+    assert resp.status_code == 303
+    admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="second-secret", host="imap2.acme.example",
+                                                 name="Support desk"))
     db.session.expire_all()
     assert password_of(db.session.get(Mailbox, box.id), app.config["TIDEMARK_ENCRYPTION_KEY"]) == "second-secret"
     changes = [e.changes for e in db.session.scalars(select(AuditEntry).where(AuditEntry.action == "updated"))]
-    assert changes[0] == {"host": ["imap.acme.example", "imap2.acme.example"]}
-    assert changes[1] == {"password": ["(set)", "(changed)"]}
+    assert changes[0] == {"name": ["Support", "Support desk"]}
+    assert changes[1] == {"host": ["imap.acme.example", "imap2.acme.example"]}
+    assert changes[2] == {"password": ["(set)", "(changed)"]}
     assert not any("secret" in str(c) for c in changes)
 
 
@@ -156,19 +164,21 @@ def test_deleting_a_mailbox_keeps_its_tickets(world, admin, msp):
 
 
 def test_test_connection_uses_the_typed_values_and_the_stored_password(world, admin, msp, dovecot, mail_user):
-    box = world.mailbox(msp, host="127.0.0.1", port=1, security="none", username=mail_user.name,
-                        password=mail_user.password)
+    box = world.mailbox(msp, host="127.0.0.1", port=dovecot.imap_port, security="none", username=mail_user.name,
+                        password=mail_user.password, timeout=30)
     typed = form(msp, host="127.0.0.1", port=str(dovecot.imap_port), security="none", username=mail_user.name,
-                 password="")
+                 password="", timeout="10")
     ok = admin.post(f"/mailboxes/{box.id}/check", typed, htmx=True).get_data(as_text=True)
-    assert "Connected to 127.0.0.1" in ok
+    assert "Connected to 127.0.0.1" in ok  # the stored password, for the server it was stored for
+    elsewhere = admin.post(f"/mailboxes/{box.id}/check", {**typed, "port": "1"}, htmx=True).get_data(as_text=True)
+    assert "type the password again" in elsewhere
     wrong = admin.post(f"/mailboxes/{box.id}/check", {**typed, "password": "not-it"}, htmx=True).get_data(as_text=True)
     assert "authentication failed" in wrong and "not-it" not in wrong
     unsaved = admin.post("/mailboxes/check", {**typed, "password": mail_user.password}, htmx=True).get_data(as_text=True)
     assert "Connected to 127.0.0.1" in unsaved
     db.session.expire_all()
     box = db.session.get(Mailbox, box.id)
-    assert box.port == 1 and box.last_test_at is None  # typed values are tried, not saved
+    assert box.timeout == 30 and box.last_test_at is None  # typed values are tried, not saved
 
 
 def test_the_outgoing_server_is_saved_audited_and_sends_a_test_email(app, world, admin, msp, smtp_server):
