@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import yaml
+from flask import current_app
 from sqlalchemy import select
 
 from portal.extensions import db
@@ -54,11 +55,61 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"The file is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {what}."
 
 
+MAX_DEPTH = 40
+
+
+def _limits() -> tuple[int, int]:
+    """(bytes, values) a file may hold: TIDEMARK_CONFIG_MAX_BYTES and TIDEMARK_CONFIG_MAX_ENTRIES."""
+    return current_app.config["TIDEMARK_CONFIG_MAX_BYTES"], current_app.config["TIDEMARK_CONFIG_MAX_ENTRIES"]
+
+
+def size_problem(size: int) -> str | None:
+    """What is wrong with a file of this many bytes, or None."""
+    max_bytes = _limits()[0]
+    if size <= max_bytes:
+        return None
+    limit = f"{max_bytes // 1_000_000} MB" if max_bytes >= 1_000_000 else f"{max(1, max_bytes // 1000)} KB"
+    return f"The file is larger than {limit}; a configuration is much smaller."
+
+
+# libyaml when it is there: the pure-Python parser needs seconds for a file of a megabyte.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_shape(text: str) -> None:
+    """Refuse anchors and aliases, too many values and too deep a nesting before anything is
+    built: a few hundred bytes of nested aliases stand for millions of entries, each imported."""
+    max_values = _limits()[1]
+    values = depth = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        problem = None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            problem = ("the file uses YAML anchors and aliases (& and *), which the import does not accept. "
+                       "Write each entry out in full.")
+        elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            values += 1
+            if values > max_values:
+                problem = f"the file holds more than {max_values} entries and values. Split it into smaller files."
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    problem = f"the file is nested too deeply (more than {MAX_DEPTH} levels)."
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if problem:
+            mark = event.start_mark
+            raise ConfigError({"": [f"Line {mark.line + 1}, column {mark.column + 1}: {problem}"]})
+
+
 def load(text: str, *, strict: bool = False) -> dict:
     """The parsed file. `strict` also refuses keys the import does not know (typos would
-    otherwise be ignored without a word)."""
+    otherwise be ignored without a word). Too big a file, anchors and aliases, too many values
+    and too deep a nesting are refused before anything is built."""
+    if problem := size_problem(len(text.encode("utf-8", "surrogatepass"))):
+        raise ConfigError({"": [problem]})
     try:
-        data = yaml.safe_load(text) or {}
+        _check_shape(text)
+        data = yaml.load(text, Loader=_SafeLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError({"": [_yaml_problem(exc)]}) from None
     if not isinstance(data, dict):
