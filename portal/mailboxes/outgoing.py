@@ -58,5 +58,6 @@ def remove_outgoing(mailbox_id: int):
 def test_outgoing(mailbox_id: int):
     """"Send test email" through the server this mailbox's mail would use (the saved settings)."""
     mailbox = mailbox_or_404(mailbox_id)
-    result = send_mailbox_test(mailbox, request.form.get("recipient", ""), send_environment())
+    result = send_mailbox_test(mailbox, request.form.get("recipient", ""), send_environment(), current_user)
+    commit()
     return render_template("mailboxes/_send_result.html", result=result)
