@@ -39,6 +39,12 @@ ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
 SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls"}
 
 
+# In the portal, an address that has an account in another MSP must be answered like any other:
+# people set their own passwords through their invitation link, and an address has one account.
+INVITED_NOT_PASSWORD = ("New and invited users are not given a password here: leave it out, then send each "
+                        "the invitation link from the Users page.")
+
+
 class ConfigError(ValidationError):
     pass
 
@@ -244,19 +250,26 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
         email = str(item.get("email", "")).strip().lower()
         msp = client_named(item.get("client"), where + ".client")
         msp = db.session.get(Client, msp.msp_id)
-        user = user_svc.get_user_by_email(email)
         try:
-            if user is None:
+            user = user_svc.get_user_in_msp(msp.id, email)
+            if user is None and scope is not None:
+                # The portal: people set their own passwords, through the invitation link.
+                if item.get("password"):
+                    raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
+                user_svc.invite_user(msp, email, str(item.get("name") or ""), str(item.get("role", "technician")),
+                                     actor)
+                note(True, True, "user", email)
+            elif user is None:
                 user_svc.create_user(msp, email, str(item.get("password") or ""), str(item.get("role", "technician")),
                                      actor, name=str(item.get("name") or ""))
                 note(True, True, "user", email)
             else:
-                if user.msp_id != msp.id:
-                    raise ValidationError({"email": [f"{email} belongs to another MSP."]})
                 changed = False
                 if item.get("role") and item["role"] != user.role:
                     # The same rules as the users page: audited, and never the last admin away.
                     changed = user_svc.change_role(user, str(item["role"]), actor)
+                if item.get("password") and scope is not None and user_svc.invitation_pending(user):
+                    raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
                 if item.get("password") and not user.check_password(str(item["password"])):
                     user.set_password(str(item["password"]))
                     changed = True
@@ -283,9 +296,10 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
                 route_client = client_named(r.get("client"), f"{where}.routes[{j}].client")
                 routes.append(mailbox_svc.RouteInput(name=str(r.get("name", "")), client=route_client,
                                                      **{k: r[k] for k in ROUTE_KEYS if k in r}))
-        existing = mailbox_svc.get_mailbox_by_address(values["address"]) if values["address"] else None
-        if existing is not None and existing.msp_id != msp.id:
-            raise ConfigError({where: [f"{values['address']} belongs to another MSP."]})
+        try:
+            existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None
+        except ValidationError as exc:
+            raise _fail(where, exc) from None
         if existing is not None and values.get("password") and mailbox_svc.password_of(existing, keys) == values["password"]:
             values.pop("password")  # unchanged: do not re-encrypt (and do not count it as a change)
         try:
