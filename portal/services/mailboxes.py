@@ -41,16 +41,17 @@ def get_mailbox_by_address(address: str, msp_id: int | None = None) -> Mailbox |
 
 
 # One answer wherever the other mailbox is, so that an MSP learns nothing about another's mailboxes.
-ADDRESS_CLAIMED = ("This address is fetched by another active mailbox, so this one cannot be activated. "
+ADDRESS_CLAIMED = ("Another active mailbox already fetches this address, and only one may. "
                    "If that mailbox is one of yours, disable it first.")
 
 
 def claimed_elsewhere(mailbox: Mailbox) -> bool:
-    """Whether another mailbox claims this one's address: it is active and its last connection
-    test succeeded. Drafts and failing mailboxes claim nothing."""
+    """Whether another mailbox claims this one's address: it is active and has reached its server
+    (its last connection test succeeded, or it fetches without failing). Drafts claim nothing."""
+    reached = Mailbox.last_test_ok.is_(True) | (Mailbox.last_success_at.is_not(None) & (Mailbox.failure_count == 0))
     return db.session.scalar(select(Mailbox.id).where(
-        Mailbox.address == mailbox.address, Mailbox.id != mailbox.id, Mailbox.status == "active",
-        Mailbox.last_test_ok.is_(True)).limit(1)) is not None
+        Mailbox.address == mailbox.address, Mailbox.id != mailbox.id, Mailbox.status == "active", reached
+    ).limit(1)) is not None
 
 
 @dataclass
@@ -257,7 +258,7 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
         # Only a mailbox that reached its server may be refused: else the answer would tell anyone
         # who types an address whether some MSP fetches it.
         if (before.get("status") != "active" or before.get("address") != mailbox.address) \
-                and mailbox.last_test_ok and claimed_elsewhere(mailbox):
+                and (mailbox.last_test_ok or mailbox.last_success_at is not None) and claimed_elsewhere(mailbox):
             problems.append(ADDRESS_CLAIMED)
         if problems:
             raise ValidationError({"status": problems})

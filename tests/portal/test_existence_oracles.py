@@ -12,10 +12,10 @@ from portal.extensions import db
 from portal.models import Mailbox, User
 from portal.services import commit
 from portal.services import users as user_svc
+from portal.services.mailboxes import ADDRESS_CLAIMED
 from tests.portal.test_mailbox_forms import form as mailbox_form
 
 LINK = re.compile(r'value="(http://[^"]+/invitation/[^"]+)"')
-ADDRESS_CLAIMED = "This address is fetched by another active mailbox"
 
 
 @pytest.fixture
