@@ -98,7 +98,7 @@ class Config:
     # A configuration file to import (the portal's page and `flask config import`): its size, and how many
     # values (mappings, lists and scalars together) it may hold.
     TIDEMARK_CONFIG_MAX_BYTES = env_int("TIDEMARK_CONFIG_MAX_KB", 1000) * 1000
-    TIDEMARK_CONFIG_MAX_ENTRIES = env_int("TIDEMARK_CONFIG_MAX_ENTRIES", 20_000)
+    TIDEMARK_CONFIG_MAX_ENTRIES = env_int("TIDEMARK_CONFIG_MAX_ENTRIES", 10_000)
     # The largest request: a reply's files and its text. A bigger one is refused before it is read.
     MAX_CONTENT_LENGTH = TIDEMARK_REPLY_FILES_MAX_BYTES + 5 * 1024 * 1024
     # One form field in memory (Flask's default is 500 KB): the editor's HTML of a long reply with

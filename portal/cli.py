@@ -83,10 +83,13 @@ def _secret() -> bytes:
 @click.argument("path", type=click.File("r"))
 def config_import(path) -> None:
     """Create or update clients, users and mailboxes from a YAML file (safe to run again)."""
+    from flask import current_app
+
     from portal.services.config_io import import_config, load
 
     try:
-        counts = import_config(load(path.read()), keys=_keys())
+        # No more than the limit is read: one character is at least one byte, so load() refuses a bigger file.
+        counts = import_config(load(path.read(current_app.config["TIDEMARK_CONFIG_MAX_BYTES"] + 1)), keys=_keys())
     except ValidationError as exc:
         _fail(exc)
     commit()

@@ -149,6 +149,10 @@ def test_too_big_a_file_and_too_many_entries_are_refused(app, db, tmp_path):
     with pytest.raises(ConfigError) as big:
         load("clients:\n" + "  - {name: X}\n" * 100)
     assert "larger than 1 KB" in str(big.value.errors)
+    path = tmp_path / "big.yaml"
+    path.write_text("clients:\n" + "  - {name: X}\n" * 100)
+    result = run(app, "config", "import", str(path))
+    assert result.exit_code == 1 and "larger than 1 KB" in result.output, result.output
     app.config["TIDEMARK_CONFIG_MAX_BYTES"] = 1_000_000
     app.config["TIDEMARK_CONFIG_MAX_ENTRIES"] = 50
     with pytest.raises(ConfigError) as many:
