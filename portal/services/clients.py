@@ -249,7 +249,7 @@ def snapshot(client: Client) -> dict:
 
 def _apply(client: Client, clean: dict) -> None:
     client.name = clean["name"]
-    if client.is_msp:
+    if client.parent is None:  # not is_msp: a new sub-client has its parent but no parent_id before the flush
         client.name_key = msp_name_key(clean["name"])
     client.code = clean["code"]
     client.timezone = clean["timezone"]

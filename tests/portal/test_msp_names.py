@@ -74,3 +74,10 @@ def test_the_migration_renames_msps_that_share_a_name(app, db, world):
     names = {c.id: (c.name, c.name_key) for c in db.session.scalars(select(Client))}
     assert names == {ids[0]: ("Acme MSP", "acme msp"), ids[1]: ("acme MSP (2)", "acme msp (2)"),
                      ids[2]: ("ACME MSP (3)", "acme msp (3)")}
+
+
+def test_sub_clients_of_two_msps_may_share_a_name(world, db):
+    for name in ("Acme MSP", "Beta MSP"):
+        world.client(world.msp(name), "Contoso")
+    keys = db.session.scalars(select(Client.name_key).where(Client.parent_id.is_not(None))).all()
+    assert keys == [None, None]
