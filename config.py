@@ -113,6 +113,10 @@ class Config:
     # Files a technician attaches to one reply (inline images count too): each, and all together.
     TIDEMARK_REPLY_FILE_MAX_BYTES = env_int("TIDEMARK_REPLY_FILE_MAX_MB", 10) * 1024 * 1024
     TIDEMARK_REPLY_FILES_MAX_BYTES = env_int("TIDEMARK_REPLY_FILES_MAX_MB", 25) * 1024 * 1024
+    # A configuration file to import (the portal's page and `flask config import`): its size, and how many
+    # values (mappings, lists and scalars together) it may hold.
+    TIDEMARK_CONFIG_MAX_BYTES = env_int("TIDEMARK_CONFIG_MAX_KB", 1000) * 1000
+    TIDEMARK_CONFIG_MAX_ENTRIES = env_int("TIDEMARK_CONFIG_MAX_ENTRIES", 10_000)
     # The largest request: a reply's files and its text. A bigger one is refused before it is read.
     MAX_CONTENT_LENGTH = TIDEMARK_REPLY_FILES_MAX_BYTES + 5 * 1024 * 1024
     # One form field in memory (Flask's default is 500 KB): the editor's HTML of a long reply with

@@ -83,10 +83,13 @@ def _secret() -> bytes:
 @click.argument("path", type=click.File("r"))
 def config_import(path) -> None:
     """Create or update clients, users and mailboxes from a YAML file (safe to run again)."""
+    from flask import current_app
+
     from portal.services.config_io import import_config, load
 
     try:
-        counts = import_config(load(path.read()), keys=_keys())
+        # No more than the limit is read: one character is at least one byte, so load() refuses a bigger file.
+        counts = import_config(load(path.read(current_app.config["TIDEMARK_CONFIG_MAX_BYTES"] + 1)), keys=_keys())
     except ValidationError as exc:
         _fail(exc)
     commit()
@@ -137,6 +140,19 @@ def _mail_sources(paths: tuple[str, ...]):
             raise click.BadParameter(f"{p} is neither a file nor a directory", param_hint="PATH")
 
 
+def _mailbox(address: str):
+    from portal.services.mailboxes import get_mailbox_by_address
+
+    try:
+        mailbox = get_mailbox_by_address(address)
+    except ValidationError as exc:
+        _fail(exc)
+    if mailbox is None:
+        click.echo(f"error: there is no mailbox {address}", err=True)
+        raise SystemExit(1)
+    return mailbox
+
+
 @mail_cli.command("ingest")
 @click.option("--mailbox", "address", required=True, help="Address of the mailbox the mail arrived in.")
 @click.argument("paths", nargs=-1, required=True)
@@ -147,12 +163,7 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
 
     from portal.services import fetching
     from portal.services.ingest import IngestContext
-    from portal.services.mailboxes import get_mailbox_by_address
-
-    mailbox = get_mailbox_by_address(address)
-    if mailbox is None:
-        click.echo(f"error: there is no mailbox {address}", err=True)
-        raise SystemExit(1)
+    mailbox = _mailbox(address)
     from flask import current_app
 
     ctx = IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
@@ -198,12 +209,9 @@ def mail_test_connection(address: str) -> None:
     """Connect to a mailbox's server now and say what happened (the answer is kept)."""
     from flask import current_app
 
-    from portal.services.mailboxes import check_connection, get_mailbox_by_address
+    from portal.services.mailboxes import check_connection
 
-    mailbox = get_mailbox_by_address(address)
-    if mailbox is None:
-        click.echo(f"error: there is no mailbox {address}", err=True)
-        raise SystemExit(1)
+    mailbox = _mailbox(address)
     result = check_connection(mailbox, _keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
     commit()
     click.echo(result.message)

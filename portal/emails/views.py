@@ -132,5 +132,6 @@ def test_send(client_id: int, event: str):
     client = _client_or_404(client_id)
     text, html = _sources_from_request()
     result = send_test_email(client, _event_or_404(event), text or None, html or None,
-                             request.form.get("recipient", ""), send_environment())
+                             request.form.get("recipient", ""), send_environment(current_user), current_user)
+    commit()
     return render_template("emails_admin/_test_result.html", result=result)

@@ -26,6 +26,9 @@ class Client(db.Model):
     msp_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    # MSP roots only: the name casefolded with its spaces collapsed. MSP names are unique across the
+    # installation, since the command line and the configuration import find an MSP by its name.
+    name_key: Mapped[str | None] = mapped_column(String(600), index=True, unique=True)
     code: Mapped[str | None] = mapped_column(String(20))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     waterline: Mapped[str | None] = mapped_column(Text)

@@ -29,7 +29,9 @@ class Mailbox(db.Model):
     msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
     # The mailbox's own client: catch-all for new mail no allow-list claims.
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
-    address: Mapped[str] = mapped_column(String(320), unique=True)
+    # Not unique: drafts may share an address; only an active mailbox whose last connection test
+    # succeeded claims it (services.mailboxes.claimed_elsewhere), so no MSP learns about another's.
+    address: Mapped[str] = mapped_column(String(320), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(10), default="draft")
     direction: Mapped[str] = mapped_column(String(10), default="both")

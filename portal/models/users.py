@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -23,10 +23,13 @@ def new_session_token() -> str:
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    # An address has one account (a user with a password) in the installation, but several MSPs
+    # may invite it: refusing the invitation would tell an MSP that the address is used elsewhere.
+    __table_args__ = (UniqueConstraint("msp_id", "email"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20), default="technician")

@@ -42,8 +42,18 @@ def get_client_by_name(msp_id: int, name: str) -> Client | None:
     return db.session.scalar(select(Client).where(Client.msp_id == msp_id, Client.name == name))
 
 
+# One answer for every name an MSP may not take: it must not learn whose name it is.
+NAME_TAKEN = "This name cannot be used; choose another."
+
+
+def msp_name_key(name: str) -> str:
+    """What makes two MSP names the same: case and spacing do not count."""
+    return " ".join(name.split()).casefold()
+
+
 def get_msp_by_name(name: str) -> Client | None:
-    return db.session.scalar(select(Client).where(Client.parent_id.is_(None), Client.name == name))
+    """The MSP with this name, whatever its case and spacing."""
+    return db.session.scalar(select(Client).where(Client.parent_id.is_(None), Client.name_key == msp_name_key(name)))
 
 
 def msp_count() -> int:
@@ -158,6 +168,10 @@ def _validate(msp_id: int | None, data: ClientInput, client: Client | None) -> d
         errors.setdefault("name", []).append("Give the client a name.")
     elif len(name) > 200:
         errors.setdefault("name", []).append("The name is longer than 200 characters.")
+    elif client.is_msp if client is not None else msp_id is None:
+        other = get_msp_by_name(name)
+        if other is not None and other is not client:
+            errors.setdefault("name", []).append(NAME_TAKEN)
     elif msp_id is not None:
         other = get_client_by_name(msp_id, name)
         if other is not None and other is not client:
@@ -240,6 +254,8 @@ def snapshot(client: Client) -> dict:
 
 def _apply(client: Client, clean: dict) -> None:
     client.name = clean["name"]
+    if client.parent is None:  # not is_msp: a new sub-client has its parent but no parent_id before the flush
+        client.name_key = msp_name_key(clean["name"])
     client.code = clean["code"]
     client.timezone = clean["timezone"]
     client.waterline = clean["waterline"]
@@ -259,10 +275,9 @@ def _apply(client: Client, clean: dict) -> None:
 
 
 def create_msp(data: ClientInput, actor: User | None = None) -> Client:
-    if get_msp_by_name(" ".join(data.name.split())):
-        raise ValidationError({"name": [f"An MSP called {data.name.strip()} already exists."]})
     clean = _validate(None, data, None)
-    msp = Client(name=clean["name"], parent_id=None, reference_prefix=clean["prefix"] or "T")
+    msp = Client(name=clean["name"], name_key=msp_name_key(clean["name"]), parent_id=None,
+                 reference_prefix=clean["prefix"] or "T")
     db.session.add(msp)
     db.session.flush()
     msp.msp_id = msp.id

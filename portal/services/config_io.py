@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import yaml
+from flask import current_app
 from sqlalchemy import select
 
 from portal.extensions import db
@@ -38,6 +39,12 @@ ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
 SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls"}
 
 
+# In the portal, an address that has an account in another MSP must be answered like any other:
+# people set their own passwords through their invitation link, and an address has one account.
+INVITED_NOT_PASSWORD = ("New and invited users are not given a password here: leave it out, then send each "
+                        "the invitation link from the Users page.")
+
+
 class ConfigError(ValidationError):
     pass
 
@@ -54,11 +61,61 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"The file is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {what}."
 
 
+MAX_DEPTH = 40
+
+
+def _limits() -> tuple[int, int]:
+    """(bytes, values) a file may hold: TIDEMARK_CONFIG_MAX_BYTES and TIDEMARK_CONFIG_MAX_ENTRIES."""
+    return current_app.config["TIDEMARK_CONFIG_MAX_BYTES"], current_app.config["TIDEMARK_CONFIG_MAX_ENTRIES"]
+
+
+def size_problem(size: int) -> str | None:
+    """What is wrong with a file of this many bytes, or None."""
+    max_bytes = _limits()[0]
+    if size <= max_bytes:
+        return None
+    limit = f"{max_bytes // 1_000_000} MB" if max_bytes >= 1_000_000 else f"{max(1, max_bytes // 1000)} KB"
+    return f"The file is larger than {limit}; a configuration is much smaller."
+
+
+# libyaml when it is there: the pure-Python parser needs seconds for a file of a megabyte.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_shape(text: str) -> None:
+    """Refuse anchors and aliases, too many values and too deep a nesting before anything is
+    built: a few hundred bytes of nested aliases stand for millions of entries, each imported."""
+    max_values = _limits()[1]
+    values = depth = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        problem = None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            problem = ("the file uses YAML anchors and aliases (& and *), which the import does not accept. "
+                       "Write each entry out in full.")
+        elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            values += 1
+            if values > max_values:
+                problem = f"the file holds more than {max_values} entries and values. Split it into smaller files."
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    problem = f"the file is nested too deeply (more than {MAX_DEPTH} levels)."
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if problem:
+            mark = event.start_mark
+            raise ConfigError({"": [f"Line {mark.line + 1}, column {mark.column + 1}: {problem}"]})
+
+
 def load(text: str, *, strict: bool = False) -> dict:
     """The parsed file. `strict` also refuses keys the import does not know (typos would
-    otherwise be ignored without a word)."""
+    otherwise be ignored without a word). Too big a file, anchors and aliases, too many values
+    and too deep a nesting are refused before anything is built."""
+    if problem := size_problem(len(text.encode("utf-8", "surrogatepass"))):
+        raise ConfigError({"": [problem]})
     try:
-        data = yaml.safe_load(text) or {}
+        _check_shape(text)
+        data = yaml.load(text, Loader=_SafeLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError({"": [_yaml_problem(exc)]}) from None
     if not isinstance(data, dict):
@@ -193,19 +250,26 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
         email = str(item.get("email", "")).strip().lower()
         msp = client_named(item.get("client"), where + ".client")
         msp = db.session.get(Client, msp.msp_id)
-        user = user_svc.get_user_by_email(email)
         try:
-            if user is None:
+            user = user_svc.get_user_in_msp(msp.id, email)
+            if user is None and scope is not None:
+                # The portal: people set their own passwords, through the invitation link.
+                if item.get("password"):
+                    raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
+                user_svc.invite_user(msp, email, str(item.get("name") or ""), str(item.get("role", "technician")),
+                                     actor)
+                note(True, True, "user", email)
+            elif user is None:
                 user_svc.create_user(msp, email, str(item.get("password") or ""), str(item.get("role", "technician")),
                                      actor, name=str(item.get("name") or ""))
                 note(True, True, "user", email)
             else:
-                if user.msp_id != msp.id:
-                    raise ValidationError({"email": [f"{email} belongs to another MSP."]})
                 changed = False
                 if item.get("role") and item["role"] != user.role:
                     # The same rules as the users page: audited, and never the last admin away.
                     changed = user_svc.change_role(user, str(item["role"]), actor)
+                if item.get("password") and scope is not None and user_svc.invitation_pending(user):
+                    raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
                 if item.get("password") and not user.check_password(str(item["password"])):
                     user.set_password(str(item["password"]))
                     changed = True
@@ -232,9 +296,10 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
                 route_client = client_named(r.get("client"), f"{where}.routes[{j}].client")
                 routes.append(mailbox_svc.RouteInput(name=str(r.get("name", "")), client=route_client,
                                                      **{k: r[k] for k in ROUTE_KEYS if k in r}))
-        existing = mailbox_svc.get_mailbox_by_address(values["address"]) if values["address"] else None
-        if existing is not None and existing.msp_id != msp.id:
-            raise ConfigError({where: [f"{values['address']} belongs to another MSP."]})
+        try:
+            existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None
+        except ValidationError as exc:
+            raise _fail(where, exc) from None
         try:
             mailbox, changes = mailbox_svc.save_mailbox(msp, client, values, keys=keys, actor=actor,
                                                         routes=routes, mailbox=existing)

@@ -473,7 +473,7 @@ def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: by
               ca_file: str | None = None, now: datetime | None = None, max_size: int = DEFAULT_MAX_SIZE,
               batch: int = BATCH_SIZE, host: str | None = None) -> FetchReport:
     """One poll of one mailbox: fetch what is new, tell the server, decide everything stored."""
-    from portal.services.mailboxes import server_settings  # noqa: PLC0415
+    from portal.services.mailboxes import ADDRESS_CLAIMED, claimed_elsewhere, server_settings  # noqa: PLC0415
     from portal.transport.base import TransportError  # noqa: PLC0415
 
     now = now or utcnow()
@@ -489,6 +489,10 @@ def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: by
         decider.finish()  # mail stored by an earlier run goes first, in the order it came
         try:
             with open_session(server_settings(mailbox, keys, ca_file)) as session:
+                # A mailbox activated before it reached its server was not refused (that answer
+                # would tell anyone whether an address is fetched); its first login is the check.
+                if mailbox.last_success_at is None and claimed_elsewhere(mailbox):
+                    raise TransportError("auth", ADDRESS_CLAIMED, transient=False)
                 if mailbox.protocol == "pop3":
                     fetch_pop3(mailbox, session, commit, max_size=max_size, report=report)
                 else:

@@ -27,8 +27,31 @@ def get_mailbox(msp_id: int, mailbox_id: int) -> Mailbox | None:
     return db.session.scalar(select(Mailbox).where(Mailbox.id == mailbox_id, Mailbox.msp_id == msp_id))
 
 
-def get_mailbox_by_address(address: str) -> Mailbox | None:
-    return db.session.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+def get_mailbox_by_address(address: str, msp_id: int | None = None) -> Mailbox | None:
+    """The mailbox with this address (in this MSP when given). Drafts may share an address:
+    when several do, ValidationError asks for one to be removed rather than picking one."""
+    query = select(Mailbox).where(Mailbox.address == address.strip().lower())
+    if msp_id is not None:
+        query = query.where(Mailbox.msp_id == msp_id)
+    found = db.session.scalars(query.limit(2)).all()
+    if len(found) > 1:
+        raise ValidationError({"address": [f"Several mailboxes use the address {address.strip().lower()}; "
+                                           "delete the ones you do not need first."]})
+    return found[0] if found else None
+
+
+# One answer wherever the other mailbox is, so that an MSP learns nothing about another's mailboxes.
+ADDRESS_CLAIMED = ("Another active mailbox already fetches this address, and only one may. "
+                   "If that mailbox is one of yours, disable it first.")
+
+
+def claimed_elsewhere(mailbox: Mailbox) -> bool:
+    """Whether another mailbox claims this one's address: it is active and has reached its server
+    (its last connection test succeeded, or it fetches without failing). Drafts claim nothing."""
+    reached = Mailbox.last_test_ok.is_(True) | (Mailbox.last_success_at.is_not(None) & (Mailbox.failure_count == 0))
+    return db.session.scalar(select(Mailbox.id).where(
+        Mailbox.address == mailbox.address, Mailbox.id != mailbox.id, Mailbox.status == "active", reached
+    ).limit(1)) is not None
 
 
 @dataclass
@@ -131,9 +154,6 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None) -> dict[str
     out = dict(values)
     if "address" in values:
         out["address"] = _address(values["address"], "address", errors)
-        other = out["address"] and get_mailbox_by_address(out["address"])
-        if other and other is not mailbox:
-            errors.setdefault("address", []).append(f"Another mailbox already uses {out['address']}.")
     for key, allowed in (("protocol", PROTOCOLS), ("security", SECURITIES), ("status", MAILBOX_STATUSES),
                          ("plus_addressing", PLUS_MODES), ("direction", DIRECTIONS),
                          ("default_priority", PRIORITIES), ("default_status", TICKET_STATUSES[:3])):
@@ -240,6 +260,11 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
                 default_status=r.default_status, default_priority=r.default_priority, default_type=r.default_type))
     if mailbox.status == "active":
         problems = activation_problems(mailbox)
+        # Only a mailbox that reached its server may be refused: else the answer would tell anyone
+        # who types an address whether some MSP fetches it.
+        if (before.get("status") != "active" or before.get("address") != mailbox.address) \
+                and (mailbox.last_test_ok or mailbox.last_success_at is not None) and claimed_elsewhere(mailbox):
+            problems.append(ADDRESS_CLAIMED)
         if problems:
             raise ValidationError({"status": problems})
     db.session.flush()
@@ -601,7 +626,7 @@ def send_outgoing_test(mailbox: Mailbox, recipient: str, env, *, actor: User | N
         used.append(settings)
         return (send or smtp_send)(settings, email)
 
-    result = outbound.send_mailbox_test(mailbox, recipient, env, send=sending)
+    result = outbound.send_mailbox_test(mailbox, recipient, env, actor, send=sending)
     if used and used[0].password:
         _record_secret_test(actor, mailbox, "test email", used[0].address, result)
     return result

@@ -189,46 +189,40 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     return server, changed
 
 
-def send_mailbox_test(mailbox: Mailbox, recipient: str, env, *, send=None) -> str:
+def send_mailbox_test(mailbox: Mailbox, recipient: str, env, actor, *, send=None) -> str:
     """"Send test email" for a mailbox: a short mail, now, through the server its mail would
     use and from the address its mail would carry. Returns what happened in plain words."""
     from email.message import EmailMessage  # noqa: PLC0415
     from email.utils import formatdate, make_msgid  # noqa: PLC0415
 
     from portal import crypto  # noqa: PLC0415
-    from portal.mail.compose import AddressError, parse_address  # noqa: PLC0415
-    from portal.transport.smtp import SmtpError, SmtpSettings  # noqa: PLC0415
-    from portal.transport.smtp import send as smtp_send  # noqa: PLC0415
+    from portal.services.test_mail import send_test_mail  # noqa: PLC0415
+    from portal.transport.smtp import SmtpSettings  # noqa: PLC0415
 
-    try:
-        address = parse_address(recipient.strip()).addr_spec
-    except AddressError as exc:
-        return f"Not sent: {exc}."
     server = outgoing_server(mailbox)
     if server is None:
         return "Not sent: this mailbox has no outgoing server and there is no default gateway."
-    if get_setting("block_outgoing"):
-        return "Not sent: outgoing mail is switched off (staging)."
     settings = SmtpSettings(
         host=server.host, port=server.port, security=server.security, username=server.username,
         password=crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None,
         timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file, from_address=server.from_address,
         reach=env.reach)
-    email = EmailMessage()
-    email["From"] = mailbox.response_address or mailbox.address
-    email["To"] = address
-    email["Subject"] = f"Tidemark test email for {mailbox.address}"
-    email["Date"] = formatdate(localtime=False)
-    email["Message-ID"] = make_msgid(domain=env.host)
-    email["Auto-Submitted"] = "auto-generated"
-    email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port} "
-                      f"for the mailbox {mailbox.address}. Nothing needs to be done.\n")
-    try:
-        (send or smtp_send)(settings, email)
-    except SmtpError as exc:
-        return f"Not sent: {exc.message}"
+
+    def build(address: str) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = mailbox.response_address or mailbox.address
+        email["To"] = address
+        email["Subject"] = f"Tidemark test email for {mailbox.address}"
+        email["Date"] = formatdate(localtime=False)
+        email["Message-ID"] = make_msgid(domain=env.host)
+        email["Auto-Submitted"] = "auto-generated"
+        email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port} "
+                          f"for the mailbox {mailbox.address}. Nothing needs to be done.\n")
+        return email
+
     which = "its own outgoing server" if server.mailbox_id == mailbox.id else "the default gateway"
-    return f"Sent to {address} through {server.host} ({which})."
+    return send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
+                          f"{server.host} ({which})", send=send)
 
 
 def smtp_server_as_config(server: SmtpServer, keys: str, with_secrets: bool) -> dict:

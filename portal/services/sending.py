@@ -282,16 +282,13 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
 
 
 def send_test_email(client: Client, event: str, text_source: str | None, html_source: str | None, recipient: str,
-                    env: SendEnvironment, *, send: Callable = smtp_send) -> str:
-    """Render a template for the sample ticket and send it now through the default gateway.
-    Returns what happened in plain words; nothing is recorded on any ticket."""
-    from portal.mail.compose import AddressError, parse_address  # noqa: PLC0415
+                    env: SendEnvironment, actor: User, *, send: Callable = smtp_send) -> str:
+    """Render a template for the sample ticket and send it now through the default gateway
+    (limited, staging switches honoured, audited: `test_mail`). Returns what happened in plain
+    words; nothing is recorded on any ticket."""
     from portal.mail.render import sample_context  # noqa: PLC0415
+    from portal.services.test_mail import send_test_mail  # noqa: PLC0415
 
-    try:
-        address = parse_address(recipient.strip()).addr_spec
-    except AddressError as exc:
-        return f"Not sent: {exc}."
     try:
         rendered = render((text_source, html_source), sample_context())
     except TemplateError as exc:
@@ -300,12 +297,10 @@ def send_test_email(client: Client, event: str, text_source: str | None, html_so
     if server is None or not server.from_address:
         return "Not sent: set the default outgoing gateway and its from address first (smtp: in the configuration)."
     msp = db.session.get(Client, client.msp_id)
-    email = compose(rendered, from_address=server.from_address, from_name=msp.name, to=[address], host=env.host,
-                    automatic=AUTOMATIC_BY_EVENT.get(event), date=utcnow())
-    if outbound.get_setting("block_outgoing"):
-        return "Not sent: outgoing mail is switched off (staging)."
-    try:
-        send(server, email)
-    except SmtpError as exc:
-        return f"Not sent: {exc.message}"
-    return f"Sent to {address} through {server.host}."
+
+    def build(address: str):
+        return compose(rendered, from_address=server.from_address, from_name=msp.name, to=[address], host=env.host,
+                       automatic=AUTOMATIC_BY_EVENT.get(event), date=utcnow())
+
+    return send_test_mail(actor, client.msp_id, ("client", client.id), recipient, build, server, server.host,
+                          send=send)

@@ -47,7 +47,14 @@ class SignInResult:
 
 
 def get_user_by_email(email: str) -> User | None:
-    return db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    """The account of this address: the user who has set a password (an address has at most
+    one). Without one, one of the MSPs' invitations to it, if any."""
+    users = db.session.scalars(select(User).where(User.email == email.strip().lower()).order_by(User.id)).all()
+    return next((u for u in users if not invitation_pending(u)), users[0] if users else None)
+
+
+def get_user_in_msp(msp_id: int, email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.msp_id == msp_id, User.email == email.strip().lower()))
 
 
 
@@ -129,16 +136,20 @@ def normalise_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
-def _check_new_user(email: str, role: str) -> tuple[str, dict[str, list[str]]]:
-    """(normalised email, errors) for a new user's email and role."""
+def _check_new_user(msp: Client, email: str, role: str, *, account: bool) -> tuple[str, dict[str, list[str]]]:
+    """(normalised email, errors) for a new user's email and role. Only this MSP's users are
+    named; an `account` (a password set now, which only the command line does) also needs an
+    address that has no account anywhere."""
     errors: dict[str, list[str]] = {}
     try:
         email = normalise_email(email)
     except ValidationError as exc:
         errors.update(exc.errors)
     else:
-        if get_user_by_email(email):
+        if get_user_in_msp(msp.id, email):
             errors["email"] = [f"A user with the email {email} already exists."]
+        elif account and (other := get_user_by_email(email)) is not None and not invitation_pending(other):
+            errors["email"] = [f"{email} already has an account, in another MSP. An address has one account."]
     if role not in ROLES:
         errors["role"] = [f"The role is one of {', '.join(ROLES)}."]
     return email, errors
@@ -147,7 +158,7 @@ def _check_new_user(email: str, role: str) -> tuple[str, dict[str, list[str]]]:
 def create_user(
     msp: Client, email: str, password: str, role: str, actor: User | None, name: str = ""
 ) -> User:
-    email, errors = _check_new_user(email, role)
+    email, errors = _check_new_user(msp, email, role, account=True)
     if problems := validate_password(password):
         errors["password"] = problems
     if not msp.is_msp:
@@ -169,6 +180,11 @@ _INVITATION_SALT = "tidemark-invitation"
 # A password hash no password can match (werkzeug needs "method$salt$hash"): marks an invited user.
 _INVITED_PREFIX = "!invited-"
 USERS_PAGE = 25
+
+
+ALREADY_AN_ACCOUNT = ("This invitation cannot be used: this address already has a Tidemark account, and an "
+                      "address has only one. Sign in with it, or ask the administrator who invited you to "
+                      "invite another address of yours.")
 
 
 class InvitationError(Exception):
@@ -236,6 +252,9 @@ def user_for_invitation(token: str, secret: str, *, max_age: int = INVITATION_DA
         )
     if user.disabled:
         raise InvitationError("This account is disabled. Ask an administrator of your MSP to enable it.")
+    account = get_user_by_email(user.email)
+    if account is not None and account.id != user.id and not invitation_pending(account):
+        raise InvitationError(ALREADY_AN_ACCOUNT)
     return user
 
 
@@ -249,8 +268,9 @@ def _password_errors(password: str, confirmation: str) -> dict[str, list[str]]:
 
 
 def invite_user(msp: Client, email: str, name: str, role: str, actor: User | None) -> User:
-    """A user who sets their own password through an invitation link."""
-    email, errors = _check_new_user(email, role)
+    """A user who sets their own password through an invitation link. An address that has an
+    account in another MSP is invited like any other: its link then says it cannot be used."""
+    email, errors = _check_new_user(msp, email, role, account=False)
     if len(name.strip()) > 200:
         errors["name"] = ["Keep the name under 200 characters."]
     if errors:

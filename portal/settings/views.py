@@ -63,7 +63,6 @@ def mail():
 
 # --- configuration as YAML ------------------------------------------------------------------------------
 
-MAX_IMPORT_BYTES = 1_000_000
 CONFIG_HISTORY = 10
 
 
@@ -106,9 +105,9 @@ def _uploaded_text() -> tuple[str | None, str | None]:
     """(the YAML text, or None and what is wrong with the upload)."""
     upload = request.files.get("file")
     if upload is not None and upload.filename:
-        raw = upload.read(MAX_IMPORT_BYTES + 1)
-        if len(raw) > MAX_IMPORT_BYTES:
-            return None, f"The file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB; a configuration is much smaller."
+        raw = upload.read(current_app.config["TIDEMARK_CONFIG_MAX_BYTES"] + 1)
+        if problem := config_io.size_problem(len(raw)):
+            return None, problem
         try:
             return raw.decode("utf-8-sig"), None
         except UnicodeDecodeError:

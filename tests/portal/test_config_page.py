@@ -190,3 +190,17 @@ def test_the_only_msp_of_an_installation_handles_the_gateway_too(app, db, world,
     assert resp.status_code == 303
     db.session.expire_all()
     assert db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id.is_(None))).host == "relay2.example.net"
+
+
+@pytest.mark.timeout(60)
+def test_aliases_are_refused_within_a_second(db, admin):
+    import time
+
+    from tests.services.test_config_io import BOMB
+
+    started = time.monotonic()
+    resp = upload(admin, BOMB.replace("Demo MSP", "Acme MSP"))
+    assert time.monotonic() - started < 1
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 422 and "anchors and aliases" in body, body
+    assert count(db, Client) == 4

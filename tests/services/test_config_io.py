@@ -113,3 +113,52 @@ def test_smtp_gateway_and_a_mailbox_outgoing_server_round_trip(app, db, config_f
     exported = run(app, "config", "export", "--with-secrets").output
     assert "relaypw" in exported and "outpw" in exported and "relay.example.net" in exported
     assert "relaypw" not in run(app, "config", "export").output
+
+
+# Five levels of ten aliases: a few hundred bytes that name a hundred thousand clients.
+BOMB = """clients:
+- name: Demo MSP
+  children:
+  - &a {name: A}
+  - &b {name: B, children: [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]}
+  - &c {name: C, children: [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]}
+  - &d {name: D, children: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]}
+  - &e {name: E, children: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]}
+  - {name: F, children: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_aliases_are_refused_at_once_in_plain_words(app, db, tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert len(BOMB.encode()) < 500
+    started = time.monotonic()
+    result = run(app, "config", "import", str(path))
+    assert time.monotonic() - started < 1
+    assert result.exit_code == 1 and "anchors and aliases" in result.output, result.output
+    assert db.session.scalar(select(func.count()).select_from(Client)) == 0
+
+
+def test_too_big_a_file_and_too_many_entries_are_refused(app, db, tmp_path):
+    from portal.services.config_io import ConfigError, load
+
+    app.config["TIDEMARK_CONFIG_MAX_BYTES"] = 1000
+    with pytest.raises(ConfigError) as big:
+        load("clients:\n" + "  - {name: X}\n" * 100)
+    assert "larger than 1 KB" in str(big.value.errors)
+    path = tmp_path / "big.yaml"
+    path.write_text("clients:\n" + "  - {name: X}\n" * 100)
+    result = run(app, "config", "import", str(path))
+    assert result.exit_code == 1 and "larger than 1 KB" in result.output, result.output
+    app.config["TIDEMARK_CONFIG_MAX_BYTES"] = 1_000_000
+    app.config["TIDEMARK_CONFIG_MAX_ENTRIES"] = 50
+    with pytest.raises(ConfigError) as many:
+        load("clients:\n- name: M\n  children:\n" + "".join(f"  - {{name: C{i}}}\n" for i in range(60)))
+    assert "more than 50 entries" in str(many.value.errors)
+    path = tmp_path / "deep.yaml"
+    path.write_text("clients: " + "[" * 5000 + "]" * 5000)
+    result = run(app, "config", "import", str(path))
+    assert result.exit_code == 1 and "nested too deeply" in result.output, result.output

@@ -283,3 +283,18 @@ def test_keep_raw_email_as_attachment(world, acme, dovecot, mail_user, redis):
     message = db.session.scalar(select(Message))
     eml = [a for a in message.attachments if a.filename == "original.eml"]
     assert len(eml) == 1 and eml[0].data == db.session.scalar(select(RawMessage)).raw
+
+
+def test_a_second_mailbox_of_an_address_that_is_fetched_already_fetches_nothing(world, acme, dovecot, mail_user,
+                                                                                   redis):
+    from portal.services.mailboxes import ADDRESS_CLAIMED
+
+    first = make_mailbox(world, acme, dovecot, mail_user)
+    assert fetch_mailbox(first.id)["error"] is None
+    dovecot.deliver(mail_user, email(subject="for the first"))
+    beta = world.msp("Beta MSP")
+    second = make_mailbox(world, beta, dovecot, mail_user)  # activated untested: it claimed nothing yet
+    report = fetch_mailbox(second.id)
+    assert report["error"] == ADDRESS_CLAIMED and report["fetched"] == 0
+    assert count(Ticket, Ticket.msp_id == beta.id) == 0
+    assert fetch_mailbox(first.id)["fetched"] == 1
