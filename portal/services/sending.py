@@ -61,7 +61,11 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
                ticket: Ticket | None = None, mailbox: Mailbox | None = None, in_reply_to: str | None = None,
                references: Sequence[str] = (), author_id: int | None = None, body_text: str = "",
                body_html: str | None = None, details: dict | None = None) -> Message:
-    """Put one mail in the outbox. Nothing is rendered or sent here."""
+    """Put one mail in the outbox, and ask for the sender job after the commit (inline when jobs
+    are synchronous: a command has sent the mail it caused before it returns). Nothing is
+    rendered or sent here."""
+    from portal.jobs import enqueue  # noqa: PLC0415
+
     message = Message(
         msp_id=msp_id, mailbox_id=mailbox.id if mailbox else (ticket.mailbox_id if ticket else None), ticket=ticket,
         direction="out", delivery="queued", to=_people(to), cc=_people(cc), in_reply_to=in_reply_to,
@@ -70,6 +74,7 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
                  **(details or {})},
     )
     db.session.add(message)
+    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
     return message
 
 
@@ -94,13 +99,9 @@ def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True) -> Mes
 
 
 def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict) -> Message:
-    from portal.jobs import enqueue  # noqa: PLC0415
-
     in_reply_to, references = conversation_thread(ticket)
-    message = queue_mail(event, msp_id=ticket.msp_id, ticket=ticket, to=to, in_reply_to=in_reply_to,
-                         references=references, details=details)
-    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
-    return message
+    return queue_mail(event, msp_id=ticket.msp_id, ticket=ticket, to=to, in_reply_to=in_reply_to,
+                      references=references, details=details)
 
 
 def due_batches(now: datetime, size: int = 100) -> Iterator[list[Message]]:
