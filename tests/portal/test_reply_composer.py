@@ -104,7 +104,7 @@ def test_files_and_pasted_images_go_out_and_can_be_downloaded(tech, ticket, smtp
 
     page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
     url = f"/tickets/{ticket.reference}/attachments/{stored['manual.pdf'].id}"
-    assert url in page and "in the text" in page
+    assert url in page and ">img1-abc.png</a>" not in page  # the image is in the text, not a file in the list
     assert f'src="/tickets/{ticket.reference}/attachments/{stored["img1-abc.png"].id}"' in page  # cid: shown
     download = tech.get(url)
     assert download.data == b"%PDF-1.4 fake" and download.mimetype == "application/octet-stream"
