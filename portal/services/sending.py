@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from portal import crypto
 from portal.extensions import db
+from portal.mail import threads
 from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
 from portal.mail.refs import REPLY_MARKER, RefFormat
 from portal.mail.render import TemplateError, render
@@ -78,13 +79,16 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
     return message
 
 
-def conversation_thread(ticket: Ticket) -> tuple[str | None, list[str]]:
-    """(In-Reply-To, References) for mail we send on a ticket: after its newest message with an id."""
-    last = db.session.scalar(select(Message).where(Message.ticket_id == ticket.id, Message.message_id.is_not(None))
-                             .order_by(Message.id.desc()).limit(1))
-    if last is None:
-        return None, []
-    return last.message_id, [*(last.references or []), last.message_id]
+def conversation_thread(ticket: Ticket, conversation: str = threads.CUSTOMER) -> tuple[str | None, list[str]]:
+    """(In-Reply-To, References) for mail we send on a ticket, on the customer's conversation
+    or the staff's (portal.mail.threads): never one on the other."""
+    rows = db.session.execute(
+        select(Message.message_id, Message.direction, Message.details, Message.in_reply_to, Message.references)
+        .where(Message.ticket_id == ticket.id, Message.message_id.is_not(None), Message.direction.in_(("in", "out")))
+        .order_by(Message.id)).all()
+    mails = [threads.Mail(message_id=r.message_id, direction=r.direction, event=(r.details or {}).get("event"),
+                          in_reply_to=r.in_reply_to, references=tuple(r.references or ())) for r in rows]
+    return threads.thread_headers(mails, conversation)
 
 
 def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True) -> Message | None:
