@@ -3,7 +3,8 @@
 Broken input gives whatever could be read plus `defects` (short strings). The standard
 library's `email` package with `policy.default` does the MIME work; this module adds the
 helpdesk's needs: charset repair, body choice, attachments with hashes, TNEF, uuencode,
-a size limit, and limits on pathological structure.
+a size limit, and limits on pathological structure. A part the HTML body shows by `cid:` is
+inline, whatever its Content-Disposition says.
 """
 from __future__ import annotations
 
