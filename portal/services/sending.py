@@ -79,31 +79,38 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
     return message
 
 
-def conversation_thread(ticket: Ticket, conversation: str = threads.CUSTOMER) -> tuple[str | None, list[str]]:
+def conversation_thread(ticket: Ticket, conversation: str = threads.CUSTOMER, *,
+                        answering: Message | None = None) -> tuple[str | None, list[str]]:
     """(In-Reply-To, References) for mail we send on a ticket, on the customer's conversation
-    or the staff's (portal.mail.threads): never one on the other."""
+    or the staff's (portal.mail.threads): never one on the other. `answering`: inbound mail
+    being decided, not written yet, that is the newest on the ticket."""
     rows = db.session.execute(
         select(Message.message_id, Message.direction, Message.details, Message.in_reply_to, Message.references)
         .where(Message.ticket_id == ticket.id, Message.message_id.is_not(None), Message.direction.in_(("in", "out")))
         .order_by(Message.id)).all()
+    if answering is not None and answering.message_id and answering.message_id not in {r.message_id for r in rows}:
+        rows.append(answering)
     mails = [threads.Mail(message_id=r.message_id, direction=r.direction, event=(r.details or {}).get("event"),
                           in_reply_to=r.in_reply_to, references=tuple(r.references or ())) for r in rows]
     return threads.thread_headers(mails, conversation)
 
 
-def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True) -> Message | None:
+def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True,
+                   answering: Message | None = None) -> Message | None:
     """A notification to the customer (the ticket's contact), threaded into their conversation,
     when the mail settings say the customer hears of this kind of change. by_person: a person's
-    action caused it (not inbound mail), so it cannot be part of a loop."""
+    action caused it (not inbound mail), so it cannot be part of a loop. answering: the inbound
+    mail that caused it, while it is being decided."""
     if event not in outbound.get_setting("customer_notifications"):
         return None
     if ticket.contact is None or not ticket.contact.email:
         return None
-    return _queue_notification(event, ticket, [ticket.contact.email], {"by_person": by_person})
+    return _queue_notification(event, ticket, [ticket.contact.email], {"by_person": by_person}, answering)
 
 
-def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict) -> Message:
-    in_reply_to, references = conversation_thread(ticket)
+def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict,
+                        answering: Message | None = None) -> Message:
+    in_reply_to, references = conversation_thread(ticket, answering=answering)
     return queue_mail(event, msp_id=ticket.msp_id, ticket=ticket, to=to, in_reply_to=in_reply_to,
                       references=references, details=details)
 

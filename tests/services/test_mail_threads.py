@@ -90,3 +90,21 @@ def test_notifications_to_the_customer_answer_their_mail_not_the_alert_sent_afte
     for mail in (ack, closed, reopened):
         assert mail["In-Reply-To"] == "<c1@contoso.com>" and references(mail) == ["<c1@contoso.com>"]
         assert alert["Message-ID"] not in (mail["References"] or "")
+
+
+def test_the_notification_that_mail_reopened_the_ticket_answers_that_mail(world, desk, smtp_server):
+    box, _tom = desk
+    ticket = world.deliver(box, email(sender="alice@contoso.com", message_id="<c1@contoso.com>")).ticket
+    (alert,) = received(smtp_server, ONCALL)
+    ticket.status = "resolved"
+    commit()
+    again = world.deliver(box, email(sender="alice@contoso.com", subject=f"Re: [{ticket.reference}] Printer on fire",
+                                     message_id="<c2@contoso.com>", in_reply_to="<c1@contoso.com>",
+                                     references=["<c1@contoso.com>"]))
+    assert again.outcome == "reopened" and again.ticket.id == ticket.id
+    # Held back by the loop guard (an automatic mail on this subject went out within the hour),
+    # but threaded as it would go out.
+    notice = db.session.scalars(select(Message).where(Message.direction == "out")).all()[-1]
+    assert notice.details["event"] == "reopened"
+    assert (notice.in_reply_to, notice.references) == ("<c2@contoso.com>", ["<c1@contoso.com>", "<c2@contoso.com>"])
+    assert alert["Message-ID"] not in notice.references
