@@ -59,7 +59,7 @@ def discard_pending() -> None:
 
 
 def dispatch_pending() -> None:
-    pending: list[JobRequest] = db.session.info.pop(_PENDING, [])
+    pending: list[JobRequest] = _once(db.session.info.pop(_PENDING, []))
     if not pending:
         return
     if current_app.config["TIDEMARK_JOBS_SYNC"]:
@@ -72,6 +72,18 @@ def dispatch_pending() -> None:
             q.enqueue(req.func, args=req.args, kwargs=req.kwargs, **req.options)
         except DuplicateJobError:
             pass  # the same job is already waiting: once is enough
+
+
+def _once(pending: list[JobRequest]) -> list[JobRequest]:
+    """A unique job asked for several times in one transaction runs once, as RQ would queue it."""
+    seen, kept = set(), []
+    for req in pending:
+        key = req.options.get("job_id") if req.options.get("unique") else None
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        kept.append(req)
+    return kept
 
 
 def run_inline(func: str, *args, **kwargs):

@@ -3,6 +3,7 @@
 import json
 
 from tests.mailfactory import email
+from tests.smtp import *  # noqa: F403 - the smtp_server fixtures
 
 EXPLAIN_KEYS = {"file", "message_id", "in_reply_to", "references", "subject", "from", "to", "cc", "date",
                 "auto_generated", "auto_reason", "bounce", "bounced_recipients", "out_of_office", "priority", "text",
@@ -54,3 +55,56 @@ def test_reprocess_by_raw_id(app, world):
     result = app.test_cli_runner().invoke(args=["mail", "reprocess", str(first.message.raw_message_id)])
     out = lines(result.output)[0]
     assert out["ticket"] == "T-1" and "re-processed" in out["trace"][-1]
+
+
+# --- with jobs synchronous, the mail a command causes is sent before it returns ------------------
+
+
+def _outgoing_to(app, smtp_server, world):
+    from portal.services import commit
+    from portal.services import outbound as outbound_svc
+
+    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+                                   "from": "noreply@acme.example"}, keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp)
+    commit()
+    return box
+
+
+def _acknowledgement():
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import Message
+
+    db.session.expire_all()
+    return db.session.scalar(select(Message).where(Message.direction == "out"))
+
+
+def test_ingest_sends_the_acknowledgement_before_it_returns_when_jobs_are_synchronous(app, world, smtp_server):
+    assert app.config["TIDEMARK_JOBS_SYNC"]
+    _outgoing_to(app, smtp_server, world)
+    result = app.test_cli_runner().invoke(args=["mail", "ingest", "--mailbox", "support@acme.example", "-"],
+                                          input=email(sender="alice@contoso.com", message_id="<c1@contoso.com>"))
+    assert result.exit_code == 0, result.output
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["alice@contoso.com"]]
+    assert smtp_server.last().message["In-Reply-To"] == "<c1@contoso.com>"
+    ack = _acknowledgement()
+    assert ack.details["event"] == "ticket_created" and ack.delivery == "sent"
+
+
+def test_reprocess_sends_the_acknowledgement_before_it_returns_when_jobs_are_synchronous(app, world, smtp_server):
+    from portal.extensions import db
+    from portal.services import commit, fetching
+
+    box = _outgoing_to(app, smtp_server, world)
+    stored = fetching.store_raw(box, email(sender="alice@contoso.com"), server_id="kept-1", folder="INBOX")
+    commit()  # kept but not decided, as after a crash
+    result = app.test_cli_runner().invoke(args=["mail", "reprocess", str(stored.id)])
+    assert result.exit_code == 0, result.output
+    assert lines(result.output)[0]["outcome"] == "created"
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["alice@contoso.com"]]
+    assert _acknowledgement().delivery == "sent"
+    db.session.rollback()

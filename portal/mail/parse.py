@@ -3,7 +3,8 @@
 Broken input gives whatever could be read plus `defects` (short strings). The standard
 library's `email` package with `policy.default` does the MIME work; this module adds the
 helpdesk's needs: charset repair, body choice, attachments with hashes, TNEF, uuencode,
-a size limit, and limits on pathological structure.
+a size limit, and limits on pathological structure. A part the HTML body shows by `cid:` is
+inline, whatever its Content-Disposition says.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from email.header import decode_header
 from email.headerregistry import HeaderRegistry
 from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
+from urllib.parse import unquote
 
 from .charset import decode_text, detect_charset, has_surrogates, repair_header_text, scrub
 from .mime import split_mime
@@ -841,6 +843,12 @@ def _read_parts(msg: Message, parsed: ParsedEmail) -> None:
 
     parsed.text = "\n".join(t for t in texts if t) if len(texts) > 1 else (texts[0] if texts else "")
     parsed.html = "\n".join(htmls) if htmls else None
+    if parsed.html and any(a.content_id and not a.inline for a in parsed.attachments):
+        # What the HTML shows is part of the body, whatever its Content-Disposition says.
+        shown = html_content_ids(parsed.html)
+        for a in parsed.attachments:
+            if a.content_id in shown:
+                a.inline = True
     if not parsed.text.strip() and parsed.html:
         parsed.text = html_to_text(parsed.html)
         parsed.text_from_html = True
@@ -953,6 +961,19 @@ def _unpack_tnef(data: bytes, parsed: ParsedEmail, texts: list[str], htmls: list
             if value.strip():
                 bucket.append(value)
                 found = True
+    return found
+
+
+_CID_RE = re.compile(r"cid:\s*<?([^\"'\s<>()]+)", re.IGNORECASE)
+
+
+def html_content_ids(html: str | None) -> set[str]:
+    """The Content-IDs (without <>) that an HTML body shows as `cid:` URLs, as written and
+    %-decoded (RFC 2392 URLs encode what a Content-ID may hold, e.g. `cid:logo%40corp`)."""
+    found: set[str] = set()
+    for m in _CID_RE.finditer(html or ""):
+        found.add(m.group(1))
+        found.add(unquote(m.group(1)))
     return found
 
 

@@ -3,7 +3,8 @@
 A reference is `PREFIX-NUMBER` (`T-1042`, or an MSP's own code: `DEMO-1042`). Where a reference
 travels in a place that anyone could type (a plus address, the hidden body token) it carries a
 short keyed signature — HMAC-SHA256 with the installation secret, base32, lowercase,
-truncated — so that a guessed number never threads into someone else's ticket.
+truncated — so that a guessed number never threads into someone else's ticket. In a body, an
+unsigned reference counts only in the subject's form (`[T-1042]`): "Model T-800" is not one.
 """
 from __future__ import annotations
 
@@ -92,10 +93,13 @@ class RefFormat:
     def _canonical(self, number: str) -> str:
         return f"{self.prefix.upper()}-{int(number)}"
 
-    def _subject_regex(self) -> re.Pattern:
+    def _subject_regex(self, *, body: bool = False) -> re.Pattern:
         before, after = self.subject_format.split("{ref}")
         lead = _loose(before) + r"\s*" if before.strip() else r"(?<![\w-])"
         tail = r"\s*" + _loose(after) if after.strip() else r"(?![\w-])"
+        if body and not after.strip():
+            # Nothing closes the reference: `T-1042.k3f9q` is a tag (signed or forged), not a reference.
+            tail += rf"(?!\.[{_SIG_ALPHABET}0-9])"
         return re.compile(lead + self._ref_pattern + tail, re.IGNORECASE)
 
     def refs_in_subject(self, subject: str | None) -> list[str]:
@@ -104,10 +108,10 @@ class RefFormat:
         return _unique(self._canonical(m.group(1)) for m in self._subject_regex().finditer(subject))
 
     def refs_in_body(self, text: str | None, limit: int = BODY_SCAN_LIMIT) -> list[str]:
+        """References written as in the subject (`[T-1042]`), not bare: "Model T-800" is no reference."""
         if not text:
             return []
-        pattern = re.compile(rf"(?<![\w-]){self._ref_pattern}(?![\w-]|\.[{_SIG_ALPHABET}0-9])", re.IGNORECASE)
-        return _unique(self._canonical(m.group(1)) for m in pattern.finditer(text[:limit]))
+        return _unique(self._canonical(m.group(1)) for m in self._subject_regex(body=True).finditer(text[:limit]))
 
     def refs_in_recipients(self, addresses: Iterable[str], secret: bytes) -> list[str]:
         """References from correctly signed plus addresses (`support+T-1042.k3f9q@…`)."""

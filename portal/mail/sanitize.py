@@ -8,6 +8,7 @@ pixels). `cid:` images stay, optionally rewritten to portal URLs with `cid_urls`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 import nh3
 
@@ -68,7 +69,8 @@ def sanitize_html(html: str, *, allow_remote_images: bool = False,
         if attr == "src":
             if low.startswith("cid:"):
                 if cid_urls is not None:
-                    return cid_urls.get(value.strip()[4:].strip("<>"), value)
+                    cid = value.strip()[4:].strip("<>")
+                    return cid_urls.get(cid) or cid_urls.get(unquote(cid), value)  # RFC 2392 %-encodes
                 return value
             if low.startswith("data:"):
                 return value if low.startswith(_DATA_IMAGE_PREFIXES) else None

@@ -582,7 +582,7 @@ def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestC
         trace.append(f"status {ticket.status} → {action.new_status}" + (" (reopened)" if action.outcome == "reopened" else ""))
         ticket.status = action.new_status
         if action.outcome == "reopened" and not item.cls.auto_generated \
-                and notify_contact("reopened", ticket, by_person=False):
+                and notify_contact("reopened", ticket, by_person=False, answering=message):
             trace.append("the customer hears that the ticket is reopened")
     elif action.reason:
         trace.append(action.reason)

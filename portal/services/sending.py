@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from portal import crypto
 from portal.extensions import db
+from portal.mail import threads
 from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
 from portal.mail.refs import REPLY_MARKER, RefFormat
 from portal.mail.render import TemplateError, render
@@ -66,7 +67,11 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
                ticket: Ticket | None = None, mailbox: Mailbox | None = None, in_reply_to: str | None = None,
                references: Sequence[str] = (), author_id: int | None = None, body_text: str = "",
                body_html: str | None = None, details: dict | None = None) -> Message:
-    """Put one mail in the outbox. Nothing is rendered or sent here."""
+    """Put one mail in the outbox, and ask for the sender job after the commit (inline when jobs
+    are synchronous: a command has sent the mail it caused before it returns). Nothing is
+    rendered or sent here."""
+    from portal.jobs import enqueue  # noqa: PLC0415
+
     message = Message(
         msp_id=msp_id, mailbox_id=mailbox.id if mailbox else (ticket.mailbox_id if ticket else None), ticket=ticket,
         direction="out", delivery="queued", to=_people(to), cc=_people(cc), in_reply_to=in_reply_to,
@@ -75,37 +80,44 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
                  **(details or {})},
     )
     db.session.add(message)
+    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
     return message
 
 
-def conversation_thread(ticket: Ticket) -> tuple[str | None, list[str]]:
-    """(In-Reply-To, References) for mail we send on a ticket: after its newest message with an id."""
-    last = db.session.scalar(select(Message).where(Message.ticket_id == ticket.id, Message.message_id.is_not(None))
-                             .order_by(Message.id.desc()).limit(1))
-    if last is None:
-        return None, []
-    return last.message_id, [*(last.references or []), last.message_id]
+def conversation_thread(ticket: Ticket, conversation: str = threads.CUSTOMER, *,
+                        answering: Message | None = None) -> tuple[str | None, list[str]]:
+    """(In-Reply-To, References) for mail we send on a ticket, on the customer's conversation
+    or the staff's (portal.mail.threads): never one on the other. `answering`: inbound mail
+    being decided, not written yet, that is the newest on the ticket."""
+    rows = db.session.execute(
+        select(Message.message_id, Message.direction, Message.details, Message.in_reply_to, Message.references)
+        .where(Message.ticket_id == ticket.id, Message.message_id.is_not(None), Message.direction.in_(("in", "out")))
+        .order_by(Message.id)).all()
+    if answering is not None and answering.message_id and answering.message_id not in {r.message_id for r in rows}:
+        rows.append(answering)
+    mails = [threads.Mail(message_id=r.message_id, direction=r.direction, event=(r.details or {}).get("event"),
+                          in_reply_to=r.in_reply_to, references=tuple(r.references or ())) for r in rows]
+    return threads.thread_headers(mails, conversation)
 
 
-def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True) -> Message | None:
+def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True,
+                   answering: Message | None = None) -> Message | None:
     """A notification to the customer (the ticket's contact), threaded into their conversation,
     when the mail settings say the customer hears of this kind of change. by_person: a person's
-    action caused it (not inbound mail), so it cannot be part of a loop."""
+    action caused it (not inbound mail), so it cannot be part of a loop. answering: the inbound
+    mail that caused it, while it is being decided."""
     if event not in outbound.get_setting("customer_notifications"):
         return None
     if ticket.contact is None or not ticket.contact.email:
         return None
-    return _queue_notification(event, ticket, [ticket.contact.email], {"by_person": by_person})
+    return _queue_notification(event, ticket, [ticket.contact.email], {"by_person": by_person}, answering)
 
 
-def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict) -> Message:
-    from portal.jobs import enqueue  # noqa: PLC0415
-
-    in_reply_to, references = conversation_thread(ticket)
-    message = queue_mail(event, msp_id=ticket.msp_id, ticket=ticket, to=to, in_reply_to=in_reply_to,
-                         references=references, details=details)
-    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
-    return message
+def _queue_notification(event: str, ticket: Ticket, to: list[str], details: dict,
+                        answering: Message | None = None) -> Message:
+    in_reply_to, references = conversation_thread(ticket, answering=answering)
+    return queue_mail(event, msp_id=ticket.msp_id, ticket=ticket, to=to, in_reply_to=in_reply_to,
+                      references=references, details=details)
 
 
 def due_batches(now: datetime, size: int = 100) -> Iterator[list[Message]]:

@@ -18,7 +18,6 @@ from sqlalchemy import Integer, column, false, func, literal_column, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
-from portal.jobs import enqueue
 from portal.mail.compose import AddressError, parse_addresses
 from portal.mail.parse import html_to_text
 from portal.mail.sanitize import sanitize_html
@@ -26,7 +25,7 @@ from portal.models import Attachment, Client, Mailbox, Message, Ticket, TicketLi
 from portal.models.base import utcnow
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
 from portal.services import ValidationError, audit
-from portal.services.sending import SEND_OPTIONS, conversation_thread, notify_contact, queue_mail
+from portal.services.sending import conversation_thread, notify_contact, queue_mail
 
 WORK_STATUSES = ("new", "open", "waiting", "resolved", "closed", "archived")
 
@@ -566,7 +565,6 @@ def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_stat
     if set_status:
         change_status(ticket, set_status, author)
     db.session.flush()
-    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
     return message
 
 

@@ -21,7 +21,6 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
-from portal.jobs import enqueue
 from portal.mail.explain import explain_message
 from portal.mail.parse import HEADER_READ_LIMIT, parse_headers
 from portal.models import AllowEntry, AuditEntry, Client, Mailbox, Message, RawMessage, Ticket, User
@@ -30,7 +29,6 @@ from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address, normalise_domain
 from portal.services.clients import snapshot
 from portal.services.ingest import IngestContext, IngestResult, ingest, place
-from portal.services.sending import SEND_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +211,6 @@ def _run(message: Message, ctx: IngestContext, decide) -> Outcome:
     return Outcome(message, result)
 
 
-def _after_placing(outcomes: list[Outcome]) -> None:
-    # Acknowledgements and alerts went into the outbox with the tickets.
-    if any(o.placed for o in outcomes):
-        enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
-
-
 def _actor_name(actor: User | None) -> str:
     return actor.email if actor else "the command line"
 
@@ -229,7 +221,6 @@ def rerun(message: Message, actor: User | None, pipeline: Pipeline) -> Outcome:
     ctx = _context(message.raw_message, pipeline)
     outcome = _run(message, ctx, lambda raw: ingest(raw, ctx))
     _record_result(actor, message, "re-run", outcome)
-    _after_placing([outcome])
     return outcome
 
 
@@ -247,7 +238,6 @@ def assign(message: Message, client: Client | None, actor: User | None, pipeline
     if outcome.error:
         raise ValidationError({"": [f"The email could not be assigned: {outcome.error}"]})
     _record_result(actor, message, "assigned", outcome)
-    _after_placing([outcome])
     return outcome
 
 
@@ -267,7 +257,6 @@ def append(message: Message, reference: str, actor: User | None, pipeline: Pipel
     if outcome.error:
         raise ValidationError({"": [f"The email could not be appended: {outcome.error}"]})
     _record_result(actor, message, "appended", outcome)
-    _after_placing([outcome])
     return outcome
 
 
@@ -354,7 +343,6 @@ def teach(message: Message, client: Client | None, scope: str, actor: User | Non
         outcome = _run(m, ctx, lambda raw, ctx=ctx: _decide_or_place(raw, ctx, actor))
         lesson.outcomes.append(outcome)
         _record_result(actor, m, "taught", outcome)
-    _after_placing(lesson.outcomes)
     return lesson
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from portal.display import viewer_timezone
 from portal.extensions import db
+from portal.mail.parse import html_content_ids
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
@@ -51,15 +52,22 @@ def index():
                        filters=filters, args=args, sorts=svc.SORTS, choices=svc.filter_choices(g.msp_id))
 
 
-def _shown_html(ticket, messages) -> dict[int, str]:
-    """HTML bodies whose cid: images are files on the ticket: pointed at their download URL."""
-    shown = {}
+def _shown_html(ticket, messages) -> tuple[dict[int, str], set[int]]:
+    """The HTML bodies shown (inbound mail and replies; automatic mail keeps its rendered
+    template, shown as text), with cid: images pointed at their download URL; and the ids of
+    the attachments they show, which are part of the text, not files to list."""
+    shown, in_body = {}, set()
     for m in messages:
-        cids = {a.content_id: url_for("tickets.attachment", reference=ticket.reference, attachment_id=a.id)
-                for a in m.attachments if a.content_id}
-        if m.body_html and cids:
-            shown[m.id] = sanitize_html(m.body_html, cid_urls=cids)
-    return shown
+        if not m.body_html or not (m.direction == "in" or m.details.get("event") == "reply"):
+            continue
+        cids = {a.content_id: a for a in m.attachments if a.content_id}
+        shown[m.id] = m.body_html
+        if cids:
+            shown[m.id] = sanitize_html(m.body_html, cid_urls={
+                cid: url_for("tickets.attachment", reference=ticket.reference, attachment_id=a.id)
+                for cid, a in cids.items()})
+            in_body.update(a.id for cid, a in cids.items() if cid in html_content_ids(m.body_html))
+    return shown, in_body
 
 
 def _detail_context(ticket, reply_form=None, errors=None, note_errors=None):
@@ -68,7 +76,8 @@ def _detail_context(ticket, reply_form=None, errors=None, note_errors=None):
     to, cc = svc.reply_defaults(ticket)
     messages = svc.conversation(ticket)
     limits = _limits()
-    return dict(ticket=ticket, messages=messages, links=svc.linked_tickets(ticket), shown_html=_shown_html(ticket, messages),
+    shown_html, in_body = _shown_html(ticket, messages)
+    return dict(ticket=ticket, messages=messages, links=svc.linked_tickets(ticket), shown_html=shown_html, in_body=in_body,
                 reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "html": "", "set_status": ""},
                 errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES,
                 canned=canned.in_effect(ticket.client), limits=limits, **fields_context(ticket))

@@ -20,7 +20,7 @@ def mail(subject="Hello", extra=b"", body=b"Body\n"):
 def test_explain_has_the_documented_keys_and_is_json():
     f = RefFormat()
     tag = f.tag("T-1042", SECRET).encode()
-    body = b"About T-7.\n> " + f.token("T-9", SECRET).encode() + b"\n"
+    body = b"About [T-7], not T-8.\n> " + f.token("T-9", SECRET).encode() + b"\n"
     result = explain_message(mail("Re: [T-1042] Printer", tag, body), file="a.eml", waterlines=[],
                              ref_format=f, secret=SECRET)
     assert KEYS <= set(result)

@@ -318,3 +318,33 @@ def test_other_address_forms_go_to_the_full_parser(raw):
     from portal.mail.parse import _plain_addresses
 
     assert _plain_addresses(raw) is None
+
+
+def _related_mail(**headers: str) -> bytes:
+    """HTML showing two images by cid: whose parts say `attachment`, and a third it does not show."""
+    html = ('<p>The error:</p><img src="cid:shot@x" alt="screenshot">'
+            '<img src="cid:logo%40corp">')
+    related = _multipart([
+        "Content-Type: multipart/alternative; boundary=ALT\n\n"
+        "--ALT\nContent-Type: text/plain\n\nThe error: [image]\n"
+        f"--ALT\nContent-Type: text/html\n\n{html}\n--ALT--",
+        'Content-Type: image/png\nContent-Disposition: attachment; filename="shot.png"\n'
+        "Content-ID: <shot@x>\nContent-Transfer-Encoding: base64\n\niVBORw0KGgo=",
+        'Content-Type: image/gif\nContent-Disposition: attachment; filename="logo.gif"\n'
+        "Content-ID: <logo@corp>\nContent-Transfer-Encoding: base64\n\nR0lGODlh",
+        'Content-Type: image/png\nContent-Disposition: attachment; filename="unused.png"\n'
+        "Content-ID: <unused@x>\nContent-Transfer-Encoding: base64\n\niVBORw0KGgo=",
+    ], boundary="REL", ctype="multipart/related")
+    if not headers:
+        return related
+    head, _, body = related.partition(b"\n\n")
+    kept = [line for line in head.split(b"\n") if not line.lower().startswith((b"from:", b"to:"))]
+    extra = [f"{k}: {v}".encode() for k, v in headers.items()]
+    return b"\n".join(extra + kept) + b"\n\n" + body
+
+
+def test_a_part_the_html_shows_by_content_id_is_inline_whatever_its_disposition():
+    p = parse_email(_related_mail())
+    found = {a.filename: (a.content_id, a.inline) for a in p.attachments}
+    assert found == {"shot.png": ("shot@x", True), "logo.gif": ("logo@corp", True),  # cid: may be %-encoded
+                     "unused.png": ("unused@x", False)}  # not in the HTML: an attachment as it says

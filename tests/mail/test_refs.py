@@ -34,9 +34,19 @@ def test_invalid_formats_are_refused(bad):
 
 def test_body_refs_only_in_the_first_5000_characters():
     f = RefFormat()
-    assert f.refs_in_body("About T-1042 and T-77.\nT-1042 again") == ["T-1042", "T-77"]
-    assert f.refs_in_body("x" * 5000 + " T-1") == []
-    assert f.refs_in_body("ABT-1 XT-2 T-3a") == []
+    assert f.refs_in_body("About [T-1042] and [ T-77 ].\n[t-1042] again") == ["T-1042", "T-77"]
+    assert f.refs_in_body("x" * 5000 + " [T-1]") == []
+    assert f.refs_in_body("[ABT-1] [XT-2] [T-3a]") == []
+
+
+def test_body_refs_count_only_in_the_subject_form():
+    assert RefFormat().refs_in_body("Model T-800 arrived, see T-1042 and (T-7)") == []
+    demo = RefFormat(prefix="DEMO", subject_format="(#{ref})")
+    assert demo.refs_in_body("About (#DEMO-5), not [DEMO-6] nor DEMO-7") == ["DEMO-5"]
+    # A format without delimiters takes the bare reference, but never a plus-address tag.
+    bare = RefFormat(subject_format="{ref}:")
+    assert bare.refs_in_body("About T-5: and T-6. and T-7.abcde:") == ["T-5"]
+    assert RefFormat(subject_format="{ref}").refs_in_body("T-8 and T-9.abcde") == ["T-8"]
 
 
 def test_plus_address_round_trip_and_forgery():

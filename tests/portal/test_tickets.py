@@ -55,6 +55,24 @@ def test_inbound_html_is_shown_sanitised_with_the_trace(world, tech, desk):
     assert result.ticket.new_information is False  # read by a technician
 
 
+def test_an_image_the_html_shows_is_in_the_text_not_in_the_attachment_list(world, tech, desk):
+    from tests.mail.test_parse import _related_mail
+
+    raw = _related_mail(From="alice@contoso.com", To="support@acme.example", Subject="Screenshot")
+    result = world.deliver(desk[2], raw)
+    ref = result.ticket.reference
+    by_name = {a.filename: a for a in result.message.attachments}
+    assert by_name["shot.png"].inline and by_name["logo.gif"].inline and not by_name["unused.png"].inline
+    page = tech.get(f"/tickets/{ref}").get_data(as_text=True)
+    listed = page[page.index('<ul class="attachments">'):]
+    listed = listed[:listed.index("</ul>")]
+    for name in ("shot.png", "logo.gif"):
+        url = f"/tickets/{ref}/attachments/{by_name[name].id}"
+        assert f'src="{url}"' in page and name not in listed  # shown in the body, not listed
+    assert "unused.png" in listed  # the HTML does not show it: a file like any other
+    assert tech.client.get(f"/tickets/{ref}/attachments/{by_name['shot.png'].id}").data == b"\x89PNG\r\n\x1a\n"
+
+
 def test_reply_reaches_the_customer_and_the_answer_comes_back_to_the_ticket(world, tech, desk, smtp_server):
     first = world.deliver(desk[2], email(sender="alice@contoso.com", cc=["bob@contoso.com"], subject="Printer"))
     ref = first.ticket.reference

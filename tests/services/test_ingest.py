@@ -284,9 +284,34 @@ def test_subject_reference_from_the_contact_a_cc_or_the_allow_list_appends(world
 def test_body_reference_within_the_first_5000_characters(world, acme):
     support = acme[3]
     first = world.deliver(support, email())
-    near = world.deliver(support, email(subject="other", body=f"About {first.ticket.reference}: still broken."))
-    far = world.deliver(support, email(subject="other2", body="x" * 5001 + f" {first.ticket.reference}"))
+    near = world.deliver(support, email(subject="other", body=f"About [{first.ticket.reference}]: still broken."))
+    far = world.deliver(support, email(subject="other2", body="x" * 5001 + f" [{first.ticket.reference}]"))
     assert near.ticket.id == first.ticket.id and far.ticket.id != first.ticket.id
+    assert "body reference T-1" in near.trace[0]
+
+
+def test_a_bare_reference_in_the_body_is_no_reference(world, acme):
+    support = acme[3]
+    first = world.deliver(support, email())
+    for n in range(2, 5):
+        world.deliver(support, email(subject=f"filler {n}"))
+    model = world.deliver(support, email(subject="Delivery", body="Model T-4 arrived, the T-1 one did not."))
+    assert model.outcome == "created" and model.ticket.reference == "T-5"
+    assert not any("reference" in line for line in model.trace), model.trace
+    bracketed = world.deliver(support, email(subject="Delivery", body="Model [T-4] arrived."))
+    assert bracketed.outcome == "appended" and bracketed.ticket.reference == "T-4"
+    assert first.ticket.reference == "T-1"
+
+
+def test_a_body_reference_follows_the_msps_own_prefix(world):
+    msp = world.msp("Demo MSP", reference_prefix="DEMO")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, address="help@demo.example")
+    first = world.deliver(box, email(to=["help@demo.example"]))
+    assert first.ticket.reference == "DEMO-1"
+    bare = world.deliver(box, email(to=["help@demo.example"], subject="a", body="Part DEMO-1 is broken"))
+    tagged = world.deliver(box, email(to=["help@demo.example"], subject="b", body="About [DEMO-1] again"))
+    assert bare.outcome == "created" and tagged.ticket.id == first.ticket.id
 
 
 def test_signed_token_threads_and_a_forged_one_does_not(world, app, acme):

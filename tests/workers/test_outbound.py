@@ -21,6 +21,8 @@ HOST = "tidemark.test"
 @pytest.fixture
 def setup(app, world, smtp_server, redis):
     app.config["TIDEMARK_MAIL_HOST"] = HOST
+    # The sender job waits on the queue, as with the worker down: each test runs it by hand.
+    app.config["TIDEMARK_JOBS_SYNC"] = False
     outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
                                   keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     msp = world.msp("Acme MSP", waterline="## Please reply above this line ##")
@@ -251,7 +253,8 @@ def test_a_broken_template_fails_the_mail_with_its_line_and_sends_nothing(world,
     assert "template of Contoso" in note and "line 2" in note
 
 
-def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_rendered(world, redis, monkeypatch):
+def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_rendered(app, world, redis, monkeypatch):
+    app.config["TIDEMARK_JOBS_SYNC"] = False  # the sender job is run by hand below
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp)
