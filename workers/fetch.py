@@ -15,11 +15,13 @@ from workers.outbound import SEND_OPTIONS
 from workers.runtime import current_app, job
 
 # A finished fetch leaves no job behind (result_ttl 0), so the next one can use the same id;
-# a failed one is kept briefly for inspection, not for RQ's default of a year.
+# a failed one is kept briefly for inspection, not for RQ's default of a year, and replaced by
+# the next poll (portal.jobs.dispatch_pending), as is one whose worker died.
 FETCH_OPTIONS = {"unique": True, "result_ttl": 0, "failure_ttl": 300, "job_timeout": 3600}
 
 
 def fetch_options(mailbox_id: int) -> dict:
+    # The job's id is also the name of the lock it holds: portal.jobs tells a dead job by it.
     return {**FETCH_OPTIONS, "job_id": f"fetch-mailbox-{mailbox_id}"}
 
 
@@ -28,7 +30,7 @@ def fetch_mailbox(mailbox_id: int) -> dict:
     mailbox = db.session.get(Mailbox, mailbox_id)
     if mailbox is None:
         return {"mailbox_id": mailbox_id, "skipped": "the mailbox no longer exists"}
-    with exclusive(f"fetch-mailbox-{mailbox_id}", ttl=3600) as mine:
+    with exclusive(f"fetch-mailbox-{mailbox_id}") as mine:
         if not mine:
             return {"mailbox_id": mailbox_id, "skipped": "another worker is fetching this mailbox"}
         cfg = current_app.config

@@ -24,7 +24,7 @@ def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
     a crash cannot send it twice; mail settled without one (held, blocked, failed before
     sending) is committed a batch at a time."""
     counts: dict[str, int] = {}
-    with exclusive("send-outbox", ttl=900) as mine:
+    with exclusive("send-outbox") as mine:
         if not mine:
             return {"skipped": "another worker is sending"}
         env, servers = environment(), {}

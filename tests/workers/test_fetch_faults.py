@@ -1,20 +1,29 @@
 """Fetching heals by itself after a fault, and two fetches of one mailbox at once (the Redis lock
 gone) still thread every reply onto its root's ticket: real Dovecot, real Redis, real RQ."""
 
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from rq import SimpleWorker
 from sqlalchemy import func, select
 
+from portal import jobs
 from portal.extensions import db
 from portal.models import Mailbox, Message, RawMessage, Ticket
 from portal.services import commit
 from portal.services.fetching import run_fetch
 from portal.transport import open_session
+from tests.dovecot import DroppingProxy
 from tests.mailfactory import email
-from tests.workers.test_fetch import acme, make_mailbox  # noqa: F401 - the fixture and the helper
+from tests.workers.test_fetch import ROOT, acme, count, make_mailbox  # noqa: F401 - the fixture and helpers
+from workers.fetch import enqueue_due_fetches
 
 
 def threaded_mail(roots: int, replies: int, seed: int = 7) -> tuple[list[bytes], dict[str, str]]:
@@ -80,3 +89,105 @@ def test_two_fetches_of_one_mailbox_at_once_thread_every_reply_onto_its_root(
         t.join(timeout=180)
     assert not errors, errors
     assert_threaded(60, len(mails), root_of)
+
+
+# --- the Redis lock and the job ids ------------------------------------------------------------------
+
+
+def worker_env(app, database_url, redis_url, dovecot, **extra) -> dict:
+    instance = str(Path(database_url[10:]).parent) if database_url.startswith("sqlite") else "/tmp"
+    return {**os.environ, "TIDEMARK_ENV": "development", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            "TIDEMARK_QUEUE": app.config["TIDEMARK_QUEUE"], "SECRET_KEY": app.config["SECRET_KEY"],
+            "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"], "TIDEMARK_CA_FILE": str(dovecot.ca_file),
+            "TIDEMARK_INSTANCE_DIR": instance, **extra}
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_for(condition, timeout: float, step: float = 0.1) -> float:
+    """Seconds it took until condition() was true; fails after timeout."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, f"not within {timeout} s"
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def test_the_lock_lives_while_its_holder_does_and_is_taken_back_after_redis_lost_it(app, redis):
+    key = jobs.LOCK_PREFIX + "probe"
+    with jobs.exclusive("probe", ttl=1, connection=redis) as mine:
+        assert mine
+        time.sleep(2.5)  # more than twice its ttl: the heartbeat renews it
+        assert redis.exists(key)
+        with jobs.exclusive("probe", ttl=1, connection=redis) as second:
+            assert not second
+        redis.delete(key)  # as a Redis restart would
+        wait_for(lambda: redis.exists(key), timeout=1)
+    assert not redis.exists(key)
+
+
+def test_a_failed_fetch_job_does_not_block_the_next_poll(world, app, acme, dovecot, mail_user, redis):  # noqa: F811
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    dovecot.deliver(mail_user, email(subject="after the failure"))
+    mailbox = make_mailbox(world, acme, dovecot, mail_user)
+    q = jobs.queue(redis)
+    job_id = f"fetch-mailbox-{mailbox.id}"
+    # A job under the fetch's id that failed, as one does when the database is away: RQ keeps it.
+    q.enqueue("workers.maintenance.prune_sign_in_failures", "an argument too many", job_id=job_id,
+              failure_ttl=300)
+    SimpleWorker([q], connection=redis).work(burst=True)
+    assert q.fetch_job(job_id).is_failed
+    assert enqueue_due_fetches() == 1
+    assert q.job_ids == [job_id]
+    SimpleWorker([q], connection=redis).work(burst=True)
+    assert count(Ticket) == 1 and db.session.scalar(select(Ticket.subject)) == "after the failure"
+
+
+def test_a_killed_worker_frees_the_mailbox_within_the_lock_ttl_and_the_next_poll_fetches(
+        world, app, acme, dovecot, mail_user, redis, redis_url, database_url, tmp_path):  # noqa: F811
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    app.config["TIDEMARK_LOCK_SECONDS"] = 3
+    dovecot.deliver_many(mail_user, [email(subject=f"k{i}", body="x" * 2000) for i in range(30)])
+    mailbox = make_mailbox(world, acme, dovecot, mail_user)
+    q = jobs.queue(redis)
+    job_id, key = f"fetch-mailbox-{mailbox.id}", jobs.LOCK_PREFIX + f"fetch-mailbox-{mailbox.id}"
+    log = open(tmp_path / "worker.log", "w")
+    with DroppingProxy(dovecot.imap_port, after_bytes=4000, mode="stall") as proxy:
+        mailbox.port = proxy.port
+        commit()
+        assert enqueue_due_fetches() == 1
+        worker = subprocess.Popen([sys.executable, "-m", "workers.worker"], cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT,
+                                  env=worker_env(app, database_url, redis_url, dovecot, TIDEMARK_LOCK_SECONDS="3"))
+        try:
+            wait_for(lambda: proxy.tripped.is_set() and redis.exists(key), timeout=30)
+            time.sleep(4)  # longer than the ttl: the heartbeat keeps the lock
+            assert redis.exists(key) and 0 < redis.ttl(key) <= 3
+            for pid in [*children_of(worker.pid), worker.pid]:  # the work horse, then the worker
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            worker.kill()
+            worker.wait()
+            log.close()
+    mailbox.port = dovecot.imap_port
+    commit()
+    assert q.fetch_job(job_id).get_status() == "started"  # RQ itself would not know for some 90 s
+    waited = wait_for(lambda: not redis.exists(key), timeout=5)
+    assert waited <= 3.5
+    time.sleep(0.5)
+    assert enqueue_due_fetches() == 1
+    assert q.job_ids == [job_id], (tmp_path / "worker.log").read_text()
+    SimpleWorker([q], connection=redis).work(burst=True)
+    db.session.expire_all()
+    assert count(RawMessage) == 30 and count(Ticket) == 30
+    assert sorted(db.session.scalars(select(Ticket.subject))) == sorted(f"k{i}" for i in range(30))
