@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -338,6 +339,33 @@ def in_skip_window(mailbox: Mailbox, now: datetime) -> str | None:
 def due_mailboxes(now: datetime) -> list[Mailbox]:
     candidates = db.session.scalars(select(Mailbox).where(Mailbox.status == "active"))
     return [m for m in candidates if (m.next_poll_at is None or m.next_poll_at <= now) and not in_skip_window(m, now)]
+
+
+def stalled(mailbox: Mailbox, now: datetime) -> bool:
+    """An active mailbox whose due poll has not completed for two more poll intervals and two
+    minutes (so three intervals without a completed poll, or a cool-off and two): the worker
+    or the scheduler is stopped, or fetching hangs. Not while a skip window holds polls back."""
+    if mailbox.status != "active" or mailbox.next_poll_at is None:
+        return False
+    grace = timedelta(seconds=2 * mailbox.poll_interval + 120)
+    if now - mailbox.next_poll_at <= grace:
+        return False
+    return not (in_skip_window(mailbox, now) or in_skip_window(mailbox, now - grace))
+
+
+def stopped_in_words(exc: Exception) -> str:
+    """A fetch stopped by an error other than the mail server's, for the mailbox's health: what
+    happened in plain words, with the first line of the driver's own message (never the SQL,
+    its parameters or a connection URL's password)."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError  # noqa: PLC0415
+
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = re.sub(r"://[^/@\s]*@", "://…@", detail[0] if detail else type(exc).__name__)[:300]
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
+        return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
+    if isinstance(exc, SQLAlchemyError):
+        return f"The database refused to store the fetched mail: {detail}. It is tried again at the next poll."
+    return f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). It is tried again at the next poll."
 
 
 def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:

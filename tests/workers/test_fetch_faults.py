@@ -191,3 +191,75 @@ def test_a_killed_worker_frees_the_mailbox_within_the_lock_ttl_and_the_next_poll
     db.session.expire_all()
     assert count(RawMessage) == 30 and count(Ticket) == 30
     assert sorted(db.session.scalars(select(Ticket.subject))) == sorted(f"k{i}" for i in range(30))
+
+
+# --- health ------------------------------------------------------------------------------------------
+
+
+class DatabaseOutage:
+    """A real database fault during a fetch. SQLite: another connection holds the write lock for
+    `seconds` (the fetch's first write gives up after its 5 s busy timeout). PostgreSQL: once the
+    fetch has stored its first batch, its server process is terminated, as by a restart."""
+
+    def __init__(self, database_url: str, seconds: float = 6.0):
+        self.url, self.seconds = database_url, seconds
+        self.done = threading.Event()
+
+    def __enter__(self):
+        if self.url.startswith("sqlite"):
+            import sqlite3
+
+            self._conn = sqlite3.connect(self.url[len("sqlite:///"):], check_same_thread=False, isolation_level=None)
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._thread = threading.Timer(self.seconds, self._release)
+        else:
+            self._thread = threading.Thread(target=self._terminate, daemon=True)
+        self._thread.start()
+        return self
+
+    def _release(self):
+        self._conn.execute("ROLLBACK")
+        self._conn.close()
+        self.done.set()
+
+    def _terminate(self):
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            deadline = time.monotonic() + 30
+            while not conn.execute(text("SELECT count(*) FROM raw_messages")).scalar() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        engine.dispose()
+        self.done.set()
+
+    def __exit__(self, *exc):
+        self._thread.join(timeout=30)
+
+
+def test_a_database_error_mid_fetch_is_shown_on_the_mailbox_in_plain_words_and_the_next_poll_finishes(
+        world, app, acme, dovecot, mail_user, redis, database_url):  # noqa: F811
+    from workers.fetch import fetch_mailbox
+
+    dovecot.deliver_many(mail_user, [email(subject=f"d{i}") for i in range(300)])
+    mailbox = make_mailbox(world, acme, dovecot, mail_user)
+    with DatabaseOutage(database_url) as outage:
+        with pytest.raises(Exception) as stopped:
+            fetch_mailbox(mailbox.id)
+    assert outage.done.is_set()
+    db.session.rollback()
+    db.session.expire_all()
+    box = db.session.get(Mailbox, mailbox.id)
+    assert box.last_error.startswith("The database could not be reached: "), box.last_error
+    assert "SELECT" not in box.last_error and "INSERT" not in box.last_error and "://" not in box.last_error
+    assert box.failure_count == 1 and type(stopped.value).__name__ == "OperationalError"
+    assert not redis.exists(jobs.LOCK_PREFIX + f"fetch-mailbox-{mailbox.id}")
+    box.next_poll_at = None  # the next poll
+    commit()
+    report = fetch_mailbox(mailbox.id)
+    assert report["error"] is None
+    db.session.expire_all()
+    assert count(RawMessage) == 300 and count(Ticket) == 300
+    assert db.session.get(Mailbox, mailbox.id).last_error is None
