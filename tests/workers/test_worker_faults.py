@@ -1,0 +1,90 @@
+"""The worker and `make run` ride out faults: a Redis outage, a killed child."""
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from portal.extensions import db
+from portal.models import RawMessage, Ticket
+from portal.services import commit
+from tests.conftest import free_port
+from tests.dovecot import DroppingProxy
+from tests.mailfactory import email
+from tests.workers.test_fetch import acme, count, make_mailbox  # noqa: F401 - the fixture and helpers
+from tests.workers.test_fetch_faults import wait_for, worker_env
+from workers.fetch import enqueue_due_fetches
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, to stop and start again on the same port."""
+
+    def __init__(self, workdir: Path):
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "PrivateRedis":
+        self.proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                                     stdout=subprocess.DEVNULL)
+        wait_for(self.up, timeout=10, step=0.05)
+        return self
+
+    def up(self) -> bool:
+        try:
+            return Redis.from_url(self.url).ping()
+        except Exception:  # noqa: BLE001 - not yet
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_the_worker_rides_out_a_redis_outage_and_works_on_after_it(
+        world, app, acme, dovecot, mail_user, database_url, private_redis, tmp_path):  # noqa: F811
+    app.config["REDIS_URL"] = private_redis.url
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    dovecot.deliver_many(mail_user, [email(subject=f"r{i}", body="x" * 2000) for i in range(20)])
+    mailbox = make_mailbox(world, acme, dovecot, mail_user)
+    connection = Redis.from_url(private_redis.url)
+    log = open(tmp_path / "worker.log", "w")
+    with DroppingProxy(dovecot.imap_port, after_bytes=4000, mode="stall") as proxy:
+        mailbox.port = proxy.port
+        commit()
+        enqueue_due_fetches()
+        worker = subprocess.Popen([sys.executable, "-m", "workers.worker"], cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT, env=worker_env(app, database_url, private_redis.url, dovecot))
+        try:
+            wait_for(proxy.tripped.is_set, timeout=30)  # a fetch is under way
+            private_redis.stop()
+            proxy.close()  # the fetch ends while Redis is away
+            time.sleep(6)
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            private_redis.start()
+            mailbox.port = dovecot.imap_port
+            mailbox.next_poll_at = None
+            commit()
+            enqueue_due_fetches()  # Redis came back empty: the next poll
+            wait_for(lambda: count(Ticket) == 20 or db.session.rollback(), timeout=60, step=0.3)
+            assert worker.poll() is None
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+            log.close()
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
+    assert count(RawMessage) == 20
