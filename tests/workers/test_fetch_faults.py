@@ -94,11 +94,11 @@ def test_two_fetches_of_one_mailbox_at_once_thread_every_reply_onto_its_root(
 # --- the Redis lock and the job ids ------------------------------------------------------------------
 
 
-def worker_env(app, database_url, redis_url, dovecot, **extra) -> dict:
+def worker_env(app, database_url, redis_url, dovecot=None, **extra) -> dict:
     instance = str(Path(database_url[10:]).parent) if database_url.startswith("sqlite") else "/tmp"
     return {**os.environ, "TIDEMARK_ENV": "development", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
             "TIDEMARK_QUEUE": app.config["TIDEMARK_QUEUE"], "SECRET_KEY": app.config["SECRET_KEY"],
-            "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"], "TIDEMARK_CA_FILE": str(dovecot.ca_file),
+            "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"], "TIDEMARK_CA_FILE": str(dovecot.ca_file) if dovecot else "",
             "TIDEMARK_INSTANCE_DIR": instance, **extra}
 
 

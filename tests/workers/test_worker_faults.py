@@ -6,17 +6,24 @@ import sys
 import time
 from pathlib import Path
 
+import os
+import signal
+
 import pytest
 from redis import Redis
+from rq import SimpleWorker
+from sqlalchemy import select
 
+from portal import jobs
 from portal.extensions import db
-from portal.models import RawMessage, Ticket
+from portal.models import Message, RawMessage, Ticket
 from portal.services import commit
+from portal.services.sending import SEND_OPTIONS
 from tests.conftest import free_port
 from tests.dovecot import DroppingProxy
 from tests.mailfactory import email
 from tests.workers.test_fetch import acme, count, make_mailbox  # noqa: F401 - the fixture and helpers
-from tests.workers.test_fetch_faults import wait_for, worker_env
+from tests.workers.test_fetch_faults import children_of, wait_for, worker_env
 from workers.fetch import enqueue_due_fetches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +95,75 @@ def test_the_worker_rides_out_a_redis_outage_and_works_on_after_it(
             log.close()
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
     assert count(RawMessage) == 20
+
+
+# --- the sending run ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sending(app, world, smtp_server, redis):
+    from portal.services import outbound as outbound_svc
+
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, response_address="help@acme.example")
+    return lambda port: outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": port, "security": "none"},
+                                                      keys=app.config["TIDEMARK_ENCRYPTION_KEY"]), box
+
+
+def ask_for_a_send_run():
+    """As the fetch job does after deciding mail (acknowledgements wait in the outbox)."""
+    jobs.enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
+    commit()
+
+
+def test_a_failed_send_run_does_not_block_the_next(app, world, sending, smtp_server, redis):
+    gateway, box = sending
+    gateway(smtp_server.port)
+    commit()
+    q = jobs.queue(redis)
+    q.enqueue("workers.maintenance.prune_sign_in_failures", "an argument too many", job_id="send-outbox",
+              failure_ttl=300)
+    SimpleWorker([q], connection=redis).work(burst=True)
+    assert q.fetch_job("send-outbox").is_failed
+    world.deliver(box, email(sender="alice@contoso.com"))
+    ask_for_a_send_run()
+    assert q.job_ids == ["send-outbox"]
+    SimpleWorker([q], connection=redis).work(burst=True)
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_killed_send_run_frees_the_outbox_within_the_lock_ttl_and_mail_goes_out_once(
+        app, world, sending, smtp_server, redis, redis_url, database_url, tmp_path):
+    gateway, box = sending
+    app.config["TIDEMARK_LOCK_SECONDS"] = 3
+    q = jobs.queue(redis)
+    key = jobs.LOCK_PREFIX + "send-outbox"
+    log = open(tmp_path / "worker.log", "w")
+    with DroppingProxy(smtp_server.port, after_bytes=10, mode="stall") as proxy:
+        gateway(proxy.port)
+        world.deliver(box, email(sender="alice@contoso.com"))
+        ask_for_a_send_run()
+        assert q.job_ids == ["send-outbox"]
+        worker = subprocess.Popen([sys.executable, "-m", "workers.worker"], cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT,
+                                  env=worker_env(app, database_url, redis_url, None, TIDEMARK_LOCK_SECONDS="3"))
+        try:
+            wait_for(lambda: proxy.tripped.is_set() and redis.exists(key), timeout=30)  # stuck in the greeting
+            for pid in [*children_of(worker.pid), worker.pid]:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            worker.kill()
+            worker.wait()
+            log.close()
+    gateway(smtp_server.port)
+    commit()
+    assert wait_for(lambda: not redis.exists(key), timeout=5) <= 3.5
+    time.sleep(0.5)
+    ask_for_a_send_run()
+    assert q.job_ids == ["send-outbox"], (tmp_path / "worker.log").read_text()
+    SimpleWorker([q], connection=redis).work(burst=True)
+    assert len(smtp_server.messages) == 1
+    db.session.expire_all()
+    assert db.session.scalar(select(Message.delivery).where(Message.direction == "out")) == "sent"
