@@ -263,3 +263,59 @@ def test_a_database_error_mid_fetch_is_shown_on_the_mailbox_in_plain_words_and_t
     db.session.expire_all()
     assert count(RawMessage) == 300 and count(Ticket) == 300
     assert db.session.get(Mailbox, mailbox.id).last_error is None
+
+
+# --- a worker killed mid-fetch ----------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_fetch_is_replaced_and_the_mailbox_resumes_with_nothing_lost_doubled_or_misthreaded(
+        world, app, acme, dovecot, mail_user, redis, redis_url, database_url, tmp_path):  # noqa: F811
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    app.config["TIDEMARK_LOCK_SECONDS"] = 3
+    mails, root_of = threaded_mail(roots=90, replies=210, seed=11)
+    dovecot.deliver_many(mail_user, mails)
+    mailbox = make_mailbox(world, acme, dovecot, mail_user)
+    env = worker_env(app, database_url, redis_url, dovecot, TIDEMARK_LOCK_SECONDS="3")
+    logs = [open(tmp_path / f"worker{n}.log", "w") for n in (1, 2)]
+
+    def start_worker(n: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "workers.worker"], cwd=ROOT, env=env, stdout=logs[n],
+                                stderr=subprocess.STDOUT)
+
+    def stored() -> int:
+        found = count(RawMessage)
+        db.session.rollback()  # a fresh snapshot for the next look
+        return found
+
+    first = start_worker(0)
+    second = None
+    try:
+        enqueue_due_fetches()
+        wait_for(lambda: stored() >= 200, timeout=40, step=0.02)  # the first batch is in; the rest is not
+        for pid in [*children_of(first.pid), first.pid]:
+            os.kill(pid, signal.SIGKILL)
+        first.wait()
+        assert stored() < len(mails)
+        second = start_worker(1)
+        started = time.monotonic()
+
+        def resumed() -> bool:
+            enqueue_due_fetches()  # the scheduler's tick
+            db.session.commit()
+            done = stored() == len(mails) and not count(RawMessage, RawMessage.state == "new")
+            db.session.rollback()
+            return done
+        wait_for(resumed, timeout=40, step=0.5)
+        assert time.monotonic() - started < 3 + 30  # the lock's ttl, and a worker's start
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        for log in logs:
+            log.close()
+    assert_threaded(90, len(mails), root_of)
+    from tests.workers.test_fetch import seen_flags
+
+    assert seen_flags(dovecot, mail_user) == [True] * len(mails)
+    assert db.session.get(Mailbox, mailbox.id).failure_count == 0
