@@ -167,3 +167,31 @@ def test_a_killed_send_run_frees_the_outbox_within_the_lock_ttl_and_mail_goes_ou
     assert len(smtp_server.messages) == 1
     db.session.expire_all()
     assert db.session.scalar(select(Message.delivery).where(Message.direction == "out")) == "sent"
+
+
+def test_two_send_runs_at_once_send_each_mail_once(app, world, sending, smtp_server, redis):
+    """The Redis lock gone (a restart) while a run sends: a second run must not send the same mail."""
+    import threading
+
+    from workers.outbound import send_due
+
+    gateway, box = sending
+    gateway(smtp_server.port)
+    for i in range(120):
+        world.deliver(box, email(sender=f"user{i}@contoso.com", subject=f"case {i}"))
+    key = jobs.LOCK_PREFIX + "send-outbox"
+    results = {}
+
+    def first_run():
+        with app.app_context():
+            results["first"] = send_due()
+
+    runner = threading.Thread(target=first_run)
+    runner.start()
+    wait_for(lambda: len(smtp_server.messages) >= 5, timeout=30, step=0.01)
+    redis.delete(key)  # as a Redis restart would
+    results["second"] = send_due()
+    runner.join(timeout=60)
+    sent = sorted(r.rcpt_tos[0] for r in smtp_server.messages)
+    assert sent == sorted(f"user{i}@contoso.com" for i in range(120)), results
+    assert "skipped" in results["second"]
