@@ -18,7 +18,9 @@ from typing import Any
 
 from flask import current_app
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 from rq.job import JobStatus
@@ -126,6 +128,22 @@ def _still_running(connection: Redis, job) -> bool:
 
 
 LOCK_PREFIX = "tidemark:lock:"
+
+
+def held(names: list[str]) -> set[str]:
+    """Which of these locks have a live holder now (its heartbeat renews them). One quick try:
+    when Redis does not answer, none."""
+    connection = Redis.from_url(current_app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=1,
+                                retry=Retry(NoBackoff(), 0))
+    try:
+        with connection.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(LOCK_PREFIX + name)
+            return {name for name, found in zip(names, pipe.execute()) if found}
+    except (RedisError, OSError):
+        return set()
+    finally:
+        connection.close()
 
 
 @contextmanager

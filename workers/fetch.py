@@ -10,7 +10,7 @@ from portal.jobs import discard_pending, enqueue, exclusive
 from portal.models import Mailbox
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.fetching import due_mailboxes, record_failure, run_fetch, stopped_in_words
+from portal.services.fetching import due_mailboxes, fetch_lock, record_failure, run_fetch, stopped_in_words
 from portal.transport import open_session
 from workers.outbound import SEND_OPTIONS
 from workers.runtime import current_app, job
@@ -25,7 +25,7 @@ FETCH_OPTIONS = {"unique": True, "result_ttl": 0, "failure_ttl": 300, "job_timeo
 
 def fetch_options(mailbox_id: int) -> dict:
     # The job's id is also the name of the lock it holds: portal.jobs tells a dead job by it.
-    return {**FETCH_OPTIONS, "job_id": f"fetch-mailbox-{mailbox_id}"}
+    return {**FETCH_OPTIONS, "job_id": fetch_lock(mailbox_id)}
 
 
 @job
@@ -33,7 +33,7 @@ def fetch_mailbox(mailbox_id: int) -> dict:
     mailbox = db.session.get(Mailbox, mailbox_id)
     if mailbox is None:
         return {"mailbox_id": mailbox_id, "skipped": "the mailbox no longer exists"}
-    with exclusive(f"fetch-mailbox-{mailbox_id}") as mine:
+    with exclusive(fetch_lock(mailbox_id)) as mine:
         if not mine:
             return {"mailbox_id": mailbox_id, "skipped": "another worker is fetching this mailbox"}
         cfg = current_app.config

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
-from portal.services.fetching import stalled
+from portal.services.fetching import stalled_ids
 from portal.services.mailboxes import MailboxHealth
 from portal.services.tickets import TODO_STATUSES
 from portal.services.unprocessed import count_waiting
@@ -66,12 +66,14 @@ def open_tickets(msp_id: int) -> OpenMatrix:
 
 
 def failing_mailboxes(msp_id: int, now: datetime | None = None) -> list[MailboxHealth]:
-    """Active mailboxes that are stalled (no poll completes: services.fetching.stalled) or whose
+    """Active mailboxes that are stalled (no poll completes: services.fetching.stalled_ids) or whose
     last polls failed, the longest stalled or failing first."""
     now = now or utcnow()
     found = []
-    for m in db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id, Mailbox.status == "active")):
-        if stalled(m, now):
+    mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id, Mailbox.status == "active")))
+    stalled = stalled_ids(mailboxes, now)
+    for m in mailboxes:
+        if m.id in stalled:
             found.append(MailboxHealth(m, "stalled"))
         elif m.failure_count:
             found.append(MailboxHealth(m, "failing"))

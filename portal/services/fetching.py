@@ -25,6 +25,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import undefer
 
 from portal.extensions import db
+from portal.jobs import held
 from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
 from portal.models.base import utcnow
 from portal.services.batch_rows import insert_rows
@@ -341,7 +342,21 @@ def due_mailboxes(now: datetime) -> list[Mailbox]:
     return [m for m in candidates if (m.next_poll_at is None or m.next_poll_at <= now) and not in_skip_window(m, now)]
 
 
-def stalled(mailbox: Mailbox, now: datetime) -> bool:
+def fetch_lock(mailbox_id: int) -> str:
+    """The name of the lock a fetch of this mailbox holds, and of its job (portal.jobs)."""
+    return f"fetch-mailbox-{mailbox_id}"
+
+
+def stalled_ids(mailboxes: Iterable[Mailbox], now: datetime) -> set[int]:
+    """The stalled ones among these mailboxes: overdue, and no fetch of theirs is under way (a
+    first import of a big mailbox outlasts several poll intervals; the lock its heartbeat
+    renews says it lives)."""
+    late = [m.id for m in mailboxes if overdue(m, now)]
+    busy = held([fetch_lock(i) for i in late]) if late else set()
+    return {i for i in late if fetch_lock(i) not in busy}
+
+
+def overdue(mailbox: Mailbox, now: datetime) -> bool:
     """An active mailbox whose due poll has not completed for two more poll intervals and two
     minutes (so three intervals without a completed poll, or a cool-off and two): the worker
     or the scheduler is stopped, or fetching hangs. Not while a skip window holds polls back."""

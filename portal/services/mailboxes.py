@@ -323,13 +323,15 @@ class MailboxHealth:
 def mailbox_health(msp_id: int) -> list[MailboxHealth]:
     """Every mailbox of the MSP with what a person checks first (its figures: services.dashboard)."""
     from portal.models.base import utcnow  # noqa: PLC0415
-    from portal.services.fetching import stalled  # noqa: PLC0415
+    from portal.services.fetching import stalled_ids  # noqa: PLC0415
 
-    out, now = [], utcnow()
-    for m in db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)):
+    out = []
+    mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)))
+    stalled = stalled_ids(mailboxes, utcnow())
+    for m in mailboxes:
         if m.status != "active":
             state = m.status
-        elif stalled(m, now):
+        elif m.id in stalled:
             state = "stalled"
         elif m.failure_count:
             state = "failing"

@@ -145,7 +145,9 @@ def test_fetch_lag_reads_in_words():
     assert board.in_words(timedelta(days=2, hours=23)) == "2 days"
 
 
-def test_a_mailbox_that_misses_its_polls_is_stalled_on_the_list_its_page_and_the_dashboard(world, browser, desk):
+def test_a_mailbox_that_misses_its_polls_is_stalled_on_the_list_its_page_and_the_dashboard(world, browser, desk, redis):
+    from portal.jobs import exclusive
+
     msp, _contoso, _fabrikam, box = desk
     now = utcnow()
     # Polled every minute; the poll due five minutes ago has not completed (the worker is gone).
@@ -164,6 +166,10 @@ def test_a_mailbox_that_misses_its_polls_is_stalled_on_the_list_its_page_and_the
     page = browser.get("/").get_data(as_text=True)
     assert figure(page, "tile-failing") == "1" and "failing or stalled" in page
     assert 'class="badge late">stalled<' in page and "is the worker running?" in page
+    # A long fetch (a first import) is under way: its lock lives, so the mailbox is not stalled.
+    with exclusive(f"fetch-mailbox-{box.id}", connection=redis):
+        assert figure(browser.get("/").get_data(as_text=True), "tile-failing") == "0"
+        assert 'state-stalled' not in browser.get("/mailboxes").get_data(as_text=True)
     # A poll completes: healthy again. A mailbox never polled since its activation long ago is stalled.
     box.last_poll_at, box.next_poll_at = now, now + timedelta(seconds=60)
     fresh.next_poll_at = now - timedelta(minutes=10)
