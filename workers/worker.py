@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         # an outage; a stop it was asked for (SIGINT/SIGTERM) ends this process.
         if args.burst or worker._stop_requested:
             return
-        stop = _catch_stop()
+        stop = catch_stop()
         if worker.pubsub_thread is not None:  # RQ's teardown could not stop its command listener
             worker.pubsub_thread.stop()
         _wait_for_horse(worker.horse_pid, stop)
         pause = 1.0 if time.monotonic() - began > 60 else min(pause * 2, MAX_PAUSE)
-        if not _wait_for_redis(connection, pause, stop):
+        if not wait_for_redis(connection, pause, stop):
             return
         log.warning("Redis answers again; the worker starts over")
         try:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 MAX_PAUSE = 30.0
 
 
-def _catch_stop() -> threading.Event:
+def catch_stop() -> threading.Event:
     """SIGINT and SIGTERM between two runs of RQ's loop (which installs its own handlers)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,7 +99,7 @@ def _wait_for_horse(pid: int, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
-def _wait_for_redis(connection, pause: float, stop: threading.Event) -> bool:
+def wait_for_redis(connection, pause: float, stop: threading.Event) -> bool:
     """Try Redis, waiting longer after each failure (up to MAX_PAUSE). False: asked to stop."""
     while not stop.wait(pause):
         try:

@@ -195,3 +195,27 @@ def test_two_send_runs_at_once_send_each_mail_once(app, world, sending, smtp_ser
     sent = sorted(r.rcpt_tos[0] for r in smtp_server.messages)
     assert sent == sorted(f"user{i}@contoso.com" for i in range(120)), results
     assert "skipped" in results["second"]
+
+
+def test_the_cron_scheduler_rides_out_a_redis_outage(app, database_url, private_redis, tmp_path):
+    from rq import Queue
+
+    env = worker_env(app, database_url, private_redis.url)
+    connection = Redis.from_url(private_redis.url)
+    q = Queue(app.config["TIDEMARK_QUEUE"], connection=connection)
+    log = open(tmp_path / "cron.log", "w")
+    cron = subprocess.Popen([sys.executable, "-m", "workers.cron"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: q.count >= 3, timeout=30)  # its first tick
+        private_redis.stop()
+        time.sleep(12)  # longer than its ticks (10 s)
+        assert cron.poll() is None, (tmp_path / "cron.log").read_text()
+        private_redis.start()  # empty: nothing of before survives
+        wait_for(lambda: q.count >= 1, timeout=60, step=0.5)
+        assert cron.poll() is None
+    finally:
+        cron.terminate()
+        cron.wait(timeout=30)
+        log.close()
+    assert cron.returncode == 0, (tmp_path / "cron.log").read_text()
