@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 # One that ran a while starts again at once; one that keeps dying, ever more slowly.
                 pauses[name] = 1.0 if now - started[name] > RESTART_RESET else min(max(pauses[name] * 2, 1.0),
                                                                                      RESTART_MAX)
-                print(f"{name} stopped (exit {proc.returncode}); starting it again in {pauses[name]:.0f} s.", flush=True)
+                print(f"{name} stopped (exit {proc.returncode}); starting it again in {pauses[name]:.0f} s.",
+                      flush=True)
                 children[name], due[name] = None, now + pauses[name]
             elif proc is None and now >= due[name]:
                 try:

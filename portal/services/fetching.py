@@ -380,7 +380,8 @@ def stopped_in_words(exc: Exception) -> str:
         return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
     if isinstance(exc, SQLAlchemyError):
         return f"The database refused to store the fetched mail: {detail}. It is tried again at the next poll."
-    return f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). It is tried again at the next poll."
+    return (f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). "
+            "It is tried again at the next poll.")
 
 
 def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:

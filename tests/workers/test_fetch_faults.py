@@ -52,7 +52,8 @@ def assert_threaded(roots: int, total: int, root_of: dict[str, str]) -> None:
     assert db.session.scalar(select(func.count()).select_from(RawMessage)) == total
     assert db.session.scalar(select(func.count()).select_from(Message).where(Message.direction == "in")) == total
     assert db.session.scalar(select(func.count()).select_from(RawMessage).where(RawMessage.state != "decided")) == 0
-    ticket_of = dict(db.session.execute(select(Message.message_id, Message.ticket_id).where(Message.direction == "in")).all())
+    ticket_of = dict(db.session.execute(
+        select(Message.message_id, Message.ticket_id).where(Message.direction == "in")).all())
     empty = db.session.scalar(select(func.count()).select_from(Ticket).where(
         ~select(Message.id).where(Message.ticket_id == Ticket.id).exists()))
     misplaced = [reply for reply, root in root_of.items() if ticket_of[reply] != ticket_of[root]]
@@ -98,7 +99,8 @@ def worker_env(app, database_url, redis_url, dovecot=None, **extra) -> dict:
     instance = str(Path(database_url[10:]).parent) if database_url.startswith("sqlite") else "/tmp"
     return {**os.environ, "TIDEMARK_ENV": "development", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
             "TIDEMARK_QUEUE": app.config["TIDEMARK_QUEUE"], "SECRET_KEY": app.config["SECRET_KEY"],
-            "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"], "TIDEMARK_CA_FILE": str(dovecot.ca_file) if dovecot else "",
+            "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"],
+            "TIDEMARK_CA_FILE": str(dovecot.ca_file) if dovecot else "",
             "TIDEMARK_INSTANCE_DIR": instance, **extra}
 
 

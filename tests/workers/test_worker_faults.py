@@ -75,7 +75,8 @@ def test_the_worker_rides_out_a_redis_outage_and_works_on_after_it(
         commit()
         enqueue_due_fetches()
         worker = subprocess.Popen([sys.executable, "-m", "workers.worker"], cwd=ROOT, stdout=log,
-                                  stderr=subprocess.STDOUT, env=worker_env(app, database_url, private_redis.url, dovecot))
+                                  stderr=subprocess.STDOUT,
+                                  env=worker_env(app, database_url, private_redis.url, dovecot))
         try:
             wait_for(proxy.tripped.is_set, timeout=30)  # a fetch is under way
             private_redis.stop()
