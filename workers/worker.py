@@ -39,6 +39,16 @@ def prepare_process() -> None:
     gc.freeze()
 
 
+class StoppableWorker(Worker):
+    """RQ's worker, remembering whether it was asked to stop (idle, RQ only raises to leave)."""
+
+    asked_to_stop = False
+
+    def request_stop(self, signum, frame):
+        self.asked_to_stop = True
+        super().request_stop(signum, frame)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--burst", action="store_true", help="stop when the queue is empty")
@@ -50,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     prepare_process()
     pause = 1.0
     while True:
-        worker = Worker([q], connection=connection)
+        worker = StoppableWorker([q], connection=connection)
         began = time.monotonic()
         try:
             worker.work(with_scheduler=True, burst=args.burst)
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("Redis went away: %s", exc)
         # RQ quits its loop on a Redis error met while a job runs, or when the job ends during
         # an outage; a stop it was asked for (SIGINT/SIGTERM) ends this process.
-        if args.burst or worker._stop_requested:
+        if args.burst or worker.asked_to_stop:
             return
         stop = catch_stop()
         if worker.pubsub_thread is not None:  # RQ's teardown could not stop its command listener
