@@ -435,10 +435,10 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
     """Each batch: downloaded (in a thread, while the batch before is handled), stored,
     committed, handed to the decider, and only then the server told."""
     for folder in mailbox.folders:
+        folder_state = session.select(folder)
         hold_mailbox(mailbox)  # until the commit below: a racing fetch must not add the folder too
         state_row = db.session.scalar(select(FolderState).where(FolderState.mailbox_id == mailbox.id,
                                                                 FolderState.folder == folder))
-        folder_state = session.select(folder)
         if state_row is None or state_row.uidvalidity != folder_state.uidvalidity:
             if state_row is not None:
                 log.warning("%s %s: UIDVALIDITY changed %s → %s; fetching again, fingerprints catch copies",
