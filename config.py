@@ -75,6 +75,9 @@ class Config:
     # 1 = jobs run inline in the calling process instead of on Redis (command line, tests).
     TIDEMARK_JOBS_SYNC = env_flag("TIDEMARK_JOBS_SYNC")
     TIDEMARK_QUEUE = os.environ.get("TIDEMARK_QUEUE", "tidemark")
+    # Seconds a lock on a mailbox's fetch or on the sending run lasts; its holder renews it every
+    # third of that, so a lock left by a killed worker is free again within this time.
+    TIDEMARK_LOCK_SECONDS = env_int("TIDEMARK_LOCK_SECONDS", 60)
     # The right-hand side of our Message-IDs and the value of our loop header.
     TIDEMARK_MAIL_HOST = os.environ.get("TIDEMARK_MAIL_HOST") or socket.getfqdn() or "tidemark.localdomain"
     # Where the portal is reached, for links in email.

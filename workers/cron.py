@@ -2,16 +2,24 @@
 
     python -m workers.cron
 
-Every job it enqueues is idempotent, so a missed or doubled tick does no harm.
+Every job it enqueues is idempotent, so a missed or doubled tick does no harm. A Redis outage
+does not end it: it waits for Redis and starts again.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
+from redis.exceptions import RedisError
 from rq.cron import CronScheduler
 
 from portal.jobs import redis_connection
 from workers import fetch, maintenance, outbound
 from workers.runtime import get_app
+from workers.worker import MAX_PAUSE, catch_stop, wait_for_redis
+
+log = logging.getLogger("rq.cron")
 
 # (job, seconds between runs)
 SCHEDULE = [
@@ -33,7 +41,18 @@ def main() -> None:
     with app.app_context():
         connection = redis_connection()
         queue_name = app.config["TIDEMARK_QUEUE"]
-    build_scheduler(connection, queue_name).start()
+    pause = 1.0
+    while True:
+        began = time.monotonic()
+        try:
+            build_scheduler(connection, queue_name).start()
+            return  # it returns when asked to stop (SIGINT/SIGTERM)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis went away: %s", exc)
+        # A Redis outage ends RQ's scheduler loop: wait for Redis, then start it again.
+        pause = 1.0 if time.monotonic() - began > 60 else min(pause * 2, MAX_PAUSE)
+        if not wait_for_redis(connection, pause, catch_stop()):
+            return
 
 
 if __name__ == "__main__":

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 
 from portal.extensions import db
-from portal.jobs import enqueue, exclusive
+from portal.jobs import discard_pending, enqueue, exclusive
 from portal.models import Mailbox
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.fetching import due_mailboxes, run_fetch
+from portal.services.fetching import due_mailboxes, fetch_lock, record_failure, run_fetch, stopped_in_words
 from portal.transport import open_session
 from workers.outbound import SEND_OPTIONS
 from workers.runtime import current_app, job
 
+log = logging.getLogger(__name__)
+
 # A finished fetch leaves no job behind (result_ttl 0), so the next one can use the same id;
-# a failed one is kept briefly for inspection, not for RQ's default of a year.
+# a failed one is kept briefly for inspection, not for RQ's default of a year, and replaced by
+# the next poll (portal.jobs.dispatch_pending), as is one whose worker died.
 FETCH_OPTIONS = {"unique": True, "result_ttl": 0, "failure_ttl": 300, "job_timeout": 3600}
 
 
 def fetch_options(mailbox_id: int) -> dict:
-    return {**FETCH_OPTIONS, "job_id": f"fetch-mailbox-{mailbox_id}"}
+    # The job's id is also the name of the lock it holds: portal.jobs tells a dead job by it.
+    return {**FETCH_OPTIONS, "job_id": fetch_lock(mailbox_id)}
 
 
 @job
@@ -28,16 +33,37 @@ def fetch_mailbox(mailbox_id: int) -> dict:
     mailbox = db.session.get(Mailbox, mailbox_id)
     if mailbox is None:
         return {"mailbox_id": mailbox_id, "skipped": "the mailbox no longer exists"}
-    with exclusive(f"fetch-mailbox-{mailbox_id}", ttl=3600) as mine:
+    with exclusive(fetch_lock(mailbox_id)) as mine:
         if not mine:
             return {"mailbox_id": mailbox_id, "skipped": "another worker is fetching this mailbox"}
         cfg = current_app.config
-        report = run_fetch(mailbox, open_session=open_session, keys=cfg["TIDEMARK_ENCRYPTION_KEY"],
-                           secret=cfg["SECRET_KEY"].encode(), commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"],
-                           host=cfg["TIDEMARK_MAIL_HOST"])
+        try:
+            report = run_fetch(mailbox, open_session=open_session, keys=cfg["TIDEMARK_ENCRYPTION_KEY"],
+                               secret=cfg["SECRET_KEY"].encode(), commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"],
+                               host=cfg["TIDEMARK_MAIL_HOST"])
+        except Exception as exc:  # noqa: BLE001 - told on the mailbox, then RQ hears of it
+            _record_stopped(mailbox_id, exc)
+            raise
     # Acknowledgements and alerts went into the outbox with the tickets: send them now.
     enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
     return asdict(report)
+
+
+def _record_stopped(mailbox_id: int, exc: Exception) -> None:
+    """Show on the mailbox why its fetch stopped, in a transaction of its own (the fetch's is
+    rolled back). Mail stored before the error is kept and decided by the next poll. If the
+    database is still away this fails too, and only the worker's log tells."""
+    db.session.rollback()
+    discard_pending()
+    try:
+        mailbox = db.session.get(Mailbox, mailbox_id)
+        if mailbox is not None:
+            record_failure(mailbox, stopped_in_words(exc), utcnow())
+            commit()
+    except Exception:  # noqa: BLE001 - the original error is the one to raise
+        log.warning("could not record the failed fetch of mailbox %s", mailbox_id, exc_info=True)
+        db.session.rollback()
+        discard_pending()
 
 
 @job

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import time
+from contextlib import contextmanager
 
+from sqlalchemy import text
+
+from portal.extensions import db
 from portal.jobs import exclusive
 from portal.models.base import utcnow
 from portal.services import commit
@@ -18,14 +23,53 @@ __all__ = ["SEND_OPTIONS", "environment", "send_due"]
 SEND_BUDGET_SECONDS = 100.0
 
 
+# The namespace of our advisory locks on PostgreSQL (fetching.hold_mailbox uses the one before).
+_SENDER_LOCK = (0x7465, 0)
+
+
+@contextmanager
+def one_sender():
+    """Yields whether this process is the only one sending. The Redis lock says so too, but Redis
+    may lose it (a restart) while a run goes on, and two runs would send the same mail twice.
+    PostgreSQL: a session advisory lock on a connection of its own; SQLite: a lock on a file
+    beside the database. Either is freed when its process dies."""
+    engine = db.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            ours = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :id)"),
+                                dict(zip(("ns", "id"), _SENDER_LOCK))).scalar()
+            conn.commit()
+            try:
+                yield ours
+            finally:
+                if ours:
+                    conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), dict(zip(("ns", "id"), _SENDER_LOCK)))
+                    conn.commit()
+        return
+    path = engine.url.database
+    if not path or path == ":memory:":
+        yield True
+        return
+    with open(f"{path}.sending", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @job
 def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
     """Send every due outbound message. Mail handed to a server is committed at once, so that
     a crash cannot send it twice; mail settled without one (held, blocked, failed before
     sending) is committed a batch at a time."""
     counts: dict[str, int] = {}
-    with exclusive("send-outbox", ttl=900) as mine:
-        if not mine:
+    with exclusive("send-outbox") as mine, one_sender() as ours:
+        if not (mine and ours):
             return {"skipped": "another worker is sending"}
         env, servers = environment(), {}
         stop_at = time.monotonic() + budget

@@ -7,7 +7,8 @@
 
     python -m workers.stack [--bind 127.0.0.1:5000] [--web-workers 2]
 
-If any of them dies, the others are stopped too, so a half-running stack never lingers.
+If one of them dies, it is started again: after a second, and after ever longer pauses (up to
+half a minute) while it keeps dying. Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from config import INSTANCE_DIR
 
 PYTHON = sys.executable
+# A child that ran this many seconds before it stopped is started again after the shortest pause.
+RESTART_RESET = 60.0
+RESTART_MAX = 30.0
 
 
 def start_private_redis(instance: Path) -> tuple[subprocess.Popen, str]:
@@ -56,19 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
-    children: list[tuple[str, subprocess.Popen]] = []
+    # name → how to start it, in the order they start (and stop the other way round).
+    starters: dict[str, Callable[[], subprocess.Popen]] = {}
     if not env.get("REDIS_URL"):
         redis_proc, env["REDIS_URL"] = start_private_redis(INSTANCE_DIR)
-        children.append(("redis", redis_proc))
+        starters["redis"] = lambda: start_private_redis(INSTANCE_DIR)[0]
         print(f"Started a private Redis at {env['REDIS_URL']}", flush=True)
 
-    def spawn(name: str, cmd: list[str]) -> None:
-        children.append((name, subprocess.Popen(cmd, env=env)))
+    def command(cmd: list[str]) -> Callable[[], subprocess.Popen]:
+        return lambda: subprocess.Popen(cmd, env=env)
 
-    spawn("web", [PYTHON, "-m", "gunicorn", "--bind", args.bind, "--workers", str(args.web_workers),
-                  "--access-logfile", "-", "wsgi:app"])
-    spawn("worker", [PYTHON, "-m", "workers.worker"])
-    spawn("cron", [PYTHON, "-m", "workers.cron"])
+    starters["web"] = command([PYTHON, "-m", "gunicorn", "--bind", args.bind, "--workers", str(args.web_workers),
+                               "--access-logfile", "-", "wsgi:app"])
+    starters["worker"] = command([PYTHON, "-m", "workers.worker"])
+    starters["cron"] = command([PYTHON, "-m", "workers.cron"])
+    now = time.monotonic()
+    children: dict[str, subprocess.Popen | None] = {
+        name: redis_proc if name == "redis" else start() for name, start in starters.items()}
+    started = dict.fromkeys(starters, now)
+    pauses = dict.fromkeys(starters, 0.0)
+    due: dict[str, float] = {}  # name → when a stopped child starts again
     print(f"Tidemark is starting on http://{args.bind} (Ctrl-C stops everything)", flush=True)
 
     stopping = False
@@ -79,19 +91,28 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    exit_code = 0
     while not stopping:
-        for name, proc in children:
-            if proc.poll() is not None:
-                print(f"{name} stopped (exit {proc.returncode}); stopping the rest.", flush=True)
-                exit_code = proc.returncode or 1
-                stopping = True
-                break
+        now = time.monotonic()
+        for name, proc in children.items():
+            if proc is not None and proc.poll() is not None:
+                # One that ran a while starts again at once; one that keeps dying, ever more slowly.
+                pauses[name] = 1.0 if now - started[name] > RESTART_RESET else min(max(pauses[name] * 2, 1.0),
+                                                                                     RESTART_MAX)
+                print(f"{name} stopped (exit {proc.returncode}); starting it again in {pauses[name]:.0f} s.",
+                      flush=True)
+                children[name], due[name] = None, now + pauses[name]
+            elif proc is None and now >= due[name]:
+                try:
+                    children[name], started[name] = starters[name](), now
+                except (OSError, SystemExit) as exc:
+                    print(f"{name} could not be started: {exc}", flush=True)
+                    pauses[name] = min(max(pauses[name], 1.0) * 2, RESTART_MAX)
+                    due[name] = now + pauses[name]
         time.sleep(0.2)
 
     # Stop the consumers before Redis, so they do not log connection errors on the way out.
-    for name, proc in reversed(children):
-        if proc.poll() is None:
+    for name, proc in reversed(children.items()):
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=15)
@@ -99,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
     print("Stopped.", flush=True)
-    return exit_code
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

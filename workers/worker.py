@@ -1,6 +1,9 @@
 """Start one RQ worker on the Tidemark queue, with RQ's scheduler for delayed and retried jobs.
 
     python -m workers.worker [--burst]
+
+A Redis outage does not end it: RQ's loop quits on one, and this process waits for Redis with
+a growing pause and starts the loop again.
 """
 
 from __future__ import annotations
@@ -8,11 +11,19 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import logging
+import os
+import signal
+import threading
+import time
 
+from redis.exceptions import RedisError
 from rq import Worker
 
 from portal.jobs import queue, redis_connection
 from workers.runtime import get_app
+
+log = logging.getLogger("rq.worker")
 
 # Every module that holds jobs (portal.jobs.enqueue only takes functions from workers.*).
 JOB_MODULES = ("workers.fetch", "workers.outbound", "workers.maintenance")
@@ -28,6 +39,16 @@ def prepare_process() -> None:
     gc.freeze()
 
 
+class StoppableWorker(Worker):
+    """RQ's worker, remembering whether it was asked to stop (idle, RQ only raises to leave)."""
+
+    asked_to_stop = False
+
+    def request_stop(self, signum, frame):
+        self.asked_to_stop = True
+        super().request_stop(signum, frame)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--burst", action="store_true", help="stop when the queue is empty")
@@ -37,7 +58,67 @@ def main(argv: list[str] | None = None) -> None:
         connection = redis_connection()
         q = queue(connection)
     prepare_process()
-    Worker([q], connection=connection).work(with_scheduler=True, burst=args.burst)
+    pause = 1.0
+    while True:
+        worker = StoppableWorker([q], connection=connection)
+        began = time.monotonic()
+        try:
+            worker.work(with_scheduler=True, burst=args.burst)
+        except (RedisError, OSError) as exc:  # e.g. while registering its start or its end
+            log.warning("Redis went away: %s", exc)
+        # RQ quits its loop on a Redis error met while a job runs, or when the job ends during
+        # an outage; a stop it was asked for (SIGINT/SIGTERM) ends this process.
+        if args.burst or worker.asked_to_stop:
+            return
+        stop = catch_stop()
+        if worker.pubsub_thread is not None:  # RQ's teardown could not stop its command listener
+            worker.pubsub_thread.stop()
+        _wait_for_horse(worker.horse_pid, stop)
+        pause = 1.0 if time.monotonic() - began > 60 else min(pause * 2, MAX_PAUSE)
+        if not wait_for_redis(connection, pause, stop):
+            return
+        log.warning("Redis answers again; the worker starts over")
+        try:
+            worker.register_death()  # the dashboard counts live workers; this one is gone
+        except (RedisError, OSError):
+            pass
+
+
+# The longest wait between two tries to reach Redis again.
+MAX_PAUSE = 30.0
+
+
+def catch_stop() -> threading.Event:
+    """SIGINT and SIGTERM between two runs of RQ's loop (which installs its own handlers)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait_for_horse(pid: int, stop: threading.Event) -> None:
+    """A job still running in its work horse finishes before this worker takes the next one
+    (one job at a time); it is reaped here, as RQ's loop would have."""
+    while pid and not stop.is_set():
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        stop.wait(0.5)
+
+
+def wait_for_redis(connection, pause: float, stop: threading.Event) -> bool:
+    """Try Redis, waiting longer after each failure (up to MAX_PAUSE). False: asked to stop."""
+    while not stop.wait(pause):
+        try:
+            connection.ping()
+            return True
+        except (RedisError, OSError) as exc:
+            log.warning("Redis is unreachable (%s); trying again in %.0f s", exc, pause)
+            pause = min(pause * 2, MAX_PAUSE)
+    return False
 
 
 if __name__ == "__main__":

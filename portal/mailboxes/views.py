@@ -79,12 +79,15 @@ def new():
 
 @bp.get("/<int:mailbox_id>")
 def detail(mailbox_id: int):
+    from portal.models.base import utcnow  # noqa: PLC0415
+    from portal.services.fetching import stalled_ids  # noqa: PLC0415
     from portal.services.outbound import own_server  # noqa: PLC0415
 
     mailbox = mailbox_or_404(mailbox_id)
     entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)
     return render_template(
         "mailboxes/detail.html", mailbox=mailbox, server=own_server(mailbox), problems=svc.activation_problems(mailbox),
+        stalled=bool(stalled_ids([mailbox], utcnow())),
         history=entries, history_total=total, history_page=1, history_pages=max(1, -(-total // HISTORY_PAGE)),
     )
 

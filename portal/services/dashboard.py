@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
+from portal.services.fetching import stalled_ids
+from portal.services.mailboxes import MailboxHealth
 from portal.services.tickets import TODO_STATUSES
 from portal.services.unprocessed import count_waiting
 
@@ -63,11 +65,20 @@ def open_tickets(msp_id: int) -> OpenMatrix:
     return OpenMatrix(rows, totals)
 
 
-def failing_mailboxes(msp_id: int) -> list[Mailbox]:
-    """Active mailboxes whose last polls failed, the longest failing first."""
-    return list(db.session.scalars(
-        select(Mailbox).where(Mailbox.msp_id == msp_id, Mailbox.status == "active", Mailbox.failure_count > 0)
-        .order_by(Mailbox.failing_since, Mailbox.address)))
+def failing_mailboxes(msp_id: int, now: datetime | None = None) -> list[MailboxHealth]:
+    """Active mailboxes that are stalled (no poll completes: services.fetching.stalled_ids) or whose
+    last polls failed, the longest stalled or failing first."""
+    now = now or utcnow()
+    found = []
+    mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id, Mailbox.status == "active")))
+    stalled = stalled_ids(mailboxes, now)
+    for m in mailboxes:
+        if m.id in stalled:
+            found.append(MailboxHealth(m, "stalled"))
+        elif m.failure_count:
+            found.append(MailboxHealth(m, "failing"))
+    found.sort(key=lambda h: (h.mailbox.failing_since or h.mailbox.next_poll_at or now, h.mailbox.address))
+    return found
 
 
 def unprocessed_waiting(msp_id: int) -> int:

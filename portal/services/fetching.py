@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import undefer
 
 from portal.extensions import db
+from portal.jobs import held
 from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
 from portal.models.base import utcnow
 from portal.services.batch_rows import insert_rows
@@ -46,6 +48,24 @@ class FetchReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     skipped: str | None = None
     error: str | None = None
+
+
+# --- one writer per mailbox -----------------------------------------------------------------------
+
+# The namespace of our advisory locks on PostgreSQL (the second number is the mailbox id).
+_MAILBOX_LOCK = 0x7464
+
+
+def hold_mailbox(mailbox: Mailbox) -> None:
+    """Until this transaction ends, nobody else stores or decides this mailbox's mail: a second
+    fetch (the Redis lock gone, as after a Redis restart) waits here, then reads what the first
+    one committed. PostgreSQL: a transaction-scoped advisory lock on the mailbox id (a row lock
+    would also stop every insert that names the mailbox). SQLite: a write, which takes the
+    database's single write lock before anything after it is read."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": _MAILBOX_LOCK, "id": mailbox.id})
+    else:
+        db.session.execute(text("UPDATE mailboxes SET id = id WHERE id = :id"), {"id": mailbox.id})
 
 
 # --- storing ---------------------------------------------------------------------------------------
@@ -160,7 +180,7 @@ def decide_batch(raws: list[RawMessage], ctx: IngestContext,
         ctx.forget_batch()
         for raw in raws:  # the batch's UPDATE of their state was rolled back with it
             db.session.expire(raw, ["state", "last_error"])
-        return [decide(raw, ctx) for raw in raws]
+        return [decide(raw, ctx) for raw in raws if raw.state == "new"]
 
 
 def _attach(item: Prepared, raw: RawMessage) -> Prepared:
@@ -216,6 +236,7 @@ class Decider:
         self._ahead = 2 if read_ahead else 1
         self._reading: deque[tuple[int, int, Future]] = deque()  # first and last raw id, the reading
         self._handed = 0  # the last raw id handed in: this run decides nothing at or below it again
+        self._tried: set[int] = set()  # raw ids this run has decided or tried to (failures wait for the next run)
 
     def __enter__(self) -> "Decider":
         return self
@@ -245,10 +266,15 @@ class Decider:
 
     def _decide(self, first: int, last: int, reading: Future) -> None:
         examined = reading.result()
-        # The same rows again, fresh after the last commit; their bytes were read already.
-        raws = list(db.session.scalars(select(RawMessage).where(
-            RawMessage.mailbox_id == self.mailbox.id, RawMessage.state == "new",
-            RawMessage.id >= first, RawMessage.id <= last).order_by(RawMessage.id)))
+        # Under the mailbox's lock, the same rows again, fresh: a racing run may have decided
+        # them meanwhile, and then they are not decided a second time. Older rows a racing run
+        # stored and has not decided yet go first: a reply must find its root's ticket.
+        hold_mailbox(self.mailbox)
+        raws = [raw for raw in db.session.scalars(select(RawMessage).where(
+                    RawMessage.mailbox_id == self.mailbox.id, RawMessage.state == "new",
+                    RawMessage.id <= last).order_by(RawMessage.id))
+                if raw.id >= first or raw.id not in self._tried]
+        self._tried.update(raw.id for raw in raws)
         for result in decide_batch(raws, self.ctx, examined):
             if result is None:
                 self.report.failed += 1
@@ -316,6 +342,48 @@ def due_mailboxes(now: datetime) -> list[Mailbox]:
     return [m for m in candidates if (m.next_poll_at is None or m.next_poll_at <= now) and not in_skip_window(m, now)]
 
 
+def fetch_lock(mailbox_id: int) -> str:
+    """The name of the lock a fetch of this mailbox holds, and of its job (portal.jobs)."""
+    return f"fetch-mailbox-{mailbox_id}"
+
+
+def stalled_ids(mailboxes: Iterable[Mailbox], now: datetime) -> set[int]:
+    """The stalled ones among these mailboxes: overdue, and no fetch of theirs is under way (a
+    first import of a big mailbox outlasts several poll intervals; the lock its heartbeat
+    renews says it lives)."""
+    late = [m.id for m in mailboxes if overdue(m, now)]
+    busy = held([fetch_lock(i) for i in late]) if late else set()
+    return {i for i in late if fetch_lock(i) not in busy}
+
+
+def overdue(mailbox: Mailbox, now: datetime) -> bool:
+    """An active mailbox whose due poll has not completed for two more poll intervals and two
+    minutes (so three intervals without a completed poll, or a cool-off and two): the worker
+    or the scheduler is stopped, or fetching hangs. Not while a skip window holds polls back."""
+    if mailbox.status != "active" or mailbox.next_poll_at is None:
+        return False
+    grace = timedelta(seconds=2 * mailbox.poll_interval + 120)
+    if now - mailbox.next_poll_at <= grace:
+        return False
+    return not (in_skip_window(mailbox, now) or in_skip_window(mailbox, now - grace))
+
+
+def stopped_in_words(exc: Exception) -> str:
+    """A fetch stopped by an error other than the mail server's, for the mailbox's health: what
+    happened in plain words, with the first line of the driver's own message (never the SQL,
+    its parameters or a connection URL's password)."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError  # noqa: PLC0415
+
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = re.sub(r"://[^/@\s]*@", "://…@", detail[0] if detail else type(exc).__name__)[:300]
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
+        return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
+    if isinstance(exc, SQLAlchemyError):
+        return f"The database refused to store the fetched mail: {detail}. It is tried again at the next poll."
+    return (f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). "
+            "It is tried again at the next poll.")
+
+
 def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:
     recovered = None
     if mailbox.failure_count and mailbox.streak_alerted:
@@ -367,9 +435,10 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
     """Each batch: downloaded (in a thread, while the batch before is handled), stored,
     committed, handed to the decider, and only then the server told."""
     for folder in mailbox.folders:
+        folder_state = session.select(folder)
+        hold_mailbox(mailbox)  # until the commit below: a racing fetch must not add the folder too
         state_row = db.session.scalar(select(FolderState).where(FolderState.mailbox_id == mailbox.id,
                                                                 FolderState.folder == folder))
-        folder_state = session.select(folder)
         if state_row is None or state_row.uidvalidity != folder_state.uidvalidity:
             if state_row is not None:
                 log.warning("%s %s: UIDVALIDITY changed %s → %s; fetching again, fingerprints catch copies",
@@ -378,7 +447,7 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
                 db.session.flush()
             state_row = FolderState(mailbox_id=mailbox.id, folder=folder, uidvalidity=folder_state.uidvalidity, last_uid=0)
             db.session.add(state_row)
-            commit()
+        commit()
         _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
         uids = session.uids_after(state_row.last_uid, since=mailbox.sync_start_date)
         chunks = [uids[start:start + batch] for start in range(0, len(uids), batch)]
@@ -392,6 +461,7 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
                 fetched = download.result()
                 if i + 1 < len(chunks):
                     download = downloader.submit(_download, session, lock, chunks[i + 1], batch, max_size)
+                hold_mailbox(mailbox)  # until the commit: a racing fetch stores none of these again
                 known = known_server_ids(mailbox, folder, folder_state.uidvalidity, among=[str(u) for u in chunk])
                 fetched = [f for f in fetched if f.server_id not in known]
                 report.fetched += store_raw_batch(mailbox, fetched, folder=folder, uidvalidity=folder_state.uidvalidity)

@@ -328,12 +328,20 @@ class IngestContext:
             # max(id) is read below: no other writer can take those ids meanwhile.
             # IN rather than one_of(): the session can evaluate IN to update the loaded raws.
             for chunk in chunks(decided):
-                session.execute(update(RawMessage).where(RawMessage.id.in_(chunk))
-                                .values(state="decided", last_error=None)
-                                .execution_options(synchronize_session="evaluate"))
+                # Only rows still new: a raw message is decided once, and a batch that finds
+                # one decided by someone else is rolled back rather than deciding it again.
+                done = session.execute(update(RawMessage).where(RawMessage.id.in_(chunk), RawMessage.state == "new")
+                                       .values(state="decided", last_error=None)
+                                       .execution_options(synchronize_session="evaluate"))
+                if done.rowcount != len(chunk):
+                    raise AlreadyDecided(f"{len(chunk) - done.rowcount} of these messages were decided meanwhile")
             if decided:
                 insert_new_rows(session)
         session.flush()  # what is left: changes to rows that were there already
+
+
+class AlreadyDecided(RuntimeError):
+    """Another run decided some of the batch's messages first."""
 
 
 # --- the pipeline --------------------------------------------------------------------------------

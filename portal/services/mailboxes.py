@@ -267,6 +267,10 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
             problems.append(ADDRESS_CLAIMED)
         if problems:
             raise ValidationError({"status": problems})
+        if before.get("status") != "active":
+            from portal.models.base import utcnow  # noqa: PLC0415
+
+            mailbox.next_poll_at = utcnow()  # due at once; a mailbox never polled since is stalled
     db.session.flush()
     changes = audit.diff(before, _snapshot(mailbox))
     if password_changed:
@@ -382,15 +386,22 @@ def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None,
 @dataclass
 class MailboxHealth:
     mailbox: Mailbox
-    state: str  # "healthy", "failing", "not fetched yet", "draft", "disabled"
+    state: str  # "healthy", "stalled", "failing", "not fetched yet", "draft", "disabled"
 
 
 def mailbox_health(msp_id: int) -> list[MailboxHealth]:
     """Every mailbox of the MSP with what a person checks first (its figures: services.dashboard)."""
+    from portal.models.base import utcnow  # noqa: PLC0415
+    from portal.services.fetching import stalled_ids  # noqa: PLC0415
+
     out = []
-    for m in db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)):
+    mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)))
+    stalled = stalled_ids(mailboxes, utcnow())
+    for m in mailboxes:
         if m.status != "active":
             state = m.status
+        elif m.id in stalled:
+            state = "stalled"
         elif m.failure_count:
             state = "failing"
         elif m.last_success_at is None:

@@ -143,3 +143,38 @@ def test_fetch_lag_reads_in_words():
     assert board.in_words(timedelta(minutes=1, seconds=59)) == "1 minute"
     assert board.in_words(timedelta(hours=5, minutes=3)) == "5 hours"
     assert board.in_words(timedelta(days=2, hours=23)) == "2 days"
+
+
+def test_a_mailbox_that_misses_its_polls_is_stalled_on_the_list_its_page_and_the_dashboard(world, browser, desk, redis):
+    from portal.jobs import exclusive
+
+    msp, _contoso, _fabrikam, box = desk
+    now = utcnow()
+    # Polled every minute; the poll due five minutes ago has not completed (the worker is gone).
+    box.status, box.poll_interval = "active", 60
+    box.last_poll_at = box.last_success_at = now - timedelta(minutes=6)
+    box.next_poll_at = now - timedelta(minutes=5)
+    fresh = world.mailbox(msp, address="fresh@acme.example", acknowledge=False, status="active")
+    db.session.commit()
+    browser.sign_in("ana@acme.example")
+    listing = browser.get("/mailboxes").get_data(as_text=True)
+    rows = {r.split('">', 1)[0]: r for r in listing.split('<tr class="state-')[1:]}
+    assert "support@acme.example" in rows["stalled"] and "is the worker running?" in rows["stalled"]
+    assert "fresh@acme.example" in rows["not-fetched-yet"]  # activated just now: not stalled
+    assert "is the worker running?" in browser.get(f"/mailboxes/{box.id}").get_data(as_text=True)
+    assert "is the worker running?" not in browser.get(f"/mailboxes/{fresh.id}").get_data(as_text=True)
+    page = browser.get("/").get_data(as_text=True)
+    assert figure(page, "tile-failing") == "1" and "failing or stalled" in page
+    assert 'class="badge late">stalled<' in page and "is the worker running?" in page
+    # A long fetch (a first import) is under way: its lock lives, so the mailbox is not stalled.
+    with exclusive(f"fetch-mailbox-{box.id}", connection=redis):
+        assert figure(browser.get("/").get_data(as_text=True), "tile-failing") == "0"
+        assert 'state-stalled' not in browser.get("/mailboxes").get_data(as_text=True)
+    # A poll completes: healthy again. A mailbox never polled since its activation long ago is stalled.
+    box.last_poll_at, box.next_poll_at = now, now + timedelta(seconds=60)
+    fresh.next_poll_at = now - timedelta(minutes=10)
+    db.session.commit()
+    listing = browser.get("/mailboxes").get_data(as_text=True)
+    rows = {r.split('">', 1)[0]: r for r in listing.split('<tr class="state-')[1:]}
+    assert "support@acme.example" in rows["healthy"]
+    assert "fresh@acme.example" in rows["stalled"] and "since it was activated" in rows["stalled"]

@@ -60,3 +60,30 @@ def test_make_run_stack_starts_serves_and_stops_on_ctrl_c(tmp_path):
     assert stack.returncode == 0, output
     assert "Stopped." in output
     assert not _port_open(port)
+
+
+def test_make_run_starts_a_killed_worker_again(tmp_path):
+    from tests.workers.test_fetch_faults import children_of, wait_for
+
+    env = _env(tmp_path / "instance")
+    subprocess.run([sys.executable, "-m", "flask", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    port = free_port()
+    stack = subprocess.Popen([sys.executable, "-m", "workers.stack", "--bind", f"127.0.0.1:{port}",
+                              "--web-workers", "1"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def worker_pids() -> list[int]:
+        return [pid for pid in children_of(stack.pid)
+                if b"workers.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+    try:
+        wait_for(lambda: len(worker_pids()) == 1, timeout=60)
+        first = worker_pids()[0]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: worker_pids() and worker_pids() != [first], timeout=30)
+        assert stack.poll() is None
+    finally:
+        stack.send_signal(signal.SIGINT)
+        output = stack.communicate(timeout=60)[0]
+    assert stack.returncode == 0, output
+    assert "worker stopped (exit -9); starting it again in 1 s." in output and "Stopped." in output
