@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from portal import tenancy
 from portal.extensions import db
 from portal.mail.refs import RefFormat, normalize_subject
 from portal.models import AutoMailLog, Client, EmailTemplate, Mailbox, Setting, SmtpServer
 from portal.models.base import utcnow
-from portal.services.clients import ancestors
 
 DEFAULT_AUTO_LIMIT_PER_HOUR = 10
 # Changes the customer hears of by email (the ticket's contact), each with its own template.
@@ -57,13 +57,11 @@ class TemplateInEffect:
 def template_in_effect(client: Client, event: str) -> TemplateInEffect:
     """The client's own template → the nearest ancestor's template shared with sub-clients →
     the built-in default."""
-    chain = [client, *ancestors(client)]
-    rows = {t.client_id: t for t in db.session.scalars(
+    chain = tenancy.lineage(client)
+    rows = {t.client_id: [t] for t in db.session.scalars(
         select(EmailTemplate).where(EmailTemplate.client_id.in_([c.id for c in chain]), EmailTemplate.event == event))}
-    for i, c in enumerate(chain):
-        row = rows.get(c.id)
-        if row is not None and (i == 0 or row.shared):
-            return TemplateInEffect(row.text_source, row.html_source, row, c)
+    for row, owner in tenancy.shared_down(chain, rows):
+        return TemplateInEffect(row.text_source, row.html_source, row, owner)
     from portal.mail.render import load_default  # noqa: PLC0415
 
     text, html = load_default(event)
