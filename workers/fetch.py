@@ -10,8 +10,8 @@ from portal.models import Mailbox
 from portal.models.base import utcnow
 from portal.services import commit
 from portal.services.fetching import due_mailboxes, run_fetch
+from portal.services.sending import ask_for_send
 from portal.transport import open_session
-from workers.outbound import SEND_OPTIONS
 from workers.runtime import current_app, job
 
 # A finished fetch leaves no job behind (result_ttl 0), so the next one can use the same id;
@@ -36,7 +36,7 @@ def fetch_mailbox(mailbox_id: int) -> dict:
                            secret=cfg["SECRET_KEY"].encode(), commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"],
                            host=cfg["TIDEMARK_MAIL_HOST"])
     # Acknowledgements and alerts went into the outbox with the tickets: send them now.
-    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
+    ask_for_send()
     return asdict(report)
 
 

@@ -14,7 +14,6 @@ from portal.extensions import db
 from portal.mail.parse import html_to_text
 from portal.mail.sanitize import sanitize_html
 from portal.models import CannedResponse, Client
-from portal.models.base import utcnow
 from portal.services import ValidationError, audit
 
 NAME_MAX = 120
@@ -87,15 +86,9 @@ def save(client: Client, *, name: str, text: str = "", html: str = "", shared: b
         errors["text"] = ["The response is too long."]
     if errors:
         raise ValidationError(errors)
-    before = {} if response is None else {"name": response.name, "body": response.body_html,
-                                          "shared": response.shared}
-    if response is None:
-        response = CannedResponse(msp_id=client.msp_id, client_id=client.id)
-        db.session.add(response)
-    response.name, response.body_html, response.shared = name, body, bool(shared)
-    response.updated_at = utcnow()
-    db.session.flush()
-    changes = audit.diff(before, {"name": response.name, "body": response.body_html, "shared": response.shared})
+    response, changes = audit.save_changes(
+        response, lambda: CannedResponse(msp_id=client.msp_id, client_id=client.id),
+        {"name": ("name", name), "body": ("body_html", body), "shared": ("shared", bool(shared))})
     if changes:
         # The action has room for no name: the changes always say which response it is.
         changes.setdefault("name", [response.name, response.name])
