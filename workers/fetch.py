@@ -10,8 +10,8 @@ from portal.models import Mailbox
 from portal.models.base import utcnow
 from portal.services import commit
 from portal.services.fetching import due_mailboxes, run_fetch
-from portal.services.sending import ask_for_send
 from portal.transport import open_session
+from workers.outbound import ask_for_send
 from workers.runtime import current_app, job
 
 # A finished fetch leaves no job behind (result_ttl 0), so the next one can use the same id;
