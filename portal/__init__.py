@@ -88,7 +88,7 @@ def _sqlite_settings(dbapi_connection, _record) -> None:
 def init_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.clients.views import bp as clients_bp
-    from portal.emails.views import bp as emails_bp
+    from portal.email_templates.views import bp as email_templates_bp
     from portal.mailboxes.views import bp as mailboxes_bp
     from portal.main.views import bp as main_bp
     from portal.settings.views import bp as settings_bp
@@ -101,7 +101,7 @@ def init_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(clients_bp)
     app.register_blueprint(tickets_bp)
-    app.register_blueprint(emails_bp)
+    app.register_blueprint(email_templates_bp)
     app.register_blueprint(settings_bp)
     app.register_blueprint(mailboxes_bp)
     app.register_blueprint(unprocessed_bp)

@@ -12,7 +12,7 @@ from portal.models.base import utcnow
 from portal.services import commit
 from portal.services.fetching import due_mailboxes, fetch_lock, record_failure, run_fetch, stopped_in_words
 from portal.transport import open_session
-from workers.outbound import SEND_OPTIONS
+from workers.outbound import ask_for_send
 from workers.runtime import current_app, job
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def fetch_mailbox(mailbox_id: int) -> dict:
             _record_stopped(mailbox_id, exc)
             raise
     # Acknowledgements and alerts went into the outbox with the tickets: send them now.
-    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
+    ask_for_send()
     return asdict(report)
 
 

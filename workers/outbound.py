@@ -12,11 +12,11 @@ from portal.extensions import db
 from portal.jobs import exclusive
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.sending import SEND_OPTIONS, deliver, due_batches
+from portal.services.sending import SEND_OPTIONS, ask_for_send, deliver, due_batches
 from portal.services.sending import send_environment as environment
 from workers.runtime import job
 
-__all__ = ["SEND_OPTIONS", "environment", "send_due"]
+__all__ = ["SEND_OPTIONS", "ask_for_send", "environment", "send_due"]
 
 # A run stops taking new mail after this long, well inside RQ's job timeout (180 s by default);
 # what is left goes out on the scheduler's next tick.

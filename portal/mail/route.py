@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from portal.mail.allowlist import allow_list_match
+
 
 @dataclass(frozen=True)
 class RouteRule:
@@ -148,15 +150,11 @@ def choose_by_default_order(
     ours = {primary.lower(), *(a.lower() for a in aliases)}
     if not ours & set(facts.recipients):
         return RouteChoice(None, reason="only BCC'd to this mailbox and it has no wildcard route")
-    if facts.sender in allowed_addresses:
-        return RouteChoice(allowed_addresses[facts.sender], reason=f"sender {facts.sender} is on an allow-list")
-    domain = facts.sender.rpartition("@")[2]
-    # The most specific domain wins: mail.contoso.com before contoso.com.
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        candidate = ".".join(labels[i:])
-        if candidate in allowed_domains:
-            return RouteChoice(allowed_domains[candidate], reason=f"domain {candidate} is on an allow-list")
+    claim = allow_list_match(facts.sender, allowed_addresses, allowed_domains)
+    if claim is not None:
+        client_id, entry = claim
+        what = f"sender {entry}" if "@" in entry else f"domain {entry}"
+        return RouteChoice(client_id, reason=f"{what} is on an allow-list")
     if contact_client is not None:
         return RouteChoice(contact_client, reason=f"{facts.sender} is a known contact")
     return RouteChoice(mailbox_client, reason="catch-all: the mailbox's own client")

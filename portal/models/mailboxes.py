@@ -13,8 +13,6 @@ from portal.models.base import UTCDateTime, utcnow
 from portal.models.clients import Client
 
 MAILBOX_STATUSES = ("draft", "active", "disabled")
-PROTOCOLS = ("imap", "pop3")
-SECURITIES = ("ssl", "starttls", "none")
 AFTER_ACTIONS = {"imap": ("seen", "move", "delete"), "pop3": ("keep", "delete")}
 PLUS_MODES = ("off", "mixed", "only")
 DIRECTIONS = ("incoming", "outgoing", "both")

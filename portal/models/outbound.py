@@ -12,8 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from portal.extensions import db
 from portal.models.base import UTCDateTime, utcnow
 
-from portal.mail.render import EVENTS  # noqa: E402,F401 - one list of events, kept with the templates
-
 
 class EmailTemplate(db.Model):
     """A client's own text for one event. First line = subject; text and/or HTML variant."""

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEntry, User
+from portal.models.base import utcnow
 
 COMMAND_LINE = "command line"
+
+Row = TypeVar("Row")
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
     keys = sorted(set(before) | set(after))
     return {k: [before.get(k), after.get(k)] for k in keys if before.get(k) != after.get(k)}
+
+
+def save_changes(row: Row | None, create: Callable[[], Row],
+                 values: dict[str, tuple[str, Any]]) -> tuple[Row, dict[str, list[Any]]]:
+    """Create (`create()`) or change one configuration row, stamp and flush it, and say what
+    changed for the history. `values`: the history's name of each field → (attribute, value)."""
+    before = {} if row is None else {name: getattr(row, attr) for name, (attr, _) in values.items()}
+    if row is None:
+        row = create()
+        db.session.add(row)
+    for attr, value in values.values():
+        setattr(row, attr, value)
+    row.updated_at = utcnow()  # type: ignore[attr-defined]
+    db.session.flush()
+    return row, diff(before, {name: getattr(row, attr) for name, (attr, _) in values.items()})
 
 
 def record(

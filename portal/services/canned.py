@@ -9,13 +9,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from portal import tenancy
 from portal.extensions import db
 from portal.mail.parse import html_to_text
 from portal.mail.sanitize import sanitize_html
 from portal.models import CannedResponse, Client
-from portal.models.base import utcnow
 from portal.services import ValidationError, audit
-from portal.services.clients import ancestors
 
 NAME_MAX = 120
 BODY_MAX = 200_000
@@ -33,17 +32,15 @@ def _key(name: str) -> str:
 
 def in_effect(client: Client) -> list[CannedInEffect]:
     """What a technician may insert on this client's tickets, by name."""
-    chain = [client, *ancestors(client)]
+    chain = tenancy.lineage(client)
     rows = db.session.scalars(select(CannedResponse).where(CannedResponse.msp_id == client.msp_id,
                                                            CannedResponse.client_id.in_([c.id for c in chain])))
     by_client: dict[int, list[CannedResponse]] = {}
     for row in rows:
         by_client.setdefault(row.client_id, []).append(row)
     seen: dict[str, CannedInEffect] = {}
-    for depth, c in enumerate(chain):
-        for row in by_client.get(c.id, []):
-            if (depth == 0 or row.shared) and _key(row.name) not in seen:
-                seen[_key(row.name)] = CannedInEffect(row, c)
+    for row, owner in tenancy.shared_down(chain, by_client):
+        seen.setdefault(_key(row.name), CannedInEffect(row, owner))
     return sorted(seen.values(), key=lambda e: _key(e.response.name))
 
 
@@ -89,15 +86,9 @@ def save(client: Client, *, name: str, text: str = "", html: str = "", shared: b
         errors["text"] = ["The response is too long."]
     if errors:
         raise ValidationError(errors)
-    before = {} if response is None else {"name": response.name, "body": response.body_html,
-                                          "shared": response.shared}
-    if response is None:
-        response = CannedResponse(msp_id=client.msp_id, client_id=client.id)
-        db.session.add(response)
-    response.name, response.body_html, response.shared = name, body, bool(shared)
-    response.updated_at = utcnow()
-    db.session.flush()
-    changes = audit.diff(before, {"name": response.name, "body": response.body_html, "shared": response.shared})
+    response, changes = audit.save_changes(
+        response, lambda: CannedResponse(msp_id=client.msp_id, client_id=client.id),
+        {"name": ("name", name), "body": ("body_html", body), "shared": ("shared", bool(shared))})
     if changes:
         # The action has room for no name: the changes always say which response it is.
         changes.setdefault("name", [response.name, response.name])

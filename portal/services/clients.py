@@ -8,6 +8,7 @@ from zoneinfo import available_timezones
 
 from sqlalchemy import func, select
 
+from portal import tenancy
 from portal.extensions import db
 from portal.models import INHERITED_SETTINGS, AllowEntry, Client, User
 from portal.services import ValidationError, audit
@@ -112,24 +113,11 @@ def client_tree(msp_id: int, query: str = "") -> list[TreeNode]:
 
 def ancestors(client: Client) -> list[Client]:
     """Parent first, MSP root last."""
-    chain = []
-    node = client.parent
-    while node is not None:
-        chain.append(node)
-        node = node.parent
-    return chain
+    return tenancy.lineage(client)[1:]
 
 
 def descendant_ids(client: Client) -> set[int]:
-    kids: dict[int | None, list[int]] = {}
-    for c in tree_clients(client.msp_id):
-        kids.setdefault(c.parent_id, []).append(c.id)
-    found, todo = set(), [client.id]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
+    return tenancy.descendant_ids(tree_clients(client.msp_id), client.id)
 
 
 @dataclass
@@ -142,10 +130,10 @@ class EffectiveSetting:
 
 
 def effective_settings(client: Client) -> list[EffectiveSetting]:
-    chain = [client, *ancestors(client)]
+    chain = tenancy.lineage(client)
     out = []
     for name in INHERITED_SETTINGS:
-        source = next((c for c in chain if getattr(c, name)), None)
+        source = tenancy.nearest(chain, name)
         value = getattr(source, name) if source else None
         out.append(EffectiveSetting(name, SETTING_LABELS[name], value, source, source is client))
     return out
@@ -154,7 +142,7 @@ def effective_settings(client: Client) -> list[EffectiveSetting]:
 
 def disabled_by(client: Client) -> Client | None:
     """The client whose disabled flag switches this one off (itself or an ancestor), or None."""
-    return next((c for c in [client, *ancestors(client)] if c.disabled), None)
+    return tenancy.disabled_by(tenancy.lineage(client))
 
 
 # --- validation ------------------------------------------------------------------------------

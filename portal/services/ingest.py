@@ -16,6 +16,7 @@ from datetime import datetime, time, timezone
 from sqlalchemy import select, union_all, update
 from sqlalchemy.orm import selectinload
 
+from portal import tenancy
 from portal.extensions import db
 from portal.mail.classify import Classification, classify
 from portal.mail.compose import LOOP_HEADER
@@ -94,7 +95,7 @@ class IngestContext:
             for r in mailbox.routes
         ]
         self.routes_by_id = {r.id: r for r in mailbox.routes}
-        subtree = self._subtree(mailbox.client_id)
+        subtree = {mailbox.client_id} | tenancy.descendant_ids(clients, mailbox.client_id)
         self.allowed_addresses: dict[str, int] = {}
         self.allowed_domains: dict[str, int] = {}
         for entry in db.session.scalars(select(AllowEntry).where(AllowEntry.msp_id == mailbox.msp_id)):
@@ -117,45 +118,20 @@ class IngestContext:
 
     # --- configuration -----------------------------------------------------------------------
 
-    def _subtree(self, root_id: int) -> set[int]:
-        found, todo = {root_id}, [root_id]
-        kids: dict[int | None, list[int]] = {}
-        for c in self.clients.values():
-            kids.setdefault(c.parent_id, []).append(c.id)
-        while todo:
-            for child in kids.get(todo.pop(), []):
-                found.add(child)
-                todo.append(child)
-        return found
-
     def disabled(self, client_id: int) -> bool:
-        node = self.clients.get(client_id)
-        while node is not None:
-            if node.disabled:
-                return True
-            node = self.clients.get(node.parent_id)
-        return False
+        return tenancy.disabled_by(tenancy.lineage_in(client_id, self.clients)) is not None
 
     def waterline(self, client_id: int) -> str | None:
         return self._waterlines.get(client_id)
 
     def _effective_waterline(self, client_id: int) -> str | None:
-        node = self.clients.get(client_id)
-        while node is not None:
-            if node.waterline:
-                return node.waterline
-            node = self.clients.get(node.parent_id)
-        return None
+        return tenancy.inherited(tenancy.lineage_in(client_id, self.clients), "waterline")
 
     def likely_client(self, sender: str) -> int:
         """The client a sender's mail most often lands with (allow-list, else the mailbox's):
         the body is cut ahead for its waterline, and again only if the decision differs."""
-        found = self.allowed_addresses.get(sender)
-        if found is None:
-            labels = sender.rpartition("@")[2].split(".")
-            found = next((self.allowed_domains[d] for d in (".".join(labels[i:]) for i in range(len(labels) - 1))
-                          if d in self.allowed_domains), None)
-        return found if found is not None else self.mailbox_client_id
+        found = tenancy.allow_list_match(sender, self.allowed_addresses, self.allowed_domains)
+        return found[0] if found is not None else self.mailbox_client_id
 
     def visible_body(self, parsed: ParsedEmail, waterline: str | None) -> tuple[str, str | None]:
         """(text, sanitised HTML) the sender newly wrote, cut at the waterline or our marker."""
@@ -164,10 +140,8 @@ class IngestContext:
         return visible.text, sanitize_html(visible.html) if visible.html is not None else None
 
     def client_allows(self, client_id: int, sender: str) -> bool:
-        if self.allowed_addresses.get(sender) == client_id:
-            return True
-        labels = sender.rpartition("@")[2].split(".")
-        return any(self.allowed_domains.get(".".join(labels[i:])) == client_id for i in range(len(labels) - 1))
+        return any(claimant == client_id
+                   for claimant, _ in tenancy.allow_list_claims(sender, self.allowed_addresses, self.allowed_domains))
 
     # --- one batch -----------------------------------------------------------------------------
 

@@ -12,11 +12,12 @@ from sqlalchemy import select
 from portal import crypto
 from portal.extensions import db
 from portal.models import Client, Mailbox, Route, User
-from portal.models.mailboxes import AFTER_ACTIONS, DEFAULT_PORTS, DIRECTIONS, MAILBOX_STATUSES, PLUS_MODES, PROTOCOLS, SECURITIES
+from portal.models.mailboxes import AFTER_ACTIONS, DEFAULT_PORTS, DIRECTIONS, MAILBOX_STATUSES, PLUS_MODES
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
 from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address, normalise_domain
 from portal.services.clients import get_client_by_name
+from portal.transport.base import PROTOCOLS, SECURITIES
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 HOST_PATTERN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from portal import crypto, tenancy
 from portal.extensions import db
 from portal.mail.refs import RefFormat, normalize_subject
 from portal.models import AutoMailLog, Client, EmailTemplate, Mailbox, Setting, SmtpServer
 from portal.models.base import utcnow
-from portal.services.clients import ancestors
+from portal.transport.smtp import SmtpSettings
 
 DEFAULT_AUTO_LIMIT_PER_HOUR = 10
 # Changes the customer hears of by email (the ticket's contact), each with its own template.
@@ -57,13 +58,11 @@ class TemplateInEffect:
 def template_in_effect(client: Client, event: str) -> TemplateInEffect:
     """The client's own template → the nearest ancestor's template shared with sub-clients →
     the built-in default."""
-    chain = [client, *ancestors(client)]
-    rows = {t.client_id: t for t in db.session.scalars(
+    chain = tenancy.lineage(client)
+    rows = {t.client_id: [t] for t in db.session.scalars(
         select(EmailTemplate).where(EmailTemplate.client_id.in_([c.id for c in chain]), EmailTemplate.event == event))}
-    for i, c in enumerate(chain):
-        row = rows.get(c.id)
-        if row is not None and (i == 0 or row.shared):
-            return TemplateInEffect(row.text_source, row.html_source, row, c)
+    for row, owner in tenancy.shared_down(chain, rows):
+        return TemplateInEffect(row.text_source, row.html_source, row, owner)
     from portal.mail.render import load_default  # noqa: PLC0415
 
     text, html = load_default(event)
@@ -134,7 +133,6 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     """Create or update the default gateway (mailbox None) or a mailbox's outgoing server
     from plain values (host, port, security, username, password, from, timeout, verify_tls).
     Returns the server and whether anything changed."""
-    from portal import crypto  # noqa: PLC0415
     from portal.services import ValidationError  # noqa: PLC0415
     from portal.services.allowlist import AllowEntryError, normalise_address  # noqa: PLC0415
     from portal.services.mailboxes import HOST_PATTERN, server_changed  # noqa: PLC0415
@@ -189,24 +187,27 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     return server, changed
 
 
+def smtp_settings(server: SmtpServer, env) -> SmtpSettings:
+    """How to reach a stored outgoing server: its password decrypted, the installation's CA file
+    and address rule (env: a sending.SendEnvironment)."""
+    password = crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None
+    return SmtpSettings(host=server.host, port=server.port, security=server.security, username=server.username,
+                        password=password, timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file,
+                        from_address=server.from_address, reach=env.reach)
+
+
 def send_mailbox_test(mailbox: Mailbox, recipient: str, env, actor, *, send=None) -> str:
     """"Send test email" for a mailbox: a short mail, now, through the server its mail would
     use and from the address its mail would carry. Returns what happened in plain words."""
     from email.message import EmailMessage  # noqa: PLC0415
     from email.utils import formatdate, make_msgid  # noqa: PLC0415
 
-    from portal import crypto  # noqa: PLC0415
     from portal.services.test_mail import send_test_mail  # noqa: PLC0415
-    from portal.transport.smtp import SmtpSettings  # noqa: PLC0415
 
     server = outgoing_server(mailbox)
     if server is None:
         return "Not sent: this mailbox has no outgoing server and there is no default gateway."
-    settings = SmtpSettings(
-        host=server.host, port=server.port, security=server.security, username=server.username,
-        password=crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None,
-        timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file, from_address=server.from_address,
-        reach=env.reach)
+    settings = smtp_settings(server, env)
 
     def build(address: str) -> EmailMessage:
         email = EmailMessage()
@@ -226,8 +227,6 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env, actor, *, send=None
 
 
 def smtp_server_as_config(server: SmtpServer, keys: str, with_secrets: bool) -> dict:
-    from portal import crypto  # noqa: PLC0415
-
     out = {"host": server.host, "port": server.port, "security": server.security, "username": server.username,
            "from": server.from_address, "timeout": server.timeout, "verify_tls": server.verify_tls}
     if with_secrets and server.password_encrypted:
@@ -256,14 +255,9 @@ def save_template(client: Client, event: str, text_source: str, html_source: str
         raise ValidationError(errors)
     row = db.session.scalar(select(EmailTemplate).where(EmailTemplate.client_id == client.id,
                                                         EmailTemplate.event == event))
-    before = {} if row is None else {"text": row.text_source, "html": row.html_source, "shared": row.shared}
-    if row is None:
-        row = EmailTemplate(msp_id=client.msp_id, client_id=client.id, event=event)
-        db.session.add(row)
-    row.text_source, row.html_source, row.shared = text_source, html_source, bool(shared)
-    row.updated_at = utcnow()
-    db.session.flush()
-    changes = audit.diff(before, {"text": row.text_source, "html": row.html_source, "shared": row.shared})
+    row, changes = audit.save_changes(
+        row, lambda: EmailTemplate(msp_id=client.msp_id, client_id=client.id, event=event),
+        {"text": ("text_source", text_source), "html": ("html_source", html_source), "shared": ("shared", bool(shared))})
     if changes:
         audit.record(actor, client.msp_id, "client", client.id, f"template {event} saved", changes)
     return row

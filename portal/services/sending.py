@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from portal import crypto
 from portal.extensions import db
 from portal.mail import threads
 from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
@@ -25,6 +24,7 @@ from portal.transport.reach import Reach
 from portal.transport.smtp import SmtpError, SmtpSettings, send as smtp_send
 
 # The sender job: one waiting at a time, and no trace of it once done (so it can be queued again).
+SEND_JOB = "workers.outbound.send_due"
 SEND_OPTIONS = {"job_id": "send-outbox", "unique": True, "result_ttl": 0, "failure_ttl": 300}
 # Minutes to wait before each further try after a temporary failure.
 BACKOFF_MINUTES = (1, 5, 15, 60, 240)
@@ -70,8 +70,6 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
     """Put one mail in the outbox, and ask for the sender job after the commit (inline when jobs
     are synchronous: a command has sent the mail it caused before it returns). Nothing is
     rendered or sent here."""
-    from portal.jobs import enqueue  # noqa: PLC0415
-
     message = Message(
         msp_id=msp_id, mailbox_id=mailbox.id if mailbox else (ticket.mailbox_id if ticket else None), ticket=ticket,
         direction="out", delivery="queued", to=_people(to), cc=_people(cc), in_reply_to=in_reply_to,
@@ -80,8 +78,15 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
                  **(details or {})},
     )
     db.session.add(message)
-    enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
+    ask_for_send()
     return message
+
+
+def ask_for_send() -> None:
+    """The one way to ask for the sender job: after the commit, one waiting at a time."""
+    from portal.jobs import enqueue  # noqa: PLC0415
+
+    enqueue(SEND_JOB, options=SEND_OPTIONS)
 
 
 def conversation_thread(ticket: Ticket, conversation: str = threads.CUSTOMER, *,
@@ -180,12 +185,7 @@ def _context(message: Message, env: SendEnvironment) -> dict:
 
 def _smtp_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSettings | None:
     server = outbound.outgoing_server(mailbox)
-    if server is None:
-        return None
-    password = crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None
-    return SmtpSettings(host=server.host, port=server.port, security=server.security, username=server.username,
-                        password=password, timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file,
-                        from_address=server.from_address, reach=env.reach)
+    return outbound.smtp_settings(server, env) if server is not None else None
 
 
 def _settle(message: Message, delivery: str, note: str) -> str:

@@ -20,6 +20,7 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
+from portal import tenancy
 from portal.extensions import db
 from portal.mail.explain import explain_message
 from portal.mail.parse import HEADER_READ_LIMIT, parse_headers
@@ -362,15 +363,7 @@ def _decide_or_place(raw: RawMessage, ctx: IngestContext, actor: User | None) ->
 def allow_listed(ctx: IngestContext, sender: str) -> tuple[int, str] | None:
     """(client id, entry) for the allow-list entry in the mailbox's tree that claims this sender:
     the address first, then the most specific domain."""
-    sender = (sender or "").lower()
-    if sender in ctx.allowed_addresses:
-        return ctx.allowed_addresses[sender], sender
-    labels = sender.rpartition("@")[2].split(".")
-    for i in range(len(labels) - 1):
-        candidate = ".".join(labels[i:])
-        if candidate in ctx.allowed_domains:
-            return ctx.allowed_domains[candidate], candidate
-    return None
+    return tenancy.allow_list_match((sender or "").lower(), ctx.allowed_addresses, ctx.allowed_domains)
 
 
 def _add_to_allow_list(client: Client, value: str, actor: User | None) -> bool:

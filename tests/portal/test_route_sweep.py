@@ -49,7 +49,7 @@ TECHNICIAN_ROUTES = {
     "main.dashboard", "auth.sign_out", "account.index", "account.save_profile", "account.change_password",
     "account.sign_out_everywhere",
     # configuration, read only
-    "clients.tree", "clients.detail", "clients.history", "emails.index",
+    "clients.tree", "clients.detail", "clients.history", "email_templates.index",
     "mailboxes.index", "mailboxes.detail", "mailboxes.history",
     # the work: tickets and unprocessed mail
     "tickets.index", "tickets.detail", "tickets.history", "tickets.changes", "tickets.source", "tickets.attachment",

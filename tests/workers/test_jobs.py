@@ -11,6 +11,7 @@ from portal.extensions import db
 from portal.models import SignInFailure
 from portal.models.base import utcnow
 from portal.services import commit
+from portal.services.sending import SEND_JOB
 from workers.cron import build_scheduler
 
 
@@ -80,8 +81,7 @@ def test_cron_schedules_its_jobs_on_the_queue(app, redis):
     scheduler = build_scheduler(redis, app.config["TIDEMARK_QUEUE"])
     enqueued = scheduler.enqueue_jobs()
     assert sorted(c.func_name for c in enqueued) == ["workers.fetch.enqueue_due_fetches",
-                                                     "workers.maintenance.prune_sign_in_failures",
-                                                     "workers.outbound.send_due"]
+                                                     "workers.maintenance.prune_sign_in_failures", SEND_JOB]
     assert jobs.queue(redis).count == 3
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed
 
@@ -102,3 +102,12 @@ def test_the_worker_loads_every_job_module_and_freezes_it_before_forking():
     out = subprocess.run([sys.executable, "-c", probe], cwd=Path(worker.__file__).parents[1], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == f"{sorted(holding_jobs)} True"
+
+
+def test_the_send_job_path_names_the_sender():
+    import importlib
+
+    import workers.outbound
+
+    module, _, name = SEND_JOB.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is workers.outbound.send_due

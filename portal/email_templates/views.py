@@ -14,7 +14,7 @@ from portal.services import clients as client_svc
 from portal.services import outbound as svc
 from portal.services.sending import send_environment, send_test_email
 
-bp = Blueprint("emails", __name__, url_prefix="/clients/<int:client_id>/emails")
+bp = Blueprint("email_templates", __name__, url_prefix="/clients/<int:client_id>/emails")
 
 # The preview is a document of its own inside a sandboxed frame: the template's inline styles
 # show, and nothing in it can run or load anything.
@@ -38,7 +38,7 @@ def _event_or_404(event: str) -> str:
 def index(client_id: int):
     client = _client_or_404(client_id)
     in_effect = {event: svc.template_in_effect(client, event) for event in EVENTS}
-    return render_template("emails_admin/index.html", client=client, in_effect=in_effect)
+    return render_template("email_templates/index.html", client=client, in_effect=in_effect)
 
 
 def _sources_from_request() -> tuple[str, str]:
@@ -72,8 +72,8 @@ def edit(client_id: int, event: str):
         else:
             commit()
             flash(f"The {event.replace('_', ' ')} template of {client.name} is saved.", "success")
-            return hx_redirect(url_for("emails.index", client_id=client.id))
-    return render_page("emails_admin/edit.html", "emails_admin/_form.html", client=client, event=event,
+            return hx_redirect(url_for("email_templates.index", client_id=client.id))
+    return render_page("email_templates/edit.html", "email_templates/_form.html", client=client, event=event,
                        current=current, form=form, errors=errors, variables=VARIABLES), status
 
 
@@ -89,7 +89,7 @@ def preview(client_id: int, event: str):
         rendered = render((text or None, html or None), sample_context())
     except TemplateError as exc:
         error = str(exc)
-    resp = Response(render_template("emails_admin/_preview.html", rendered=rendered, error=error),
+    resp = Response(render_template("email_templates/_preview.html", rendered=rendered, error=error),
                     mimetype="text/html")
     resp.headers["Content-Security-Policy"] = PREVIEW_POLICY
     resp.headers["X-Frame-Options"] = "SAMEORIGIN"
@@ -112,7 +112,7 @@ def check(client_id: int, event: str):
             rendered = render((text or None, html or None), sample_context())
         except TemplateError as exc:
             problems = [exc.problem]
-    return render_template("emails_admin/_check.html", problems=problems, rendered=rendered)
+    return render_template("email_templates/_check.html", problems=problems, rendered=rendered)
 
 
 @bp.post("/<event>/revert")
@@ -122,7 +122,7 @@ def revert(client_id: int, event: str):
     if svc.delete_template(client, _event_or_404(event), current_user):
         commit()
         flash(f"{client.name} uses the inherited {event.replace('_', ' ')} template again.", "success")
-    return hx_redirect(url_for("emails.index", client_id=client.id))
+    return hx_redirect(url_for("email_templates.index", client_id=client.id))
 
 
 @bp.post("/<event>/test")
@@ -134,4 +134,4 @@ def test_send(client_id: int, event: str):
     result = send_test_email(client, _event_or_404(event), text or None, html or None,
                              request.form.get("recipient", ""), send_environment(current_user), current_user)
     commit()
-    return render_template("emails_admin/_test_result.html", result=result)
+    return render_template("email_templates/_test_result.html", result=result)

@@ -7,7 +7,7 @@ from flask import abort, flash, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
-from portal.emails.views import _client_or_404, bp
+from portal.email_templates.views import _client_or_404, bp
 from portal.extensions import db
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, canned, commit
@@ -24,11 +24,11 @@ def _own_or_404(client, response_id: int):
 @admin_required
 def canned_index(client_id: int):
     client = _client_or_404(client_id)
-    return render_template("emails_admin/canned_index.html", client=client, in_effect=canned.in_effect(client))
+    return render_template("email_templates/canned_index.html", client=client, in_effect=canned.in_effect(client))
 
 
 def _form_page(client, response, form: dict, errors: dict, status: int = 200):
-    return render_page("emails_admin/canned_edit.html", "emails_admin/canned_form.html", client=client,
+    return render_page("email_templates/canned_edit.html", "email_templates/canned_form.html", client=client,
                        response=response, form=form, errors=errors), status
 
 
@@ -43,7 +43,7 @@ def _save(client, response):
         return _form_page(client, response, form, exc.errors, 422)
     commit()
     flash(f"The canned response {saved.name!r} of {client.name} is saved.", "success")
-    return hx_redirect(url_for("emails.canned_index", client_id=client.id))
+    return hx_redirect(url_for("email_templates.canned_index", client_id=client.id))
 
 
 @bp.route("/canned/new", methods=["GET", "POST"])
@@ -75,4 +75,4 @@ def canned_delete(client_id: int, response_id: int):
     canned.delete(response, current_user)
     commit()
     flash(f"The canned response {name!r} of {client.name} is removed.", "success")
-    return hx_redirect(url_for("emails.canned_index", client_id=client.id))
+    return hx_redirect(url_for("email_templates.canned_index", client_id=client.id))

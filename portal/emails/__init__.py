@@ -1,1 +1,0 @@
-from portal.emails import canned  # noqa: F401 - registers the canned-response views on bp
