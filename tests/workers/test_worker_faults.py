@@ -18,7 +18,7 @@ from portal import jobs
 from portal.extensions import db
 from portal.models import Message, RawMessage, Ticket
 from portal.services import commit
-from portal.services.sending import SEND_OPTIONS
+from portal.services.sending import ask_for_send
 from tests.conftest import free_port
 from tests.dovecot import DroppingProxy
 from tests.mailfactory import email
@@ -115,7 +115,7 @@ def sending(app, world, smtp_server, redis):
 
 def ask_for_a_send_run():
     """As the fetch job does after deciding mail (acknowledgements wait in the outbox)."""
-    jobs.enqueue("workers.outbound.send_due", options=SEND_OPTIONS)
+    ask_for_send()
     commit()
 
 
