@@ -11,7 +11,6 @@ from portal.extensions import db
 from portal.models import Attachment, Message
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services import outbound as outbound_svc
 from portal.services import tickets as ticket_svc
 from tests.mailfactory import email
 
@@ -20,21 +19,8 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
 
 
 @pytest.fixture
-def desk(app, world, smtp_server, redis):
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
-    msp = world.msp("Acme MSP")
-    world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    world.user(msp, email="tom@acme.example", role="technician")
-    commit()
-    return msp, box
-
-
-@pytest.fixture
-def tech(browser, desk):
-    browser.sign_in("tom@acme.example")
-    return browser
+def desk(acme, smtp_gateway):
+    return acme.msp, acme.box
 
 
 @pytest.fixture

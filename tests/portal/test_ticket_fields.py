@@ -5,39 +5,17 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditEntry, Ticket
 from tests.mailfactory import email
+from tests.portal.conftest import fresh
+from tests.portal.conftest import ticket_history as history
 
 
 @pytest.fixture
-def desk(world):
-    msp = world.msp("Acme MSP")
-    world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    tom = world.user(msp, email="tom@acme.example", role="technician")
-    ana = world.user(msp, email="ana@acme.example", role="admin")
-    ticket = world.deliver(box, email(sender="alice@contoso.com", subject="Printer")).ticket
-    return msp, tom, ana, ticket
-
-
-@pytest.fixture
-def tech(browser, desk):
-    browser.sign_in("tom@acme.example")
-    return browser
-
-
-def fresh(ticket_id):
-    db.session.expire_all()
-    return db.session.get(Ticket, ticket_id)
-
-
-def history(ticket_id):
-    return db.session.scalars(select(AuditEntry).where(AuditEntry.record_type == "ticket",
-                                                       AuditEntry.record_id == ticket_id)
-                              .order_by(AuditEntry.id)).all()
+def desk(world, acme):
+    ticket = world.deliver(acme.box, email(sender="alice@contoso.com", subject="Printer")).ticket
+    return acme.msp, acme.tom, acme.ana, ticket
 
 
 def test_the_page_offers_the_msps_users_and_the_current_values(world, tech, desk):
