@@ -3,31 +3,31 @@ change made to them (and to its status)."""
 
 from __future__ import annotations
 
-from flask import flash, render_template, request, url_for
+from flask import flash, request, url_for
 from flask_login import current_user
 
-from portal.extensions import db
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
 from portal.services import tickets as svc
 from portal.tickets import bp
-from portal.tickets.page import changes_context, detail_context, ticket_or_404
+from portal.tickets.forms import FieldsForm
+from portal.tickets.page import CHANGED, changes_context, form_error, fragment_wanted, parts, ticket_or_404
 
 
 @bp.post("/<reference>/fields")
 def fields(reference: str):
     ticket = ticket_or_404(reference)
-    data = svc.FieldsInput(priority=request.form.get("priority", ""), assignee=request.form.get("assignee", ""),
-                           type=request.form.get("type", ""))
+    form = FieldsForm()
     try:
-        changed = svc.update_fields(ticket, data, current_user)
+        changed = svc.update_fields(ticket, form.values(), current_user)
     except ValidationError as exc:
-        db.session.rollback()
-        ticket = ticket_or_404(reference)
-        return render_template("tickets/detail.html", **detail_context(ticket), fields_form=data,
-                               fields_errors=exc.errors), 422
+        form.service_errors = exc.errors
+        return form_error(reference, "tickets/_fields.html", fields_form=form)
     commit()
     flash(f"{ticket.reference}: {', '.join(changed)} changed." if changed else "Nothing changed.", "success")
+    if fragment_wanted():
+        # The facts at the top come along; the history of changes refreshes itself on the trigger.
+        return parts(ticket, "tickets/_fields.html", "tickets/_facts.html", trigger=CHANGED)
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 

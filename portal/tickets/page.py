@@ -1,16 +1,26 @@
 """What one ticket's page shows, for every module that draws it or a part of it: the ticket
-looked up within the signed-in MSP (404 otherwise), and the context of each fragment."""
+looked up within the signed-in MSP (404 otherwise), the context of each fragment, and the
+answer to a form: its fragment for htmx, the whole page (or a redirect) without JavaScript."""
 
 from __future__ import annotations
 
-from flask import abort, current_app, g, url_for
+from flask import abort, current_app, g, render_template, url_for
+from flask_htmx.responses import make_response
 
+from portal.extensions import db, htmx
 from portal.mail.parse import html_content_ids
 from portal.mail.sanitize import sanitize_html
 from portal.services import canned
 from portal.services import tickets as svc
+from portal.tickets.forms import FieldsForm, NoteForm, ReplyForm
 
 CHANGES_PAGE = 20
+
+
+def filesize(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+    return f"{max(1, round(n / 1024))} KB" if n >= 1024 else f"{n} bytes"
 
 
 def ticket_or_404(reference: str):
@@ -65,11 +75,43 @@ def conversation_context(ticket) -> dict:
     return dict(messages=messages, shown_html=html, in_body=in_body)
 
 
-def detail_context(ticket, reply_form=None, errors=None, note_errors=None) -> dict:
+def detail_context(ticket, *, reply_form: ReplyForm | None = None, files_lost=(), fields_form: FieldsForm | None = None,
+                   note_form: NoteForm | None = None) -> dict:
     """Everything the whole page draws; a form posted back with errors comes in as it was typed."""
-    to, cc = svc.reply_defaults(ticket)
-    return dict(ticket=ticket, links=svc.linked_tickets(ticket),
-                reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "html": "", "set_status": ""},
-                errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES,
-                canned=canned.in_effect(ticket.client), limits=file_limits(),
-                **conversation_context(ticket), **fields_context(ticket))
+    limits = file_limits()
+    reply_form = reply_form or ReplyForm.of(ticket)
+    reply_form.offer(ticket, limits, filesize)
+    fields = fields_context(ticket)
+    fields_form = fields_form or FieldsForm.of(ticket)
+    fields_form.offer(svc.PRIORITIES, fields["assignees"])
+    return dict(ticket=ticket, links=svc.linked_tickets(ticket), reply_form=reply_form, files_lost=list(files_lost),
+                fields_form=fields_form, note_form=note_form or NoteForm(formdata=None), statuses=svc.WORK_STATUSES,
+                canned=canned.in_effect(ticket.client), limits=limits, **conversation_context(ticket), **fields)
+
+
+# Sent when a ticket's fields changed in place: the parts of the page showing them refresh.
+CHANGED = "ticket-changed"
+
+
+def fragment_wanted() -> bool:
+    """An htmx form swaps its own part of the page; without JavaScript (or on a boosted
+    navigation) the browser gets whole pages and redirects, as before."""
+    return bool(htmx) and not htmx.boosted
+
+
+def parts(ticket, *templates: str, status: int = 200, trigger: str | None = None, **forms):
+    """Parts of the ticket page for htmx: the first replaces the part that posted, the others
+    swap in by their id (out of band); `trigger` tells the rest of the page to refresh itself."""
+    context = detail_context(ticket, **forms)
+    body = "".join(render_template(t, fragment=True, oob=i > 0, **context) for i, t in enumerate(templates))
+    return make_response(body, status, trigger=trigger)
+
+
+def form_error(reference: str, fragment: str, **forms):
+    """Bad input: the form again with the messages beside its fields (422); the fragment for
+    htmx, else the whole page."""
+    db.session.rollback()
+    ticket = ticket_or_404(reference)
+    if fragment_wanted():
+        return parts(ticket, fragment, status=422, **forms)
+    return render_template("tickets/detail.html", **detail_context(ticket, **forms)), 422

@@ -15,15 +15,13 @@ from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, canned, commit
 from portal.services import tickets as svc
 from portal.tickets import bp
-from portal.tickets.page import detail_context, file_limits, ticket_or_404
+from portal.tickets.forms import NoteForm, ReplyForm
+from portal.tickets.page import (detail_context, file_limits, filesize, form_error, fragment_wanted, parts,
+                                 ticket_or_404)
 
 
 
-@bp.app_template_filter("filesize")
-def filesize(n: int) -> str:
-    if n >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
-    return f"{max(1, round(n / 1024))} KB" if n >= 1024 else f"{n} bytes"
+bp.add_app_template_filter(filesize, "filesize")
 
 
 def _filters() -> svc.TicketFilters:
@@ -53,21 +51,6 @@ def detail(reference: str):
     return render_template("tickets/detail.html", **detail_context(ticket))
 
 
-def _write(reference: str, action, done: str, *, reply_form: dict | None = None):
-    """Run a write on the ticket; on bad input show the page again with the messages (422)."""
-    ticket = ticket_or_404(reference)
-    try:
-        action(ticket)
-    except ValidationError as exc:
-        db.session.rollback()
-        ticket = ticket_or_404(reference)
-        errors = {"errors": exc.errors} if reply_form is not None else {"note_errors": exc.errors}
-        return render_template("tickets/detail.html", **detail_context(ticket, reply_form, **errors)), 422
-    commit()
-    flash(done, "success")
-    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
-
-
 def _uploads(field: str, limit: int, *, inline: bool) -> list[svc.ReplyFile]:
     """Uploaded files, each read to one byte past the limit (enough to say it is too big).
     Inline images are named by their Content-ID (the composer does so)."""
@@ -94,16 +77,23 @@ def _with_images_back(html: str, files: list[svc.ReplyFile]) -> str:
 
 @bp.post("/<reference>/reply")
 def reply(reference: str):
-    form = {k: request.form.get(k, "") for k in ("to", "cc", "text", "html", "set_status")}
+    ticket = ticket_or_404(reference)
+    form = ReplyForm()
     limits = file_limits()
     attachments = _uploads("attachments", limits.each, inline=False)
     images = _uploads("inline_images", limits.each, inline=True)
-    # Shown again only if something is wrong: browsers never refill a file field.
-    shown = {**form, "html": _with_images_back(form["html"], images),
-             "files_lost": [svc.clean_filename(f.filename) for f in attachments]}
-    return _write(reference, lambda t: svc.reply(t, current_user, **form, files=[*attachments, *images],
-                                                 limits=limits),
-                  "Reply queued; its delivery shows on the conversation.", reply_form=shown)
+    try:
+        svc.reply(ticket, current_user, **form.values(), files=[*attachments, *images], limits=limits)
+    except ValidationError as exc:
+        # Shown again as typed; browsers never refill a file field, so the files are named.
+        form.html.data = _with_images_back(form.html.data or "", images)
+        form.service_errors = exc.errors
+        return form_error(reference, "tickets/_reply.html", reply_form=form,
+                          files_lost=[svc.clean_filename(f.filename) for f in attachments])
+    commit()
+    flash("Reply queued; its delivery shows on the conversation.", "success")
+    # The status, the facts and the conversation all change: the whole page again.
+    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 
 @bp.get("/<reference>/history")
@@ -144,8 +134,18 @@ def attachment(reference: str, attachment_id: int):
 
 @bp.post("/<reference>/note")
 def note(reference: str):
-    return _write(reference, lambda t: svc.add_note(t, current_user, request.form.get("note", "")),
-                  "Internal note added.")
+    ticket = ticket_or_404(reference)
+    form = NoteForm()
+    try:
+        svc.add_note(ticket, current_user, form.note.data or "")
+    except ValidationError as exc:
+        form.service_errors = exc.errors
+        return form_error(reference, "tickets/_note.html", note_form=form)
+    commit()
+    flash("Internal note added.", "success")
+    if fragment_wanted():
+        return parts(ticket, "tickets/_note.html", "tickets/_conversation.html")
+    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 
 @bp.post("/<reference>/status")
