@@ -19,8 +19,6 @@ from portal.tickets.forms import NoteForm, ReplyForm
 from portal.tickets.page import (detail_context, file_limits, filesize, form_error, fragment_wanted, parts,
                                  ticket_or_404)
 
-
-
 bp.add_app_template_filter(filesize, "filesize")
 
 

@@ -4,7 +4,6 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.services import commit
-from portal.services import outbound as outbound_svc
 from tests.conftest import PASSWORD
 from tests.mailfactory import email
 
@@ -18,9 +17,7 @@ HOSTILE = ('<p id="greeting">Hello from <b>Contoso</b></p>'
            '<iframe src="javascript:parent.document.title=\'pwned-frame\'"></iframe>')
 
 
-def test_hostile_inbound_html_runs_nothing_and_a_reply_goes_out(app, live_server, page, world, smtp_server, redis):
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+def test_hostile_inbound_html_runs_nothing_and_a_reply_goes_out(live_server, page, world, smtp_server, smtp_gateway):
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, acknowledge=False)
