@@ -703,7 +703,8 @@ def change(name: str, ticket: Ticket, value, actor: User | None) -> bool:
     old = getattr(ticket, rule.column)
     if new == old:
         return False
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, rule.action, {name: [rule.shown(old), rule.shown(new)]})
+    audit.record(actor, ticket.msp_id, "ticket", ticket.id, rule.action,
+                 {name: [rule.shown(old), rule.shown(new)]})
     setattr(ticket, rule.column, new)
     ticket.updated_at = utcnow()
     if event := rule.event(old, new):
