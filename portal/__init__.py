@@ -89,10 +89,10 @@ def init_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.clients.views import bp as clients_bp
     from portal.email_templates.views import bp as email_templates_bp
-    from portal.mailboxes.views import bp as mailboxes_bp
+    from portal.mailboxes import bp as mailboxes_bp
     from portal.main.views import bp as main_bp
     from portal.settings.views import bp as settings_bp
-    from portal.tickets.views import bp as tickets_bp
+    from portal.tickets import bp as tickets_bp
     from portal.unprocessed.views import bp as unprocessed_bp
     from portal.users.account import bp as account_bp
     from portal.users.views import bp as users_bp, invitation_bp

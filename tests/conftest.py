@@ -276,6 +276,17 @@ class Browser:
 
 
 @pytest.fixture
+def smtp_gateway(app, smtp_server, redis):
+    """The installation's SMTP gateway set to the test SMTP server: mail we send arrives there."""
+    from portal.services import commit, outbound  # noqa: PLC0415 - the app must exist first
+
+    outbound.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
+                              keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    commit()
+    return smtp_server
+
+
+@pytest.fixture
 def browser(app):
     return Browser(app.test_client())
 

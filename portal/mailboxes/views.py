@@ -3,44 +3,22 @@ Routes and the outgoing server have their own modules on the same blueprint."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, g, render_template, request, url_for
+from flask import current_app, flash, g, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.display import viewer_timezone
 from portal.extensions import db
+from portal.mailboxes import bp
 from portal.mailboxes.forms import MailboxForm
+from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
-from portal.services import clients as client_svc
 from portal.services import dashboard as board
 from portal.services import mailboxes as svc
 
-bp = Blueprint("mailboxes", __name__, url_prefix="/mailboxes")
 HISTORY_PAGE = 20
-
-
-def keys() -> str:
-    return current_app.config["TIDEMARK_ENCRYPTION_KEY"]
-
-
-def mailbox_or_404(mailbox_id: int):
-    mailbox = svc.get_mailbox(g.msp_id, mailbox_id)
-    if mailbox is None:
-        abort(404)
-    return mailbox
-
-
-def client_or_404(client_id: int | None):
-    client = client_svc.get_client(g.msp_id, client_id or 0)
-    if client is None:
-        abort(404)
-    return client
-
-
-def client_choices() -> list[tuple[int, str]]:
-    return [(n.client.id, "\u2003" * n.depth + n.client.name) for n in client_svc.client_tree(g.msp_id)]
 
 
 def _form_page(form: MailboxForm, mailbox, status: int):
@@ -192,6 +170,3 @@ def delete(mailbox_id: int):
     flash(f"Mailbox {address} deleted.{kept}", "success")
     return hx_redirect(url_for("mailboxes.index"))
 
-
-# The route and outgoing-server pages register on this blueprint.
-from portal.mailboxes import outgoing, routes  # noqa: E402,F401

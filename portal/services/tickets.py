@@ -9,10 +9,11 @@ import json
 import mimetypes
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from functools import lru_cache
+from functools import lru_cache, partial
+from typing import Any
 
 from sqlalchemy import Integer, column, false, func, literal_column, or_, select, text, tuple_, union_all
 from sqlalchemy.orm import selectinload
@@ -415,21 +416,6 @@ def _addresses(text: str, field_name: str, errors: dict) -> list[str]:
         return []
 
 
-def change_status(ticket: Ticket, status: str, actor: User | None) -> bool:
-    if status not in WORK_STATUSES:
-        raise ValidationError({"status": [f"The status is one of {', '.join(WORK_STATUSES)}."]})
-    if status == ticket.status:
-        return False
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, "status", {"status": [ticket.status, status]})
-    reopening = ticket.status in ("resolved", "closed") and status in ("new", "open", "waiting")
-    ticket.status = status
-    ticket.updated_at = utcnow()
-    if status == "closed" or reopening:
-        notify_contact("closed" if status == "closed" else "reopened", ticket)
-    db.session.flush()
-    return True
-
-
 # --- what a reply carries: its body as written in the editor, files and inline images -----------
 
 MB = 1024 * 1024
@@ -654,46 +640,83 @@ def _person(user: User | None) -> str | None:
     return (user.name or user.email) if user else None
 
 
-def change_priority(ticket: Ticket, priority: str, actor: User | None) -> bool:
+@dataclass(frozen=True)
+class _Field:
+    """How one of the ticket's own fields changes: the value as stored (or a ValidationError),
+    how the history shows a value, and the email the contact gets for the change (if any)."""
+
+    column: str
+    action: str  # the history entry's action
+    clean: Callable[[Ticket, Any], Any]
+    shown: Callable[[Any], Any] = lambda value: value
+    event: Callable[[Any, Any], str | None] = lambda old, new: None
+
+
+def _valid_status(ticket: Ticket, status: str) -> str:
+    if status not in WORK_STATUSES:
+        raise ValidationError({"status": [f"The status is one of {', '.join(WORK_STATUSES)}."]})
+    return status
+
+
+def _status_event(old: str, new: str) -> str | None:
+    if new == "closed":
+        return "closed"
+    return "reopened" if old in ("resolved", "closed") and new in ("new", "open", "waiting") else None
+
+
+def _valid_priority(ticket: Ticket, priority: str) -> str:
     if priority not in PRIORITIES:
         raise ValidationError({"priority": [f"The priority is one of {', '.join(PRIORITIES)}."]})
-    if priority == ticket.priority:
-        return False
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, "priority", {"priority": [ticket.priority, priority]})
-    ticket.priority = priority
-    ticket.updated_at = utcnow()
-    notify_contact("priority_changed", ticket)
-    db.session.flush()
-    return True
+    return priority
 
 
-def change_assignee(ticket: Ticket, assignee: User | None, actor: User | None) -> bool:
-    """Give the ticket to a user of its MSP, or to nobody (None)."""
-    if (assignee.id if assignee else None) == ticket.assignee_id:
-        return False
-    if assignee is not None and (assignee.msp_id != ticket.msp_id or assignee.disabled):
+def _valid_assignee(ticket: Ticket, assignee: User | None) -> int | None:
+    """A user of the ticket's MSP, or nobody (None); the one it already has may since be disabled."""
+    if assignee is not None and assignee.id != ticket.assignee_id and (
+            assignee.msp_id != ticket.msp_id or assignee.disabled):
         raise ValidationError({"assignee": ["Choose an active user of your MSP, or nobody."]})
-    before = assignee_of(ticket)
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, "assigned",
-                 {"assignee": [_person(before), _person(assignee)]})
-    ticket.assignee_id = assignee.id if assignee else None
-    ticket.updated_at = utcnow()
-    notify_contact("owner_changed", ticket)
-    db.session.flush()
-    return True
+    return assignee.id if assignee else None
 
 
-def change_type(ticket: Ticket, type_: str | None, actor: User | None) -> bool:
+def _valid_type(ticket: Ticket, type_: str | None) -> str | None:
     value = " ".join((type_ or "").split()) or None
     if value and len(value) > TYPE_MAX:
         raise ValidationError({"type": [f"The type is at most {TYPE_MAX} characters."]})
-    if value == ticket.type:
+    return value
+
+
+_FIELDS = {
+    "status": _Field("status", "status", _valid_status, event=_status_event),
+    "priority": _Field("priority", "priority", _valid_priority, event=lambda old, new: "priority_changed"),
+    "assignee": _Field("assignee_id", "assigned", _valid_assignee,
+                       shown=lambda user_id: _person(db.session.get(User, user_id) if user_id else None),
+                       event=lambda old, new: "owner_changed"),
+    "type": _Field("type", "type", _valid_type),
+}
+
+
+def change(name: str, ticket: Ticket, value, actor: User | None) -> bool:
+    """Set one of the ticket's fields (status, priority, assignee, type); False if it already
+    had that value. Each change is in the ticket's history and may tell the contact."""
+    rule = _FIELDS[name]
+    new = rule.clean(ticket, value)
+    old = getattr(ticket, rule.column)
+    if new == old:
         return False
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, "type", {"type": [ticket.type, value]})
-    ticket.type = value
+    audit.record(actor, ticket.msp_id, "ticket", ticket.id, rule.action,
+                 {name: [rule.shown(old), rule.shown(new)]})
+    setattr(ticket, rule.column, new)
     ticket.updated_at = utcnow()
+    if event := rule.event(old, new):
+        notify_contact(event, ticket)
     db.session.flush()
     return True
+
+
+change_status = partial(change, "status")
+change_priority = partial(change, "priority")
+change_assignee = partial(change, "assignee")  # a User, or None for nobody
+change_type = partial(change, "type")
 
 
 def types_in_use(msp_id: int) -> list[str]:

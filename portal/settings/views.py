@@ -14,6 +14,7 @@ from portal.models.base import utcnow
 from portal.responses import hx_redirect
 from portal.services import ValidationError, audit, commit, config_io
 from portal.services import outbound as svc
+from portal.settings.forms import current_values, posted_values
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -23,30 +24,14 @@ def _allowed() -> None:
         abort(403)
 
 
-def _current() -> dict:
-    gateway = svc.default_gateway()
-    form = {k: svc.get_setting(k) for k in svc.SETTING_DEFAULTS}
-    form.update({"host": "", "port": "", "security": "starttls", "username": "", "from": "", "has_password": False})
-    if gateway is not None:
-        form.update(host=gateway.host, port=gateway.port, security=gateway.security, username=gateway.username or "",
-                    has_password=gateway.password_encrypted is not None, **{"from": gateway.from_address or ""})
-    return form
-
-
 @bp.route("/mail", methods=["GET", "POST"])
 def mail():
     _allowed()
     errors: dict = {}
-    form = _current()
+    form = current_values()
     status = 200
     if request.method == "POST":
-        f = request.form
-        values = {"host": f.get("host", "").strip(), "port": f.get("port", type=int), "security": f.get("security"),
-                  "username": f.get("username", "").strip(), "password": f.get("password") or None,
-                  "from": f.get("from", "").strip(), "block_outgoing": f.get("block_outgoing") == "1",
-                  "override_recipient": f.get("override_recipient", ""),
-                  "auto_mail_limit_per_hour": f.get("auto_mail_limit_per_hour", type=int),
-                  "customer_notifications": f.getlist("customer_notifications")}
+        values = posted_values(request.form)
         try:
             svc.save_mail_settings(values, keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"], actor=current_user)
         except ValidationError as exc:

@@ -10,8 +10,7 @@ from portal.extensions import db
 from portal.responses import hx_redirect
 from portal.services import ValidationError, commit
 from portal.services import tickets as svc
-from portal.tickets import views
-from portal.tickets.views import bp
+from portal.tickets import bp, views
 
 
 def _list_url() -> str:

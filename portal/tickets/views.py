@@ -3,34 +3,23 @@ from __future__ import annotations
 import base64
 import io
 
-from flask import Blueprint, Response, abort, current_app, flash, g, render_template, request, send_file, url_for
+from flask import Response, abort, current_app, flash, g, render_template, request, send_file, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from portal.display import viewer_timezone
 from portal.extensions import db
-from portal.mail.parse import html_content_ids
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, canned, commit
 from portal.services import tickets as svc
+from portal.tickets import bp
+from portal.tickets.forms import NoteForm, ReplyForm
+from portal.tickets.page import (detail_context, file_limits, filesize, form_error, fragment_wanted, parts,
+                                 ticket_or_404)
 
-bp = Blueprint("tickets", __name__, url_prefix="/tickets")
-
-
-@bp.app_template_filter("filesize")
-def filesize(n: int) -> str:
-    if n >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
-    return f"{max(1, round(n / 1024))} KB" if n >= 1024 else f"{n} bytes"
-
-
-def _ticket_or_404(reference: str):
-    ticket = svc.get_ticket(g.msp_id, reference)
-    if ticket is None:
-        abort(404)
-    return ticket
+bp.add_app_template_filter(filesize, "filesize")
 
 
 def _filters() -> svc.TicketFilters:
@@ -52,63 +41,12 @@ def index():
                        filters=filters, args=args, sorts=svc.SORTS, choices=svc.filter_choices(g.msp_id))
 
 
-def _shown_html(ticket, messages) -> tuple[dict[int, str], set[int]]:
-    """The HTML bodies shown (inbound mail and replies; automatic mail keeps its rendered
-    template, shown as text), with cid: images pointed at their download URL; and the ids of
-    the attachments they show, which are part of the text, not files to list."""
-    shown, in_body = {}, set()
-    for m in messages:
-        if not m.body_html or not (m.direction == "in" or m.details.get("event") == "reply"):
-            continue
-        cids = {a.content_id: a for a in m.attachments if a.content_id}
-        shown[m.id] = m.body_html
-        if cids:
-            shown[m.id] = sanitize_html(m.body_html, cid_urls={
-                cid: url_for("tickets.attachment", reference=ticket.reference, attachment_id=a.id)
-                for cid, a in cids.items()})
-            in_body.update(a.id for cid, a in cids.items() if cid in html_content_ids(m.body_html))
-    return shown, in_body
-
-
-def _detail_context(ticket, reply_form=None, errors=None, note_errors=None):
-    from portal.tickets.fields import fields_context  # noqa: PLC0415 - that module imports this one
-
-    to, cc = svc.reply_defaults(ticket)
-    messages = svc.conversation(ticket)
-    limits = _limits()
-    shown_html, in_body = _shown_html(ticket, messages)
-    return dict(ticket=ticket, messages=messages, links=svc.linked_tickets(ticket), shown_html=shown_html, in_body=in_body,
-                reply=reply_form or {"to": ", ".join(to), "cc": ", ".join(cc), "text": "", "html": "", "set_status": ""},
-                errors=errors or {}, note_errors=note_errors or {}, statuses=svc.WORK_STATUSES,
-                canned=canned.in_effect(ticket.client), limits=limits, **fields_context(ticket))
-
-
-def _limits() -> svc.FileLimits:
-    cfg = current_app.config
-    return svc.FileLimits(each=cfg["TIDEMARK_REPLY_FILE_MAX_BYTES"], total=cfg["TIDEMARK_REPLY_FILES_MAX_BYTES"])
-
-
 @bp.get("/<reference>")
 def detail(reference: str):
-    ticket = _ticket_or_404(reference)
+    ticket = ticket_or_404(reference)
     svc.mark_read(ticket)
     commit()
-    return render_template("tickets/detail.html", **_detail_context(ticket))
-
-
-def _write(reference: str, action, done: str, *, reply_form: dict | None = None):
-    """Run a write on the ticket; on bad input show the page again with the messages (422)."""
-    ticket = _ticket_or_404(reference)
-    try:
-        action(ticket)
-    except ValidationError as exc:
-        db.session.rollback()
-        ticket = _ticket_or_404(reference)
-        errors = {"errors": exc.errors} if reply_form is not None else {"note_errors": exc.errors}
-        return render_template("tickets/detail.html", **_detail_context(ticket, reply_form, **errors)), 422
-    commit()
-    flash(done, "success")
-    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
+    return render_template("tickets/detail.html", **detail_context(ticket))
 
 
 def _uploads(field: str, limit: int, *, inline: bool) -> list[svc.ReplyFile]:
@@ -137,29 +75,36 @@ def _with_images_back(html: str, files: list[svc.ReplyFile]) -> str:
 
 @bp.post("/<reference>/reply")
 def reply(reference: str):
-    form = {k: request.form.get(k, "") for k in ("to", "cc", "text", "html", "set_status")}
-    limits = _limits()
+    ticket = ticket_or_404(reference)
+    form = ReplyForm()
+    limits = file_limits()
     attachments = _uploads("attachments", limits.each, inline=False)
     images = _uploads("inline_images", limits.each, inline=True)
-    # Shown again only if something is wrong: browsers never refill a file field.
-    shown = {**form, "html": _with_images_back(form["html"], images),
-             "files_lost": [svc.clean_filename(f.filename) for f in attachments]}
-    return _write(reference, lambda t: svc.reply(t, current_user, **form, files=[*attachments, *images],
-                                                 limits=limits),
-                  "Reply queued; its delivery shows on the conversation.", reply_form=shown)
+    try:
+        svc.reply(ticket, current_user, **form.values(), files=[*attachments, *images], limits=limits)
+    except ValidationError as exc:
+        # Shown again as typed; browsers never refill a file field, so the files are named.
+        form.html.data = _with_images_back(form.html.data or "", images)
+        form.service_errors = exc.errors
+        return form_error(reference, "tickets/_reply.html", reply_form=form,
+                          files_lost=[svc.clean_filename(f.filename) for f in attachments])
+    commit()
+    flash("Reply queued; its delivery shows on the conversation.", "success")
+    # The status, the facts and the conversation all change: the whole page again.
+    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 
 @bp.get("/<reference>/history")
 def history(reference: str):
     """The earlier conversation quoted, for the composer to insert (HTML, escaped here)."""
-    ticket = _ticket_or_404(reference)
+    ticket = ticket_or_404(reference)
     return Response(svc.quoted_history(ticket, viewer_timezone()), mimetype="text/html")
 
 
 @bp.get("/<reference>/canned/<int:response_id>")
 def canned_body(reference: str, response_id: int):
     """One canned response this ticket's client may use, as HTML for the composer."""
-    ticket = _ticket_or_404(reference)
+    ticket = ticket_or_404(reference)
     response = canned.get_in_effect(ticket.client, response_id)
     if response is None:
         abort(404)
@@ -172,7 +117,7 @@ VIEWABLE = ("image/png", "image/jpeg", "image/gif", "image/webp", "text/plain")
 
 @bp.get("/<reference>/attachments/<int:attachment_id>")
 def attachment(reference: str, attachment_id: int):
-    ticket = _ticket_or_404(reference)
+    ticket = ticket_or_404(reference)
     found = db.session.scalar(select(Attachment).join(Message, Attachment.message_id == Message.id)
                               .where(Attachment.id == attachment_id, Message.ticket_id == ticket.id))
     if found is None:
@@ -187,13 +132,23 @@ def attachment(reference: str, attachment_id: int):
 
 @bp.post("/<reference>/note")
 def note(reference: str):
-    return _write(reference, lambda t: svc.add_note(t, current_user, request.form.get("note", "")),
-                  "Internal note added.")
+    ticket = ticket_or_404(reference)
+    form = NoteForm()
+    try:
+        svc.add_note(ticket, current_user, form.note.data or "")
+    except ValidationError as exc:
+        form.service_errors = exc.errors
+        return form_error(reference, "tickets/_note.html", note_form=form)
+    commit()
+    flash("Internal note added.", "success")
+    if fragment_wanted():
+        return parts(ticket, "tickets/_note.html", "tickets/_conversation.html")
+    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 
 @bp.post("/<reference>/status")
 def status(reference: str):
-    ticket = _ticket_or_404(reference)
+    ticket = ticket_or_404(reference)
     try:
         changed = svc.change_status(ticket, request.form.get("status", ""), current_user)
     except ValidationError as exc:
@@ -208,7 +163,7 @@ def status(reference: str):
 @bp.get("/<reference>/messages/<int:message_id>/source")
 def source(reference: str, message_id: int):
     """The email exactly as received or sent, as plain text (never rendered)."""
-    ticket = _ticket_or_404(reference)
+    ticket = ticket_or_404(reference)
     message = db.session.scalar(select(Message).where(Message.id == message_id, Message.ticket_id == ticket.id))
     if message is None:
         abort(404)

@@ -8,7 +8,6 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.services import canned, commit
-from portal.services import outbound as outbound_svc
 from tests.conftest import PASSWORD
 from tests.mailfactory import email
 
@@ -26,9 +25,7 @@ PASTE_IMAGE = """(b64) => {
 
 
 @pytest.fixture
-def desk(app, world, smtp_server, redis):
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+def desk(world, smtp_gateway):
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, acknowledge=False)

@@ -4,7 +4,6 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.services import commit
-from portal.services import outbound as outbound_svc
 from tests.conftest import PASSWORD
 from tests.mailfactory import email
 
@@ -18,9 +17,7 @@ HOSTILE = ('<p id="greeting">Hello from <b>Contoso</b></p>'
            '<iframe src="javascript:parent.document.title=\'pwned-frame\'"></iframe>')
 
 
-def test_hostile_inbound_html_runs_nothing_and_a_reply_goes_out(app, live_server, page, world, smtp_server, redis):
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+def test_hostile_inbound_html_runs_nothing_and_a_reply_goes_out(live_server, page, world, smtp_server, smtp_gateway):
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, acknowledge=False)
@@ -54,3 +51,32 @@ def test_hostile_inbound_html_runs_nothing_and_a_reply_goes_out(app, live_server
     expect(page.get_by_text("Reply queued")).to_be_visible()
     expect(page.locator(".msg-out .delivery")).to_contain_text(re.compile("sent"))
     assert smtp_server.last().rcpt_tos == ["alice@contoso.com"]
+
+
+def test_a_note_and_the_fields_change_their_part_of_the_page_in_place(live_server, page, world):
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, acknowledge=False)
+    world.user(msp, email="tom@acme.example", role="technician")
+    ticket = world.deliver(box, email(sender="alice@contoso.com", subject="Printer")).ticket
+    page.goto(live_server + "/sign-in")
+    page.get_by_label("Email address").fill("tom@acme.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{live_server}/tickets/{ticket.reference}")
+    page.evaluate("window.samePage = true")  # gone if the whole page loads again
+
+    page.get_by_role("button", name="Add note").click()
+    expect(page.locator("#note-text-error")).to_contain_text("Write")  # the error beside the field
+    page.get_by_label("Note (never emailed)").fill("Customer called.")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.get_by_text("Internal note added.")).to_be_visible()
+    expect(page.locator("#ticket-conversation")).to_contain_text("Customer called.")
+    expect(page.get_by_label("Note (never emailed)")).to_have_value("")
+
+    page.get_by_label("Priority", exact=True).select_option("high")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text(f"{ticket.reference}: priority changed.")).to_be_visible()
+    expect(page.locator("#ticket-facts")).to_contain_text("high")
+    expect(page.locator("#history td.new")).to_have_text("high")  # refreshed on the HX-Trigger
+    assert page.evaluate("window.samePage") is True

@@ -4,39 +4,16 @@ through the single-ticket path and audited, with htmx and without, never across 
 import re
 
 import pytest
-from sqlalchemy import select
 
-from portal.extensions import db
-from portal.models import AuditEntry, Ticket
 from tests.mailfactory import email
+from tests.portal.conftest import fresh
+from tests.portal.conftest import ticket_history as entries
 
 
 @pytest.fixture
-def desk(world):
-    msp = world.msp("Acme MSP")
-    world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    tom = world.user(msp, email="tom@acme.example", role="technician")
-    ana = world.user(msp, email="ana@acme.example", role="admin")
-    tickets = [world.deliver(box, email(sender="alice@contoso.com", subject=f"case {i}")).ticket for i in range(3)]
-    return msp, tom, ana, tickets
-
-
-@pytest.fixture
-def tech(browser, desk):
-    browser.sign_in("tom@acme.example")
-    return browser
-
-
-def fresh(ticket_id):
-    db.session.expire_all()
-    return db.session.get(Ticket, ticket_id)
-
-
-def entries(ticket_id):
-    return db.session.scalars(select(AuditEntry).where(AuditEntry.record_type == "ticket",
-                                                       AuditEntry.record_id == ticket_id)
-                              .order_by(AuditEntry.id)).all()
+def desk(world, acme):
+    tickets = [world.deliver(acme.box, email(sender="alice@contoso.com", subject=f"case {i}")).ticket for i in range(3)]
+    return acme.msp, acme.tom, acme.ana, tickets
 
 
 def test_the_list_has_a_checkbox_per_ticket_and_the_bulk_bar(tech, desk):

@@ -5,39 +5,17 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditEntry, Ticket
 from tests.mailfactory import email
+from tests.portal.conftest import fresh
+from tests.portal.conftest import ticket_history as history
 
 
 @pytest.fixture
-def desk(world):
-    msp = world.msp("Acme MSP")
-    world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    tom = world.user(msp, email="tom@acme.example", role="technician")
-    ana = world.user(msp, email="ana@acme.example", role="admin")
-    ticket = world.deliver(box, email(sender="alice@contoso.com", subject="Printer")).ticket
-    return msp, tom, ana, ticket
-
-
-@pytest.fixture
-def tech(browser, desk):
-    browser.sign_in("tom@acme.example")
-    return browser
-
-
-def fresh(ticket_id):
-    db.session.expire_all()
-    return db.session.get(Ticket, ticket_id)
-
-
-def history(ticket_id):
-    return db.session.scalars(select(AuditEntry).where(AuditEntry.record_type == "ticket",
-                                                       AuditEntry.record_id == ticket_id)
-                              .order_by(AuditEntry.id)).all()
+def desk(world, acme):
+    ticket = world.deliver(acme.box, email(sender="alice@contoso.com", subject="Printer")).ticket
+    return acme.msp, acme.tom, acme.ana, ticket
 
 
 def test_the_page_offers_the_msps_users_and_the_current_values(world, tech, desk):
@@ -46,7 +24,7 @@ def test_the_page_offers_the_msps_users_and_the_current_values(world, tech, desk
     world.user(other, email="eve@other.example")
     page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
     assert f'<option value="{ana.id}"' in page and "eve@other.example" not in page
-    assert re.search(r'<option value="normal" selected>', page)
+    assert re.search(r'<option (?=[^>]*\bselected\b)[^>]*value="normal"', page)
     assert "Assigned to</dt><dd>nobody" in page
     assert "No changes recorded yet." in page
 
@@ -109,7 +87,7 @@ def test_bad_values_answer_422_next_to_the_field_and_change_nothing(world, tech,
                      {"priority": "urgent", "assignee": str(eve.id), "type": "x" * 61})
     assert resp.status_code == 422
     page = resp.get_data(as_text=True)
-    assert re.search(r'id="field-priority"[^>]*aria-invalid="true"', page)
+    assert re.search(r'<select (?=[^>]*aria-invalid="true")[^>]*id="field-priority"', page)
     assert "The priority is one of low, normal, high." in page
     assert "Choose an active user of your MSP, or nobody." in page
     assert "The type is at most 60 characters." in page
@@ -119,13 +97,29 @@ def test_bad_values_answer_422_next_to_the_field_and_change_nothing(world, tech,
     assert nonsense.status_code == 422 and fresh(ticket.id).priority == "normal"
 
 
+def test_with_htmx_the_fields_answer_their_own_part_and_tell_the_page_to_refresh(tech, desk):
+    _msp, _tom, ana, ticket = desk
+    url = f"/tickets/{ticket.reference}/fields"
+    wrong = tech.post(url, {"priority": "urgent", "assignee": "", "type": ""}, htmx=True)
+    body = wrong.get_data(as_text=True)
+    assert wrong.status_code == 422 and "<html" not in body and 'id="ticket-fields"' in body
+    assert "The priority is one of low, normal, high." in body and "HX-Trigger" not in wrong.headers
+    saved = tech.post(url, {"priority": "high", "assignee": str(ana.id), "type": ""}, htmx=True)
+    body = saved.get_data(as_text=True)
+    assert saved.status_code == 200 and "HX-Redirect" not in saved.headers and "<html" not in body
+    assert saved.headers["HX-Trigger"] == "ticket-changed"  # the history of changes refreshes on it
+    assert f"{ticket.reference}: priority, assignee changed." in body
+    assert 'id="ticket-facts" hx-swap-oob="true"' in body and "Assigned to</dt><dd>ana@acme.example" in body
+    assert (fresh(ticket.id).priority, fresh(ticket.id).assignee_id) == ("high", ana.id)
+
+
 def test_a_disabled_assignee_keeps_the_ticket_until_someone_else_takes_it(tech, desk):
     _msp, _tom, ana, ticket = desk
     tech.post(f"/tickets/{ticket.reference}/fields", {"priority": "normal", "assignee": str(ana.id)})
     ana.disabled = True
     db.session.commit()
     page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
-    assert re.search(rf'<option value="{ana.id}" selected>ana@acme.example \(admin, disabled\)', page)
+    assert re.search(rf'<option (?=[^>]*\bselected\b)[^>]*value="{ana.id}">ana@acme.example \(admin, disabled\)', page)
     resp = tech.post(f"/tickets/{ticket.reference}/fields", {"priority": "high", "assignee": str(ana.id)})
     assert resp.status_code == 303 and fresh(ticket.id).assignee_id == ana.id
 

@@ -6,14 +6,11 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import AuditEntry, Message, Ticket
 from portal.services import commit
-from portal.services import outbound as outbound_svc
 from tests.mailfactory import email
 
 
 @pytest.fixture
-def desk(app, world, smtp_server, redis):
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+def desk(world, smtp_gateway):
     msp = world.msp("Acme MSP")
     contoso = world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, acknowledge=False)
@@ -110,6 +107,30 @@ def test_internal_note_is_never_emailed(world, tech, desk, smtp_server):
     assert note.body_text.startswith("Customer called") and note.delivery is None
     assert smtp_server.messages == []
     assert "Internal note by" in tech.get(f"/tickets/{first.ticket.reference}").get_data(as_text=True)
+
+
+def test_with_htmx_a_note_answers_its_own_part_of_the_page(world, tech, desk):
+    ref = world.deliver(desk[2], email()).ticket.reference
+    empty = tech.post(f"/tickets/{ref}/note", {"note": "  "}, htmx=True)
+    body = empty.get_data(as_text=True)
+    assert empty.status_code == 422 and "<html" not in body and 'id="ticket-note"' in body
+    assert 'aria-invalid="true"' in body and "HX-Redirect" not in empty.headers
+    added = tech.post(f"/tickets/{ref}/note", {"note": "Customer called."}, htmx=True)
+    body = added.get_data(as_text=True)
+    assert added.status_code == 200 and "HX-Redirect" not in added.headers and "<html" not in body
+    assert "Internal note added." in body and body.index('id="ticket-note"') < body.index("Customer called.")
+    assert 'id="ticket-conversation" hx-swap-oob="true"' in body  # the note shows in the conversation
+    assert "Internal note added." not in tech.get(f"/tickets/{ref}").get_data(as_text=True)  # said once
+
+
+def test_with_htmx_a_reply_error_answers_the_composer_and_a_sent_reply_the_whole_page(world, tech, desk):
+    ref = world.deliver(desk[2], email()).ticket.reference
+    wrong = tech.post(f"/tickets/{ref}/reply", {"to": "alice@", "cc": "", "text": "Hi"}, htmx=True)
+    body = wrong.get_data(as_text=True)
+    assert wrong.status_code == 422 and "<html" not in body and 'id="ticket-reply"' in body
+    assert "not an email address" in body and 'value="alice@"' in body and ">Hi</textarea>" in body
+    sent = tech.post(f"/tickets/{ref}/reply", {"to": "alice@contoso.com", "cc": "", "text": "Hi"}, htmx=True)
+    assert sent.headers["HX-Redirect"] == f"/tickets/{ref}"
 
 
 def test_status_change_is_recorded(world, tech, desk):

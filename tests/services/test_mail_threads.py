@@ -8,7 +8,6 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Message, User
 from portal.services import commit
-from portal.services import outbound as outbound_svc
 from portal.services import tickets as ticket_svc
 from tests.mailfactory import email
 
@@ -16,10 +15,8 @@ ONCALL = "oncall@acme.example"
 
 
 @pytest.fixture
-def desk(app, world, smtp_server, redis):
+def desk(app, world, smtp_gateway):
     assert app.config["TIDEMARK_JOBS_SYNC"]
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, alert_recipients=[ONCALL])

@@ -14,9 +14,7 @@ from workers.outbound import send_due
 
 
 @pytest.fixture
-def desk(app, world, smtp_server, redis):
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+def desk(app, world, smtp_gateway):
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, acknowledge=False)

@@ -19,12 +19,10 @@ HOST = "tidemark.test"
 
 
 @pytest.fixture
-def setup(app, world, smtp_server, redis):
+def setup(app, world, smtp_gateway):
     app.config["TIDEMARK_MAIL_HOST"] = HOST
     # The sender job waits on the queue, as with the worker down: each test runs it by hand.
     app.config["TIDEMARK_JOBS_SYNC"] = False
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     msp = world.msp("Acme MSP", waterline="## Please reply above this line ##")
     contoso = world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, response_address="help@acme.example")

@@ -11,7 +11,6 @@ from portal.extensions import db
 from portal.models import Message, User
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services import outbound as outbound_svc
 from portal.services import tickets as ticket_svc
 from portal.services.tickets import ReplyFile
 from tests.mailfactory import email
@@ -21,10 +20,8 @@ PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40  # binary, past the first line
 
 
 @pytest.fixture
-def setup(app, world, smtp_server, redis):
+def setup(app, world, smtp_gateway):
     app.config["TIDEMARK_MAIL_HOST"] = "tidemark.test"
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     msp = world.msp("Acme MSP")
     world.client(msp, "Contoso", allow=["contoso.com"])
     box = world.mailbox(msp, acknowledge=False, response_address="help@acme.example")

@@ -1,0 +1,31 @@
+"""What every mailbox page looks up: records of the signed-in MSP only (404 otherwise), the
+client tree as choices, and the key that opens stored secrets."""
+
+from __future__ import annotations
+
+from flask import abort, current_app, g
+
+from portal.services import clients as client_svc
+from portal.services import mailboxes as svc
+
+
+def keys() -> str:
+    return current_app.config["TIDEMARK_ENCRYPTION_KEY"]
+
+
+def mailbox_or_404(mailbox_id: int):
+    mailbox = svc.get_mailbox(g.msp_id, mailbox_id)
+    if mailbox is None:
+        abort(404)
+    return mailbox
+
+
+def client_or_404(client_id: int | None):
+    client = client_svc.get_client(g.msp_id, client_id or 0)
+    if client is None:
+        abort(404)
+    return client
+
+
+def client_choices() -> list[tuple[int, str]]:
+    return [(n.client.id, "\u2003" * n.depth + n.client.name) for n in client_svc.client_tree(g.msp_id)]

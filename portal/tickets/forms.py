@@ -1,0 +1,72 @@
+"""The forms of a ticket's page. The services check what is posted and answer a ValidationError
+by field; these forms name, label and draw the fields, and carry those messages back beside them.
+CSRFProtect checks every POST already, so the forms do not check it a second time."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
+from wtforms import SelectField, StringField, TextAreaField
+
+from portal.services import tickets as svc
+
+
+class _Form(FlaskForm):
+    class Meta:
+        csrf = False
+
+    service_errors: dict
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.service_errors = {}
+
+
+class FieldsForm(_Form):
+    priority = SelectField("Priority", id="field-priority")
+    assignee = SelectField("Assigned to", id="field-assignee")
+    type = StringField("Type", id="field-type",
+                       render_kw={"maxlength": svc.TYPE_MAX, "list": "ticket-types", "placeholder": "e.g. incident"})
+
+    @classmethod
+    def of(cls, ticket) -> FieldsForm:
+        """The form as the ticket is now."""
+        return cls(formdata=None, data={"priority": ticket.priority, "type": ticket.type or "",
+                                        "assignee": str(ticket.assignee_id) if ticket.assignee_id else ""})
+
+    def offer(self, priorities, assignees) -> None:
+        self.priority.choices = list(priorities)
+        self.assignee.choices = [("", "Nobody")] + [
+            (str(u.id), f"{u.name or u.email} ({u.role}{', disabled' if u.disabled else ''})") for u in assignees]
+
+    def values(self) -> svc.FieldsInput:
+        return svc.FieldsInput(priority=self.priority.data or "", assignee=self.assignee.data or "",
+                               type=self.type.data or "")
+
+
+class ReplyForm(_Form):
+    to = StringField("To", id="reply-to")
+    cc = StringField("Cc", id="reply-cc")
+    # The composer wraps the text and keeps its HTML in `html`: drawn by hand in _reply.html.
+    text = TextAreaField("Message", id="reply-text")
+    html = TextAreaField()
+    attachments = MultipleFileField("Attach files", id="reply-files")
+    set_status = SelectField("and set status", id="reply-status")
+
+    @classmethod
+    def of(cls, ticket) -> ReplyForm:
+        """An empty reply to whoever wrote last, with the ticket's CC."""
+        to, cc = svc.reply_defaults(ticket)
+        return cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": ""})
+
+    def offer(self, ticket, limits: svc.FileLimits, filesize) -> None:
+        self.set_status.choices = [("", f"(leave as {ticket.status})")] + [(s, s) for s in svc.WORK_STATUSES]
+        self.attachments.description = (f"Up to {filesize(limits.each)} each and {filesize(limits.total)} in all, "
+                                        "images pasted into the text included.")
+
+    def values(self) -> dict[str, str]:
+        return {k: getattr(self, k).data or "" for k in ("to", "cc", "text", "html", "set_status")}
+
+
+class NoteForm(_Form):
+    note = TextAreaField("Note (never emailed)", id="note-text")

@@ -1,0 +1,117 @@
+"""What one ticket's page shows, for every module that draws it or a part of it: the ticket
+looked up within the signed-in MSP (404 otherwise), the context of each fragment, and the
+answer to a form: its fragment for htmx, the whole page (or a redirect) without JavaScript."""
+
+from __future__ import annotations
+
+from flask import abort, current_app, g, render_template, url_for
+from flask_htmx.responses import make_response
+
+from portal.extensions import db, htmx
+from portal.mail.parse import html_content_ids
+from portal.mail.sanitize import sanitize_html
+from portal.services import canned
+from portal.services import tickets as svc
+from portal.tickets.forms import FieldsForm, NoteForm, ReplyForm
+
+CHANGES_PAGE = 20
+
+
+def filesize(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+    return f"{max(1, round(n / 1024))} KB" if n >= 1024 else f"{n} bytes"
+
+
+def ticket_or_404(reference: str):
+    ticket = svc.get_ticket(g.msp_id, reference)
+    if ticket is None:
+        abort(404)
+    return ticket
+
+
+def file_limits() -> svc.FileLimits:
+    cfg = current_app.config
+    return svc.FileLimits(each=cfg["TIDEMARK_REPLY_FILE_MAX_BYTES"], total=cfg["TIDEMARK_REPLY_FILES_MAX_BYTES"])
+
+
+def shown_html(ticket, messages) -> tuple[dict[int, str], set[int]]:
+    """The HTML bodies shown (inbound mail and replies; automatic mail keeps its rendered
+    template, shown as text), with cid: images pointed at their download URL; and the ids of
+    the attachments they show, which are part of the text, not files to list."""
+    shown, in_body = {}, set()
+    for m in messages:
+        if not m.body_html or not (m.direction == "in" or m.details.get("event") == "reply"):
+            continue
+        cids = {a.content_id: a for a in m.attachments if a.content_id}
+        shown[m.id] = m.body_html
+        if cids:
+            shown[m.id] = sanitize_html(m.body_html, cid_urls={
+                cid: url_for("tickets.attachment", reference=ticket.reference, attachment_id=a.id)
+                for cid, a in cids.items()})
+            in_body.update(a.id for cid, a in cids.items() if cid in html_content_ids(m.body_html))
+    return shown, in_body
+
+
+def changes_context(ticket, page: int = 1) -> dict:
+    entries, total = svc.ticket_changes(ticket, page=page, per_page=CHANGES_PAGE)
+    return dict(history=entries, history_total=total, history_page=page,
+                history_pages=max(1, -(-total // CHANGES_PAGE)))
+
+
+def fields_context(ticket) -> dict:
+    """What the fields form offers: the MSP's users (and a disabled one still holding the ticket)."""
+    users = svc.assignable_users(ticket.msp_id)
+    current = svc.assignee_of(ticket)
+    if current is not None and current not in users:
+        users.append(current)
+    return dict(assignees=users, priorities=svc.PRIORITIES, types=svc.types_in_use(ticket.msp_id),
+                **changes_context(ticket))
+
+
+def conversation_context(ticket) -> dict:
+    messages = svc.conversation(ticket)
+    html, in_body = shown_html(ticket, messages)
+    return dict(messages=messages, shown_html=html, in_body=in_body)
+
+
+def detail_context(ticket, *, reply_form: ReplyForm | None = None, files_lost=(), fields_form: FieldsForm | None = None,
+                   note_form: NoteForm | None = None) -> dict:
+    """Everything the whole page draws; a form posted back with errors comes in as it was typed."""
+    limits = file_limits()
+    reply_form = reply_form or ReplyForm.of(ticket)
+    reply_form.offer(ticket, limits, filesize)
+    fields = fields_context(ticket)
+    fields_form = fields_form or FieldsForm.of(ticket)
+    fields_form.offer(svc.PRIORITIES, fields["assignees"])
+    return dict(ticket=ticket, links=svc.linked_tickets(ticket), reply_form=reply_form, files_lost=list(files_lost),
+                fields_form=fields_form, note_form=note_form or NoteForm(formdata=None), statuses=svc.WORK_STATUSES,
+                canned=canned.in_effect(ticket.client), limits=limits, **conversation_context(ticket), **fields)
+
+
+# Sent when a ticket's fields changed in place: the parts of the page showing them refresh.
+CHANGED = "ticket-changed"
+
+
+def fragment_wanted() -> bool:
+    """An htmx form swaps its own part of the page; without JavaScript (or on a boosted
+    navigation) the browser gets whole pages and redirects, as before."""
+    return bool(htmx) and not htmx.boosted
+
+
+def parts(ticket, *templates: str, status: int = 200, trigger: str | None = None, **forms):
+    """Parts of the ticket page for htmx: the first replaces the part that posted, the others
+    swap in by their id (out of band); `trigger` tells the rest of the page to refresh itself."""
+    context = detail_context(ticket, **forms)
+    body = "".join(render_template(t, fragment=True, oob=i > 0, **context) for i, t in enumerate(templates))
+    return make_response(body, status, trigger=trigger)
+
+
+def form_error(reference: str, fragment: str, **forms):
+    """Bad input: the form again with the messages beside its fields (422); the fragment for
+    htmx, else the whole page."""
+    db.session.rollback()
+    ticket = ticket_or_404(reference)
+    if fragment_wanted():
+        return parts(ticket, fragment, status=422, **forms)
+    return render_template("tickets/detail.html", **detail_context(ticket, **forms)), 422
