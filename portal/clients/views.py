@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, g, render_template, request, url_for
+from flask import Blueprint, flash, g, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.clients.forms import ClientForm
+from portal.clients.lookup import client_or_404
 from portal.extensions import db
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
@@ -12,13 +13,6 @@ from portal.services import clients as svc
 
 bp = Blueprint("clients", __name__, url_prefix="/clients")
 HISTORY_PAGE = 20
-
-
-def _client_or_404(client_id: int):
-    client = svc.get_client(g.msp_id, client_id)
-    if client is None:
-        abort(404)
-    return client
 
 
 def _parent_choices(exclude=None) -> list[tuple[int, str]]:
@@ -58,7 +52,7 @@ def new():
     if request.method == "GET":
         form.parent_id.data = request.args.get("parent", type=int) or g.msp_id
     if form.validate_on_submit():
-        parent = _client_or_404(form.parent_id.data)
+        parent = client_or_404(form.parent_id.data)
         try:
             client = svc.create_client(parent, _input_from(form, False), current_user)
         except ValidationError as exc:
@@ -73,7 +67,7 @@ def new():
 
 @bp.get("/<int:client_id>")
 def detail(client_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     entries, total = audit.history(g.msp_id, "client", client.id, per_page=HISTORY_PAGE)
     return render_template(
         "clients/detail.html",
@@ -90,7 +84,7 @@ def detail(client_id: int):
 
 @bp.get("/<int:client_id>/history")
 def history(client_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     page = max(1, request.args.get("page", 1, type=int))
     entries, total = audit.history(g.msp_id, "client", client.id, page=page, per_page=HISTORY_PAGE)
     return render_page(
@@ -102,7 +96,7 @@ def history(client_id: int):
 @bp.route("/<int:client_id>/edit", methods=["GET", "POST"])
 @admin_required
 def edit(client_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     form = ClientForm(obj=client if request.method == "GET" else None)
     form.parent_id.choices = [] if client.is_msp else _parent_choices(exclude=client)
     if client.is_msp:
@@ -115,13 +109,13 @@ def edit(client_id: int):
     if form.validate_on_submit():
         try:
             if not client.is_msp and form.parent_id.data != client.parent_id:
-                svc.move_client(client, _client_or_404(form.parent_id.data), current_user)
+                svc.move_client(client, client_or_404(form.parent_id.data), current_user)
             changes = svc.update_client(client, _input_from(form, client.is_msp), current_user)
         except ValidationError as exc:
             form.service_errors = exc.errors
             # Keep the database as it was: nothing of a half-valid form is applied.
             db.session.rollback()
-            client = _client_or_404(client_id)
+            client = client_or_404(client_id)
         else:
             commit()
             flash(f"Saved {client.name}." if changes else "Nothing changed.", "success")
@@ -143,7 +137,7 @@ def enable(client_id: int):
 
 
 def _set_disabled(client_id: int, disabled: bool):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     try:
         svc.set_client_disabled(client, disabled, current_user)
     except ValidationError as exc:

@@ -7,7 +7,8 @@ from flask import abort, flash, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
-from portal.email_templates.views import _client_or_404, bp
+from portal.clients.lookup import client_or_404
+from portal.email_templates.views import bp
 from portal.extensions import db
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, canned, commit
@@ -23,7 +24,7 @@ def _own_or_404(client, response_id: int):
 @bp.get("/canned")
 @admin_required
 def canned_index(client_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     return render_template("email_templates/canned_index.html", client=client, in_effect=canned.in_effect(client))
 
 
@@ -49,7 +50,7 @@ def _save(client, response):
 @bp.route("/canned/new", methods=["GET", "POST"])
 @admin_required
 def canned_new(client_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     if request.method == "POST":
         return _save(client, None)
     return _form_page(client, None, {"name": "", "text": "", "html": "", "shared": True}, {})
@@ -58,7 +59,7 @@ def canned_new(client_id: int):
 @bp.route("/canned/<int:response_id>", methods=["GET", "POST"])
 @admin_required
 def canned_edit(client_id: int, response_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     response = _own_or_404(client, response_id)
     if request.method == "POST":
         return _save(client, response)
@@ -69,7 +70,7 @@ def canned_edit(client_id: int, response_id: int):
 @bp.post("/canned/<int:response_id>/delete")
 @admin_required
 def canned_delete(client_id: int, response_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     response = _own_or_404(client, response_id)
     name = response.name
     canned.delete(response, current_user)

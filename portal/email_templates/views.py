@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, flash, g, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
+from portal.clients.lookup import client_or_404
 from portal.extensions import db
 from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
-from portal.services import clients as client_svc
 from portal.services import outbound as svc
 from portal.services.sending import send_environment, send_test_email
 
@@ -21,13 +21,6 @@ bp = Blueprint("email_templates", __name__, url_prefix="/clients/<int:client_id>
 PREVIEW_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
 
 
-def _client_or_404(client_id: int):
-    client = client_svc.get_client(g.msp_id, client_id)
-    if client is None:
-        abort(404)
-    return client
-
-
 def _event_or_404(event: str) -> str:
     if event not in EVENTS:
         abort(404)
@@ -36,7 +29,7 @@ def _event_or_404(event: str) -> str:
 
 @bp.get("")
 def index(client_id: int):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     in_effect = {event: svc.template_in_effect(client, event) for event in EVENTS}
     return render_template("email_templates/index.html", client=client, in_effect=in_effect)
 
@@ -54,7 +47,7 @@ def _sources_from_request() -> tuple[str, str]:
 @bp.route("/<event>", methods=["GET", "POST"])
 @admin_required
 def edit(client_id: int, event: str):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     event = _event_or_404(event)
     current = svc.template_in_effect(client, event)
     errors: dict = {}
@@ -81,7 +74,7 @@ def edit(client_id: int, event: str):
 @admin_required
 def preview(client_id: int, event: str):
     """The HTML part rendered for the sample ticket, as its own document (for the frame)."""
-    _client_or_404(client_id)
+    client_or_404(client_id)
     _event_or_404(event)
     text, html = _sources_from_request()
     rendered, error = None, None
@@ -102,7 +95,7 @@ def check(client_id: int, event: str):
     """As the editor types: the problems with their lines, and the subject and text rendered."""
     from portal.mail.render import validate_template
 
-    _client_or_404(client_id)
+    client_or_404(client_id)
     _event_or_404(event)
     text, html = _sources_from_request()
     problems = validate_template(text or None, html or None)
@@ -118,7 +111,7 @@ def check(client_id: int, event: str):
 @bp.post("/<event>/revert")
 @admin_required
 def revert(client_id: int, event: str):
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     if svc.delete_template(client, _event_or_404(event), current_user):
         commit()
         flash(f"{client.name} uses the inherited {event.replace('_', ' ')} template again.", "success")
@@ -129,7 +122,7 @@ def revert(client_id: int, event: str):
 @admin_required
 def test_send(client_id: int, event: str):
     """"Send test email": the template as typed, for the sample ticket, to one recipient, now."""
-    client = _client_or_404(client_id)
+    client = client_or_404(client_id)
     text, html = _sources_from_request()
     result = send_test_email(client, _event_or_404(event), text or None, html or None,
                              request.form.get("recipient", ""), send_environment(current_user), current_user)

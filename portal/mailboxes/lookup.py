@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import abort, current_app, g
 
+from portal.clients.lookup import client_or_404  # noqa: F401 - the mailbox pages' lookups in one import
 from portal.services import clients as client_svc
 from portal.services import mailboxes as svc
 
@@ -18,13 +19,6 @@ def mailbox_or_404(mailbox_id: int):
     if mailbox is None:
         abort(404)
     return mailbox
-
-
-def client_or_404(client_id: int | None):
-    client = client_svc.get_client(g.msp_id, client_id or 0)
-    if client is None:
-        abort(404)
-    return client
 
 
 def client_choices() -> list[tuple[int, str]]:
