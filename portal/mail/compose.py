@@ -357,19 +357,3 @@ def compose(
             del part["MIME-Version"]  # the email package repeats it on parts it wraps
     return msg
 
-
-def recipients_of(message: EmailMessage) -> list[str]:
-    """Envelope recipients: To, Cc and Bcc addresses."""
-    from email.utils import getaddresses
-
-    found: list[str] = []
-    for name in ("To", "Cc", "Bcc"):
-        for header in message.get_all(name, []):
-            if hasattr(header, "addresses"):
-                specs = [a.addr_spec for a in header.addresses]
-            else:  # a message built with the compat32 policy
-                specs = [spec for _, spec in getaddresses([str(header)])]
-            for spec in specs:
-                if spec and spec not in found:
-                    found.append(spec)
-    return found
