@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .classify import classify
 from .fingerprint import Fingerprints, fingerprints
-from .parse import DEFAULT_MAX_SIZE, HEADER_READ_LIMIT, Address, ParsedEmail, parse_email, parse_headers
+from .parse import DEFAULT_MAX_SIZE, HEADER_READ_LIMIT, ParsedEmail, parse_email, parse_headers
+from .parse.headers import Address
 from .refs import REPLY_MARKER, RefFormat
 
 

@@ -40,6 +40,7 @@ from jinja2.utils import Cycler, Joiner, Namespace, pass_eval_context
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
+from portal.mail.html_body import html_to_text
 from portal.mail.refs import REPLY_MARKER
 
 EVENTS = ("ticket_created", "reply", "note_added", "reopened", "owner_changed",
@@ -585,7 +586,7 @@ def template_context(context: Mapping) -> dict:
 
         message["html"] = Markup(sanitize_html(str(html)))
         if not message["text"]:
-            message["text"] = _html_to_text(str(message["html"]))
+            message["text"] = html_to_text(str(message["html"]))
     elif message["text"]:
         message["html"] = Markup("<br>\n".join(html_lib.escape(line) for line in str(message["text"]).split("\n")))
     return result
@@ -687,12 +688,6 @@ def _clean_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 
-def _html_to_text(html: str) -> str:
-    from portal.mail.parse import html_to_text
-
-    return html_to_text(html)
-
-
 def inline_css(html: str) -> str:
     """Move <style> rules onto the elements (mail clients drop <style>); never fetches anything."""
     import css_inline
@@ -733,7 +728,7 @@ def render(event_texts: tuple[str | None, str | None], context: Mapping, *,
             except Exception as exc:  # noqa: BLE001 - css-inline reports bad CSS as ValueError
                 raise TemplateError(f"the CSS could not be inlined: {exc}", None, "html") from None
             if text is None:
-                text = _html_to_text(html)
+                text = html_to_text(html)
         _tick()
     except LimitError as exc:
         raise TemplateError(str(exc), None, "html" if html_source else "text") from None
