@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesHeaderParser
 
-from .parse import ParsedEmail
+from .parse import ParsedEmail, parse_email
 
 # Local parts of the addresses that mail systems send bounces and notices from.
 MAILER_DAEMONS = {
@@ -233,8 +233,6 @@ def _nested_report(parsed: ParsedEmail):
         return None
     for att in parsed.attachments:
         if att.content_type == "message/rfc822" and att.size < 2_000_000 and b"delivery-status" in att.data[:20000].lower():
-            from .parse import parse_email
-
             inner = parse_email(att.data)
             inner._nested = True
             dsn = _delivery_status(inner)

@@ -267,29 +267,10 @@ def compose(
     inline_images: cid: parts (default) or, with embed_images, base64 data: URLs in the HTML.
     Raises AddressError for an unusable address, ValueError for bad options.
     """
-    if plus_mode not in PLUS_MODES:
-        raise ValueError(f"plus_mode must be one of {PLUS_MODES}, not {plus_mode!r}")
-    if plus_in not in ("reply-to", "from"):
-        raise ValueError("plus_in is 'reply-to' or 'from'")
-    if automatic not in (None, AUTO_REPLIED, AUTO_GENERATED):
-        raise ValueError(f"automatic must be None, {AUTO_REPLIED!r} or {AUTO_GENERATED!r}")
-    if ticket_ref and not secret:
-        raise ValueError("a secret is needed to sign the reference token")
+    _check_options(plus_mode, plus_in, automatic, ticket_ref, secret)
     ref_format = ref_format or RefFormat()
-
-    sender = parse_address((from_name or "", from_address))
-    recipients = parse_addresses(to)
-    copies = [a for a in parse_addresses(cc) if a.addr_spec.lower() not in {r.addr_spec.lower() for r in recipients}]
-    if not recipients:
-        raise AddressError("the mail has no recipient")
-    answer_to = parse_address((from_name or "", reply_to)) if reply_to else None
-    if ticket_ref and plus_mode != "off":
-        base = answer_to or sender
-        tagged = parse_address((base.display_name, ref_format.plus_address(base.addr_spec, ticket_ref, secret)))
-        if plus_in == "from":
-            sender = tagged
-        else:
-            answer_to = tagged
+    sender, recipients, copies, answer_to = _parties(
+        from_address, from_name, to, cc, reply_to, ticket_ref, ref_format, secret, plus_mode, plus_in)
 
     subject = " ".join((rendered.subject or "").split())
     token = token_html = None
@@ -307,6 +288,51 @@ def compose(
         msg["Reply-To"] = answer_to
     msg["Subject"] = subject
     msg["Date"] = format_datetime((date or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc))
+    _set_thread_headers(msg, host, message_id, ticket_uuid, in_reply_to, references)
+    _set_automatic_headers(msg, host, automatic, extra_headers)
+    _set_bodies(msg, rendered, token, token_html, inline_images, embed_images)
+    _attach(msg, attachments)
+    for part in msg.walk():
+        if part is not msg:
+            del part["MIME-Version"]  # the email package repeats it on parts it wraps
+    return msg
+
+
+def _check_options(plus_mode: str, plus_in: str, automatic: str | None, ticket_ref: str | None,
+                   secret: bytes | None) -> None:
+    if plus_mode not in PLUS_MODES:
+        raise ValueError(f"plus_mode must be one of {PLUS_MODES}, not {plus_mode!r}")
+    if plus_in not in ("reply-to", "from"):
+        raise ValueError("plus_in is 'reply-to' or 'from'")
+    if automatic not in (None, AUTO_REPLIED, AUTO_GENERATED):
+        raise ValueError(f"automatic must be None, {AUTO_REPLIED!r} or {AUTO_GENERATED!r}")
+    if ticket_ref and not secret:
+        raise ValueError("a secret is needed to sign the reference token")
+
+
+def _parties(from_address: str, from_name: str | None, to: Sequence | str, cc: Sequence | str,
+             reply_to: str | None, ticket_ref: str | None, ref_format: RefFormat, secret: bytes | None,
+             plus_mode: str, plus_in: str) -> tuple[Address, list[Address], list[Address], Address | None]:
+    """(From, To, Cc without the To addresses, Reply-To or None), the plus-address tag put in place."""
+    sender = parse_address((from_name or "", from_address))
+    recipients = parse_addresses(to)
+    copies = [a for a in parse_addresses(cc) if a.addr_spec.lower() not in {r.addr_spec.lower() for r in recipients}]
+    if not recipients:
+        raise AddressError("the mail has no recipient")
+    answer_to = parse_address((from_name or "", reply_to)) if reply_to else None
+    if ticket_ref and plus_mode != "off":
+        base = answer_to or sender
+        tagged = parse_address((base.display_name, ref_format.plus_address(base.addr_spec, ticket_ref, secret)))
+        if plus_in == "from":
+            sender = tagged
+        else:
+            answer_to = tagged
+    return sender, recipients, copies, answer_to
+
+
+def _set_thread_headers(msg: EmailMessage, host: str, message_id: str | None, ticket_uuid: uuid.UUID | str | None,
+                        in_reply_to: str | None, references: Sequence[str] | str) -> None:
+    """Message-ID, In-Reply-To and References."""
     if message_id:
         own_id = _message_ids(message_id)
         if not own_id:
@@ -322,6 +348,11 @@ def compose(
     chain = references_chain(references, in_reply_to)
     if chain:
         msg["References"] = " ".join(chain)
+
+
+def _set_automatic_headers(msg: EmailMessage, host: str, automatic: str | None,
+                           extra_headers: Mapping[str, str] | None) -> None:
+    """The RFC 3834 headers of automatic mail, our loop header, and the caller's extra headers."""
     if automatic:
         msg["Auto-Submitted"] = automatic
         msg["X-Auto-Response-Suppress"] = "All"
@@ -332,6 +363,10 @@ def compose(
             raise ValueError(f"header {name!r} contains a line break")
         msg[name] = value
 
+
+def _set_bodies(msg: EmailMessage, rendered, token: str | None, token_html: str | None,
+                inline_images: Sequence[InlineImage], embed_images: bool) -> None:
+    """The text part and, when there is HTML, the HTML alternative with its cid: images."""
     text = _with_token_text(rendered.text, token)
     msg.set_content(text, subtype="plain", charset="utf-8", cte=_cte(text))
     html = rendered.html
@@ -346,30 +381,12 @@ def compose(
                 maintype, subtype = _split_type(image.content_type, "image/png")
                 html_part.add_related(image.data, maintype, subtype, cid=f"<{image.cid.strip('<>')}>",
                                       disposition="inline", filename=image.filename)
+
+
+def _attach(msg: EmailMessage, attachments: Sequence[FileAttachment]) -> None:
     for attachment in attachments:
         maintype, subtype = _split_type(attachment.content_type, "application/octet-stream")
         if maintype in ("message", "multipart"):
             # The email package wants parsed objects for these; the bytes must travel untouched.
             maintype, subtype = "application", "octet-stream"
         msg.add_attachment(attachment.data, maintype, subtype, filename=attachment.filename)
-    for part in msg.walk():
-        if part is not msg:
-            del part["MIME-Version"]  # the email package repeats it on parts it wraps
-    return msg
-
-
-def recipients_of(message: EmailMessage) -> list[str]:
-    """Envelope recipients: To, Cc and Bcc addresses."""
-    from email.utils import getaddresses
-
-    found: list[str] = []
-    for name in ("To", "Cc", "Bcc"):
-        for header in message.get_all(name, []):
-            if hasattr(header, "addresses"):
-                specs = [a.addr_spec for a in header.addresses]
-            else:  # a message built with the compat32 policy
-                specs = [spec for _, spec in getaddresses([str(header)])]
-            for spec in specs:
-                if spec and spec not in found:
-                    found.append(spec)
-    return found

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .classify import classify
 from .fingerprint import Fingerprints, fingerprints
-from .parse import DEFAULT_MAX_SIZE, HEADER_READ_LIMIT, Address, ParsedEmail, parse_email, parse_headers
+from .parse import DEFAULT_MAX_SIZE, HEADER_READ_LIMIT, ParsedEmail, parse_email, parse_headers
+from .parse.headers import Address
 from .refs import REPLY_MARKER, RefFormat
 
 
@@ -22,6 +23,8 @@ def _address(address: Address | None) -> dict | None:
 def _visible(parsed: ParsedEmail, waterlines: Sequence[str]) -> tuple[str, str | None]:
     """(visible text, visible html) from the cut helper; the full body when it is absent."""
     try:
+        # At call time, not at the top: without the cut package the full body is shown
+        # (the promise above; tests/mail/test_explain.py swaps the module to hold it).
         from .cut import cut_body
     except ImportError:
         return parsed.text, parsed.html

@@ -2,8 +2,9 @@
 
 A template text is "first line = subject, the rest = body", in a plain-text and an HTML variant
 (`<event>.template`, `<event>.html.template`). With only the HTML variant the text part is derived
-from it. Rendering uses Jinja2's immutable sandbox with these extra caps, because templates are
-written by tenants and render in shared workers:
+from it. Rendering uses Jinja2's immutable sandbox with these extra caps (the environment and the
+budget are in portal/mail/sandbox.py), because templates are written by tenants and render in
+shared workers:
 
 - only the variables in VARIABLES exist, as plain dicts and strings (StrictUndefined: a misspelt
   name is an error, not an empty string);
@@ -19,28 +20,23 @@ Nothing here imports Flask, SQLAlchemy or RQ.
 """
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import functools
 import html as html_lib
 import re
-import string
-import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.compiler import CodeGenerator
+from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.filters import make_attrgetter
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Cycler, Joiner, Namespace, pass_eval_context
-from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
+from portal.mail.html_body import html_to_text
 from portal.mail.refs import REPLY_MARKER
+from portal.mail.sandbox import TEXT_ENV, Budget, LimitError, Variables, compile_template, current_budget, tick
+from portal.mail.sanitize import sanitize_html
 
 EVENTS = ("ticket_created", "reply", "note_added", "reopened", "owner_changed",
           "priority_changed", "closed", "alert", "mailbox_failing")
@@ -71,13 +67,7 @@ VARIABLES: dict[str, str] = {
 
 RENDER_TIME_LIMIT = 2.0  # seconds, for subject + text + HTML together
 MAX_TEMPLATE_CHARS = 100_000
-MAX_VALUE_CHARS = 1_000_000
 MAX_OUTPUT_CHARS = 1_000_000
-MAX_WORK_CHARS = 20_000_000
-MAX_LOOP_ITERATIONS = 100_000
-MAX_RANGE = 10_000
-MAX_INT_BITS = 4096
-MAX_FORMAT_WIDTH = 10_000
 MAX_SUBJECT_CHARS = 500
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parent / "default_templates"
@@ -118,415 +108,11 @@ class TemplateError(Exception):
         return (type(self), (self.message, self.line, self.part))
 
 
-class LimitError(SecurityError):
-    """The template tried to compute more than it may."""
-
-
 @dataclass(frozen=True)
 class RenderedEmail:
     subject: str
     text: str
     html: str | None  # None: the template has no HTML variant
-
-
-# --- the per-render budget -------------------------------------------------------------------
-
-
-class _Budget:
-    __slots__ = ("deadline", "limit", "work", "iterations")
-
-    def __init__(self, time_limit: float):
-        self.limit = time_limit
-        self.deadline = time.monotonic() + time_limit
-        self.work = 0
-        self.iterations = 0
-
-    def tick(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise LimitError(f"the template took longer than {self.limit:g} seconds to render")
-
-    def charge(self, chars: int) -> None:
-        self.work += chars
-        if self.work > MAX_WORK_CHARS:
-            raise LimitError(f"the template computes too much text (more than {MAX_WORK_CHARS:,} characters)")
-        self.tick()
-
-
-_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("tidemark_render_budget", default=None)
-
-
-def _tick() -> None:
-    budget = _budget.get()
-    if budget is not None:
-        budget.tick()
-
-
-def _need(ok: bool, message: str) -> None:
-    if not ok:
-        raise LimitError(message)
-
-
-def _weight(value, limit: int = MAX_VALUE_CHARS) -> int:
-    """Characters a value stands for, nested containers included; stops counting past limit."""
-    total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (str, bytes)):
-            total += len(item)
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += len(item)
-            stack.extend(item)
-        elif isinstance(item, dict):
-            total += len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, int) and not isinstance(item, bool):
-            total += item.bit_length() // 3 + 1
-        else:
-            total += 1
-        if total > limit:
-            break
-    return total
-
-
-def _checked(value, *, charge: bool = True):
-    """Refuse a value above MAX_VALUE_CHARS; count what it cost against the render's budget."""
-    weight = _weight(value)
-    _need(weight <= MAX_VALUE_CHARS,
-          f"the template builds a value larger than {MAX_VALUE_CHARS:,} characters")
-    budget = _budget.get()
-    if budget is not None:
-        if charge and isinstance(value, (str, bytes, list, tuple, dict)):
-            budget.charge(weight)
-        else:
-            budget.tick()
-    return value
-
-
-def _size_ok(size: int, what: str) -> None:
-    _need(size <= MAX_VALUE_CHARS,
-          f"{what} would make a text of {size:,} characters (the limit is {MAX_VALUE_CHARS:,})")
-
-
-def _width_ok(width, what: str) -> None:
-    if isinstance(width, int) and not isinstance(width, bool):
-        _need(width <= MAX_FORMAT_WIDTH, f"{what} width {width:,} is too large (the limit is {MAX_FORMAT_WIDTH:,})")
-
-
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
-
-
-def _check_percent_format(fmt: str) -> None:
-    for match in _PERCENT_SPEC.finditer(fmt):
-        for part in match.groups():
-            if part == "*":
-                raise LimitError("a '*' width in % formatting is not allowed; write the number")
-            if part:
-                _width_ok(int(part), "the format")
-
-
-def _check_brace_format(fmt: str, depth: int = 0) -> None:
-    try:
-        fields = list(string.Formatter().parse(fmt))
-    except ValueError as exc:
-        raise LimitError(f"bad format string: {exc}") from None
-    for _literal, _field, spec, _conversion in fields:
-        if not spec:
-            continue
-        _need("{" not in spec, "nested {} inside a format specification is not allowed")
-        for number in re.findall(r"\d+", spec):
-            _width_ok(int(number), "the format")
-
-
-def _join_items(iterable, separator: str) -> list:
-    """The items of a join, counted as they come, so a huge join stops before it is built."""
-    items, total = [], 0
-    for item in iterable:
-        items.append(item)
-        total += _weight(item) + len(separator)
-        _size_ok(total, "joining")
-    return items
-
-
-# --- capped filters, globals and string methods ------------------------------------------------
-
-
-def _pre_center(value, width=80, *args, **kwargs):
-    _size_ok(width if isinstance(width, int) else 0, "centering")
-
-
-def _pre_indent(value, width=4, *args, **kwargs):
-    lines = str(value).count("\n") + 1
-    step = len(width) if isinstance(width, str) else int(width) if isinstance(width, int) else 0
-    _size_ok(len(str(value)) + lines * step, "indenting")
-
-
-def _pre_wordwrap(value, width=79, break_long_words=True, wrapstring=None, *args, **kwargs):
-    text = str(value)
-    _need(len(text) <= 100_000, "wordwrap is limited to texts of 100,000 characters")
-    if isinstance(width, int) and width > 0:
-        _size_ok(len(text) + (len(text) // width + 1) * len(wrapstring or "\n"), "wrapping")
-
-
-def _replace_size(text: str, old: str, new: str, count=None) -> int:
-    hits = len(text) + 1 if old == "" else text.count(old)
-    if isinstance(count, int) and count >= 0:
-        hits = min(hits, count)
-    return len(text) + hits * max(0, len(new) - len(old))
-
-
-def _pre_replace(value, old="", new="", count=None, *args, **kwargs):
-    _size_ok(_replace_size(str(value), str(old), str(new), count), "replace")
-
-
-def _pre_format(value, *args, **kwargs):
-    _check_percent_format(str(value))
-
-
-def _pre_truncate(value, length=255, killwords=False, end="...", *args, **kwargs):
-    _size_ok(len(str(end or "")) + min(len(str(value)), length if isinstance(length, int) else 0), "truncate")
-
-
-_FILTER_PRECHECKS = {
-    "center": _pre_center,
-    "indent": _pre_indent,
-    "wordwrap": _pre_wordwrap,
-    "replace": _pre_replace,
-    "format": _pre_format,
-    "truncate": _pre_truncate,
-}
-
-
-def _guard_filter(name: str, func):
-    precheck = _FILTER_PRECHECKS.get(name)
-    passes_arg = getattr(func, "jinja_pass_arg", None) is not None
-
-    @functools.wraps(func)
-    def guarded(*args, **kwargs):
-        _tick()
-        if precheck is not None:
-            rest = args[1:] if passes_arg else args
-            precheck(*rest, **kwargs)
-        return _checked(func(*args, **kwargs))
-
-    return guarded
-
-
-@pass_eval_context
-def _join_filter(eval_ctx, value, d: str = "", attribute=None):
-    if attribute is not None:
-        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
-    items = _join_items(value, str(d))
-    if not eval_ctx.autoescape:
-        return str(d).join(map(str, items))
-    # Same escaping rule as Jinja's own join: escape unless everything is already markup.
-    if not hasattr(d, "__html__") and not any(hasattr(i, "__html__") for i in items):
-        return str(d).join(map(str, items))
-    return Markup(d if hasattr(d, "__html__") else html_lib.escape(str(d))).join(items)
-
-
-def _range(*args) -> range:
-    numbers = range(*args)
-    _need(len(numbers) <= MAX_RANGE,
-          f"a range of {len(numbers):,} numbers is too large (the limit is {MAX_RANGE:,})")
-    return numbers
-
-
-def _loop(iterable):
-    """Every for-loop iterates through this: it counts iterations and watches the clock."""
-    budget = _budget.get()
-    for item in iterable:
-        if budget is not None:
-            budget.iterations += 1
-            if budget.iterations > MAX_LOOP_ITERATIONS:
-                raise LimitError(f"the template loops too often (more than {MAX_LOOP_ITERATIONS:,} times)")
-            budget.tick()
-        yield item
-
-
-def _value(value):
-    """Wraps literals and ~ concatenations (see _Guard) so that their size is checked."""
-    return value
-
-
-class _Buffer(list):
-    """Output buffer of macros, {% set %} blocks, {% filter %} and {% call %} blocks: counted."""
-
-    __slots__ = ()
-
-    def append(self, item) -> None:
-        budget = _budget.get()
-        if budget is not None:
-            budget.charge(len(item) if isinstance(item, str) else 1)
-        super().append(item)
-
-    def extend(self, items) -> None:
-        for item in items:
-            self.append(item)
-
-
-def _check_str_method(method, args, kwargs) -> None:
-    owner = getattr(method, "__self__", None)
-    if not isinstance(owner, (str, bytes)):
-        return
-    name = getattr(method, "__name__", "")
-    if name in ("center", "ljust", "rjust", "zfill"):
-        width = args[0] if args else kwargs.get("width", 0)
-        _size_ok(width if isinstance(width, int) else 0, name)
-    elif name == "expandtabs":
-        tabsize = args[0] if args else kwargs.get("tabsize", 8)
-        _size_ok(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max(int(tabsize), 0),
-                 name)
-    elif name == "replace" and len(args) >= 2 and isinstance(owner, str):
-        _size_ok(_replace_size(owner, str(args[0]), str(args[1]), args[2] if len(args) > 2 else None), name)
-
-
-_STR_JOIN_NAMES = ("join",)
-
-
-# --- the environment -------------------------------------------------------------------------
-
-
-class _Guard(NodeTransformer):
-    """Rewrites a parsed template so that every loop, literal and concatenation is checked."""
-
-    def visit_For(self, node: nodes.For) -> nodes.Node:
-        self.generic_visit(node)
-        node.iter = nodes.Call(nodes.EnvironmentAttribute("tm_loop"), [node.iter], [], None, None,
-                               lineno=node.iter.lineno)
-        return node
-
-    def _wrap(self, node: nodes.Expr) -> nodes.Node:
-        self.generic_visit(node)
-        if getattr(node, "ctx", "load") != "load":
-            return node
-        return nodes.Call(nodes.EnvironmentAttribute("tm_value"), [node], [], None, None, lineno=node.lineno)
-
-    visit_Concat = visit_List = visit_Tuple = visit_Dict = _wrap
-
-
-class _CodeGenerator(CodeGenerator):
-    def buffer(self, frame) -> None:
-        frame.buffer = self.temporary_identifier()
-        self.writeline(f"{frame.buffer} = environment.tm_buffer()")
-
-
-class _Undefined(StrictUndefined):
-    __slots__ = ()
-
-    @property
-    def _undefined_message(self) -> str:
-        if self._undefined_hint:
-            return self._undefined_hint
-        name = self._undefined_name
-        owner = self._undefined_obj
-        if owner is _MISSING:
-            return f"unknown variable '{name}'"
-        if isinstance(owner, Variables):
-            return f"unknown variable '{owner._tm_path}.{name}'"
-        return f"{type(owner).__name__} value has no '{name}'"
-
-
-_MISSING = _Undefined()._undefined_obj  # jinja's "missing" marker
-
-
-class Variables(dict):
-    """A variable group (ticket, client, …): a plain dict that knows its name for error messages."""
-
-    __slots__ = ("_tm_path",)
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
-    code_generator_class = _CodeGenerator
-
-    tm_loop = staticmethod(_loop)
-    tm_value = staticmethod(_value)
-    tm_buffer = _Buffer
-
-    def __init__(self, *, autoescape: bool):
-        # No trim_blocks: an {% endif %} at the end of a line would eat the line break, which
-        # surprises people writing mail; blank lines left by block tags are collapsed instead.
-        super().__init__(autoescape=autoescape, undefined=_Undefined, lstrip_blocks=True,
-                         finalize=self._finalize, auto_reload=False, cache_size=0)
-        self.globals.clear()
-        self.globals.update(range=_range, dict=dict, namespace=Namespace, cycler=Cycler, joiner=Joiner)
-        filters = dict(self.filters)
-        filters["join"] = _join_filter
-        self.filters = {name: _guard_filter(name, func) for name, func in filters.items()}
-
-    @staticmethod
-    def _finalize(value):
-        _tick()
-        return value
-
-    def _parse(self, source, name, filename):
-        return _Guard().visit(super()._parse(source, name, filename))
-
-    def call_binop(self, context, operator, left, right):
-        _tick()
-        if operator == "*":
-            _check_multiply(left, right)
-        elif operator == "**":
-            _check_power(left, right)
-        elif operator == "+":
-            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-                _size_ok(_weight(left) + _weight(right), "adding")
-        elif operator == "%" and isinstance(left, str):
-            _check_percent_format(left)
-        return _checked(super().call_binop(context, operator, left, right))
-
-    def call(self, context, obj, /, *args, **kwargs):  # noqa: D401 - jinja's hook
-        _tick()
-        if obj is _value:
-            return _checked(args[0], charge=False) if args else None
-        if obj is _loop:
-            return super().call(context, obj, *args, **kwargs)
-        if getattr(obj, "__name__", "") in _STR_JOIN_NAMES and isinstance(getattr(obj, "__self__", None), str):
-            args = (_join_items(args[0], obj.__self__),) + args[1:] if args else args
-        _check_str_method(obj, args, kwargs)
-        return _checked(super().call(context, obj, *args, **kwargs))
-
-    def wrap_str_format(self, value):
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
-            return None
-        fmt = value.__self__
-
-        @functools.wraps(wrapped)
-        def checked(*args, **kwargs):
-            _check_brace_format(fmt)
-            return _checked(wrapped(*args, **kwargs))
-
-        return checked
-
-
-def _check_multiply(left, right) -> None:
-    if isinstance(left, int) and not isinstance(right, int):
-        left, right = right, left
-    if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, int):
-        if right > 0:
-            _size_ok(max(_weight(left), 1) * right, "repeating")
-    elif isinstance(left, int) and isinstance(right, int):
-        bits = left.bit_length() + right.bit_length()
-        _need(bits <= MAX_INT_BITS, f"the number would have about {bits:,} bits (the limit is {MAX_INT_BITS:,})")
-
-
-def _check_power(base, exponent) -> None:
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
-        bits = exponent * base.bit_length()
-        _need(bits <= MAX_INT_BITS, f"the number would have about {bits:,} bits (the limit is {MAX_INT_BITS:,})")
-
-
-_TEXT_ENV = _Environment(autoescape=False)
-_HTML_ENV = _Environment(autoescape=True)
-
-
-@functools.lru_cache(maxsize=512)
-def _compile(html: bool, source: str):
-    """Compiled template (thread-safe to render; compiling is the slow part)."""
-    return (_HTML_ENV if html else _TEXT_ENV).from_string(source)
 
 
 # --- context -----------------------------------------------------------------------------------
@@ -581,11 +167,9 @@ def template_context(context: Mapping) -> dict:
     message = result["message"]
     html = message["html"]
     if html:
-        from portal.mail.sanitize import sanitize_html
-
         message["html"] = Markup(sanitize_html(str(html)))
         if not message["text"]:
-            message["text"] = _html_to_text(str(message["html"]))
+            message["text"] = html_to_text(str(message["html"]))
     elif message["text"]:
         message["html"] = Markup("<br>\n".join(html_lib.escape(line) for line in str(message["text"]).split("\n")))
     return result
@@ -657,9 +241,9 @@ def _words(exc: BaseException) -> str:
 
 def _render_one(source: str, html: bool, context: dict, offset: int, part: str) -> str:
     """Render one piece; errors become TemplateError with the line in the editor's numbering."""
-    budget = _budget.get()
+    budget = current_budget.get()
     try:
-        template = _compile(html, source)
+        template = compile_template(html, source)
         out: list[str] = []
         size = 0
         for chunk in template.generate(context):
@@ -687,12 +271,6 @@ def _clean_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 
-def _html_to_text(html: str) -> str:
-    from portal.mail.parse import html_to_text
-
-    return html_to_text(html)
-
-
 def inline_css(html: str) -> str:
     """Move <style> rules onto the elements (mail clients drop <style>); never fetches anything."""
     import css_inline
@@ -713,7 +291,7 @@ def render(event_texts: tuple[str | None, str | None], context: Mapping, *,
         if len(source) > MAX_TEMPLATE_CHARS:
             raise TemplateError(f"the template is longer than {MAX_TEMPLATE_CHARS:,} characters", None, part)
     values = template_context(context)
-    token = _budget.set(_Budget(time_limit))
+    token = current_budget.set(Budget(time_limit))
     try:
         subject = html = None
         text = None
@@ -727,18 +305,18 @@ def render(event_texts: tuple[str | None, str | None], context: Mapping, *,
                 # The subject is plain text even in the HTML file: no escaping.
                 subject = _render_one(html_subject_source, False, values, 0, "html")
             html = _render_one(html_body, True, values, 1, "html")
-            _tick()
+            tick()
             try:
                 html = inline_css(html)
             except Exception as exc:  # noqa: BLE001 - css-inline reports bad CSS as ValueError
                 raise TemplateError(f"the CSS could not be inlined: {exc}", None, "html") from None
             if text is None:
-                text = _html_to_text(html)
-        _tick()
+                text = html_to_text(html)
+        tick()
     except LimitError as exc:
         raise TemplateError(str(exc), None, "html" if html_source else "text") from None
     finally:
-        _budget.reset(token)
+        current_budget.reset(token)
     return RenderedEmail(subject=_clean_subject(subject or ""), text=_clean_text(text or ""), html=html)
 
 
@@ -768,7 +346,7 @@ def validate_template(text_source: str | None, html_source: str | None, *,
             problems.append(TemplateProblem(1, "the first line is the subject and must not be empty", part))
         problems.extend(_unknown_names(subject_source, 0, part))
         problems.extend(_unknown_names(body, 1, part))
-        token = _budget.set(_Budget(time_limit))
+        token = current_budget.set(Budget(time_limit))
         try:
             for piece, is_html, offset in ((subject_source, False, 0), (body, html, 1)):
                 try:
@@ -777,17 +355,17 @@ def validate_template(text_source: str | None, html_source: str | None, *,
                     if exc.problem not in problems:
                         problems.append(exc.problem)
         finally:
-            _budget.reset(token)
+            current_budget.reset(token)
     return problems
 
 
 def _unknown_names(source: str, offset: int, part: str) -> list[TemplateProblem]:
     """Top-level names used but neither documented nor set in the template (found without running it)."""
     try:
-        tree = _TEXT_ENV.parse(source)
+        tree = TEXT_ENV.parse(source)
     except TemplateSyntaxError:
         return []  # reported when rendering
-    known = {key.partition(".")[0] for key in VARIABLES} | set(_TEXT_ENV.globals)
+    known = {key.partition(".")[0] for key in VARIABLES} | set(TEXT_ENV.globals)
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     assigned |= {n.name for n in tree.find_all(nodes.Macro)}
     assigned |= {"loop", "caller", "varargs", "kwargs"}

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from portal import tenancy
 from portal.extensions import db
-from portal.mail.parse import html_to_text
+from portal.mail.html_body import html_to_text
 from portal.mail.sanitize import sanitize_html
 from portal.models import CannedResponse, Client
 from portal.services import ValidationError, audit

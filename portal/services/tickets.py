@@ -20,7 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
 from portal.mail.compose import AddressError, parse_addresses
-from portal.mail.parse import html_to_text
+from portal.mail.html_body import html_to_text
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Client, Mailbox, Message, Ticket, TicketLink, User
 from portal.models.base import utcnow

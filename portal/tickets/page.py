@@ -8,7 +8,7 @@ from flask import abort, current_app, g, render_template, url_for
 from flask_htmx.responses import make_response
 
 from portal.extensions import db, htmx
-from portal.mail.parse import html_content_ids
+from portal.mail.html_body import html_content_ids
 from portal.mail.sanitize import sanitize_html
 from portal.services import canned
 from portal.services import tickets as svc

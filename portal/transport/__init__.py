@@ -1,6 +1,6 @@
 """Mail transport: IMAP and POP3 sessions, the connection test. Plain Python (no Flask, SQLAlchemy or RQ)."""
 
-from portal.transport.base import ServerSettings, TransportError, open_session
+from portal.transport.base import ServerSettings, TransportError
 from portal.transport.imap import FetchedMessage, FolderState, ImapSession
 from portal.transport.pop3 import Pop3Session
 from portal.transport.probe import ProbeResult, test_connection
@@ -16,3 +16,10 @@ __all__ = [
     "open_session",
     "test_connection",
 ]
+
+
+def open_session(settings: ServerSettings) -> ImapSession | Pop3Session:
+    """Connect and log in; returns a context manager. Raises TransportError."""
+    if settings.protocol == "imap":
+        return ImapSession(settings)
+    return Pop3Session(settings)

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from portal.transport.imap import ImapSession
-    from portal.transport.pop3 import Pop3Session
     from portal.transport.reach import Reach
 
 log = logging.getLogger("portal.transport")
@@ -98,17 +96,6 @@ class TransportError(Exception):
 
     def __repr__(self) -> str:
         return f"TransportError(kind={self.kind!r}, transient={self.transient!r}, message={self.message!r})"
-
-
-def open_session(settings: ServerSettings) -> "ImapSession | Pop3Session":
-    """Connect and log in; returns a context manager. Raises TransportError."""
-    if settings.protocol == "imap":
-        from portal.transport.imap import ImapSession
-
-        return ImapSession(settings)
-    from portal.transport.pop3 import Pop3Session
-
-    return Pop3Session(settings)
 
 
 def tls_context(settings: ServerSettings) -> ssl.SSLContext:

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from portal.transport.base import ServerSettings, TransportError, scrub
+from portal.transport.imap import ImapSession
+from portal.transport.pop3 import Pop3Session
 
 log = logging.getLogger("portal.transport.probe")
 
@@ -50,8 +52,6 @@ def test_connection(settings: ServerSettings) -> ProbeResult:
 
 
 def _probe_imap(settings: ServerSettings):
-    from portal.transport.imap import ImapSession
-
     with ImapSession(settings) as session:
         folders = session.list_folders()
         state = session.select("INBOX", readonly=True)
@@ -59,8 +59,6 @@ def _probe_imap(settings: ServerSettings):
 
 
 def _probe_pop3(settings: ServerSettings):
-    from portal.transport.pop3 import Pop3Session
-
     with Pop3Session(settings) as session:
         count, _size = session.stat()
         return [], count, session.capabilities, "the mailbox"

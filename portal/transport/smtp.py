@@ -448,7 +448,16 @@ def _from_address(message: Message) -> str | None:
     return None
 
 
-def _recipients(message: Message) -> list[str]:
-    from portal.mail.compose import recipients_of
-
-    return recipients_of(message)
+def _recipients(message: EmailMessage | Message) -> list[str]:
+    """Envelope recipients: To, Cc and Bcc addresses."""
+    found: list[str] = []
+    for name in ("To", "Cc", "Bcc"):
+        for header in message.get_all(name, []):
+            if hasattr(header, "addresses"):
+                specs = [a.addr_spec for a in header.addresses]
+            else:  # a message built with the compat32 policy
+                specs = [spec for _, spec in getaddresses([str(header)])]
+            for spec in specs:
+                if spec and spec not in found:
+                    found.append(spec)
+    return found

@@ -300,10 +300,11 @@ def _zammad(corpora: Path) -> list[CheckResult]:
 def _source_text(raw: str, name: str) -> str:
     """The text a reader sees before any cut (HTML rendered the way cut_body renders it)."""
     if name.endswith(".html"):
-        from portal.mail.cut import _join, _parse_html, _render
+        from portal.mail.cut import _join
+        from portal.mail.cut.html import parse_html, render_lines
 
-        doc = _parse_html(raw)
-        lines = _render(doc) if doc is not None else []
+        doc = parse_html(raw)
+        lines = render_lines(doc) if doc is not None else []
         return _join(lines, len(lines))
     return raw
 

@@ -431,8 +431,9 @@ def test_pathological_html_is_handled():
 # --- purity -------------------------------------------------------------------------------
 
 def test_cut_imports_no_web_or_queue_framework():
-    root = Path(__file__).resolve().parents[2] / "portal" / "mail"
-    for path in [root / "cut.py", *root.glob("cut_*.py")]:
+    paths = sorted((Path(__file__).resolve().parents[2] / "portal" / "mail" / "cut").glob("*.py"))
+    assert paths
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.Import):
@@ -573,7 +574,7 @@ def test_blank_waterlines_and_marker_are_ignored():
 
 # --- the quick test before the verb search ---------------------------------------------------------
 
-_VERB_CASES = st.sampled_from(sorted(__import__("portal.mail.cut_phrases", fromlist=["x"]).ATTRIBUTION_VERBS))
+_VERB_CASES = st.sampled_from(sorted(__import__("portal.mail.cut.phrases", fromlist=["x"]).ATTRIBUTION_VERBS))
 _ENDINGS = st.text(alphabet=" \t-_*:：\u00a0\u3000\x1c\x1fxI)", max_size=6)
 
 
@@ -581,7 +582,7 @@ _ENDINGS = st.text(alphabet=" \t-_*:：\u00a0\u3000\x1c\x1fxI)", max_size=6)
 @given(st.text(max_size=30), st.one_of(st.none(), _VERB_CASES), st.sampled_from([str.lower, str.upper, str.title]),
        _ENDINGS)
 def test_the_quick_verb_check_agrees_with_the_search(before, verb, case, ending):
-    from portal.mail.cut import _VERB_END_RE, _ends_with_verb
+    from portal.mail.cut.quotes import _VERB_END_RE, _ends_with_verb
 
     line = before + (case(verb) if verb else "") + ending
     assert _ends_with_verb(line) == (_VERB_END_RE.search(line[-80:]) is not None)

@@ -290,7 +290,7 @@ _address_header = st.tuples(st.lists(_mailbox, min_size=1, max_size=3),
 @settings(max_examples=3000, deadline=None)
 @given(_address_header)
 def test_plain_address_reading_agrees_with_the_full_parser(raw):
-    from portal.mail.parse import _plain_addresses, _structured_addresses
+    from portal.mail.parse.headers import _plain_addresses, _structured_addresses
 
     plain = _plain_addresses(raw)
     if plain is not None:
@@ -305,7 +305,7 @@ def test_plain_address_reading_agrees_with_the_full_parser(raw):
     ("Alice   Smith\t<alice@example.com> ,", [("Alice Smith", "alice@example.com")]),
 ])
 def test_plain_address_forms_take_the_fast_reading(raw, expected):
-    from portal.mail.parse import _plain_addresses
+    from portal.mail.parse.headers import _plain_addresses
 
     assert [(a.name, a.address) for a in _plain_addresses(raw)] == expected
 
@@ -315,7 +315,7 @@ def test_plain_address_forms_take_the_fast_reading(raw, expected):
     'Al "the" Smith <a@example.com>', "José <j@example.com>", "a@example.com,, b@example.com", "<a@[1.2.3.4]>",
 ])
 def test_other_address_forms_go_to_the_full_parser(raw):
-    from portal.mail.parse import _plain_addresses
+    from portal.mail.parse.headers import _plain_addresses
 
     assert _plain_addresses(raw) is None
 

@@ -8,6 +8,14 @@ Japanese, Chinese (the last ones only where mail clients write fixed phrases).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
+
+def alt(words: Sequence[str]) -> str:
+    """A regular-expression alternation of the phrases, longest first."""
+    return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+
 # Words that open an attribution line: "On <date>, <who> wrote:", "Am <date> schrieb <who>:".
 ATTRIBUTION_OPENERS = (
     "on", "am", "le", "el", "op", "em", "il", "il giorno", "den", "på", "w dniu", "dne",
