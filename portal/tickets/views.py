@@ -14,7 +14,7 @@ from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, canned, commit
 from portal.services import tickets as svc
-from portal.tickets import bp
+from portal.tickets.blueprint import bp
 from portal.tickets.forms import NoteForm, ReplyForm
 from portal.tickets.page import (detail_context, file_limits, filesize, form_error, fragment_wanted, parts,
                                  ticket_or_404)
