@@ -192,7 +192,7 @@ def measure(client, urls: list[str]) -> list[float]:
 
 
 def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
-    from portal import create_app
+    from portal.app import create_app
     from portal.extensions import db
     from portal.models import Ticket
     from portal.services import tickets as svc
