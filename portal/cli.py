@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import uuid
+from pathlib import Path
+
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from portal.crypto import SecretError
 from portal.extensions import db
-from portal.services import ValidationError, commit
+from portal.mail.explain import iter_explain_paths
+from portal.mail.refs import RefFormat
+from portal.models import RawMessage
+from portal.services import ValidationError, commit, fetching
 from portal.services import clients as client_svc
 from portal.services import users as user_svc
+from portal.services.config_io import dump, export_config, import_config, load
+from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, seed_demo
+from portal.services.fetching import reprocess
+from portal.services.ingest import IngestContext
+from portal.services.mailboxes import check_connection, get_mailbox_by_address, rotate_secrets
 
 users_cli = AppGroup("users", help="Manage the people who sign in.")
 demo_cli = AppGroup("demo", help="The demo MSP for trying Tidemark out.")
@@ -45,10 +59,6 @@ def create_admin(email: str, msp_name: str, name: str, password: str) -> None:
 @demo_cli.command("seed")
 def seed() -> None:
     """Create the demo MSP and its admin (does nothing when they exist)."""
-    from flask import current_app
-
-    from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, seed_demo
-
     if current_app.config["ENV_NAME"] == "production":
         click.echo("error: the demo MSP has a published password; it is not seeded in production.", err=True)
         raise SystemExit(1)
@@ -68,14 +78,10 @@ mail_cli = AppGroup("mail", help="Run email through the pipeline from the comman
 
 
 def _keys() -> str:
-    from flask import current_app
-
     return current_app.config["TIDEMARK_ENCRYPTION_KEY"]
 
 
 def _secret() -> bytes:
-    from flask import current_app
-
     return current_app.config["SECRET_KEY"].encode()
 
 
@@ -83,10 +89,6 @@ def _secret() -> bytes:
 @click.argument("path", type=click.File("r"))
 def config_import(path) -> None:
     """Create or update clients, users and mailboxes from a YAML file (safe to run again)."""
-    from flask import current_app
-
-    from portal.services.config_io import import_config, load
-
     try:
         # No more than the limit is read: one character is at least one byte, so load() refuses a bigger file.
         counts = import_config(load(path.read(current_app.config["TIDEMARK_CONFIG_MAX_BYTES"] + 1)), keys=_keys())
@@ -100,17 +102,12 @@ def config_import(path) -> None:
 @click.option("--with-secrets", is_flag=True, help="Include mailbox passwords in plain text.")
 def config_export(with_secrets: bool) -> None:
     """Print the whole configuration as YAML, in the format `config import` reads."""
-    from portal.services.config_io import dump, export_config
-
     click.echo(dump(export_config(keys=_keys(), with_secrets=with_secrets)), nl=False)
 
 
 @secrets_cli.command("rotate")
 def secrets_rotate() -> None:
     """Re-encrypt every stored secret with the first key of TIDEMARK_ENCRYPTION_KEY."""
-    from portal.crypto import SecretError
-    from portal.services.mailboxes import rotate_secrets
-
     try:
         count = rotate_secrets(_keys())
     except SecretError as exc:
@@ -123,9 +120,6 @@ def secrets_rotate() -> None:
 
 def _mail_sources(paths: tuple[str, ...]):
     """(name, bytes) for each .eml file, every file under a directory, or `-` for stdin."""
-    import sys
-    from pathlib import Path
-
     for p in paths:
         if p == "-":
             yield "-", sys.stdin.buffer.read()
@@ -141,8 +135,6 @@ def _mail_sources(paths: tuple[str, ...]):
 
 
 def _mailbox(address: str):
-    from portal.services.mailboxes import get_mailbox_by_address
-
     try:
         mailbox = get_mailbox_by_address(address)
     except ValidationError as exc:
@@ -158,14 +150,7 @@ def _mailbox(address: str):
 @click.argument("paths", nargs=-1, required=True)
 def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     """Run email through the whole pipeline; one JSON line per message."""
-    import json
-    import uuid
-
-    from portal.services import fetching
-    from portal.services.ingest import IngestContext
     mailbox = _mailbox(address)
-    from flask import current_app
-
     ctx = IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
     for name, raw in _mail_sources(paths):
         stored = fetching.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
@@ -187,11 +172,6 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
 @click.argument("raw_id", type=int)
 def mail_reprocess(raw_id: int) -> None:
     """Run a stored raw message (its id in raw_messages) through the pipeline again."""
-    import json
-
-    from portal.models import RawMessage
-    from portal.services.fetching import reprocess
-
     raw = db.session.get(RawMessage, raw_id)
     if raw is None or raw.mailbox is None:
         click.echo(f"error: there is no stored message {raw_id} with a mailbox", err=True)
@@ -207,10 +187,6 @@ def mail_reprocess(raw_id: int) -> None:
 @click.argument("address")
 def mail_test_connection(address: str) -> None:
     """Connect to a mailbox's server now and say what happened (the answer is kept)."""
-    from flask import current_app
-
-    from portal.services.mailboxes import check_connection
-
     mailbox = _mailbox(address)
     result = check_connection(mailbox, _keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
     commit()
@@ -225,11 +201,6 @@ def mail_test_connection(address: str) -> None:
 @click.argument("paths", nargs=-1, required=True)
 def mail_explain(waterlines: tuple[str, ...], subject_format: str, prefix: str, paths: tuple[str, ...]) -> None:
     """What the email logic reads in each message, one JSON line per message (nothing is saved)."""
-    import json
-
-    from portal.mail.explain import iter_explain_paths
-    from portal.mail.refs import RefFormat
-
     try:
         fmt = RefFormat(prefix=prefix, subject_format=subject_format)
     except ValueError as exc:

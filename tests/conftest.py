@@ -21,7 +21,7 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from portal import create_app
+from portal.app import create_app
 from portal.extensions import db as _db
 from tests.dovecot import dovecot, mail_user  # noqa: F401 - a real Dovecot for every test that asks
 from tests.smtp import smtp_server, smtp_server_session  # noqa: F401 - a real SMTP server (aiosmtpd)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from config import ConfigError, config_for
-from portal import create_app
+from portal.app import create_app
 
 
 def test_production_refuses_to_start_without_its_secrets(monkeypatch):
@@ -26,7 +26,7 @@ def test_production_cookies_are_secure_by_default(monkeypatch):
 def test_development_generates_its_keys_once_and_keeps_them(tmp_path):
     # A fresh interpreter, because the instance folder is read at import time.
     script = (
-        "from portal import create_app; a = create_app('development'); "
+        "from portal.app import create_app; a = create_app('development'); "
         "print(a.config['SECRET_KEY']); print(a.config['TIDEMARK_ENCRYPTION_KEY'])"
     )
     env = {"TIDEMARK_INSTANCE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}

@@ -8,7 +8,7 @@ import os
 
 from flask import Flask, current_app, has_app_context
 
-from portal import create_app
+from portal.app import create_app
 from portal.extensions import db
 from portal.jobs import discard_pending
 from portal.services import commit

@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-11-29 20:30:00
 
 PostgreSQL: GIN indexes on to_tsvector('simple', ...) expressions ('simple': no stemming, so
-any language works); the queries in portal/services/tickets.py repeat these expressions exactly.
+any language works); the queries in portal/services/ticket_list.py repeat these expressions exactly.
 SQLite: FTS5 tables over the same columns (external content: they hold only the index), kept up
 to date by triggers because the ingest writes messages in bulk through the ORM.
 The search objects are named fts_* and are not described by the models (migrations/env.py skips

@@ -8,7 +8,7 @@ from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.clients.lookup import client_or_404
-from portal.email_templates.views import bp
+from portal.email_templates.blueprint import bp
 from portal.extensions import db
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, canned, commit

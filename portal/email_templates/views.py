@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, flash, render_template, request, url_for
+from flask import Response, abort, flash, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.clients.lookup import client_or_404
+from portal.email_templates.blueprint import bp
 from portal.extensions import db
-from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context
+from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context, validate_template
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
 from portal.services import outbound as svc
 from portal.services.sending import send_environment, send_test_email
-
-bp = Blueprint("email_templates", __name__, url_prefix="/clients/<int:client_id>/emails")
 
 # The preview is a document of its own inside a sandboxed frame: the template's inline styles
 # show, and nothing in it can run or load anything.
@@ -93,8 +92,6 @@ def preview(client_id: int, event: str):
 @admin_required
 def check(client_id: int, event: str):
     """As the editor types: the problems with their lines, and the subject and text rendered."""
-    from portal.mail.render import validate_template
-
     client_or_404(client_id)
     _event_or_404(event)
     text, html = _sources_from_request()

@@ -10,8 +10,16 @@ from wtforms import BooleanField, PasswordField, SelectField, StringField, TextA
 
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.services.mailboxes import RouteInput
+from portal.transport.base import PROTOCOLS, SECURITIES
 
-SECURITY_CHOICES = [("ssl", "SSL/TLS"), ("starttls", "STARTTLS"), ("none", "none (trusted network only)")]
+# The values are what portal.transport.base speaks (PROTOCOLS, SECURITIES); the forms only name them.
+_LABELS = {"imap": "IMAP", "pop3": "POP3",
+           "ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "none (trusted network only)"}
+PROTOCOL_CHOICES = [(p, _LABELS[p]) for p in PROTOCOLS]
+SECURITY_CHOICES = [(s, _LABELS[s]) for s in SECURITIES]
+# An outgoing server offers STARTTLS first: submission on port 587 is the usual way in.
+SMTP_SECURITY_CHOICES = sorted(SECURITY_CHOICES, key=lambda choice: choice[0] != "starttls")
 STATUS_CHOICES = [("draft", "Draft: saved, not fetched"), ("active", "Active: fetched"), ("disabled", "Disabled")]
 TICKET_STATUS_CHOICES = [(s, s) for s in TICKET_STATUSES[:3]]
 PRIORITY_CHOICES = [(p, p) for p in PRIORITIES]
@@ -56,7 +64,7 @@ class MailboxForm(_Form):
     direction = SelectField("Direction", choices=[("both", "incoming and outgoing"), ("incoming", "incoming only"),
                                                   ("outgoing", "outgoing only")])
 
-    protocol = SelectField("Protocol", choices=[("imap", "IMAP"), ("pop3", "POP3")])
+    protocol = SelectField("Protocol", choices=PROTOCOL_CHOICES)
     security = SelectField("Security", choices=SECURITY_CHOICES)
     host = StringField("Server", description="Host name or IP address, e.g. imap.example.net.")
     port = StringField("Port", description="Empty: the usual port for the protocol and security.")
@@ -192,8 +200,6 @@ class RouteForm(_Form):
         self.default_type.data = route.default_type or ""
 
     def route_input(self, client):
-        from portal.services.mailboxes import RouteInput  # noqa: PLC0415
-
         # The fallback takes what nothing else takes: conditions typed before ticking it do not apply.
         when = not self.fallback.data
         return RouteInput(
@@ -211,8 +217,7 @@ class RouteForm(_Form):
 class OutgoingForm(_Form):
     host = StringField("Server", description="e.g. smtp.example.net.")
     port = StringField("Port", description="Empty: 465 for SSL/TLS, 587 for STARTTLS, 25 without.")
-    security = SelectField("Security", choices=[("starttls", "STARTTLS"), ("ssl", "SSL/TLS"),
-                                                ("none", "none (trusted network only)")])
+    security = SelectField("Security", choices=SMTP_SECURITY_CHOICES)
     username = StringField("User name", description="Empty: send without logging in.")
     password = PasswordField("Password", description="Stored encrypted; never shown again.")
     from_address = StringField("Envelope sender", description="Optional; mail still reads From the mailbox's address.")

@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.extensions import db
-from portal.mailboxes import bp
+from portal.mailboxes.blueprint import bp
 from portal.mailboxes.forms import OutgoingForm, place
 from portal.mailboxes.lookup import keys, mailbox_or_404
 from portal.responses import hx_redirect, render_page

@@ -9,14 +9,17 @@ from flask_login import current_user
 from portal.auth.access import admin_required
 from portal.display import viewer_timezone
 from portal.extensions import db
-from portal.mailboxes import bp
+from portal.mailboxes.blueprint import bp
 from portal.mailboxes.forms import MailboxForm
 from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
+from portal.models.base import utcnow
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
 from portal.services import dashboard as board
 from portal.services import mailboxes as svc
+from portal.services.fetching import stalled_ids
+from portal.services.outbound import own_server
 
 HISTORY_PAGE = 20
 
@@ -57,10 +60,6 @@ def new():
 
 @bp.get("/<int:mailbox_id>")
 def detail(mailbox_id: int):
-    from portal.models.base import utcnow  # noqa: PLC0415
-    from portal.services.fetching import stalled_ids  # noqa: PLC0415
-    from portal.services.outbound import own_server  # noqa: PLC0415
-
     mailbox = mailbox_or_404(mailbox_id)
     entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)
     return render_template(

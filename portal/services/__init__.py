@@ -3,6 +3,9 @@ runtime) commits once, through portal.services.commit(), which also dispatches q
 
 from __future__ import annotations
 
+from portal.extensions import db
+from portal.jobs import dispatch_pending
+
 
 class ValidationError(Exception):
     """Input a person can fix: field name -> messages ("" for the form as a whole)."""
@@ -13,8 +16,5 @@ class ValidationError(Exception):
 
 
 def commit() -> None:
-    from portal.extensions import db
-    from portal.jobs import dispatch_pending
-
     db.session.commit()
     dispatch_pending()

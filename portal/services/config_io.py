@@ -4,6 +4,7 @@ users by email, mailboxes by address; what matches is updated, the rest created.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -176,16 +177,36 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
     """Apply the configuration. Returns counts of created and updated records.
     With `msp` (the portal's page) everything must sit in that MSP's tree; `gateway_allowed`
     False refuses the installation-wide smtp section; `report` collects (kind, name, outcome)."""
-    counts = {"created": 0, "updated": 0, "unchanged": 0}
-    names: dict[str, Client] = {}
+    run = _Import(keys=keys, actor=actor, scope=msp, report=report)
+    run.clients(data.get("clients") or [], None, None, "clients")
+    run.users(data.get("users") or [])
+    run.mailboxes(data.get("mailboxes") or [])
+    if data.get("smtp"):
+        run.gateway(data["smtp"], gateway_allowed)
+    db.session.flush()
+    return run.counts
 
-    def note(created: bool, changed: bool, kind: str = "", label: str = "") -> None:
+
+@dataclass
+class _Import:
+    """One run of import_config, section by section: what it counted, and the clients it has met
+    by name (users, mailboxes and routes name their client)."""
+
+    keys: str
+    actor: User | None
+    scope: Client | None  # the portal's page: the MSP everything must belong to
+    report: list[tuple[str, str, str]] | None
+    counts: dict[str, int] = field(default_factory=lambda: {"created": 0, "updated": 0, "unchanged": 0})
+    names: dict[str, Client] = field(default_factory=dict)
+
+    def note(self, created: bool, changed: bool, kind: str = "", label: str = "") -> None:
         outcome = "created" if created else ("updated" if changed else "unchanged")
-        counts[outcome] += 1
-        if report is not None:
-            report.append((kind, label, outcome))
+        self.counts[outcome] += 1
+        if self.report is not None:
+            self.report.append((kind, label, outcome))
 
-    def walk(items: list, parent: Client | None, msp: Client | None, path: str) -> None:
+    def clients(self, items: list, parent: Client | None, msp: Client | None, path: str) -> None:
+        scope, actor = self.scope, self.actor
         for i, item in enumerate(items or []):
             where = f"{path}[{i}]"
             if not isinstance(item, dict) or not item.get("name"):
@@ -224,18 +245,16 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
                     changed = client_svc.set_client_disabled(client, bool(item["disabled"]), actor) or changed
             except ValidationError as exc:
                 raise _fail(where, exc) from None
-            note(created, changed, "client", client.name)
-            if client.name in names and names[client.name].id != client.id:
+            self.note(created, changed, "client", client.name)
+            if client.name in self.names and self.names[client.name].id != client.id:
                 raise ConfigError({where: [f"Two clients are called {client.name}; names must be unique."]})
-            names[client.name] = client
-            walk(item.get("children") or [], client, msp or client, where + ".children")
+            self.names[client.name] = client
+            self.clients(item.get("children") or [], client, msp or client, where + ".children")
 
-    scope = msp
-    walk(data.get("clients") or [], None, None, "clients")
-
-    def client_named(name: Any, where: str) -> Client:
-        if name in names:
-            return names[name]
+    def client_named(self, name: Any, where: str) -> Client:
+        scope = self.scope
+        if name in self.names:
+            return self.names[name]
         query = select(Client).where(Client.name == str(name))
         if scope is not None:
             query = query.where(Client.msp_id == scope.id)
@@ -245,82 +264,85 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
             raise ConfigError({where: [f"No single client is called {name!r}{inside}."]})
         return found[0]
 
-    for i, item in enumerate(data.get("users") or []):
-        where = f"users[{i}]"
-        email = str(item.get("email", "")).strip().lower()
-        msp = client_named(item.get("client"), where + ".client")
-        msp = db.session.get(Client, msp.msp_id)
-        try:
-            user = user_svc.get_user_in_msp(msp.id, email)
-            if user is None and scope is not None:
-                # The portal: people set their own passwords, through the invitation link.
-                if item.get("password"):
-                    raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
-                user_svc.invite_user(msp, email, str(item.get("name") or ""), str(item.get("role", "technician")),
-                                     actor)
-                note(True, True, "user", email)
-            elif user is None:
-                user_svc.create_user(msp, email, str(item.get("password") or ""), str(item.get("role", "technician")),
-                                     actor, name=str(item.get("name") or ""))
-                note(True, True, "user", email)
-            else:
-                changed = False
-                if item.get("role") and item["role"] != user.role:
-                    # The same rules as the users page: audited, and never the last admin away.
-                    changed = user_svc.change_role(user, str(item["role"]), actor)
-                if item.get("password") and scope is not None and user_svc.invitation_pending(user):
-                    raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
-                if item.get("password") and not user.check_password(str(item["password"])):
-                    user.set_password(str(item["password"]))
-                    changed = True
-                note(False, changed, "user", email)
-        except ValidationError as exc:
-            raise _fail(where, exc) from None
+    def users(self, items: list) -> None:
+        scope, actor = self.scope, self.actor
+        for i, item in enumerate(items):
+            where = f"users[{i}]"
+            email = str(item.get("email", "")).strip().lower()
+            msp = self.client_named(item.get("client"), where + ".client")
+            msp = db.session.get(Client, msp.msp_id)
+            try:
+                user = user_svc.get_user_in_msp(msp.id, email)
+                if user is None and scope is not None:
+                    # The portal: people set their own passwords, through the invitation link.
+                    if item.get("password"):
+                        raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
+                    user_svc.invite_user(msp, email, str(item.get("name") or ""), str(item.get("role", "technician")),
+                                         actor)
+                    self.note(True, True, "user", email)
+                elif user is None:
+                    user_svc.create_user(msp, email, str(item.get("password") or ""),
+                                         str(item.get("role", "technician")), actor, name=str(item.get("name") or ""))
+                    self.note(True, True, "user", email)
+                else:
+                    changed = False
+                    if item.get("role") and item["role"] != user.role:
+                        # The same rules as the users page: audited, and never the last admin away.
+                        changed = user_svc.change_role(user, str(item["role"]), actor)
+                    if item.get("password") and scope is not None and user_svc.invitation_pending(user):
+                        raise ValidationError({"password": [INVITED_NOT_PASSWORD]})
+                    if item.get("password") and not user.check_password(str(item["password"])):
+                        user.set_password(str(item["password"]))
+                        changed = True
+                    self.note(False, changed, "user", email)
+            except ValidationError as exc:
+                raise _fail(where, exc) from None
 
-    for i, item in enumerate(data.get("mailboxes") or []):
-        where = f"mailboxes[{i}]"
-        client = client_named(item.get("client"), where + ".client")
-        msp = db.session.get(Client, client.msp_id)
-        values = {k: item[k] for k in MAILBOX_KEYS if k in item}
-        values["address"] = str(item.get("address", ""))
-        if values.get("plus_addressing") is False:  # YAML 1.1 reads a bare `off` as false
-            values["plus_addressing"] = "off"
-        if "sync_start_date" in values and isinstance(values["sync_start_date"], date):
-            values["sync_start_date"] = values["sync_start_date"].isoformat()
-        if item.get("password"):
-            values["password"] = str(item["password"])
-        routes = None
-        if "routes" in item:
-            routes = []
-            for j, r in enumerate(item["routes"] or []):
-                route_client = client_named(r.get("client"), f"{where}.routes[{j}].client")
-                routes.append(mailbox_svc.RouteInput(name=str(r.get("name", "")), client=route_client,
-                                                     **{k: r[k] for k in ROUTE_KEYS if k in r}))
-        try:
-            existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None
-        except ValidationError as exc:
-            raise _fail(where, exc) from None
-        try:
-            mailbox, changes = mailbox_svc.save_mailbox(msp, client, values, keys=keys, actor=actor,
-                                                        routes=routes, mailbox=existing)
-            if item.get("outgoing"):
-                _server, out_changed = outbound_svc.save_smtp_server(dict(item["outgoing"]), keys=keys,
-                                                                     mailbox=mailbox)
-                changes = changes or out_changed
-        except ValidationError as exc:
-            raise _fail(where, exc) from None
-        note(existing is None, bool(changes), "mailbox", mailbox.address)
-    if data.get("smtp"):
+    def mailboxes(self, items: list) -> None:
+        keys = self.keys
+        for i, item in enumerate(items):
+            where = f"mailboxes[{i}]"
+            client = self.client_named(item.get("client"), where + ".client")
+            msp = db.session.get(Client, client.msp_id)
+            values = {k: item[k] for k in MAILBOX_KEYS if k in item}
+            values["address"] = str(item.get("address", ""))
+            if values.get("plus_addressing") is False:  # YAML 1.1 reads a bare `off` as false
+                values["plus_addressing"] = "off"
+            if "sync_start_date" in values and isinstance(values["sync_start_date"], date):
+                values["sync_start_date"] = values["sync_start_date"].isoformat()
+            if item.get("password"):
+                values["password"] = str(item["password"])
+            routes = None
+            if "routes" in item:
+                routes = []
+                for j, r in enumerate(item["routes"] or []):
+                    route_client = self.client_named(r.get("client"), f"{where}.routes[{j}].client")
+                    routes.append(mailbox_svc.RouteInput(name=str(r.get("name", "")), client=route_client,
+                                                         **{k: r[k] for k in ROUTE_KEYS if k in r}))
+            try:
+                existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None
+            except ValidationError as exc:
+                raise _fail(where, exc) from None
+            try:
+                mailbox, changes = mailbox_svc.save_mailbox(msp, client, values, keys=keys, actor=self.actor,
+                                                            routes=routes, mailbox=existing)
+                if item.get("outgoing"):
+                    _server, out_changed = outbound_svc.save_smtp_server(dict(item["outgoing"]), keys=keys,
+                                                                         mailbox=mailbox)
+                    changes = changes or out_changed
+            except ValidationError as exc:
+                raise _fail(where, exc) from None
+            self.note(existing is None, bool(changes), "mailbox", mailbox.address)
+
+    def gateway(self, smtp: dict, gateway_allowed: bool) -> None:
         if not gateway_allowed:
             raise ConfigError({"smtp": ["The default outgoing gateway serves the whole installation: only an "
                                         "operator can set it. Remove the smtp section."]})
         try:
-            _server, changed = outbound_svc.save_smtp_server(dict(data["smtp"]), keys=keys)
+            _server, changed = outbound_svc.save_smtp_server(dict(smtp), keys=self.keys)
         except ValidationError as exc:
             raise _fail("smtp", exc) from None
-        note(False, changed, "outgoing gateway", str(data["smtp"].get("host", "")))
-    db.session.flush()
-    return counts
+        self.note(False, changed, "outgoing gateway", str(smtp.get("host", "")))
 
 
 def preview_import(data: dict, *, keys: str, actor: User | None = None, msp: Client | None = None,

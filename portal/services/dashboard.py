@@ -18,7 +18,7 @@ from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
 from portal.services.fetching import stalled_ids
 from portal.services.mailboxes import MailboxHealth
-from portal.services.tickets import TODO_STATUSES
+from portal.services.ticket_list import TODO_STATUSES
 from portal.services.unprocessed import count_waiting
 
 # "Open" here is the ticket list's default "to do": the dashboard's numbers link into that list.

@@ -10,7 +10,8 @@ from portal.extensions import db
 from portal.responses import hx_redirect
 from portal.services import ValidationError, commit
 from portal.services import tickets as svc
-from portal.tickets import bp, views
+from portal.tickets import views
+from portal.tickets.blueprint import bp
 
 
 def _list_url() -> str:

@@ -9,7 +9,7 @@ from flask_login import current_user
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
 from portal.services import tickets as svc
-from portal.tickets import bp
+from portal.tickets.blueprint import bp
 from portal.tickets.forms import FieldsForm
 from portal.tickets.page import CHANGED, changes_context, form_error, fragment_wanted, parts, ticket_or_404
 

@@ -8,6 +8,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import SelectField, StringField, TextAreaField
 
+from portal.services import ticket_replies
 from portal.services import tickets as svc
 
 
@@ -56,10 +57,10 @@ class ReplyForm(_Form):
     @classmethod
     def of(cls, ticket) -> ReplyForm:
         """An empty reply to whoever wrote last, with the ticket's CC."""
-        to, cc = svc.reply_defaults(ticket)
+        to, cc = ticket_replies.reply_defaults(ticket)
         return cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": ""})
 
-    def offer(self, ticket, limits: svc.FileLimits, filesize) -> None:
+    def offer(self, ticket, limits: ticket_replies.FileLimits, filesize) -> None:
         self.set_status.choices = [("", f"(leave as {ticket.status})")] + [(s, s) for s in svc.WORK_STATUSES]
         self.attachments.description = (f"Up to {filesize(limits.each)} each and {filesize(limits.total)} in all, "
                                         "images pasted into the text included.")

@@ -10,7 +10,7 @@ from flask_htmx.responses import make_response
 from portal.extensions import db, htmx
 from portal.mail.html_body import html_content_ids
 from portal.mail.sanitize import sanitize_html
-from portal.services import canned
+from portal.services import canned, ticket_replies
 from portal.services import tickets as svc
 from portal.tickets.forms import FieldsForm, NoteForm, ReplyForm
 
@@ -30,9 +30,10 @@ def ticket_or_404(reference: str):
     return ticket
 
 
-def file_limits() -> svc.FileLimits:
+def file_limits() -> ticket_replies.FileLimits:
     cfg = current_app.config
-    return svc.FileLimits(each=cfg["TIDEMARK_REPLY_FILE_MAX_BYTES"], total=cfg["TIDEMARK_REPLY_FILES_MAX_BYTES"])
+    return ticket_replies.FileLimits(each=cfg["TIDEMARK_REPLY_FILE_MAX_BYTES"],
+                                     total=cfg["TIDEMARK_REPLY_FILES_MAX_BYTES"])
 
 
 def shown_html(ticket, messages) -> tuple[dict[int, str], set[int]]:

@@ -12,9 +12,9 @@ from portal.extensions import db
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, canned, commit
+from portal.services import ValidationError, canned, commit, ticket_list, ticket_replies
 from portal.services import tickets as svc
-from portal.tickets import bp
+from portal.tickets.blueprint import bp
 from portal.tickets.forms import NoteForm, ReplyForm
 from portal.tickets.page import (detail_context, file_limits, filesize, form_error, fragment_wanted, parts,
                                  ticket_or_404)
@@ -22,9 +22,9 @@ from portal.tickets.page import (detail_context, file_limits, filesize, form_err
 bp.add_app_template_filter(filesize, "filesize")
 
 
-def _filters() -> svc.TicketFilters:
+def _filters() -> ticket_list.TicketFilters:
     args = request.args
-    return svc.TicketFilters(
+    return ticket_list.TicketFilters(
         q=args.get("q", "").strip(), status=args.get("status", ""), client_id=args.get("client", type=int),
         priority=args.get("priority", ""), mailbox_id=args.get("mailbox", type=int),
         assignee_id=args.get("assignee", type=int), new_information=args.get("new") == "1")
@@ -33,12 +33,14 @@ def _filters() -> svc.TicketFilters:
 @bp.get("")
 def index():
     filters = _filters()
-    page = svc.list_tickets(g.msp_id, filters, sort=request.args.get("sort", ""), order=request.args.get("order", ""),
-                            cursor=request.args.get("cursor", ""), per_page=current_app.config["TIDEMARK_PAGE_SIZE"])
+    page = ticket_list.list_tickets(g.msp_id, filters, sort=request.args.get("sort", ""),
+                                    order=request.args.get("order", ""), cursor=request.args.get("cursor", ""),
+                                    per_page=current_app.config["TIDEMARK_PAGE_SIZE"])
     # The filters and the order, for links that keep them (sort headers, newer/older).
     args = {k: v for k, v in request.args.items() if k not in ("cursor", "page", "sort", "order") and v}
     return render_page("tickets/index.html", "tickets/_list.html", tickets=page.tickets, listing=page,
-                       filters=filters, args=args, sorts=svc.SORTS, choices=svc.filter_choices(g.msp_id))
+                       filters=filters, args=args, sorts=ticket_list.SORTS,
+                       choices=ticket_list.filter_choices(g.msp_id))
 
 
 @bp.get("/<reference>")
@@ -49,7 +51,7 @@ def detail(reference: str):
     return render_template("tickets/detail.html", **detail_context(ticket))
 
 
-def _uploads(field: str, limit: int, *, inline: bool) -> list[svc.ReplyFile]:
+def _uploads(field: str, limit: int, *, inline: bool) -> list[ticket_replies.ReplyFile]:
     """Uploaded files, each read to one byte past the limit (enough to say it is too big).
     Inline images are named by their Content-ID (the composer does so)."""
     found = []
@@ -57,17 +59,18 @@ def _uploads(field: str, limit: int, *, inline: bool) -> list[svc.ReplyFile]:
         if not upload or not upload.filename:
             continue
         cid = upload.filename if inline else None
-        if inline and not svc.CONTENT_ID.match(cid):
+        if inline and not ticket_replies.CONTENT_ID.match(cid):
             continue
-        found.append(svc.ReplyFile(filename=upload.filename, content_id=cid,
-                                   content_type=upload.mimetype or "", data=upload.read(limit + 1)))
+        found.append(ticket_replies.ReplyFile(filename=upload.filename, content_id=cid,
+                                              content_type=upload.mimetype or "", data=upload.read(limit + 1)))
     return found
 
 
-def _with_images_back(html: str, files: list[svc.ReplyFile]) -> str:
+def _with_images_back(html: str, files: list[ticket_replies.ReplyFile]) -> str:
     """The editor cannot show cid: images: give the posted ones back as data: URLs."""
     for f in files:
-        if f.content_id and f.content_type in svc.INLINE_IMAGE_TYPES and len(f.data) <= 5 * svc.MB:
+        if (f.content_id and f.content_type in ticket_replies.INLINE_IMAGE_TYPES
+                and len(f.data) <= 5 * ticket_replies.MB):
             data = base64.b64encode(f.data).decode("ascii")
             html = html.replace(f'src="cid:{f.content_id}"', f'src="data:{f.content_type};base64,{data}"')
     return html
@@ -81,13 +84,13 @@ def reply(reference: str):
     attachments = _uploads("attachments", limits.each, inline=False)
     images = _uploads("inline_images", limits.each, inline=True)
     try:
-        svc.reply(ticket, current_user, **form.values(), files=[*attachments, *images], limits=limits)
+        ticket_replies.reply(ticket, current_user, **form.values(), files=[*attachments, *images], limits=limits)
     except ValidationError as exc:
         # Shown again as typed; browsers never refill a file field, so the files are named.
         form.html.data = _with_images_back(form.html.data or "", images)
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_reply.html", reply_form=form,
-                          files_lost=[svc.clean_filename(f.filename) for f in attachments])
+                          files_lost=[ticket_replies.clean_filename(f.filename) for f in attachments])
     commit()
     flash("Reply queued; its delivery shows on the conversation.", "success")
     # The status, the facts and the conversation all change: the whole page again.
@@ -98,7 +101,7 @@ def reply(reference: str):
 def history(reference: str):
     """The earlier conversation quoted, for the composer to insert (HTML, escaped here)."""
     ticket = ticket_or_404(reference)
-    return Response(svc.quoted_history(ticket, viewer_timezone()), mimetype="text/html")
+    return Response(ticket_replies.quoted_history(ticket, viewer_timezone()), mimetype="text/html")
 
 
 @bp.get("/<reference>/canned/<int:response_id>")
@@ -135,7 +138,7 @@ def note(reference: str):
     ticket = ticket_or_404(reference)
     form = NoteForm()
     try:
-        svc.add_note(ticket, current_user, form.note.data or "")
+        ticket_replies.add_note(ticket, current_user, form.note.data or "")
     except ValidationError as exc:
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_note.html", note_form=form)

@@ -155,7 +155,7 @@ def imap_limit(dovecot: DovecotServer, user, n: int, runs: int) -> float:
 
 def prepare_database(url: str, dovecot: DovecotServer, user, keys: str, secret: str) -> int:
     """Migrate, then MSP → client → active IMAP mailbox on the private Dovecot. Returns its id."""
-    from portal import create_app
+    from portal.app import create_app
     from portal.extensions import db
     from portal.services import clients, commit
     from portal.services.mailboxes import save_mailbox

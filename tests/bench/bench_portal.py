@@ -192,9 +192,10 @@ def measure(client, urls: list[str]) -> list[float]:
 
 
 def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
-    from portal import create_app
+    from portal.app import create_app
     from portal.extensions import db
     from portal.models import Ticket
+    from portal.services import ticket_list
     from portal.services import tickets as svc
 
     rng = random.Random(42)
@@ -227,20 +228,20 @@ def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
         msp_id, n = world["msp_id"], args.requests
         todo = list(db.session.scalars(
             Ticket.__table__.select().with_only_columns(Ticket.id)
-            .where(Ticket.msp_id == msp_id, Ticket.status.in_(svc.TODO_STATUSES))))
+            .where(Ticket.msp_id == msp_id, Ticket.status.in_(ticket_list.TODO_STATUSES))))
         sample = [db.session.get(Ticket, i) for i in rng.sample(todo, min(n, len(todo)))]
         deep = []
         for t in sample:
-            sort = rng.choice(list(svc.SORTS))
-            chosen = svc.SORTS[sort]
-            cursor = svc._encode_cursor(chosen, chosen.descending, rng.choice(("after", "before")), t)
+            sort = rng.choice(list(ticket_list.SORTS))
+            chosen = ticket_list.SORTS[sort]
+            cursor = ticket_list._encode_cursor(chosen, chosen.descending, rng.choice(("after", "before")), t)
             deep.append(f"/tickets?sort={sort}&cursor={cursor}")
         db.session.expunge_all()
         filters = []
         for _ in range(n):
             parts = [f"client={rng.choice(world['customers'])}", f"priority={rng.choice(('low', 'normal', 'high'))}",
                      f"status={rng.choice(svc.WORK_STATUSES)}", f"assignee={rng.choice(world['techs'])}",
-                     f"mailbox={rng.choice(world['boxes'])}", "new=1", f"sort={rng.choice(list(svc.SORTS))}"]
+                     f"mailbox={rng.choice(world['boxes'])}", "new=1", f"sort={rng.choice(list(ticket_list.SORTS))}"]
             filters.append("/tickets?" + "&".join(rng.sample(parts, rng.randint(1, 3))))
         common = [f"/tickets?q={w}" for w in rng.choices(("printer", "error", "please", "server", "password"), k=n)]
         rare = [f"/tickets?q={RARE_WORD}&status={s}" for s in rng.choices(("", "closed"), k=n)]

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from portal.extensions import db
 from portal.models import Message
-from portal.services import canned, clients, commit, users
+from portal.services import canned, clients, commit, ticket_replies, users
 from portal.services import outbound as outbound_svc
 from portal.services import tickets as tickets_svc
 from tests.conftest import PASSWORD
@@ -134,9 +134,9 @@ def desk(app, world, smtp_server):
     vpn = world.deliver(box, email(sender="Alice Moreno <alice@contoso.com>", to=["support@northwind.example"],
                                    subject="VPN drops every few minutes", html=VPN_HTML,
                                    body="Since this morning the VPN drops every few minutes.")).ticket
-    tickets_svc.reply(vpn, tech, to="alice@contoso.com", cc="", text="", set_status="waiting",
-                      html="<p>Hi Alice,</p><p>Thanks for the details. Version 5.2.1 has a known keep-alive bug; "
-                           "we are pushing 5.3 to the Leeds laptops tonight.</p><p>Tom</p>")
+    ticket_replies.reply(vpn, tech, to="alice@contoso.com", cc="", text="", set_status="waiting",
+                         html="<p>Hi Alice,</p><p>Thanks for the details. Version 5.2.1 has a known keep-alive bug; "
+                              "we are pushing 5.3 to the Leeds laptops tonight.</p><p>Tom</p>")
     commit()
     sent = db.session.scalars(db.select(Message).where(Message.ticket_id == vpn.id, Message.direction == "out")
                               .order_by(Message.id.desc())).first()
@@ -145,7 +145,7 @@ def desk(app, world, smtp_server):
                              in_reply_to=sent.message_id, references=[sent.message_id],
                              body="Great, thank you! I will tell the team to leave their laptops on.\n\n"
                                   "-----Original Message-----\nFrom: Tom Reyes"))
-    tickets_svc.add_note(vpn, tech, "Rollout of 5.3 scheduled in the RMM for 22:00; check the drop count tomorrow.")
+    ticket_replies.add_note(vpn, tech, "Rollout of 5.3 scheduled in the RMM for 22:00; check the drop count tomorrow.")
     commit()
     world.deliver(box, email(sender="Ben Carter <ben.carter@fabrikam.example>", to=["fabrikam@northwind.example"],
                              subject="New starter on Monday: laptop and accounts",

@@ -11,8 +11,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Attachment, Message
 from portal.models.base import utcnow
-from portal.services import commit
-from portal.services import tickets as ticket_svc
+from portal.services import commit, ticket_replies
 from tests.mailfactory import email
 
 # A 1x1 PNG.
@@ -168,7 +167,7 @@ def test_history_leaves_out_automatic_mail_and_unsent_replies(app, world, desk, 
     commit()
     from zoneinfo import ZoneInfo
 
-    quoted = ticket_svc.quoted_history(ticket, ZoneInfo("Europe/Berlin"))
+    quoted = ticket_replies.quoted_history(ticket, ZoneInfo("Europe/Berlin"))
     assert "acknowledgement" not in quoted and "never went out" not in quoted
     assert "It prints blank pages." in quoted and ("CET" in quoted or "CEST" in quoted)
 

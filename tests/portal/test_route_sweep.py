@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 from werkzeug.routing import Rule
 
-from portal import PUBLIC_ENDPOINTS
+from portal.app import PUBLIC_ENDPOINTS
 from portal.auth.access import admin_required
 from portal.extensions import db
 from portal.services import canned, commit, mailboxes, outbound, users

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Message, Ticket
-from portal.services import commit
+from portal.services import commit, ticket_list, ticket_replies
 from portal.services import tickets as svc
 from tests.mailfactory import email
 
@@ -38,7 +38,7 @@ def tech(browser, desk):
 def strategy(request, monkeypatch):
     """Both ways of searching: collect every match (rare words), or check along the list (common)."""
     if request.param == "walk":
-        monkeypatch.setattr(svc, "COLLECT_LIMIT", {"postgresql": -1, "sqlite": -1})
+        monkeypatch.setattr(ticket_list, "COLLECT_LIMIT", {"postgresql": -1, "sqlite": -1})
     return request.param
 
 
@@ -57,15 +57,15 @@ def add_tickets(msp, clients, n, *, start=1, statuses=("new", "open", "waiting")
 
 def walk(msp_id, filters, sort, order="", per_page=4):
     """Every page forward by the older cursors, then back to the top by the newer ones."""
-    pages = [svc.list_tickets(msp_id, filters, sort=sort, order=order, per_page=per_page)]
+    pages = [ticket_list.list_tickets(msp_id, filters, sort=sort, order=order, per_page=per_page)]
     while pages[-1].older:
-        pages.append(svc.list_tickets(msp_id, filters, sort=sort, order=order, cursor=pages[-1].older,
-                                      per_page=per_page))
+        pages.append(ticket_list.list_tickets(msp_id, filters, sort=sort, order=order, cursor=pages[-1].older,
+                                              per_page=per_page))
         assert len(pages) < 100
     back = [pages[-1]]
     while back[-1].newer:
-        back.append(svc.list_tickets(msp_id, filters, sort=sort, order=order, cursor=back[-1].newer,
-                                     per_page=per_page))
+        back.append(ticket_list.list_tickets(msp_id, filters, sort=sort, order=order, cursor=back[-1].newer,
+                                             per_page=per_page))
         assert len(back) < 100
     return pages, back
 
@@ -79,7 +79,7 @@ def expected_order(tickets, sort, descending):
     if key:
         return [t.id for t in sorted(tickets, key=key, reverse=descending)]
     # Grouped: the groups in rank order, each by last activity, newest first.
-    ranks = {"priority": svc.PRIORITIES, "status": svc.TODO_STATUSES}[sort]
+    ranks = {"priority": svc.PRIORITIES, "status": ticket_list.TODO_STATUSES}[sort]
     groups = sorted(ranks, key=ranks.index, reverse=descending)
     attr = sort
     return [t.id for g in groups
@@ -87,16 +87,16 @@ def expected_order(tickets, sort, descending):
                             reverse=True)]
 
 
-@pytest.mark.parametrize("sort", list(svc.SORTS))
+@pytest.mark.parametrize("sort", list(ticket_list.SORTS))
 @pytest.mark.parametrize("order", ["", "flip"])
 def test_keyset_paging_visits_every_ticket_once_in_each_order(desk, sort, order):
     msp, contoso, fabrikam, _box = desk
     made = add_tickets(msp, [contoso, fabrikam], 23)
-    descending = svc.SORTS[sort].descending
+    descending = ticket_list.SORTS[sort].descending
     if order == "flip":
         descending = not descending
     order = "desc" if descending else "asc"
-    pages, back = walk(msp.id, svc.TicketFilters(), sort, order)
+    pages, back = walk(msp.id, ticket_list.TicketFilters(), sort, order)
     seen = [t.id for p in pages for t in p.tickets]
     assert seen == expected_order(made, sort, descending)  # each once, in order, ties broken by id
     assert all(len(p.tickets) == 4 for p in pages[:-1]) and pages[0].newer is None
@@ -110,13 +110,13 @@ def test_keyset_paging_visits_every_ticket_once_in_each_order(desk, sort, order)
 def test_paging_is_stable_while_tickets_change(desk):
     msp, contoso, _fabrikam, _box = desk
     add_tickets(msp, [contoso], 10)
-    first = svc.list_tickets(msp.id, svc.TicketFilters(), per_page=4)
+    first = ticket_list.list_tickets(msp.id, ticket_list.TicketFilters(), per_page=4)
     # A new ticket arrives on top while the technician reads page one: page two neither repeats
     # a ticket nor skips one.
     newest = add_tickets(msp, [contoso], 1, start=11)[0]
     newest.updated_at = T0 + timedelta(days=1)
     commit()
-    second = svc.list_tickets(msp.id, svc.TicketFilters(), cursor=first.older, per_page=4)
+    second = ticket_list.list_tickets(msp.id, ticket_list.TicketFilters(), cursor=first.older, per_page=4)
     shown = [t.id for t in first.tickets + second.tickets]
     assert len(set(shown)) == 8 and newest.id not in shown
 
@@ -125,7 +125,7 @@ def test_filters_and_search_combine_in_pages(desk, strategy):
     msp, contoso, fabrikam, _box = desk
     add_tickets(msp, [contoso, fabrikam], 30, subject="printer jam {i}")
     add_tickets(msp, [contoso], 5, start=31, subject="vpn down {i}")
-    filters = svc.TicketFilters(q="printer", client_id=contoso.id, priority="high")
+    filters = ticket_list.TicketFilters(q="printer", client_id=contoso.id, priority="high")
     pages, _back = walk(msp.id, filters, "reference", "asc", per_page=2)
     found = [t for p in pages for t in p.tickets]
     expected = [i for i in range(1, 31) if i % 2 == 1 and svc.PRIORITIES[i % 3] == "high"]
@@ -169,14 +169,15 @@ def test_search_finds_words_in_bodies_and_subjects_of_this_msp_only(world, desk,
 def test_the_search_index_follows_new_and_changed_messages(world, desk):
     msp, _contoso, _fabrikam, box = desk
     first = world.deliver(box, email(sender="alice@contoso.com", subject="Printer", body="It burns."))
-    found = lambda q: [t.reference for t in svc.list_tickets(msp.id, svc.TicketFilters(q=q)).tickets]  # noqa: E731
+    found = lambda q: [  # noqa: E731
+        t.reference for t in ticket_list.list_tickets(msp.id, ticket_list.TicketFilters(q=q)).tickets]
     assert found("quokka") == []
     answer = world.deliver(box, email(sender="alice@contoso.com", subject=f"Re: [{first.ticket.reference}] Printer",
                                       body="A quokka chewed the cable.", in_reply_to=first.message.message_id))
     assert answer.ticket.id == first.ticket.id
     assert found("quokka") == [first.ticket.reference]
     tech_user = db.session.scalar(select(Ticket).where(Ticket.id == first.ticket.id))
-    svc.add_note(tech_user, _author(msp), "Ordered a wombat-proof cable.")
+    ticket_replies.add_note(tech_user, _author(msp), "Ordered a wombat-proof cable.")
     commit()
     assert found("wombat") == [first.ticket.reference]
     message = db.session.scalar(select(Message).where(Message.body_text.like("%quokka%")))
@@ -255,18 +256,18 @@ def test_the_list_refreshes_what_it_shows_now(desk, tech):
 
 def test_many_tickets_are_counted_no_further_than_the_limit(desk, monkeypatch, tech):
     msp, contoso, _fabrikam, _box = desk
-    monkeypatch.setattr(svc, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(ticket_list, "COUNT_LIMIT", 5)
     add_tickets(msp, [contoso], 9)
     assert "More than 5 tickets" in tech.get("/tickets").get_data(as_text=True)
     assert "3 tickets" in tech.get("/tickets?status=new").get_data(as_text=True)
 
 
 def test_search_terms_keep_phrases_and_cut_only_the_last_word():
-    assert svc.search_terms('printer "paper jam" offi') == [(["printer"], False), (["paper", "jam"], False),
-                                                           (["offi"], True)]
-    assert svc.search_terms('"paper jam"') == [(["paper", "jam"], False)]
-    assert svc.search_terms("to ok") == [(["to"], False), (["ok"], False)]
-    assert svc.search_terms(' "" *** ') == []
+    assert ticket_list.search_terms('printer "paper jam" offi') == [(["printer"], False), (["paper", "jam"], False),
+                                                                   (["offi"], True)]
+    assert ticket_list.search_terms('"paper jam"') == [(["paper", "jam"], False)]
+    assert ticket_list.search_terms("to ok") == [(["to"], False), (["ok"], False)]
+    assert ticket_list.search_terms(' "" *** ') == []
 
 
 def test_the_assignee_filter_finds_mine_someone_elses_and_nobodys(world, desk, tech):

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Message, User
-from portal.services import commit
+from portal.services import commit, ticket_replies
 from portal.services import tickets as ticket_svc
 from tests.mailfactory import email
 
@@ -48,7 +48,7 @@ def test_customer_mail_threads_on_the_customers_conversation_never_on_the_alert(
                                      in_reply_to=alert_id, references=[alert_id]))
     assert staff.ticket.id == ticket.id
 
-    ticket_svc.reply(ticket, db.session.get(User, tom.id), to="alice@contoso.com", cc="", text="On my way.")
+    ticket_replies.reply(ticket, db.session.get(User, tom.id), to="alice@contoso.com", cc="", text="On my way.")
     commit()
     reply = received(smtp_server, "alice@contoso.com")[-1]
     assert reply["In-Reply-To"] == "<c1@contoso.com>"

@@ -194,14 +194,15 @@ def test_alert_recipients_hear_of_new_tickets_and_of_a_failing_mailbox(world, ap
 
 def test_the_alert_quotes_the_customers_mail_even_when_a_reply_came_first(world, app, setup, smtp_server):
     from portal.models import User
-    from portal.services import tickets as ticket_svc
+    from portal.services import ticket_replies
 
     msp, _c, _box = setup
     box = world.mailbox(msp, address="noc-watch@acme.example", alert_recipients=["noc@acme.example"], acknowledge=False)
     created = world.deliver(box, email(sender="alice@contoso.com", to=["noc-watch@acme.example"],
                                        body="The printer in room 4 is on fire."))
     tech = world.user(msp, "tech@acme.example", role="technician")
-    ticket_svc.reply(created.ticket, db.session.get(User, tech.id), to="alice@contoso.com", cc="", text="Coming over now.")
+    ticket_replies.reply(created.ticket, db.session.get(User, tech.id), to="alice@contoso.com", cc="",
+                         text="Coming over now.")
     commit()
     send_due()
     alert = next(m.message for m in smtp_server.messages if m.rcpt_tos == ["noc@acme.example"])

@@ -10,9 +10,8 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Message, User
 from portal.models.base import utcnow
-from portal.services import commit
-from portal.services import tickets as ticket_svc
-from portal.services.tickets import ReplyFile
+from portal.services import commit, ticket_replies
+from portal.services.ticket_replies import ReplyFile
 from tests.mailfactory import email
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -32,10 +31,10 @@ def setup(app, world, smtp_gateway):
 
 def test_the_received_mail_carries_the_files_and_the_inline_image(setup, smtp_server):
     ticket, tom = setup
-    ticket_svc.reply(ticket, tom, to="alice@contoso.com", cc="",
-                     text="", html='<p>The manual, and where to press:</p><p><img src="cid:img1-a1b2.png" alt="button"></p>',
-                     files=[ReplyFile("Handbuch Drucker – Größe A4.pdf", "application/pdf", PDF),
-                            ReplyFile("img1-a1b2.png", "image/png", PNG, content_id="img1-a1b2.png")])
+    ticket_replies.reply(ticket, tom, to="alice@contoso.com", cc="", text="",
+                         html='<p>The manual, and where to press:</p><p><img src="cid:img1-a1b2.png" alt="button"></p>',
+                         files=[ReplyFile("Handbuch Drucker – Größe A4.pdf", "application/pdf", PDF),
+                                ReplyFile("img1-a1b2.png", "image/png", PNG, content_id="img1-a1b2.png")])
     commit()  # the sender job runs inline in tests (TIDEMARK_JOBS_SYNC)
     received = smtp_server.last()
     assert received.rcpt_tos == ["alice@contoso.com"]
@@ -58,7 +57,7 @@ def test_the_received_mail_carries_the_files_and_the_inline_image(setup, smtp_se
 
 def test_a_reply_without_files_stays_a_plain_alternative(setup, smtp_server):
     ticket, tom = setup
-    ticket_svc.reply(ticket, tom, to="alice@contoso.com", cc="", text="Just text.")
+    ticket_replies.reply(ticket, tom, to="alice@contoso.com", cc="", text="Just text.")
     commit()
     mail = smtp_server.last().message
     assert mail.get_content_type() == "multipart/alternative"
@@ -69,8 +68,8 @@ def test_the_files_survive_a_temporary_failure_and_go_out_on_the_retry(setup, sm
     from portal.services.sending import deliver, send_environment
 
     ticket, tom = setup
-    message = ticket_svc.reply(ticket, tom, to="busy@contoso.com", cc="", text="Log attached.",
-                               files=[ReplyFile("printer.log", "text/plain", b"paper jam\n")])
+    message = ticket_replies.reply(ticket, tom, to="busy@contoso.com", cc="", text="Log attached.",
+                                   files=[ReplyFile("printer.log", "text/plain", b"paper jam\n")])
     commit()
     db.session.refresh(message)
     assert message.delivery == "retrying" and smtp_server.messages == []

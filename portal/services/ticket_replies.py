@@ -1,0 +1,227 @@
+"""What a technician adds to a ticket's conversation: a reply to the customer (its addresses,
+its body as written in the editor, files and inline images), the earlier conversation to quote,
+and internal notes. Flush, never commit."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html as html_lib
+import mimetypes
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.mail.compose import AddressError, parse_addresses
+from portal.mail.html_body import html_to_text
+from portal.mail.sanitize import sanitize_html
+from portal.models import Attachment, Mailbox, Message, Ticket, User
+from portal.models.base import utcnow
+from portal.services import ValidationError
+from portal.services.sending import conversation_thread, queue_mail
+from portal.services.tickets import WORK_STATUSES, change_status
+
+
+def reply_defaults(ticket: Ticket) -> tuple[list[str], list[str]]:
+    """To and Cc for a reply: from the last email of the conversation, without our own addresses."""
+    ours: set[str] = set()
+    if ticket.mailbox_id:
+        ours = {a.lower() for a in db.session.get(Mailbox, ticket.mailbox_id).addresses}
+    last = db.session.scalar(select(Message).where(Message.ticket_id == ticket.id, Message.direction == "in")
+                             .order_by(Message.id.desc()).limit(1))
+    if last is None:
+        return ([ticket.contact.email] if ticket.contact else []), list(ticket.cc)
+    to = [last.from_address] if last.from_address else []
+    cc = [p["address"] for p in (*last.to, *last.cc) if p["address"].lower() not in ours and p["address"] not in to]
+    return to, cc
+
+
+def _addresses(text: str, field_name: str, errors: dict) -> list[str]:
+    """Addresses typed into a field, separated by commas, semicolons or new lines."""
+    parts = [p.strip() for p in re.split(r"[,;\n]+", text or "") if p.strip()]
+    try:
+        return [a.addr_spec for a in parse_addresses(parts)]
+    except AddressError as exc:
+        errors.setdefault(field_name, []).append(f"{exc}.")
+        return []
+
+
+# --- what a reply carries: its body as written in the editor, files and inline images -----------
+
+MB = 1024 * 1024
+INLINE_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# Content-IDs the composer gives pasted images; anything else is not ours to reference.
+CONTENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DATA_IMAGE = re.compile(r'src="data:(image/(?:png|jpeg|gif|webp));base64,([A-Za-z0-9+/=\s]+)"', re.IGNORECASE)
+_MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+
+
+@dataclass(frozen=True)
+class ReplyFile:
+    """A file sent with a reply. With a content_id it is an image the HTML shows as cid:."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    each: int = 10 * MB
+    total: int = 25 * MB
+
+
+def _size(n: int) -> str:
+    return f"{n / MB:.1f} MB" if n >= MB / 10 else f"{max(1, round(n / 1024))} KB"
+
+
+def clean_filename(name: str) -> str:
+    """The last part of an uploaded name, without control characters; never empty."""
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip().strip(".")
+    return name[:255] or "attachment"
+
+
+def _content_type(given: str | None, filename: str) -> str:
+    value = (given or "").split(";")[0].strip().lower()
+    if not _MIME_TYPE.match(value) or value == "application/octet-stream":
+        value = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return value
+
+
+def _extract_data_images(html: str) -> tuple[str, list[ReplyFile]]:
+    """Images pasted as data: URLs become cid: parts (mail clients block data: images)."""
+    found: list[ReplyFile] = []
+
+    def to_cid(match: re.Match) -> str:
+        try:
+            data = base64.b64decode("".join(match.group(2).split()), validate=True)
+        except ValueError:
+            return 'src=""'
+        cid = f"img{len(found) + 1}.{hashlib.sha256(data).hexdigest()[:16]}"
+        ctype = match.group(1).lower()
+        found.append(ReplyFile(f"image-{len(found) + 1}{mimetypes.guess_extension(ctype) or '.img'}",
+                               ctype, data, cid))
+        return f'src="cid:{cid}"'
+
+    return _DATA_IMAGE.sub(to_cid, html), found
+
+
+@dataclass
+class ReplyBody:
+    text: str
+    html: str | None
+    files: list[ReplyFile]
+
+
+def reply_body(text: str, html: str, files: Sequence[ReplyFile], limits: FileLimits,
+               errors: dict[str, list[str]]) -> ReplyBody:
+    """The body as the editor wrote it (sanitised; the text part derived from it) or as plain
+    text, and the files it carries, checked against the limits. Problems go into errors."""
+    html = (html or "").strip()
+    body_html = None
+    if html:
+        body_html, pasted = _extract_data_images(sanitize_html(html))
+        body_text = html_to_text(body_html).strip()
+        files = [*files, *pasted]
+        if not body_text and "<img" not in body_html:
+            errors.setdefault("text", []).append("Write the reply.")
+    else:
+        body_text = (text or "").strip()
+        if not body_text:
+            errors.setdefault("text", []).append("Write the reply.")
+    kept: list[ReplyFile] = []
+    for f in files:
+        if f.content_id is not None:
+            if body_html is None or f"cid:{f.content_id}" not in body_html:
+                continue  # an image removed from the text again
+            if f.content_type not in INLINE_IMAGE_TYPES:
+                errors.setdefault("attachments", []).append(
+                    f"{f.filename} cannot be shown in the text: images are PNG, JPEG, GIF or WebP.")
+                continue
+        if len(f.data) > limits.each:
+            errors.setdefault("attachments", []).append(
+                f"{f.filename} is more than {_size(limits.each)}; each file may be at most {_size(limits.each)}.")
+        kept.append(f)
+    total = sum(len(f.data) for f in kept)
+    if total > limits.total:
+        errors.setdefault("attachments", []).append(
+            f"The files add up to {_size(total)}; a reply may carry at most {_size(limits.total)} in all.")
+    return ReplyBody(body_text, body_html, kept)
+
+
+def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_status: str = "", html: str = "",
+          files: Sequence[ReplyFile] = (), limits: FileLimits | None = None) -> Message:
+    """A technician's public reply: into the outbox (the reply template wraps the text).
+    html: what the editor wrote (sanitised here; the plain-text part is derived from it);
+    files: attachments, and the images the HTML shows as cid: (those with a content_id)."""
+    errors: dict[str, list[str]] = {}
+    to_list = _addresses(to, "to", errors)
+    cc_list = _addresses(cc, "cc", errors)
+    if not to_list and "to" not in errors:
+        errors["to"] = ["Send the reply to at least one address."]
+    body = reply_body(text, html, files, limits or FileLimits(), errors)
+    if set_status and set_status not in WORK_STATUSES:
+        errors["set_status"] = [f"The status is one of {', '.join(WORK_STATUSES)}."]
+    if errors:
+        raise ValidationError(errors)
+    in_reply_to, thread = conversation_thread(ticket)
+    message = queue_mail("reply", msp_id=ticket.msp_id, ticket=ticket, to=to_list, cc=cc_list, author_id=author.id,
+                         in_reply_to=in_reply_to, references=thread, body_text=body.text, body_html=body.html)
+    message.from_name, message.from_address = author.name or author.email, author.email
+    for f in body.files:
+        name = clean_filename(f.filename)
+        message.attachments.append(Attachment(
+            filename=name, content_type=_content_type(f.content_type, name), size=len(f.data),
+            sha256=hashlib.sha256(f.data).hexdigest(), content_id=f.content_id, inline=f.content_id is not None,
+            data=f.data))
+    ticket.new_information = False
+    ticket.updated_at = utcnow()
+    if set_status:
+        change_status(ticket, set_status, author)
+    db.session.flush()
+    return message
+
+
+HISTORY_LIMIT = 50
+
+
+def quoted_history(ticket: Ticket, tz: tzinfo) -> str:
+    """The conversation so far as HTML to quote in a reply, newest first: "On <date>, <name>
+    wrote:" and the body as it stands on the ticket (cut at the waterline). Internal notes,
+    automatic mail and replies that never went out stay out: the customer never saw them."""
+    rows = db.session.scalars(select(Message).where(Message.ticket_id == ticket.id,
+                                                    Message.direction.in_(("in", "out")))
+                              .order_by(Message.id.desc()).limit(HISTORY_LIMIT * 2))
+    parts: list[str] = []
+    for m in rows:
+        if m.direction == "out" and (m.details.get("automatic") or m.delivery != "sent"):
+            continue
+        body = (m.body_text or "").strip()
+        if not body:
+            continue
+        at = (m.sent_at or m.created_at).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+        who = m.from_name or m.from_address or "someone"
+        lines = "<br>".join(html_lib.escape(line) for line in body.split("\n"))
+        parts.append(f"<p>On {html_lib.escape(at)}, {html_lib.escape(who)} wrote:</p>"
+                     f'<blockquote type="cite">{lines}</blockquote>')
+        if len(parts) == HISTORY_LIMIT:
+            break
+    return "".join(parts)
+
+
+def add_note(ticket: Ticket, author: User, text: str) -> Message:
+    """An internal note: on the ticket, never emailed."""
+    if not (text or "").strip():
+        raise ValidationError({"note": ["Write the note."]})
+    note = Message(msp_id=ticket.msp_id, ticket=ticket, direction="note", author_id=author.id,
+                   from_name=author.name or author.email, from_address=author.email, body_text=text.strip())
+    db.session.add(note)
+    ticket.updated_at = utcnow()
+    db.session.flush()
+    return note
