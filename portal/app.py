@@ -84,6 +84,7 @@ def init_extensions(app: Flask, *, migrations: bool = True) -> None:
     if app.config["TIDEMARK_PROXY_COUNT"]:
         n = app.config["TIDEMARK_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
     login_manager.user_loader(user_for_session)
 
 
