@@ -157,7 +157,7 @@ def init_templates(app: Flask) -> None:
         from flask import g
         from flask_login import current_user
 
-        from portal.services.outbound import may_change_installation as allowed
+        from portal.outbound.settings import may_change_installation as allowed
 
         if "may_change_installation" not in g:
             g.may_change_installation = current_user.is_authenticated and allowed(

@@ -9,10 +9,11 @@ from portal.auth.access import admin_required
 from portal.clients.lookup import client_or_404
 from portal.extensions import db
 from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context
+from portal.outbound import templates as svc
+from portal.outbound.servers import send_environment
+from portal.outbound.templates import send_test_email
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
-from portal.services import outbound as svc
-from portal.services.sending import send_environment, send_test_email
 
 bp = Blueprint("email_templates", __name__, url_prefix="/clients/<int:client_id>/emails")
 

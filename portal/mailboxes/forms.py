@@ -10,6 +10,7 @@ from wtforms import BooleanField, PasswordField, SelectField, StringField, TextA
 
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.services.routes import RouteInput
 
 SECURITY_CHOICES = [("ssl", "SSL/TLS"), ("starttls", "STARTTLS"), ("none", "none (trusted network only)")]
 STATUS_CHOICES = [("draft", "Draft: saved, not fetched"), ("active", "Active: fetched"), ("disabled", "Disabled")]
@@ -192,8 +193,6 @@ class RouteForm(_Form):
         self.default_type.data = route.default_type or ""
 
     def route_input(self, client):
-        from portal.services.mailboxes import RouteInput  # noqa: PLC0415
-
         # The fallback takes what nothing else takes: conditions typed before ticking it do not apply.
         when = not self.fallback.data
         return RouteInput(

@@ -13,6 +13,7 @@ from portal.mailboxes import bp
 from portal.mailboxes.forms import MailboxForm
 from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
 from portal.models.mailboxes import DEFAULT_PORTS
+from portal.outbound.servers import own_server
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
 from portal.services import dashboard as board
@@ -28,7 +29,7 @@ def _form_page(form: MailboxForm, mailbox, status: int):
 
 @bp.get("")
 def index():
-    return render_template("mailboxes/index.html", rows=svc.mailbox_health(g.msp_id),
+    return render_template("mailboxes/index.html", rows=board.mailbox_health(g.msp_id),
                            figures=board.mailbox_figures(g.msp_id, viewer_timezone()))
 
 
@@ -59,7 +60,6 @@ def new():
 def detail(mailbox_id: int):
     from portal.models.base import utcnow  # noqa: PLC0415
     from portal.services.fetching import stalled_ids  # noqa: PLC0415
-    from portal.services.outbound import own_server  # noqa: PLC0415
 
     mailbox = mailbox_or_404(mailbox_id)
     entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)

@@ -13,11 +13,12 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Client, Mailbox, SmtpServer, User
+from portal.outbound import servers as outbound_svc
 from portal.services import ValidationError
 from portal.services import clients as client_svc
 from portal.services import mailboxes as mailbox_svc
-from portal.services import outbound as outbound_svc
 from portal.services import users as user_svc
+from portal.services.routes import RouteInput
 
 MAILBOX_KEYS = (
     "name", "status", "direction", "protocol", "host", "port", "security", "username", "shared_mailbox",
@@ -294,7 +295,7 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
             routes = []
             for j, r in enumerate(item["routes"] or []):
                 route_client = client_named(r.get("client"), f"{where}.routes[{j}].client")
-                routes.append(mailbox_svc.RouteInput(name=str(r.get("name", "")), client=route_client,
+                routes.append(RouteInput(name=str(r.get("name", "")), client=route_client,
                                                      **{k: r[k] for k in ROUTE_KEYS if k in r}))
         try:
             existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None

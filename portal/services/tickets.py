@@ -25,8 +25,8 @@ from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Client, Mailbox, Message, Ticket, TicketLink, User
 from portal.models.base import utcnow
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.outbound.outbox import conversation_thread, notify_contact, queue_mail
 from portal.services import ValidationError, audit
-from portal.services.sending import conversation_thread, notify_contact, queue_mail
 
 WORK_STATUSES = ("new", "open", "waiting", "resolved", "closed", "archived")
 
