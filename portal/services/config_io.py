@@ -296,7 +296,7 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
             for j, r in enumerate(item["routes"] or []):
                 route_client = client_named(r.get("client"), f"{where}.routes[{j}].client")
                 routes.append(RouteInput(name=str(r.get("name", "")), client=route_client,
-                                                     **{k: r[k] for k in ROUTE_KEYS if k in r}))
+                                         **{k: r[k] for k in ROUTE_KEYS if k in r}))
         try:
             existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None
         except ValidationError as exc:
