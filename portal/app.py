@@ -25,7 +25,7 @@ from portal.mailboxes import bp as mailboxes_bp
 from portal.main.views import bp as main_bp
 from portal.responses import hx_redirect, same_site_path
 from portal.services.clients import timezone_names
-from portal.services.outbound import may_change_installation as allowed_to_change_installation
+from portal.outbound.settings import may_change_installation as allowed_to_change_installation
 from portal.services.users import user_for_session
 from portal.settings.views import bp as settings_bp
 from portal.tickets import bp as tickets_bp

@@ -185,7 +185,8 @@ class World:
 
     def mailbox(self, client, address="support@acme.example", routes=None, password="secret-pw", **values):
         from portal.services import commit
-        from portal.services.mailboxes import RouteInput, save_mailbox
+        from portal.services.mailboxes import save_mailbox
+        from portal.services.routes import RouteInput
 
         msp = self.app.extensions["sqlalchemy"].session.get(type(client), client.msp_id)
         route_inputs = None
@@ -278,10 +279,11 @@ class Browser:
 @pytest.fixture
 def smtp_gateway(app, smtp_server, redis):
     """The installation's SMTP gateway set to the test SMTP server: mail we send arrives there."""
-    from portal.services import commit, outbound  # noqa: PLC0415 - the app must exist first
+    from portal.outbound import servers  # noqa: PLC0415 - the app must exist first
+    from portal.services import commit  # noqa: PLC0415
 
-    outbound.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
-                              keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    servers.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
+                             keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     commit()
     return smtp_server
 

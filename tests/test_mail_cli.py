@@ -62,7 +62,7 @@ def test_reprocess_by_raw_id(app, world):
 
 def _outgoing_to(app, smtp_server, world):
     from portal.services import commit
-    from portal.services import outbound as outbound_svc
+    from portal.outbound import servers as outbound_svc
 
     outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
                                    "from": "noreply@acme.example"}, keys=app.config["TIDEMARK_ENCRYPTION_KEY"])

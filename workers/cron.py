@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from rq.cron import CronScheduler
 
 from portal.jobs import redis_connection
-from workers import fetch, maintenance, outbound
+from workers import fetch, maintenance, sending
 from workers.runtime import get_app
 from workers.worker import MAX_PAUSE, catch_stop, wait_for_redis
 
@@ -24,7 +24,7 @@ log = logging.getLogger("rq.cron")
 # (job, seconds between runs)
 SCHEDULE = [
     (fetch.enqueue_due_fetches, 10),
-    (outbound.send_due, 30),  # retries come due; everything new is sent right after its fetch
+    (sending.send_due, 30),  # retries come due; everything new is sent right after its fetch
     (maintenance.prune_sign_in_failures, 3600),
 ]
 

@@ -26,7 +26,7 @@ from workers.runtime import get_app
 log = logging.getLogger("rq.worker")
 
 # Every module that holds jobs (portal.jobs.enqueue only takes functions from workers.*).
-JOB_MODULES = ("workers.fetch", "workers.outbound", "workers.maintenance")
+JOB_MODULES = ("workers.fetch", "workers.sending", "workers.maintenance")
 
 
 def prepare_process() -> None:

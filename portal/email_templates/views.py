@@ -10,10 +10,11 @@ from portal.clients.lookup import client_or_404
 from portal.email_templates.blueprint import bp
 from portal.extensions import db
 from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context, validate_template
+from portal.outbound import templates as svc
+from portal.outbound.servers import send_environment
+from portal.outbound.templates import send_test_email
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
-from portal.services import outbound as svc
-from portal.services.sending import send_environment, send_test_email
 
 # The preview is a document of its own inside a sandboxed frame: the template's inline styles
 # show, and nothing in it can run or load anything.

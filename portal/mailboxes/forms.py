@@ -10,7 +10,7 @@ from wtforms import BooleanField, PasswordField, SelectField, StringField, TextA
 
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
-from portal.services.mailboxes import RouteInput
+from portal.services.routes import RouteInput
 from portal.transport.base import PROTOCOLS, SECURITIES
 
 # The values are what portal.transport.base speaks (PROTOCOLS, SECURITIES); the forms only name them.

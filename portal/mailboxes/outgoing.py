@@ -10,11 +10,11 @@ from portal.extensions import db
 from portal.mailboxes.blueprint import bp
 from portal.mailboxes.forms import OutgoingForm, place
 from portal.mailboxes.lookup import keys, mailbox_or_404
+from portal.outbound import servers as svc
+from portal.outbound.servers import own_server, send_environment
+from portal.outbound.test_mail import send_outgoing_test
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
-from portal.services import mailboxes as svc
-from portal.services.outbound import own_server
-from portal.services.sending import send_environment
 
 
 @bp.route("/<int:mailbox_id>/outgoing", methods=["GET", "POST"])
@@ -59,7 +59,7 @@ def remove_outgoing(mailbox_id: int):
 def test_outgoing(mailbox_id: int):
     """"Send test email" through the server this mailbox's mail would use (the saved settings)."""
     mailbox = mailbox_or_404(mailbox_id)
-    result = svc.send_outgoing_test(mailbox, request.form.get("recipient", ""), send_environment(current_user),
-                                    actor=current_user)
+    result = send_outgoing_test(mailbox, request.form.get("recipient", ""), send_environment(current_user),
+                                actor=current_user)
     commit()  # the history entry of a test with the saved password
     return render_template("mailboxes/_send_result.html", result=result)

@@ -12,7 +12,7 @@ from portal.mailboxes.forms import RouteForm, place
 from portal.mailboxes.lookup import client_choices, client_or_404, mailbox_or_404
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, commit
-from portal.services import mailboxes as svc
+from portal.services import routes as svc
 
 
 def _route_or_404(mailbox, route_id: int):

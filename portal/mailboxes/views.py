@@ -14,12 +14,12 @@ from portal.mailboxes.forms import MailboxForm
 from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
 from portal.models.base import utcnow
 from portal.models.mailboxes import DEFAULT_PORTS
+from portal.outbound.servers import own_server
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
 from portal.services import dashboard as board
 from portal.services import mailboxes as svc
 from portal.services.fetching import stalled_ids
-from portal.services.outbound import own_server
 
 HISTORY_PAGE = 20
 
@@ -31,7 +31,7 @@ def _form_page(form: MailboxForm, mailbox, status: int):
 
 @bp.get("")
 def index():
-    return render_template("mailboxes/index.html", rows=svc.mailbox_health(g.msp_id),
+    return render_template("mailboxes/index.html", rows=board.mailbox_health(g.msp_id),
                            figures=board.mailbox_figures(g.msp_id, viewer_timezone()))
 
 

@@ -14,11 +14,12 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Client, Mailbox, SmtpServer, User
+from portal.outbound import servers as outbound_svc
 from portal.services import ValidationError
 from portal.services import clients as client_svc
 from portal.services import mailboxes as mailbox_svc
-from portal.services import outbound as outbound_svc
 from portal.services import users as user_svc
+from portal.services.routes import RouteInput
 
 MAILBOX_KEYS = (
     "name", "status", "direction", "protocol", "host", "port", "security", "username", "shared_mailbox",
@@ -317,8 +318,8 @@ class _Import:
                 routes = []
                 for j, r in enumerate(item["routes"] or []):
                     route_client = self.client_named(r.get("client"), f"{where}.routes[{j}].client")
-                    routes.append(mailbox_svc.RouteInput(name=str(r.get("name", "")), client=route_client,
-                                                         **{k: r[k] for k in ROUTE_KEYS if k in r}))
+                    routes.append(RouteInput(name=str(r.get("name", "")), client=route_client,
+                                              **{k: r[k] for k in ROUTE_KEYS if k in r}))
             try:
                 existing = mailbox_svc.get_mailbox_by_address(values["address"], msp.id) if values["address"] else None
             except ValidationError as exc:

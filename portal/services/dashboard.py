@@ -17,7 +17,6 @@ from portal.extensions import db
 from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
 from portal.services.fetching import stalled_ids
-from portal.services.mailboxes import MailboxHealth
 from portal.services.ticket_list import TODO_STATUSES
 from portal.services.unprocessed import count_waiting
 
@@ -63,6 +62,32 @@ def open_tickets(msp_id: int) -> OpenMatrix:
     rows.sort(key=lambda r: (-r.total, r.client.name.lower()))
     totals = {s: sum(r.counts[s] for r in rows) for s in OPEN_STATUSES}
     return OpenMatrix(rows, totals)
+
+
+@dataclass
+class MailboxHealth:
+    mailbox: Mailbox
+    state: str  # "healthy", "stalled", "failing", "not fetched yet", "draft", "disabled"
+
+
+def mailbox_health(msp_id: int) -> list[MailboxHealth]:
+    """Every mailbox of the MSP with what a person checks first (its figures: mailbox_figures)."""
+    out = []
+    mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)))
+    stalled = stalled_ids(mailboxes, utcnow())
+    for m in mailboxes:
+        if m.status != "active":
+            state = m.status
+        elif m.id in stalled:
+            state = "stalled"
+        elif m.failure_count:
+            state = "failing"
+        elif m.last_success_at is None:
+            state = "not fetched yet"
+        else:
+            state = "healthy"
+        out.append(MailboxHealth(m, state))
+    return out
 
 
 def failing_mailboxes(msp_id: int, now: datetime | None = None) -> list[MailboxHealth]:

@@ -415,7 +415,7 @@ def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: 
 
 
 def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
-    from portal.services.sending import queue_mail  # noqa: PLC0415
+    from portal.outbound.outbox import queue_mail  # noqa: PLC0415
 
     alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
                          details={"failure_count": mailbox.failure_count})

@@ -29,10 +29,10 @@ from portal.mail.rules import APPEND, NEW_IN_MAILBOX_CLIENT, NEW_LINKED, StatusA
 from portal.mail.sanitize import sanitize_html
 from portal.models import AllowEntry, Attachment, Client, Contact, Mailbox, Message, RawMessage, Ticket, TicketLink
 from portal.models.base import utcnow
+from portal.outbound.outbox import notify_contact, queue_mail
 from portal.services.batch_rows import insert_new_rows
 from portal.services.clients import tree_clients
 from portal.services.lookups import chunks, one_of
-from portal.services.sending import notify_contact, queue_mail
 
 # Envelope headers that may carry the plus address when To/Cc do not (BCC, forwarding).
 _ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to")

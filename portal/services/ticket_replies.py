@@ -22,7 +22,7 @@ from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Mailbox, Message, Ticket, User
 from portal.models.base import utcnow
 from portal.services import ValidationError
-from portal.services.sending import conversation_thread, queue_mail
+from portal.outbound.outbox import conversation_thread, queue_mail
 from portal.services.tickets import WORK_STATUSES, change_status
 
 

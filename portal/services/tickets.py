@@ -17,8 +17,8 @@ from portal.extensions import db
 from portal.models import Message, Ticket, TicketLink, User
 from portal.models.base import utcnow
 from portal.models.tickets import PRIORITIES
+from portal.outbound.outbox import notify_contact
 from portal.services import ValidationError, audit
-from portal.services.sending import notify_contact
 
 WORK_STATUSES = ("new", "open", "waiting", "resolved", "closed", "archived")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict
 
-from portal.services import outbound as svc
+from portal.outbound import settings as svc
+from portal.outbound.servers import default_gateway
 
 
 def current_values() -> dict:
     """The settings as saved; the gateway's password is never shown, only whether one is stored."""
-    gateway = svc.default_gateway()
+    gateway = default_gateway()
     form = {k: svc.get_setting(k) for k in svc.SETTING_DEFAULTS}
     form.update({"host": "", "port": "", "security": "starttls", "username": "", "from": "", "has_password": False})
     if gateway is not None:

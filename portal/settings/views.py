@@ -11,9 +11,9 @@ from flask_login import current_user
 from portal.auth.access import admin_required
 from portal.extensions import db
 from portal.models.base import utcnow
+from portal.outbound import settings as svc
 from portal.responses import hx_redirect
 from portal.services import ValidationError, audit, commit, config_io
-from portal.services import outbound as svc
 from portal.settings.forms import current_values, posted_values
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")

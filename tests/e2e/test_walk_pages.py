@@ -17,8 +17,9 @@ from playwright.sync_api import expect
 
 from portal.extensions import db
 from portal.models import Message
+from portal.outbound import servers as outbound_servers
+from portal.outbound import templates as outbound_templates
 from portal.services import canned, clients, commit, ticket_replies, users
-from portal.services import outbound as outbound_svc
 from portal.services import tickets as tickets_svc
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import expected
@@ -86,9 +87,9 @@ def desk(app, world, smtp_server):
     conversation (HTML mail, a reply, the customer's answer, a note), unprocessed mail, users;
     and Globex, another MSP whose records must stay out of reach."""
     app.config["TIDEMARK_OPERATORS"] = ["dana@northwind.example"]  # two MSPs: Dana runs the installation
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
-                                   "from_address": "noreply@northwind.example"},
-                                  keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    outbound_servers.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+                                       "from_address": "noreply@northwind.example"},
+                                      keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     msp = world.msp("Northwind IT", code="NW", waterline="## Please reply above this line ##", timezone="Europe/London")
     contoso = world.client(msp, "Contoso", allow=["contoso.com", "ceo@contoso-group.example"], code="CONTOSO",
                            waterline="-----Original Message-----")
@@ -124,11 +125,11 @@ def desk(app, world, smtp_server):
                      "and follow the mail we send you.</p>")
     canned.save(contoso, name="VPN client reinstall", shared=False,
                 text="Please uninstall the VPN client, restart, and install version 5.3 from the portal.")
-    outbound_svc.save_template(contoso, "ticket_created",
-                               "[{{ ticket.reference }}] We have your request: {{ ticket.subject }}\n"
-                               "Hello {{ contact.name }},\n\nThanks for writing to Northwind IT. "
-                               "We answer Contoso within 4 working hours.\n",
-                               "", True, admin)
+    outbound_templates.save_template(contoso, "ticket_created",
+                                     "[{{ ticket.reference }}] We have your request: {{ ticket.subject }}\n"
+                                     "Hello {{ contact.name }},\n\nThanks for writing to Northwind IT. "
+                                     "We answer Contoso within 4 working hours.\n",
+                                     "", True, admin)
     commit()
 
     vpn = world.deliver(box, email(sender="Alice Moreno <alice@contoso.com>", to=["support@northwind.example"],

@@ -9,7 +9,7 @@ import yaml
 from sqlalchemy import func, select
 
 from portal.models import AuditEntry, Client, Mailbox, SmtpServer
-from portal.services import outbound as outbound_svc
+from portal.outbound import servers as outbound_svc
 
 UPLOAD = textwrap.dedent("""
     clients:

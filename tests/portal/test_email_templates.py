@@ -8,7 +8,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import AuditEntry, EmailTemplate
 from portal.services import commit
-from portal.services import outbound as outbound_svc
+from portal.outbound import servers as outbound_svc
 
 
 @pytest.fixture

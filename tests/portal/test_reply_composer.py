@@ -158,7 +158,7 @@ def test_history_is_quoted_newest_first_escaped_and_without_notes(world, tech, d
 
 
 def test_history_leaves_out_automatic_mail_and_unsent_replies(app, world, desk, ticket):
-    from portal.services.sending import queue_mail
+    from portal.outbound.outbox import queue_mail
 
     app.config["TIDEMARK_JOBS_SYNC"] = False  # the outbox rows stay as written here: no sender runs
     queue_mail("ticket_created", msp_id=ticket.msp_id, ticket=ticket, to=["alice@contoso.com"],
@@ -192,7 +192,7 @@ def test_attachments_and_history_of_another_msp_answer_404(world, make_browser, 
 
 
 def test_automatic_mail_is_not_shown_as_html_only_replies_are(app, tech, ticket):
-    from portal.services.sending import queue_mail
+    from portal.outbound.outbox import queue_mail
 
     app.config["TIDEMARK_JOBS_SYNC"] = False  # the outbox row stays as written here: no sender runs
     queue_mail("ticket_created", msp_id=ticket.msp_id, ticket=ticket, to=["alice@contoso.com"],

@@ -28,7 +28,8 @@ from werkzeug.routing import Rule
 from portal.app import PUBLIC_ENDPOINTS
 from portal.auth.access import admin_required
 from portal.extensions import db
-from portal.services import canned, commit, mailboxes, outbound, users
+from portal.outbound import servers, templates
+from portal.services import canned, commit, users
 from tests.mailfactory import email
 
 # --- what the sweep knows; extend here ------------------------------------------------------------
@@ -103,10 +104,10 @@ def one_of_everything(app, world, name: str) -> SimpleNamespace:
         {"name": "Contoso", "client": client, "recipients": ["*"], "senders": ["contoso.com"], "acknowledge": False},
         {"name": "Everything else", "client": msp, "fallback": True, "acknowledge": False}])
     keys = app.config["TIDEMARK_ENCRYPTION_KEY"]
-    mailboxes.save_outgoing_server(box, {"host": f"smtp.{slug}.example", "port": 587, "security": "starttls",
-                                         "timeout": 30, "verify_tls": True}, keys=keys, actor=admin)
-    outbound.save_template(client, "ticket_created", "We have your request {{ ticket.reference }}\nHello.\n", "",
-                           False, admin)
+    servers.save_outgoing_server(box, {"host": f"smtp.{slug}.example", "port": 587, "security": "starttls",
+                                       "timeout": 30, "verify_tls": True}, keys=keys, actor=admin)
+    templates.save_template(client, "ticket_created", "We have your request {{ ticket.reference }}\nHello.\n", "",
+                            False, admin)
     response = canned.save(client, name="Restart", text="Turn it off and on again.", shared=True, actor=admin)
     invited = users.invite_user(msp, f"new@{slug}.example", "New Person", "technician", admin)
     commit()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Mailbox, Message
 from portal.services import commit
-from portal.services import outbound as outbound_svc
+from portal.outbound import servers as outbound_svc
 from tests.smtp import *  # noqa: F403 - the smtp_server fixtures
 
 REFUSED = "cannot be used as a server here: it is "
@@ -101,7 +101,7 @@ def test_a_fetch_job_is_refused_and_the_mailbox_health_says_why(app, world, admi
 
 def test_a_send_job_and_a_test_email_are_refused(app, world, admin, acme, smtp_server, redis):
     from tests.mailfactory import email
-    from workers.outbound import send_due
+    from workers.sending import send_due
 
     world.client(acme, "Contoso", allow=["contoso.com"])
     box = world.mailbox(acme, response_address="help@acme.example")

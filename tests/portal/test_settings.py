@@ -3,7 +3,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import SmtpServer
-from portal.services import outbound as svc
+from portal.outbound import settings as svc
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry, Mailbox, SmtpServer
-from portal.services import outbound as outbound_svc
+from portal.outbound import servers as outbound_svc
 from portal.services.mailboxes import password_of
 from tests.smtp import SMTP_PASSWORD, SMTP_USER, smtp_server, smtp_server_session  # noqa: F401 - fixtures
 

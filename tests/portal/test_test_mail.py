@@ -7,7 +7,8 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import AuditEntry
 from portal.services import commit
-from portal.services import outbound as outbound_svc
+from portal.outbound.servers import save_smtp_server
+from portal.outbound.settings import set_setting
 
 TEMPLATE = "Your invoice is overdue\nPay at https://evil.example now.\n"
 
@@ -18,8 +19,8 @@ def setup(app, world, smtp_server, redis):
     for name in ("ana", "bob", "cyd", "dan"):
         world.user(msp, email=f"{name}@acme.example")
     box = world.mailbox(msp, address="support@acme.example")
-    outbound_svc.save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
-                                   "from": "gateway@installation.example"}, keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+                      "from": "gateway@installation.example"}, keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
     commit()
     return msp, box
 
@@ -62,7 +63,7 @@ def test_the_eleventh_test_email_in_an_hour_for_the_msp_is_refused(make_browser,
 
 def test_block_outgoing_sends_nothing_and_says_why(make_browser, setup, smtp_server):
     msp, box = setup
-    outbound_svc.set_setting("block_outgoing", True)
+    set_setting("block_outgoing", True)
     commit()
     ana = signed_in(make_browser, "ana")
     for answer in (template_test(ana, msp), mailbox_test(ana, box)):
@@ -72,7 +73,7 @@ def test_block_outgoing_sends_nothing_and_says_why(make_browser, setup, smtp_ser
 
 def test_override_recipient_receives_the_test_email_instead(make_browser, setup, smtp_server):
     msp, box = setup
-    outbound_svc.set_setting("override_recipient", "staging@acme.example")
+    set_setting("override_recipient", "staging@acme.example")
     commit()
     ana = signed_in(make_browser, "ana")
     for answer in (template_test(ana, msp), mailbox_test(ana, box)):

@@ -547,7 +547,8 @@ def test_reprocessing_unprocessed_mail_after_teaching_the_allow_list_creates_the
         {"name": "Fallback", "client": msp, "fallback": True}])
     waiting = world.deliver(box, email(to=["it@newcustomer.example"], sender="it@newcustomer.example"))
     assert waiting.outcome == "unprocessed"
-    from portal.services.mailboxes import RouteInput, save_mailbox
+    from portal.services.mailboxes import save_mailbox
+    from portal.services.routes import RouteInput
     save_mailbox(msp, msp, {}, keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=None, mailbox=box, routes=[
         RouteInput(name="Contoso only", client=contoso, recipients=["*"], senders=["contoso.com", "newcustomer.example"]),
         RouteInput(name="Fallback", client=msp, fallback=True)])

@@ -5,7 +5,8 @@ from sqlalchemy import select
 from portal import crypto
 from portal.models import AuditEntry, Mailbox
 from portal.services import ValidationError, commit
-from portal.services.mailboxes import RouteInput, password_of, rotate_secrets, save_mailbox, server_settings
+from portal.services.mailboxes import password_of, rotate_secrets, save_mailbox, server_settings
+from portal.services.routes import RouteInput
 
 
 @pytest.fixture

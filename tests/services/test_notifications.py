@@ -7,10 +7,10 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Message, User
 from portal.services import commit
-from portal.services import outbound as outbound_svc
+from portal.outbound.settings import get_setting, save_mail_settings
 from portal.services import tickets as ticket_svc
 from tests.mailfactory import email
-from workers.outbound import send_due
+from workers.sending import send_due
 
 
 @pytest.fixture
@@ -58,10 +58,10 @@ def test_owner_and_priority_changes_are_off_by_default_and_on_when_chosen(app, d
     ticket_svc.change_assignee(ticket, tom, ana)
     ticket_svc.change_priority(ticket, "high", ana)
     assert outbox("owner_changed") == [] and outbox("priority_changed") == []
-    outbound_svc.save_mail_settings({"auto_mail_limit_per_hour": 10, "customer_notifications":
-                                     ["owner_changed", "priority_changed", "bogus"]},
-                                    keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=ana)
-    assert outbound_svc.get_setting("customer_notifications") == ["owner_changed", "priority_changed"]
+    save_mail_settings({"auto_mail_limit_per_hour": 10, "customer_notifications":
+                        ["owner_changed", "priority_changed", "bogus"]},
+                       keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=ana)
+    assert get_setting("customer_notifications") == ["owner_changed", "priority_changed"]
     ticket_svc.change_assignee(ticket, ana, ana)
     ticket_svc.change_priority(ticket, "low", ana)
     commit()

@@ -145,7 +145,8 @@ def test_append_follows_the_status_rules_and_only_finds_own_tickets(world, desk,
 
 
 def test_rerun_uses_the_configuration_as_it_is_now(world, app, desk, pipeline):
-    from portal.services.mailboxes import RouteInput, save_mailbox
+    from portal.services.mailboxes import save_mailbox
+    from portal.services.routes import RouteInput
 
     msp, contoso, _f, box, admin = desk
     waiting = world.deliver(box, bcc("it@newcustomer.example"))
@@ -246,7 +247,8 @@ def test_routing_check_names_the_wrong_fields_and_other_msps_mailboxes(world, de
 
 def test_reprocessing_twice_hands_out_two_ticket_numbers(world, app, desk):
     from portal.services.fetching import reprocess
-    from portal.services.mailboxes import RouteInput, save_mailbox
+    from portal.services.mailboxes import save_mailbox
+    from portal.services.routes import RouteInput
 
     msp, contoso, _f, box, _admin = desk
     one = world.deliver(box, bcc("it@newcustomer.example", "one"))

@@ -11,7 +11,7 @@ from portal.extensions import db
 from portal.models import SignInFailure
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.sending import SEND_JOB
+from portal.outbound.outbox import SEND_JOB
 from workers.cron import build_scheduler
 
 
@@ -107,7 +107,7 @@ def test_the_worker_loads_every_job_module_and_freezes_it_before_forking():
 def test_the_send_job_path_names_the_sender():
     import importlib
 
-    import workers.outbound
+    import workers.sending
 
     module, _, name = SEND_JOB.rpartition(".")
-    assert getattr(importlib.import_module(module), name) is workers.outbound.send_due
+    assert getattr(importlib.import_module(module), name) is workers.sending.send_due

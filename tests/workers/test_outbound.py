@@ -11,9 +11,10 @@ from portal.extensions import db
 from portal.mail.refs import REPLY_MARKER, RefFormat
 from portal.models import AutoMailLog, Message, Ticket
 from portal.services import commit
-from portal.services import outbound as outbound_svc
+from portal.outbound.settings import set_setting
+from portal.outbound.templates import template_in_effect
 from tests.mailfactory import email
-from workers.outbound import send_due
+from workers.sending import send_due
 
 HOST = "tidemark.test"
 
@@ -128,7 +129,7 @@ def test_no_acknowledgement_for_auto_generated_mail(world, setup, smtp_server):
 
 
 def test_no_address_gets_more_than_the_hourly_limit(world, setup, smtp_server):
-    outbound_svc.set_setting("auto_mail_limit_per_hour", 3)
+    set_setting("auto_mail_limit_per_hour", 3)
     commit()
     _msp, _c, box = setup
     for i in range(5):
@@ -142,8 +143,8 @@ def test_temporary_failure_retries_later_and_permanent_failure_says_why(world, s
     from datetime import timedelta
 
     from portal.models.base import utcnow
-    from portal.services.sending import deliver
-    from workers.outbound import environment
+    from portal.outbound.deliver import deliver
+    from portal.outbound.servers import send_environment
 
     _msp, _c, box = setup
     world.deliver(box, email(sender="busy@contoso.com", subject="one"))
@@ -154,20 +155,20 @@ def test_temporary_failure_retries_later_and_permanent_failure_says_why(world, s
     assert gone.delivery == "failed" and "550" in gone.delivery_note and "gone@contoso.com" in gone.delivery_note
     assert send_due() == {}  # not due again yet
     smtp_server.rcpt_replies.pop("busy")
-    assert deliver(busy, environment(), now=utcnow() + timedelta(minutes=2)) == "sent"
+    assert deliver(busy, send_environment(), now=utcnow() + timedelta(minutes=2)) == "sent"
     commit()
     assert [m.rcpt_tos for m in smtp_server.messages] == [["busy@contoso.com"]]
 
 
 def test_staging_switches_block_or_redirect_everything(world, setup, smtp_server):
     _msp, _c, box = setup
-    outbound_svc.set_setting("block_outgoing", True)
+    set_setting("block_outgoing", True)
     commit()
     world.deliver(box, email(sender="alice@contoso.com", subject="a"))
     assert send_due() == {"blocked": 1} and smtp_server.messages == []
     assert outbox()[0].raw_out  # recorded as it would have gone out
-    outbound_svc.set_setting("block_outgoing", False)
-    outbound_svc.set_setting("override_recipient", "qa@acme.example")
+    set_setting("block_outgoing", False)
+    set_setting("override_recipient", "qa@acme.example")
     commit()
     world.deliver(box, email(sender="bob@contoso.com", subject="b"))
     send_due()
@@ -228,15 +229,15 @@ def test_template_in_effect_own_then_shared_ancestor_then_built_in(world, setup)
 
     msp, contoso, _box = setup
     sub = world.client(contoso, "Contoso Berlin")
-    assert outbound_svc.template_in_effect(sub, "ticket_created").template is None  # built-in
+    assert template_in_effect(sub, "ticket_created").template is None  # built-in
     db.session.add(EmailTemplate(msp_id=msp.id, client_id=contoso.id, event="ticket_created",
                                  text_source="Got it {{ ticket.reference }}\nThanks", shared=False))
     commit()
-    assert outbound_svc.template_in_effect(sub, "ticket_created").template is None  # not shared
-    assert outbound_svc.template_in_effect(contoso, "ticket_created").source.id == contoso.id
+    assert template_in_effect(sub, "ticket_created").template is None  # not shared
+    assert template_in_effect(contoso, "ticket_created").source.id == contoso.id
     db.session.scalar(select(EmailTemplate)).shared = True
     commit()
-    assert outbound_svc.template_in_effect(sub, "ticket_created").source.id == contoso.id
+    assert template_in_effect(sub, "ticket_created").source.id == contoso.id
 
 
 def test_a_broken_template_fails_the_mail_with_its_line_and_sends_nothing(world, setup, smtp_server):
@@ -263,7 +264,7 @@ def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_ren
     def no_rendering(*args, **kwargs):
         raise AssertionError("rendered although it cannot be sent")
 
-    monkeypatch.setattr("portal.services.sending.render", no_rendering)
+    monkeypatch.setattr("portal.outbound.deliver.render", no_rendering)
     assert send_due() == {"failed": 1}
     assert outbox()[0].delivery_note == "failed: no outgoing server is configured (set smtp: in the configuration)"
 
@@ -280,7 +281,7 @@ def test_retries_not_due_yet_do_not_hold_up_mail_queued_after_them(world, setup)
     from datetime import timedelta
 
     from portal.models.base import utcnow
-    from portal.services.sending import due_batches
+    from portal.outbound.deliver import due_batches
 
     _msp, _c, box = setup
     for i in range(5):
@@ -305,12 +306,12 @@ def test_a_run_out_of_time_leaves_the_rest_queued_for_the_next(world, setup, smt
 
 
 def test_mail_that_went_out_stays_sent_when_a_later_one_breaks_the_run(world, setup, smtp_server, monkeypatch):
-    import portal.services.sending as sending
+    import portal.outbound.deliver as delivery
 
     _msp, _c, box = setup
     for i in range(2):
         world.deliver(box, email(sender=f"user{i}@contoso.com", subject=f"problem {i}"))
-    real_compose, calls = sending.compose, []
+    real_compose, calls = delivery.compose, []
 
     def breaks_the_second(*args, **kwargs):
         calls.append(1)
@@ -318,11 +319,11 @@ def test_mail_that_went_out_stays_sent_when_a_later_one_breaks_the_run(world, se
             raise RuntimeError("the worker died here")
         return real_compose(*args, **kwargs)
 
-    monkeypatch.setattr(sending, "compose", breaks_the_second)
+    monkeypatch.setattr(delivery, "compose", breaks_the_second)
     with pytest.raises(RuntimeError):
         send_due()
     db.session.rollback()
     assert [m.delivery for m in outbox()] == ["sent", "queued"]
-    monkeypatch.setattr(sending, "compose", real_compose)
+    monkeypatch.setattr(delivery, "compose", real_compose)
     assert send_due() == {"sent": 1}
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["user0@contoso.com", "user1@contoso.com"]

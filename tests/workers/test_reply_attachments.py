@@ -65,7 +65,8 @@ def test_a_reply_without_files_stays_a_plain_alternative(setup, smtp_server):
 
 
 def test_the_files_survive_a_temporary_failure_and_go_out_on_the_retry(setup, smtp_server):
-    from portal.services.sending import deliver, send_environment
+    from portal.outbound.deliver import deliver
+    from portal.outbound.servers import send_environment
 
     ticket, tom = setup
     message = ticket_replies.reply(ticket, tom, to="busy@contoso.com", cc="", text="Log attached.",

@@ -18,7 +18,7 @@ from portal import jobs
 from portal.extensions import db
 from portal.models import Message, RawMessage, Ticket
 from portal.services import commit
-from portal.services.sending import ask_for_send
+from portal.outbound.outbox import ask_for_send
 from tests.conftest import free_port
 from tests.dovecot import DroppingProxy
 from tests.mailfactory import email
@@ -103,7 +103,7 @@ def test_the_worker_rides_out_a_redis_outage_and_works_on_after_it(
 
 @pytest.fixture
 def sending(app, world, smtp_server, redis):
-    from portal.services import outbound as outbound_svc
+    from portal.outbound import servers as outbound_svc
 
     app.config["TIDEMARK_JOBS_SYNC"] = False
     msp = world.msp("Acme MSP")
@@ -174,7 +174,7 @@ def test_two_send_runs_at_once_send_each_mail_once(app, world, sending, smtp_ser
     """The Redis lock gone (a restart) while a run sends: a second run must not send the same mail."""
     import threading
 
-    from workers.outbound import send_due
+    from workers.sending import send_due
 
     gateway, box = sending
     gateway(smtp_server.port)

@@ -11,12 +11,11 @@ from sqlalchemy import text
 from portal.extensions import db
 from portal.jobs import exclusive
 from portal.models.base import utcnow
+from portal.outbound.deliver import deliver, due_batches
+from portal.outbound.outbox import SEND_OPTIONS
+from portal.outbound.servers import send_environment
 from portal.services import commit
-from portal.services.sending import SEND_OPTIONS, ask_for_send, deliver, due_batches
-from portal.services.sending import send_environment as environment
 from workers.runtime import job
-
-__all__ = ["SEND_OPTIONS", "ask_for_send", "environment", "send_due"]
 
 # A run stops taking new mail after this long, well inside RQ's job timeout (180 s by default);
 # what is left goes out on the scheduler's next tick.
@@ -68,10 +67,10 @@ def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
     a crash cannot send it twice; mail settled without one (held, blocked, failed before
     sending) is committed a batch at a time."""
     counts: dict[str, int] = {}
-    with exclusive("send-outbox") as mine, one_sender() as ours:
+    with exclusive(SEND_OPTIONS["job_id"]) as mine, one_sender() as ours:
         if not (mine and ours):
             return {"skipped": "another worker is sending"}
-        env, servers = environment(), {}
+        env, servers = send_environment(), {}
         stop_at = time.monotonic() + budget
         for batch in due_batches(utcnow()):
             for message in batch:

@@ -14,13 +14,18 @@ import time
 import uuid
 from collections.abc import Callable
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 
 from flask import current_app
 from redis.exceptions import RedisError
 
+from portal.jobs import redis_connection
 from portal.mail.compose import AddressError, parse_address
-from portal.models import User
-from portal.services import audit, outbound
+from portal.models import Mailbox, User
+from portal.outbound.servers import SendEnvironment, outgoing_server, smtp_settings
+from portal.outbound.settings import get_setting
+from portal.services import audit
+from portal.services.mailboxes import record_secret_test
 from portal.transport.smtp import SmtpError, SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
@@ -50,8 +55,6 @@ def _give_back(connection, key: str) -> None:
 
 
 def _limit_problem(actor: User, msp_id: int) -> str | None:
-    from portal.jobs import redis_connection  # noqa: PLC0415
-
     prefix = f"{current_app.config['TIDEMARK_QUEUE']}:test-mail"
     user_key, msp_key = f"{prefix}:user:{actor.id}", f"{prefix}:msp:{msp_id}"
     try:
@@ -85,11 +88,11 @@ def send_test_mail(actor: User, msp_id: int, record: tuple[str, int], recipient:
 
 
 def _send(actor, msp_id, address, build, settings, via, send) -> str:
-    if outbound.get_setting("block_outgoing"):
+    if get_setting("block_outgoing"):
         return "Not sent: outgoing mail is switched off for this installation (staging), so test emails are too."
     if problem := _limit_problem(actor, msp_id):
         return problem
-    override = outbound.get_setting("override_recipient")
+    override = get_setting("override_recipient")
     try:
         send(settings, build(override or address))
     except SmtpError as exc:
@@ -97,3 +100,43 @@ def _send(actor, msp_id, address, build, settings, via, send) -> str:
     if override:
         return f"Sent to {override} instead of {address} (recipients are overridden on this installation) through {via}."
     return f"Sent to {address} through {via}."
+
+
+def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, actor, *, send=None) -> str:
+    """"Send test email" for a mailbox: a short mail, now, through the server its mail would
+    use and from the address its mail would carry. Returns what happened in plain words."""
+    server = outgoing_server(mailbox)
+    if server is None:
+        return "Not sent: this mailbox has no outgoing server and there is no default gateway."
+    settings = smtp_settings(server, env)
+
+    def build(address: str) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = mailbox.response_address or mailbox.address
+        email["To"] = address
+        email["Subject"] = f"Tidemark test email for {mailbox.address}"
+        email["Date"] = formatdate(localtime=False)
+        email["Message-ID"] = make_msgid(domain=env.host)
+        email["Auto-Submitted"] = "auto-generated"
+        email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port} "
+                          f"for the mailbox {mailbox.address}. Nothing needs to be done.\n")
+        return email
+
+    which = "its own outgoing server" if server.mailbox_id == mailbox.id else "the default gateway"
+    return send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
+                          f"{server.host} ({which})", send=send)
+
+
+def send_outgoing_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, *, actor: User | None,
+                       send=None) -> str:
+    """"Send test email" (send_mailbox_test), in the mailbox's history when it used a saved password."""
+    used = []
+
+    def sending(settings, email):
+        used.append(settings)
+        return (send or smtp_send)(settings, email)
+
+    result = send_mailbox_test(mailbox, recipient, env, actor, send=sending)
+    if used and used[0].password:
+        record_secret_test(actor, mailbox, "test email", used[0].address, result)
+    return result

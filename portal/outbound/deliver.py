@@ -1,0 +1,266 @@
+"""The sender's work on each message of the outbox: what is due, the loop guards on automatic
+mail, then render, compose and send, and say on the message what happened: sent, retrying (with
+the server's words), failed, held back by a loop limit, or blocked (staging). Flush, never commit:
+the sending run (workers.sending) commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
+from portal.mail.refs import REPLY_MARKER, RefFormat, normalize_subject
+from portal.mail.render import RenderedEmail, TemplateError, render
+from portal.models import AutoMailLog, Client, Mailbox, MailboxAlert, Message, User
+from portal.models.base import utcnow
+from portal.outbound.servers import SendEnvironment, outgoing_settings
+from portal.outbound.settings import get_setting
+from portal.outbound.templates import template_in_effect
+from portal.transport.smtp import SmtpError, SmtpSettings
+from portal.transport.smtp import send as smtp_send
+
+# Minutes to wait before each further try after a temporary failure.
+BACKOFF_MINUTES = (1, 5, 15, 60, 240)
+
+
+# --- loop guards -----------------------------------------------------------------------------------------
+
+
+def subject_key(address: str, subject: str, ref_format: RefFormat | None = None) -> str:
+    """The recipient's domain and the subject without our references and reply prefixes: an
+    auto-responder that changes its address at every answer still lands on the same key,
+    while two customers elsewhere with the same subject do not."""
+    domain = address.lower().rpartition("@")[2]
+    return f"{domain}|{normalize_subject(subject, ref_format)}"[:998]
+
+
+def automatic_mail_hold(msp_id: int, address: str, subject: str, now: datetime | None = None,
+                        ref_format: RefFormat | None = None, *, same_subject_rule: bool = True) -> str | None:
+    """Why an automatic mail to `address` must be held back, or None. The same-subject rule
+    ends loops with auto-responders; mail a person's action caused (a ticket closed) cannot loop."""
+    now = now or utcnow()
+    since = now - timedelta(hours=1)
+    address = address.lower()
+    limit = int(get_setting("auto_mail_limit_per_hour"))
+    sent = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
+        AutoMailLog.address == address, AutoMailLog.at >= since))
+    if sent >= limit:
+        return f"{address} already got {sent} automatic mails in the last hour (the limit is {limit})"
+    if not same_subject_rule:
+        return None
+    key = subject_key(address, subject, ref_format)
+    same = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
+        AutoMailLog.msp_id == msp_id, AutoMailLog.subject_key == key, AutoMailLog.at >= since))
+    if same:
+        return f"an automatic mail with the same subject went out less than an hour ago ({subject!r})"
+    return None
+
+
+def log_automatic_mail(msp_id: int, address: str, subject: str, message_id: int | None,
+                       ref_format: RefFormat | None = None) -> None:
+    db.session.add(AutoMailLog(msp_id=msp_id, address=address.lower(),
+                               subject_key=subject_key(address, subject, ref_format), message_id=message_id))
+
+
+def _hold_reason(msp_id: int, recipients: list[str], subject: str, now: datetime, ref_format: RefFormat,
+                 details: dict) -> str | None:
+    """Why this automatic mail must be held back (the first recipient a loop guard stops), or None."""
+    for address in recipients:
+        reason = automatic_mail_hold(msp_id, address, subject, now, ref_format,
+                                     same_subject_rule=not details.get("by_person"))
+        if reason:
+            return reason
+    return None
+
+
+# --- the outbox, message by message ---------------------------------------------------------------------
+
+
+def due_batches(now: datetime, size: int = 100) -> Iterator[list[Message]]:
+    """Every outbound message that is ready to go, oldest first, a batch at a time. A retry whose
+    time has not come is passed over, so that it never holds up the mail queued after it."""
+    after = 0
+    while True:
+        rows = list(db.session.scalars(
+            select(Message).where(Message.direction == "out", Message.delivery.in_(("queued", "retrying")),
+                                  Message.id > after)
+            .order_by(Message.id).limit(size)))
+        if not rows:
+            return
+        after = rows[-1].id
+        ready = [m for m in rows if not m.details.get("next_attempt")
+                 or datetime.fromisoformat(m.details["next_attempt"]) <= now]
+        if ready:
+            yield ready
+
+
+def _context(message: Message, env: SendEnvironment) -> dict:
+    ticket = message.ticket
+    latest = None
+    if ticket is not None:
+        # The message this mail is about: the newest before it, not the newest at sending time (a
+        # later reply would be quoted). Automatic mail is about the customer's mail that caused it.
+        query = select(Message).where(Message.ticket_id == ticket.id, Message.id < message.id)
+        if message.details.get("automatic"):
+            query = query.where(Message.direction == "in")
+        else:
+            query = query.where(Message.direction != "note")
+        latest = db.session.scalar(query.order_by(Message.id.desc()).limit(1))
+    client = ticket.client if ticket else (db.session.get(Mailbox, message.mailbox_id).client if message.mailbox_id else None)
+    msp = db.session.get(Client, message.msp_id)
+    context = {
+        "msp": {"name": msp.name},
+        "portal_url": env.portal_url,
+        "reply_marker": REPLY_MARKER,
+        "client": {"name": client.name if client else ""},
+    }
+    if ticket is not None:
+        context["ticket"] = {"reference": ticket.reference, "subject": ticket.subject, "status": ticket.status,
+                             "priority": ticket.priority, "url": f"{env.portal_url.rstrip('/')}/tickets/{ticket.reference}"}
+        if ticket.contact:
+            context["contact"] = {"name": ticket.contact.name, "email": ticket.contact.email}
+        assignee = db.session.get(User, ticket.assignee_id) if ticket.assignee_id else None
+        context["assignee"] = {"name": (assignee.name or assignee.email) if assignee else "",
+                               "email": assignee.email if assignee else ""}
+    source = message if message.details.get("event") == "reply" else latest
+    if source is not None:
+        context["message"] = {"text": source.body_text, "html": source.body_html,
+                              "author": source.from_name or source.from_address,
+                              "date": (source.sent_at or source.created_at).isoformat() if (source.sent_at or source.created_at) else ""}
+    if message.mailbox_id:
+        mailbox = db.session.get(Mailbox, message.mailbox_id)
+        context["mailbox"] = {"address": mailbox.address, "last_error": mailbox.last_error or "",
+                              "failure_count": mailbox.failure_count}
+    return context
+
+
+def _settle(message: Message, delivery: str, note: str) -> str:
+    message.delivery = delivery
+    message.delivery_note = note
+    return delivery
+
+
+def _files(message: Message) -> tuple[list[FileAttachment], list[InlineImage]]:
+    """What a technician attached to the message: files, and the images its HTML shows as cid:."""
+    files, images = [], []
+    for a in message.attachments:
+        if a.inline and a.content_id:
+            images.append(InlineImage(cid=a.content_id, data=a.data, content_type=a.content_type, filename=a.filename))
+        else:
+            files.append(FileAttachment(filename=a.filename, data=a.data, content_type=a.content_type))
+    return files, images
+
+
+def _server(message: Message, mailbox: Mailbox | None, env: SendEnvironment,
+            servers: dict | None) -> SmtpSettings | None:
+    """How to reach the server this message goes through; `servers` keeps it per mailbox across
+    the messages of one sending run."""
+    servers = {} if servers is None else servers
+    if message.mailbox_id not in servers:
+        servers[message.mailbox_id] = outgoing_settings(mailbox, env)
+    return servers[message.mailbox_id]
+
+
+def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *, event: str, from_address: str,
+             msp: Client, mailbox: Mailbox | None, ref_format: RefFormat, override: str | None, now: datetime):
+    """The email to send, and on the message what it carries (recipients overridden on staging)."""
+    ticket = message.ticket
+    to, cc = message.to, message.cc
+    if override:
+        to, cc = [{"name": "", "address": override}], []
+    files, images = _files(message)
+    email = compose(
+        rendered, from_address=from_address, from_name=msp.name, to=[p["address"] for p in to],
+        cc=[p["address"] for p in cc], host=env.host, ticket_ref=ticket.reference if ticket else None,
+        ticket_uuid=ticket.uuid if ticket else None, ref_format=ref_format, secret=env.secret,
+        plus_mode=mailbox.plus_addressing if mailbox else "off", in_reply_to=message.in_reply_to,
+        references=message.references, automatic=AUTOMATIC_BY_EVENT.get(event), date=now,
+        message_id=message.message_id or None, attachments=files, inline_images=images,
+    )
+    # The Message-ID is ours from here on: replies thread on it, and a copy coming back is ours.
+    message.message_id = email["Message-ID"]
+    message.subject = str(email["Subject"])[:998]
+    message.from_address = from_address
+    if event != "reply":
+        message.body_text = rendered.text
+        message.body_html = rendered.html
+    message.raw_out = email.as_bytes()
+    return email
+
+
+def _not_sent(message: Message, details: dict, exc: SmtpError, now: datetime) -> str:
+    """A server refused: try again later after a temporary error, while tries remain; else failed."""
+    if exc.temporary and details["attempts"] < len(BACKOFF_MINUTES) + 1:
+        wait = BACKOFF_MINUTES[details["attempts"] - 1]
+        details["next_attempt"] = (now + timedelta(minutes=wait)).isoformat()
+        message.details = details
+        return _settle(message, "retrying", f"retrying in {wait} min (try {details['attempts']}): {exc.message}")
+    message.details = details
+    return _settle(message, "failed", f"failed: {exc.message}")
+
+
+def _sent(message: Message, details: dict, recipients: list[str], override: str | None, result,
+          now: datetime) -> str:
+    note = "sent" + (f" (to {override} instead of {', '.join(recipients)}: recipients are overridden)" if override else "")
+    if getattr(result, "refused", None):
+        note += "; refused: " + "; ".join(str(r) for r in result.refused)
+    if details.get("alert_id"):
+        alert = db.session.get(MailboxAlert, details["alert_id"])
+        if alert is not None:
+            alert.sent_at = now
+    return _settle(message, "sent", note)
+
+
+def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = None,
+            send: Callable = smtp_send, servers: dict | None = None) -> str:
+    """Render, compose and send one outbound message; returns the delivery state it ends in.
+    `servers` keeps each mailbox's outgoing server across the messages of one sending run."""
+    now = now or utcnow()
+    details = dict(message.details)
+    event = details["event"]
+    recipients = [p["address"] for p in (*message.to, *message.cc)]
+    if not recipients:
+        return _settle(message, "failed", "failed: nobody to send it to")
+    # Checked first: mail that cannot go out costs no further lookups and no render.
+    mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
+    server = _server(message, mailbox, env, servers)
+    if server is None:
+        return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
+
+    ticket = message.ticket
+    msp = db.session.get(Client, message.msp_id)
+    ref_format = RefFormat(prefix=msp.reference_prefix or "T")
+    if details.get("automatic"):
+        reason = _hold_reason(msp.id, recipients, ticket.subject if ticket else event, now, ref_format, details)
+        if reason:
+            return _settle(message, "held", f"held back: {reason}")
+
+    client = ticket.client if ticket else (mailbox.client if mailbox else msp)
+    texts = template_in_effect(client, event)
+    try:
+        rendered = render((texts.text_source, texts.html_source), _context(message, env))
+    except TemplateError as exc:
+        where = f"the template of {texts.source.name}" if texts.source else "the built-in template"
+        return _settle(message, "failed", f"failed: {where} for {event} has an error: {exc}")
+
+    from_address = (mailbox.response_address or mailbox.address) if mailbox else server.from_address
+    if not from_address:
+        return _settle(message, "failed", "failed: no sender address (set the mailbox's response address or smtp.from)")
+    override = get_setting("override_recipient")
+    email = _compose(message, rendered, env, event=event, from_address=from_address, msp=msp, mailbox=mailbox,
+                     ref_format=ref_format, override=override, now=now)
+    if get_setting("block_outgoing"):
+        return _settle(message, "blocked", "blocked: outgoing mail is switched off (staging); recorded, not sent")
+    details["attempts"] = details.get("attempts", 0) + 1
+    try:
+        result = send(server, email)
+    except SmtpError as exc:
+        return _not_sent(message, details, exc, now)
+    message.details = details
+    if details.get("automatic"):
+        for address in recipients:
+            log_automatic_mail(msp.id, address, ticket.subject if ticket else event, message.id, ref_format)
+    return _sent(message, details, recipients, override, result, now)
