@@ -161,16 +161,17 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     import json
     import uuid
 
-    from portal.services import fetching
-    from portal.services.ingest import IngestContext
+    from portal.inbound.batch import decide_one
+    from portal.inbound.context import IngestContext
+    from portal.inbound.fetch import store_raw
     mailbox = _mailbox(address)
     from flask import current_app
 
     ctx = IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
     for name, raw in _mail_sources(paths):
-        stored = fetching.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
+        stored = store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
         db.session.flush()
-        result = fetching.decide(stored, ctx, max_tries=1)
+        result = decide_one(stored, ctx, max_tries=1)
         commit()
         if result is None:
             line = {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None,
@@ -189,14 +190,14 @@ def mail_reprocess(raw_id: int) -> None:
     """Run a stored raw message (its id in raw_messages) through the pipeline again."""
     import json
 
+    from portal.inbound.replay import Pipeline, context_for, replay
     from portal.models import RawMessage
-    from portal.services.fetching import reprocess
 
-    raw = db.session.get(RawMessage, raw_id)
-    if raw is None or raw.mailbox is None:
+    stored = db.session.get(RawMessage, raw_id)
+    if stored is None or stored.mailbox is None:
         click.echo(f"error: there is no stored message {raw_id} with a mailbox", err=True)
         raise SystemExit(1)
-    result = reprocess(raw, _secret())
+    result = replay(stored, context_for(stored, Pipeline(_secret())))
     commit()
     t = result.ticket
     click.echo(json.dumps({"raw": raw_id, "outcome": result.outcome, "ticket": t.reference if t else None,

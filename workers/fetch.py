@@ -10,7 +10,8 @@ from portal.jobs import discard_pending, enqueue, exclusive
 from portal.models import Mailbox
 from portal.models.base import utcnow
 from portal.services import commit
-from portal.services.fetching import due_mailboxes, fetch_lock, record_failure, run_fetch, stopped_in_words
+from portal.inbound.fetch import run_fetch
+from portal.inbound.health import due_mailboxes, fetch_lock, record_failure, stopped_in_words
 from portal.transport import open_session
 from workers.outbound import ask_for_send
 from workers.runtime import current_app, job

@@ -57,8 +57,8 @@ def new():
 
 @bp.get("/<int:mailbox_id>")
 def detail(mailbox_id: int):
+    from portal.inbound.health import stalled_ids  # noqa: PLC0415
     from portal.models.base import utcnow  # noqa: PLC0415
-    from portal.services.fetching import stalled_ids  # noqa: PLC0415
     from portal.services.outbound import own_server  # noqa: PLC0415
 
     mailbox = mailbox_or_404(mailbox_id)

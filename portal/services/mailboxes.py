@@ -392,8 +392,8 @@ class MailboxHealth:
 
 def mailbox_health(msp_id: int) -> list[MailboxHealth]:
     """Every mailbox of the MSP with what a person checks first (its figures: services.dashboard)."""
+    from portal.inbound.health import stalled_ids  # noqa: PLC0415
     from portal.models.base import utcnow  # noqa: PLC0415
-    from portal.services.fetching import stalled_ids  # noqa: PLC0415
 
     out = []
     mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)))
