@@ -138,6 +138,9 @@ def refresh_statistics() -> None:
         db.session.execute(text(f"ANALYZE {table} {_LOOKUP_COLUMNS.get(table, '')}"))
 
 
+# --- deciding what is stored, reading ahead -------------------------------------------------------
+
+
 def pending(mailbox: Mailbox, limit: int, *, after: int = 0, with_bytes: bool = True) -> list[RawMessage]:
     query = (select(RawMessage).where(RawMessage.mailbox_id == mailbox.id, RawMessage.state == "new",
                                       RawMessage.id > after)

@@ -283,8 +283,8 @@ def check():
                     return render_page("unprocessed/check.html", "unprocessed/_check.html", form=form, result=None,
                                        has_mailboxes=bool(mailboxes)), 422
             data = CheckInput(mailbox_id=form.mailbox_id.data, sender=form.sender.data or "",
-                                  to=form.to.data or "", cc=form.cc.data or "", subject=form.subject.data or "",
-                                  body=form.body.data or "", raw=raw)
+                              to=form.to.data or "", cc=form.cc.data or "", subject=form.subject.data or "",
+                              body=form.body.data or "", raw=raw)
             try:
                 result = check_routing(g.msp_id, data, _pipeline())
             except ValidationError as exc:

@@ -170,7 +170,7 @@ def test_failed_mail_waits_with_its_error_and_a_rerun_places_it(world, app, desk
 
     msp, contoso, _f, box, admin = desk
     stored = fetch.store_raw(box, email(sender="alice@contoso.com", to=["desk@acme.example"], subject="poison"),
-                                server_id="1", folder="INBOX")
+                             server_id="1", folder="INBOX")
     commit()
     real = batch.decide
     monkeypatch.setattr(batch, "decide", lambda stored, ctx: (_ for _ in ()).throw(RuntimeError("disk full")))
@@ -210,12 +210,12 @@ def test_routing_check_tells_the_decision_and_saves_nothing(world, desk, pipelin
     world.deliver(box, email(sender="alice@contoso.com", to=["desk@acme.example"]))
     before = (count(Ticket), count(Message), count(RawMessage), db.session.get(Client, msp.id).last_ticket_number)
     routed = check_routing(msp.id, CheckInput(mailbox_id=box.id, sender="bob@contoso.com",
-                                                      to="someone@elsewhere.example", subject="Printer"), pipeline)
+                                              to="someone@elsewhere.example", subject="Printer"), pipeline)
     assert (routed.outcome, routed.client, routed.route, routed.ticket) == ("created", "Contoso", "Contoso BCC", "T-2")
     assert any("route 'Contoso BCC'" in line for line in routed.trace)
     assert routed.reads["subject"] == "Printer"
     stranger = check_routing(msp.id, CheckInput(mailbox_id=box.id, sender="x@nowhere.example",
-                                                        to="someone@elsewhere.example"), pipeline)
+                                                to="someone@elsewhere.example"), pipeline)
     assert stranger.outcome == "unprocessed" and stranger.ticket is None and "BCC" in stranger.trace[-1]
     commit()
     after = (count(Ticket), count(Message), count(RawMessage), db.session.get(Client, msp.id).last_ticket_number)
@@ -239,8 +239,7 @@ def test_routing_check_names_the_wrong_fields_and_other_msps_mailboxes(world, de
     box = desk[3]
     other = world.msp("Other MSP")
     with pytest.raises(ValidationError) as exc:
-        check_routing(other.id, CheckInput(mailbox_id=box.id, sender="nobody", to="a@b.example, nope"),
-                          pipeline)
+        check_routing(other.id, CheckInput(mailbox_id=box.id, sender="nobody", to="a@b.example, nope"), pipeline)
     assert set(exc.value.errors) == {"mailbox_id", "sender", "to"}
 
 
