@@ -161,17 +161,15 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     import json
     import uuid
 
-    from portal.inbound.batch import decide_one
-    from portal.inbound.context import IngestContext
-    from portal.inbound.fetch import store_raw
+    from portal.inbound import batch, context, fetch
     mailbox = _mailbox(address)
     from flask import current_app
 
-    ctx = IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
+    ctx = context.IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
     for name, raw in _mail_sources(paths):
-        stored = store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
+        stored = fetch.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
         db.session.flush()
-        result = decide_one(stored, ctx, max_tries=1)
+        result = batch.decide_one(stored, ctx, max_tries=1)
         commit()
         if result is None:
             line = {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None,
