@@ -13,16 +13,16 @@ from flask.cli import AppGroup
 
 from portal.crypto import SecretError
 from portal.extensions import db
+from portal.inbound import batch, context, fetch
+from portal.inbound.replay import Pipeline, context_for, replay
 from portal.mail.explain import iter_explain_paths
 from portal.mail.refs import RefFormat
 from portal.models import RawMessage
-from portal.services import ValidationError, commit, fetching
+from portal.services import ValidationError, commit
 from portal.services import clients as client_svc
 from portal.services import users as user_svc
 from portal.services.config_io import dump, export_config, import_config, load
 from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, seed_demo
-from portal.services.fetching import reprocess
-from portal.services.ingest import IngestContext
 from portal.services.mailboxes import check_connection, get_mailbox_by_address, rotate_secrets
 
 users_cli = AppGroup("users", help="Manage the people who sign in.")
@@ -151,11 +151,11 @@ def _mailbox(address: str):
 def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     """Run email through the whole pipeline; one JSON line per message."""
     mailbox = _mailbox(address)
-    ctx = IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
+    ctx = context.IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
     for name, raw in _mail_sources(paths):
-        stored = fetching.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
+        stored = fetch.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
         db.session.flush()
-        result = fetching.decide(stored, ctx, max_tries=1)
+        result = batch.decide_one(stored, ctx, max_tries=1)
         commit()
         if result is None:
             line = {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None,
@@ -172,11 +172,11 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
 @click.argument("raw_id", type=int)
 def mail_reprocess(raw_id: int) -> None:
     """Run a stored raw message (its id in raw_messages) through the pipeline again."""
-    raw = db.session.get(RawMessage, raw_id)
-    if raw is None or raw.mailbox is None:
+    stored = db.session.get(RawMessage, raw_id)
+    if stored is None or stored.mailbox is None:
         click.echo(f"error: there is no stored message {raw_id} with a mailbox", err=True)
         raise SystemExit(1)
-    result = reprocess(raw, _secret())
+    result = replay(stored, context_for(stored, Pipeline(_secret())))
     commit()
     t = result.ticket
     click.echo(json.dumps({"raw": raw_id, "outcome": result.outcome, "ticket": t.reference if t else None,

@@ -202,13 +202,15 @@ class World:
         """Store one email as fetched into this mailbox and decide it, like a fetch job does."""
         import uuid
 
-        from portal.services import commit, fetching
-        from portal.services.ingest import IngestContext
+        from portal.inbound.batch import decide_one
+        from portal.inbound.context import IngestContext
+        from portal.inbound.fetch import store_raw
+        from portal.services import commit
 
-        stored = fetching.store_raw(mailbox, raw, server_id=uuid.uuid4().hex, folder="INBOX")
+        stored = store_raw(mailbox, raw, server_id=uuid.uuid4().hex, folder="INBOX")
         _db.session.flush()
         ctx = IngestContext(mailbox, self.app.config["SECRET_KEY"].encode(), self.app.config["TIDEMARK_MAIL_HOST"])
-        result = fetching.decide(stored, ctx, max_tries=1)
+        result = decide_one(stored, ctx, max_tries=1)
         commit()
         assert result is not None, stored.last_error
         return result

@@ -97,10 +97,11 @@ def test_ingest_sends_the_acknowledgement_before_it_returns_when_jobs_are_synchr
 
 def test_reprocess_sends_the_acknowledgement_before_it_returns_when_jobs_are_synchronous(app, world, smtp_server):
     from portal.extensions import db
-    from portal.services import commit, fetching
+    from portal.inbound.fetch import store_raw
+    from portal.services import commit
 
     box = _outgoing_to(app, smtp_server, world)
-    stored = fetching.store_raw(box, email(sender="alice@contoso.com"), server_id="kept-1", folder="INBOX")
+    stored = store_raw(box, email(sender="alice@contoso.com"), server_id="kept-1", folder="INBOX")
     commit()  # kept but not decided, as after a crash
     result = app.test_cli_runner().invoke(args=["mail", "reprocess", str(stored.id)])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,8 @@ from portal.models import Mailbox
 from portal.models.base import utcnow
 from portal.outbound.outbox import ask_for_send
 from portal.services import commit
-from portal.services.fetching import due_mailboxes, fetch_lock, record_failure, run_fetch, stopped_in_words
+from portal.inbound.fetch import run_fetch
+from portal.inbound.health import due_mailboxes, fetch_lock, record_failure, stopped_in_words
 from portal.transport import open_session
 from workers.runtime import current_app, job
 

@@ -19,7 +19,7 @@ from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
 from portal.services import dashboard as board
 from portal.services import mailboxes as svc
-from portal.services.fetching import stalled_ids
+from portal.inbound.health import stalled_ids
 
 HISTORY_PAGE = 20
 

@@ -14,11 +14,11 @@ from rq import Queue, Worker
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.inbound.health import stalled_ids
+from portal.inbound.unprocessed import count_waiting
 from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
-from portal.services.fetching import stalled_ids
 from portal.services.ticket_list import TODO_STATUSES
-from portal.services.unprocessed import count_waiting
 
 # "Open" here is the ticket list's default "to do": the dashboard's numbers link into that list.
 OPEN_STATUSES = TODO_STATUSES
@@ -91,7 +91,7 @@ def mailbox_health(msp_id: int) -> list[MailboxHealth]:
 
 
 def failing_mailboxes(msp_id: int, now: datetime | None = None) -> list[MailboxHealth]:
-    """Active mailboxes that are stalled (no poll completes: services.fetching.stalled_ids) or whose
+    """Active mailboxes that are stalled (no poll completes: inbound.health.stalled_ids) or whose
     last polls failed, the longest stalled or failing first."""
     now = now or utcnow()
     found = []

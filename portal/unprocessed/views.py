@@ -8,10 +8,11 @@ from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.extensions import db, htmx
+from portal.inbound import unprocessed as svc
+from portal.inbound.replay import CheckInput, Pipeline, check_routing
 from portal.models import Mailbox
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
-from portal.services import unprocessed as svc
 from portal.services.clients import get_client
 from portal.unprocessed.forms import AppendForm, AssignForm, CheckForm, TeachForm
 
@@ -30,8 +31,8 @@ def nav_badge():
     return {"unprocessed_count": unprocessed_count}
 
 
-def _pipeline() -> svc.Pipeline:
-    return svc.Pipeline(secret=current_app.config["SECRET_KEY"].encode(), host=current_app.config["TIDEMARK_MAIL_HOST"])
+def _pipeline() -> Pipeline:
+    return Pipeline(secret=current_app.config["SECRET_KEY"].encode(), host=current_app.config["TIDEMARK_MAIL_HOST"])
 
 
 def _mail_or_404(message_id: int):
@@ -281,11 +282,11 @@ def check():
                     form.service_errors = {"upload": ["The file is over 5 MB: check a smaller email."]}
                     return render_page("unprocessed/check.html", "unprocessed/_check.html", form=form, result=None,
                                        has_mailboxes=bool(mailboxes)), 422
-            data = svc.CheckInput(mailbox_id=form.mailbox_id.data, sender=form.sender.data or "",
-                                  to=form.to.data or "", cc=form.cc.data or "", subject=form.subject.data or "",
-                                  body=form.body.data or "", raw=raw)
+            data = CheckInput(mailbox_id=form.mailbox_id.data, sender=form.sender.data or "",
+                              to=form.to.data or "", cc=form.cc.data or "", subject=form.subject.data or "",
+                              body=form.body.data or "", raw=raw)
             try:
-                result = svc.check_routing(g.msp_id, data, _pipeline())
+                result = check_routing(g.msp_id, data, _pipeline())
             except ValidationError as exc:
                 form.service_errors = exc.errors
                 status = 422

@@ -18,7 +18,7 @@ from portal import jobs
 from portal.extensions import db
 from portal.models import Mailbox, Message, RawMessage, Ticket
 from portal.services import commit
-from portal.services.fetching import run_fetch
+from portal.inbound.fetch import run_fetch
 from portal.transport import open_session
 from tests.dovecot import DroppingProxy
 from tests.mailfactory import email

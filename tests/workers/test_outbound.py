@@ -178,7 +178,7 @@ def test_staging_switches_block_or_redirect_everything(world, setup, smtp_server
 
 def test_alert_recipients_hear_of_new_tickets_and_of_a_failing_mailbox(world, app, setup, smtp_server):
     from portal.models.base import utcnow
-    from portal.services.fetching import record_failure
+    from portal.inbound.health import record_failure
 
     msp, _c, _box = setup
     box = world.mailbox(msp, address="noc-watch@acme.example", alert_recipients=["noc@acme.example"], acknowledge=False,

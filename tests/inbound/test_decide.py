@@ -451,24 +451,24 @@ def test_broken_mail_is_kept_and_decided_not_dropped(world, acme):
 
 
 def test_a_failing_message_does_not_stop_the_batch_and_ends_unprocessed(world, app, db, acme, monkeypatch):
-    from portal.services import commit, fetching
-    from portal.services import ingest as ingest_module
+    from portal.inbound import batch, decide, fetch
+    from portal.services import commit
 
     support = acme[3]
-    bad = fetching.store_raw(support, email(subject="poison"), server_id="1", folder="INBOX")
-    good = fetching.store_raw(support, email(subject="fine"), server_id="2", folder="INBOX")
+    bad = fetch.store_raw(support, email(subject="poison"), server_id="1", folder="INBOX")
+    good = fetch.store_raw(support, email(subject="fine"), server_id="2", folder="INBOX")
     commit()
-    real = ingest_module.ingest
+    real = decide.decide
 
-    def flaky(raw, ctx):
-        if raw.id == bad.id:
+    def flaky(stored, ctx):
+        if stored.id == bad.id:
             raise RuntimeError("database hiccup")
-        return real(raw, ctx)
+        return real(stored, ctx)
 
-    monkeypatch.setattr(fetching, "ingest", flaky)
+    monkeypatch.setattr(batch, "decide", flaky)
     secret = app.config["SECRET_KEY"].encode()
     for _ in range(3):
-        fetching.decide_pending(support, secret, commit)
+        fetch.decide_pending(support, secret, commit)
     db.session.refresh(bad)
     assert bad.state == "failed" and bad.tries == 3 and "database hiccup" in bad.last_error
     assert [t.subject for t in tickets()] == ["fine"]
@@ -481,55 +481,57 @@ def test_batches_read_ahead_thread_replies_across_batches_and_keep_failures_apar
     """decide_pending reads the next batch in a thread while it decides this one: a reply in
     a later batch still finds its ticket, a message that fails (deciding or reading) is retried
     on its own, and every other message is decided exactly once."""
-    from portal.services import commit, fetching
-    from portal.services import ingest as ingest_module
+    from portal.inbound import batch, decide, fetch, read
+    from portal.services import commit
 
     support = acme[3]
-    raws = []
+    kept = []
     for i in range(7):
         reply = i in (3, 6)
         mid = "<first@contoso.com>" if i == 0 else f"<m{i}@contoso.com>"
-        raw = email(subject="Re: printer" if reply else f"new {i}", message_id=mid,
-                    in_reply_to="<first@contoso.com>" if reply else None,
-                    sender="alice@contoso.com")
-        raws.append(fetching.store_raw(support, raw, server_id=str(i + 1), folder="INBOX"))
+        raw_bytes = email(subject="Re: printer" if reply else f"new {i}", message_id=mid,
+                          in_reply_to="<first@contoso.com>" if reply else None,
+                          sender="alice@contoso.com")
+        kept.append(fetch.store_raw(support, raw_bytes, server_id=str(i + 1), folder="INBOX"))
     commit()
-    poison_decide = raws[4].id  # raws[5] fails while being read (its subject is "new 5")
-    real_ingest, real_examine = ingest_module.ingest, ingest_module.IngestContext.examine
+    poison_decide = kept[4].id  # kept[5] fails while being read (its subject is "new 5")
+    real_decide, real_examine = decide.decide, read.examine
 
-    def flaky_ingest(raw, ctx, item=None):
-        if raw.id == poison_decide:
+    def flaky_decide(stored, ctx, item=None):
+        if stored.id == poison_decide:
             raise RuntimeError("database hiccup")
-        return real_ingest(raw, ctx, item)
+        return real_decide(stored, ctx, item)
 
-    def flaky_examine(ctx, data):
-        if b"new 5" in (data or b""):
+    def flaky_examine(ctx, raw_bytes):
+        if b"new 5" in (raw_bytes or b""):
             raise ValueError("cannot read this one")
-        return real_examine(ctx, data)
+        return real_examine(ctx, raw_bytes)
 
-    monkeypatch.setattr(fetching, "ingest", flaky_ingest)
-    monkeypatch.setattr(ingest_module.IngestContext, "examine", flaky_examine)
-    report = fetching.decide_pending(support, app.config["SECRET_KEY"].encode(), commit, batch=2)
+    monkeypatch.setattr(batch, "decide", flaky_decide)
+    for module in (read, fetch):  # read ahead in the Decider's thread, and read again by the batch
+        monkeypatch.setattr(module, "examine", flaky_examine)
+    report = fetch.decide_pending(support, app.config["SECRET_KEY"].encode(), commit, batch=2)
 
     assert report.decided == 5 and report.failed == 2
     states = {r.id: r.state for r in db.session.scalars(select(RawMessage).order_by(RawMessage.id))}
-    assert [states[r.id] for r in raws] == ["decided"] * 4 + ["new", "new", "decided"]
-    first = db.session.scalar(select(Message).where(Message.raw_message_id == raws[0].id)).ticket
+    assert [states[r.id] for r in kept] == ["decided"] * 4 + ["new", "new", "decided"]
+    first = db.session.scalar(select(Message).where(Message.raw_message_id == kept[0].id)).ticket
     for i in (3, 6):
-        reply = db.session.scalar(select(Message).where(Message.raw_message_id == raws[i].id))
+        reply = db.session.scalar(select(Message).where(Message.raw_message_id == kept[i].id))
         assert reply.outcome == "appended" and reply.ticket_id == first.id
     assert db.session.scalar(select(func.count(Message.id)).where(Message.raw_message_id.is_not(None))) == 5
 
 
 def test_reprocessing_mail_on_a_ticket_keeps_it_there(world, app, acme):
+    from portal.inbound.replay import Pipeline, context_for, replay
     from portal.services import commit
-    from portal.services.fetching import reprocess
 
     support = acme[3]
     first = world.deliver(support, email(body="Help.\n\nBest regards\nAlice"))
     first.message.body_text = "garbled"
     commit()
-    again = reprocess(first.message.raw_message, app.config["SECRET_KEY"].encode())
+    stored = first.message.raw_message
+    again = replay(stored, context_for(stored, Pipeline(app.config["SECRET_KEY"].encode())))
     commit()
     assert again.message.id == first.message.id and again.ticket.id == first.ticket.id
     assert again.message.body_text.strip() == "Help."
@@ -538,8 +540,8 @@ def test_reprocessing_mail_on_a_ticket_keeps_it_there(world, app, acme):
 
 
 def test_reprocessing_unprocessed_mail_after_teaching_the_allow_list_creates_the_ticket(world, app, acme):
+    from portal.inbound.replay import Pipeline, context_for, replay
     from portal.services import commit
-    from portal.services.fetching import reprocess
 
     msp, contoso, _f, _s = acme
     box = world.mailbox(msp, address="desk@acme.example", routes=[
@@ -553,6 +555,7 @@ def test_reprocessing_unprocessed_mail_after_teaching_the_allow_list_creates_the
         RouteInput(name="Contoso only", client=contoso, recipients=["*"], senders=["contoso.com", "newcustomer.example"]),
         RouteInput(name="Fallback", client=msp, fallback=True)])
     commit()
-    again = reprocess(waiting.message.raw_message, app.config["SECRET_KEY"].encode())
+    stored = waiting.message.raw_message
+    again = replay(stored, context_for(stored, Pipeline(app.config["SECRET_KEY"].encode())))
     commit()
     assert again.outcome == "created" and again.ticket.client_id == contoso.id

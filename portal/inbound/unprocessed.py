@@ -1,6 +1,7 @@
 """Unprocessed mail: inbound email that no route or allow-list could place, and mail whose
 processing failed after its tries. A person assigns it, appends it to a ticket, teaches the
-allow-list, runs it through the decision again, or discards it (undoable for 30 days).
+allow-list, runs it through the decision again (portal.inbound.replay), or discards it
+(undoable for 30 days).
 
 Discarding needs no column of its own: the message's outcome becomes "discarded" (what it was
 is kept in its details) and the audit entry of the discard says when, which is what the
@@ -9,42 +10,28 @@ is kept in its details) and the audit entry of the discard says when, which is w
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal import tenancy
 from portal.extensions import db
-from portal.mail.explain import explain_message
+from portal.inbound.context import IngestContext
+from portal.inbound.decide import IngestResult, place
+from portal.inbound.replay import Outcome, Pipeline, attempt, context_for, replay
 from portal.mail.parse import HEADER_READ_LIMIT, parse_headers
 from portal.models import AllowEntry, AuditEntry, Client, Mailbox, Message, RawMessage, Ticket, User
 from portal.models.base import utcnow
 from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address, normalise_domain
 from portal.services.clients import snapshot
-from portal.services.ingest import IngestContext, IngestResult, ingest, place
-
-log = logging.getLogger(__name__)
 
 UNPROCESSED = "unprocessed"
 DISCARDED = "discarded"
 UNDO_DAYS = 30
 RECORD = "message"  # audit record type
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """What deciding needs from the app's configuration."""
-
-    secret: bytes
-    host: str | None = None
 
 
 # --- queries -------------------------------------------------------------------------------------
@@ -102,10 +89,11 @@ def rows_for(msp_id: int, messages: list[Message]) -> list[Row]:
     rows = []
     for m in messages:
         sender, to, subject = _envelope(m)
-        raw = m.raw_message
+        stored = m.raw_message
         entry = discards.get(m.id)
         rows.append(Row(m, sender, to, subject, mailboxes.get(m.mailbox_id),
-                        raw.fetched_at if raw else m.created_at, why(m), bool(raw and raw.state == "failed"),
+                        stored.fetched_at if stored else m.created_at, why(m),
+                        bool(stored and stored.state == "failed"),
                         entry.at if entry else None, entry.actor_label if entry else ""))
     return rows
 
@@ -127,18 +115,18 @@ def _envelope(message: Message) -> tuple[str, str, str]:
     to = ", ".join(p["address"] for p in (message.to or []))
     if message.from_address or message.subject or to:
         return message.from_address, to, message.subject
-    raw = message.raw_message
-    if raw is None or raw.raw is None:
+    stored = message.raw_message
+    if stored is None or stored.raw is None:
         return "", "", ""
-    head = parse_headers(raw.raw[:HEADER_READ_LIMIT], raw.size)
+    head = parse_headers(stored.raw[:HEADER_READ_LIMIT], stored.size)
     return (head.from_.address if head.from_ else ""), ", ".join(a.address for a in head.to), head.subject
 
 
 def why(message: Message) -> str:
     """The reason in a line: the error of a failed message, else the trace's last line."""
-    raw = message.raw_message
-    if raw is not None and raw.state == "failed" and raw.last_error:
-        return f"processing failed after {raw.tries} tries: {raw.last_error}"
+    stored = message.raw_message
+    if stored is not None and stored.state == "failed" and stored.last_error:
+        return f"processing failed after {stored.tries} tries: {stored.last_error}"
     trace = message.trace or []
     return trace[-1] if trace else "no reason was recorded"
 
@@ -171,47 +159,6 @@ def choices(msp_id: int) -> list[Client]:
 # --- deciding again ------------------------------------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    """What became of one email: its result, or the error that stopped it."""
-
-    message: Message
-    result: IngestResult | None = None
-    error: str | None = None
-
-    @property
-    def placed(self) -> bool:
-        return self.result is not None and self.result.ticket is not None
-
-    @property
-    def ticket(self) -> Ticket | None:
-        return self.result.ticket if self.result else None
-
-
-def _context(raw: RawMessage, pipeline: Pipeline) -> IngestContext:
-    if raw.mailbox is None:
-        raise ValidationError({"": ["The mailbox this email arrived in no longer exists; it can only be discarded."]})
-    return IngestContext(raw.mailbox, pipeline.secret, pipeline.host)
-
-
-def _run(message: Message, ctx: IngestContext, decide) -> Outcome:
-    """Decide one stored email in its own savepoint: a failure undoes only its own work."""
-    raw = message.raw_message
-    raw.state, raw.tries, raw.last_error = "new", 0, None
-    try:
-        with db.session.begin_nested():
-            result = decide(raw)
-            ctx.save_counter()
-            db.session.flush()
-    except Exception as exc:  # noqa: BLE001 - shown to the person who asked
-        log.exception("deciding raw message %s again failed", raw.id)
-        ctx.forget_batch()
-        raw.state, raw.tries, raw.last_error = "failed", 1, f"{type(exc).__name__}: {exc}"[:2000]
-        db.session.flush()
-        return Outcome(message, error=raw.last_error)
-    return Outcome(message, result)
-
-
 def _actor_name(actor: User | None) -> str:
     return actor.email if actor else "the command line"
 
@@ -219,8 +166,8 @@ def _actor_name(actor: User | None) -> str:
 def rerun(message: Message, actor: User | None, pipeline: Pipeline) -> Outcome:
     """Decide again with the configuration as it is now."""
     _require(message, UNPROCESSED)
-    ctx = _context(message.raw_message, pipeline)
-    outcome = _run(message, ctx, lambda raw: ingest(raw, ctx))
+    ctx = context_for(message.raw_message, pipeline)
+    outcome = attempt(message, ctx, lambda stored: replay(stored, ctx))
     _record_result(actor, message, "re-run", outcome)
     return outcome
 
@@ -233,9 +180,9 @@ def assign(message: Message, client: Client | None, actor: User | None, pipeline
     if client.disabled:
         raise ValidationError({"client_id": [f"{client.name} is disabled; choose another client."]})
     _require_content(message)
-    ctx = _context(message.raw_message, pipeline)
+    ctx = context_for(message.raw_message, pipeline)
     note = f"assigned by {_actor_name(actor)} to {client.name}"
-    outcome = _run(message, ctx, lambda raw: place(raw, ctx, note, client_id=client.id))
+    outcome = attempt(message, ctx, lambda stored: place(stored, ctx, note, client_id=client.id))
     if outcome.error:
         raise ValidationError({"": [f"The email could not be assigned: {outcome.error}"]})
     _record_result(actor, message, "assigned", outcome)
@@ -252,9 +199,9 @@ def append(message: Message, reference: str, actor: User | None, pipeline: Pipel
     if ticket is None:
         raise ValidationError({"reference": [f"There is no ticket {reference}."]})
     _require_content(message)
-    ctx = _context(message.raw_message, pipeline)
+    ctx = context_for(message.raw_message, pipeline)
     note = f"appended by {_actor_name(actor)} to {ticket.reference}"
-    outcome = _run(message, ctx, lambda raw: place(raw, ctx, note, ticket=ticket))
+    outcome = attempt(message, ctx, lambda stored: place(stored, ctx, note, ticket=ticket))
     if outcome.error:
         raise ValidationError({"": [f"The email could not be appended: {outcome.error}"]})
     _record_result(actor, message, "appended", outcome)
@@ -340,16 +287,16 @@ def teach(message: Message, client: Client | None, scope: str, actor: User | Non
     for m in sorted(candidates, key=lambda m: (m.mailbox_id or 0, m.id)):
         if m.raw_message is None or m.raw_message.mailbox is None:
             continue
-        ctx = _context(m.raw_message, pipeline)
-        outcome = _run(m, ctx, lambda raw, ctx=ctx: _decide_or_place(raw, ctx, actor))
+        ctx = context_for(m.raw_message, pipeline)
+        outcome = attempt(m, ctx, lambda stored, ctx=ctx: _decide_or_place(stored, ctx, actor))
         lesson.outcomes.append(outcome)
         _record_result(actor, m, "taught", outcome)
     return lesson
 
 
-def _decide_or_place(raw: RawMessage, ctx: IngestContext, actor: User | None) -> IngestResult:
-    result = ingest(raw, ctx)
-    if result.outcome != UNPROCESSED or raw.raw is None:
+def _decide_or_place(stored: RawMessage, ctx: IngestContext, actor: User | None) -> IngestResult:
+    result = replay(stored, ctx)
+    if result.outcome != UNPROCESSED or stored.raw is None:
         return result
     found = allow_listed(ctx, result.message.from_address)
     if found is None:
@@ -357,7 +304,7 @@ def _decide_or_place(raw: RawMessage, ctx: IngestContext, actor: User | None) ->
     client_id, entry = found
     note = (f"taught by {_actor_name(actor)}: {entry} is on the allow-list of {ctx.clients[client_id].name}, "
             "so this sender's mail belongs there")
-    return place(raw, ctx, note, client_id=client_id)
+    return place(stored, ctx, note, client_id=client_id)
 
 
 def allow_listed(ctx: IngestContext, sender: str) -> tuple[int, str] | None:
@@ -403,109 +350,3 @@ def restore(message: Message, actor: User | None) -> None:
     message.details = details
     audit.record(actor, message.msp_id, RECORD, message.id, "restored", {"outcome": [DISCARDED, message.outcome]})
     db.session.flush()
-
-
-# --- the routing check ---------------------------------------------------------------------------
-
-
-@dataclass
-class CheckInput:
-    mailbox_id: int | None = None
-    sender: str = ""
-    to: str = ""
-    cc: str = ""
-    subject: str = ""
-    body: str = ""
-    raw: str = ""
-
-
-@dataclass
-class CheckResult:
-    """What the decision would do, read before everything it did is rolled back."""
-
-    outcome: str
-    client: str | None
-    route: str | None
-    ticket: str | None
-    ticket_is_new: bool
-    status: str | None
-    acknowledge: bool | None
-    trace: list[str]
-    reads: dict  # what the email logic reads in it (portal.mail.explain)
-
-
-def _split(text: str) -> list[str]:
-    return [p.strip() for p in (text or "").replace(";", ",").replace("\n", ",").split(",") if p.strip()]
-
-
-def compose_check_email(data: CheckInput) -> bytes:
-    """The email to check: pasted as it is, or built from the typed headers."""
-    if data.raw.strip():
-        return data.raw.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape")
-    msg = EmailMessage()
-    msg["From"] = data.sender.strip()
-    if _split(data.to):
-        msg["To"] = ", ".join(_split(data.to))
-    if _split(data.cc):
-        msg["Cc"] = ", ".join(_split(data.cc))
-    msg["Subject"] = data.subject
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = make_msgid(domain="routing-check.invalid")
-    msg.set_content(data.body or "(routing check)")
-    return msg.as_bytes()
-
-
-def check_routing(msp_id: int, data: CheckInput, pipeline: Pipeline) -> CheckResult:
-    """Run the email through the real decision (steps 3–9) in a savepoint that is rolled back:
-    nothing is saved, no ticket number is used up, no mail is queued."""
-    errors: dict[str, list[str]] = {}
-    mailbox = db.session.scalar(select(Mailbox).where(Mailbox.id == data.mailbox_id, Mailbox.msp_id == msp_id)) \
-        if data.mailbox_id else None
-    if mailbox is None:
-        errors["mailbox_id"] = ["Choose the mailbox the email arrives in."]
-    if not data.raw.strip():
-        if "@" not in data.sender:
-            errors["sender"] = ["Type the sender's address (From), or paste a whole email below."]
-        for name in ("to", "cc"):
-            bad = [a for a in _split(getattr(data, name)) if "@" not in a]
-            if bad:
-                errors[name] = [f"{', '.join(bad)} is not an email address."]
-    if errors:
-        raise ValidationError(errors)
-    try:
-        raw_bytes = compose_check_email(data)
-    except (ValueError, TypeError) as exc:
-        raise ValidationError({"raw" if data.raw.strip() else "sender": [f"This is not a usable email: {exc}."]}) \
-            from None
-    ctx = IngestContext(mailbox, pipeline.secret, pipeline.host)
-    savepoint = db.session.begin_nested()
-    try:
-        raw = RawMessage(msp_id=msp_id, mailbox_id=mailbox.id, mailbox=mailbox, folder="routing-check",
-                         server_id=f"routing-check:{uuid.uuid4().hex}", sha256=hashlib.sha256(raw_bytes).hexdigest(),
-                         size=len(raw_bytes), raw=raw_bytes, state="new")
-        result = ingest(raw, ctx)
-        # Flushed inside the savepoint, so that its rollback takes back every change, the
-        # ones to existing rows (a ticket's status) included.
-        db.session.flush()
-        ticket = result.ticket
-        route_id = (result.message.details or {}).get("route_id")
-        client_id = ticket.client_id if ticket else None
-        found = CheckResult(
-            outcome=result.outcome,
-            client=ctx.clients[client_id].name if client_id in ctx.clients else None,
-            route=ctx.routes_by_id[route_id].name if route_id in ctx.routes_by_id else None,
-            ticket=ticket.reference if ticket else None,
-            ticket_is_new=result.outcome == "created",
-            status=ticket.status if ticket else None,
-            acknowledge=(result.message.details or {}).get("acknowledge") if ticket else None,
-            trace=list(result.trace),
-            reads=explain_message(raw_bytes, file="routing check",
-                                  waterlines=[w for w in [ctx.waterline(client_id or mailbox.client_id)] if w],
-                                  ref_format=ctx.ref_format, secret=pipeline.secret),
-        )
-    except Exception as exc:  # noqa: BLE001 - the person checking sees why
-        log.exception("routing check failed")
-        savepoint.rollback()
-        raise ValidationError({"": [f"The check could not run this email: {type(exc).__name__}: {exc}"]}) from None
-    savepoint.rollback()
-    return found

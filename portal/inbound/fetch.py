@@ -13,30 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import undefer
 
 from portal.extensions import db
-from portal.jobs import held
-from portal.models import FolderState, Mailbox, MailboxAlert, RawMessage
+from portal.inbound.batch import decide_batch
+from portal.inbound.context import IngestContext
+from portal.inbound.health import in_skip_window, record_failure, record_success
+from portal.inbound.lookups import one_of
+from portal.inbound.read import Prepared, examine
+from portal.inbound.write import insert_rows
+from portal.models import FolderState, Mailbox, RawMessage
 from portal.models.base import utcnow
-from portal.services.batch_rows import insert_rows
-from portal.services.ingest import IngestContext, IngestResult, Prepared, ingest, refresh_on_ticket
-from portal.services.lookups import one_of
+from portal.services.mailboxes import ADDRESS_CLAIMED, claimed_elsewhere, server_settings
+from portal.transport.base import TransportError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 40 * 1024 * 1024
 BATCH_SIZE = 200
-MAX_DECIDE_TRIES = 3
 
 
 @dataclass
@@ -71,19 +73,19 @@ def hold_mailbox(mailbox: Mailbox) -> None:
 # --- storing ---------------------------------------------------------------------------------------
 
 
-def _raw_values(mailbox: Mailbox, raw: bytes | None, server_id: str, folder: str, uidvalidity: int,
+def _raw_values(mailbox: Mailbox, raw_bytes: bytes | None, server_id: str, folder: str, uidvalidity: int,
                 size: int | None) -> dict:
     return dict(msp_id=mailbox.msp_id, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
-                server_id=server_id[:255], raw=raw, size=len(raw) if raw is not None else (size or 0),
-                sha256=hashlib.sha256(raw or b"").hexdigest())
+                server_id=server_id[:255], raw=raw_bytes, size=len(raw_bytes) if raw_bytes is not None else (size or 0),
+                sha256=hashlib.sha256(raw_bytes or b"").hexdigest())
 
 
-def store_raw(mailbox: Mailbox, raw: bytes | None, *, server_id: str, folder: str = "", uidvalidity: int = 0,
+def store_raw(mailbox: Mailbox, raw_bytes: bytes | None, *, server_id: str, folder: str = "", uidvalidity: int = 0,
               size: int | None = None) -> RawMessage:
-    """Keep one fetched message byte for byte (raw None: over the size limit, kept as a record)."""
-    record = RawMessage(**_raw_values(mailbox, raw, server_id, folder, uidvalidity, size))
-    db.session.add(record)
-    return record
+    """Keep one fetched message byte for byte (bytes None: over the size limit, kept as a record)."""
+    stored = RawMessage(**_raw_values(mailbox, raw_bytes, server_id, folder, uidvalidity, size))
+    db.session.add(stored)
+    return stored
 
 
 def store_raw_batch(mailbox: Mailbox, fetched: Iterable, *, folder: str, uidvalidity: int = 0) -> int:
@@ -136,67 +138,7 @@ def refresh_statistics() -> None:
         db.session.execute(text(f"ANALYZE {table} {_LOOKUP_COLUMNS.get(table, '')}"))
 
 
-# --- deciding --------------------------------------------------------------------------------------
-
-
-def decide(raw: RawMessage, ctx: IngestContext, *, max_tries: int = MAX_DECIDE_TRIES) -> IngestResult | None:
-    """Run one stored message through the pipeline inside its own savepoint. A failure rolls
-    back only this message; after `max_tries` it is shown as unprocessed with the error."""
-    try:
-        with db.session.begin_nested():
-            result = ingest(raw, ctx)
-            ctx.save_counter()
-        return result
-    except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
-        log.exception("deciding raw message %s failed", raw.id)
-        ctx.forget_batch()
-        raw.tries += 1
-        raw.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if raw.tries >= max_tries:
-            raw.state = "failed"
-            _record_failure(raw, ctx)
-        db.session.flush()
-        return None
-
-
-def decide_batch(raws: list[RawMessage], ctx: IngestContext,
-                 examined: dict[int, Prepared] | None = None) -> list[IngestResult | None]:
-    """The fast path: the batch prepared, looked up and decided together, written in one
-    flush. If anything in it fails, it is rolled back and each message is decided alone in
-    its own savepoint, so the failure stays with the message that caused it. `examined`:
-    the messages already read (by raw id), e.g. by the Decider's reading thread."""
-    try:
-        with db.session.begin_nested():
-            items = [_attach(examined[raw.id], raw) if examined and raw.id in examined else ctx.prepare(raw)
-                     for raw in raws]
-            ctx.preload(items)
-            ctx.begin_batch()
-            results: list[IngestResult | None] = [ingest(item.raw, ctx, item) for item in items]
-            ctx.write_batch()
-            ctx.save_counter()
-        return results
-    except Exception:  # noqa: BLE001 - fall back to one message at a time
-        log.warning("a batch of %d messages failed as a whole; deciding them one by one", len(raws), exc_info=True)
-        ctx.forget_batch()
-        for raw in raws:  # the batch's UPDATE of their state was rolled back with it
-            db.session.expire(raw, ["state", "last_error"])
-        return [decide(raw, ctx) for raw in raws if raw.state == "new"]
-
-
-def _attach(item: Prepared, raw: RawMessage) -> Prepared:
-    item.raw = raw
-    return item
-
-
-def _record_failure(raw: RawMessage, ctx: IngestContext) -> None:
-    from portal.models import Message  # noqa: PLC0415
-
-    message = db.session.scalar(select(Message).where(Message.raw_message_id == raw.id))
-    if message is None:
-        message = Message(msp_id=raw.msp_id, mailbox_id=raw.mailbox_id, raw_message_id=raw.id, direction="in")
-        db.session.add(message)
-    message.outcome = "unprocessed"
-    message.trace = [f"could not be processed after {raw.tries} tries: {raw.last_error}"]
+# --- deciding what is stored, reading ahead -------------------------------------------------------
 
 
 def pending(mailbox: Mailbox, limit: int, *, after: int = 0, with_bytes: bool = True) -> list[RawMessage]:
@@ -259,8 +201,8 @@ class Decider:
         an earlier run, or stored without being handed in). Messages that failed in this run
         wait for the next one."""
         # The bytes come with the rows, and are handed on before the commit that would expire them.
-        while raws := pending(self.mailbox, self.batch, after=self._handed):
-            self.hand([(r.id, r.raw) for r in raws])
+        while batch := pending(self.mailbox, self.batch, after=self._handed):
+            self.hand([(stored.id, stored.raw) for stored in batch])
         while self._reading:
             self._decide(*self._reading.popleft())
 
@@ -270,12 +212,12 @@ class Decider:
         # them meanwhile, and then they are not decided a second time. Older rows a racing run
         # stored and has not decided yet go first: a reply must find its root's ticket.
         hold_mailbox(self.mailbox)
-        raws = [raw for raw in db.session.scalars(select(RawMessage).where(
-                    RawMessage.mailbox_id == self.mailbox.id, RawMessage.state == "new",
-                    RawMessage.id <= last).order_by(RawMessage.id))
-                if raw.id >= first or raw.id not in self._tried]
-        self._tried.update(raw.id for raw in raws)
-        for result in decide_batch(raws, self.ctx, examined):
+        batch = [stored for stored in db.session.scalars(select(RawMessage).where(
+                     RawMessage.mailbox_id == self.mailbox.id, RawMessage.state == "new",
+                     RawMessage.id <= last).order_by(RawMessage.id))
+                 if stored.id >= first or stored.id not in self._tried]
+        self._tried.update(stored.id for stored in batch)
+        for result in decide_batch(batch, self.ctx, examined):
             if result is None:
                 self.report.failed += 1
             else:
@@ -299,133 +241,12 @@ class _InPlace:
 
 def _examine_all(ctx: IngestContext, messages: list[tuple[int, bytes | None]]) -> dict[int, Prepared]:
     examined = {}
-    for raw_id, data in messages:
+    for stored_id, raw_bytes in messages:
         try:
-            examined[raw_id] = ctx.examine(data)
+            examined[stored_id] = examine(ctx, raw_bytes)
         except Exception:  # noqa: BLE001 - read again inside decide_batch, where a failure is handled
             continue
     return examined
-
-
-def reprocess(raw: RawMessage, secret: bytes) -> IngestResult:
-    """Run a stored raw message through the pipeline again, from its bytes. Mail already on a
-    ticket stays there (its body is derived again); any other mail is decided afresh."""
-    from portal.models import Message  # noqa: PLC0415
-
-    raw.state, raw.tries, raw.last_error = "new", 0, None
-    ctx = IngestContext(raw.mailbox, secret)
-    on_ticket = db.session.scalar(select(Message.ticket_id).where(Message.raw_message_id == raw.id))
-    if on_ticket is not None and raw.raw is not None:
-        return refresh_on_ticket(raw, ctx)
-    result = ingest(raw, ctx)
-    ctx.save_counter()  # else the next ticket would be given the same number again
-    return result
-
-
-# --- scheduling and health -------------------------------------------------------------------------
-
-
-def in_skip_window(mailbox: Mailbox, now: datetime) -> str | None:
-    minute = now.hour * 60 + now.minute
-    for window in mailbox.skip_windows or []:
-        start, _, end = window.partition("-")
-        a = int(start[:2]) * 60 + int(start[3:5])
-        b = int(end[:2]) * 60 + int(end[3:5])
-        inside = a <= minute < b if a <= b else (minute >= a or minute < b)  # windows may span midnight
-        if inside:
-            return window
-    return None
-
-
-def due_mailboxes(now: datetime) -> list[Mailbox]:
-    candidates = db.session.scalars(select(Mailbox).where(Mailbox.status == "active"))
-    return [m for m in candidates if (m.next_poll_at is None or m.next_poll_at <= now) and not in_skip_window(m, now)]
-
-
-def fetch_lock(mailbox_id: int) -> str:
-    """The name of the lock a fetch of this mailbox holds, and of its job (portal.jobs)."""
-    return f"fetch-mailbox-{mailbox_id}"
-
-
-def stalled_ids(mailboxes: Iterable[Mailbox], now: datetime) -> set[int]:
-    """The stalled ones among these mailboxes: overdue, and no fetch of theirs is under way (a
-    first import of a big mailbox outlasts several poll intervals; the lock its heartbeat
-    renews says it lives)."""
-    late = [m.id for m in mailboxes if overdue(m, now)]
-    busy = held([fetch_lock(i) for i in late]) if late else set()
-    return {i for i in late if fetch_lock(i) not in busy}
-
-
-def overdue(mailbox: Mailbox, now: datetime) -> bool:
-    """An active mailbox whose due poll has not completed for two more poll intervals and two
-    minutes (so three intervals without a completed poll, or a cool-off and two): the worker
-    or the scheduler is stopped, or fetching hangs. Not while a skip window holds polls back."""
-    if mailbox.status != "active" or mailbox.next_poll_at is None:
-        return False
-    grace = timedelta(seconds=2 * mailbox.poll_interval + 120)
-    if now - mailbox.next_poll_at <= grace:
-        return False
-    return not (in_skip_window(mailbox, now) or in_skip_window(mailbox, now - grace))
-
-
-def stopped_in_words(exc: Exception) -> str:
-    """A fetch stopped by an error other than the mail server's, for the mailbox's health: what
-    happened in plain words, with the first line of the driver's own message (never the SQL,
-    its parameters or a connection URL's password)."""
-    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError  # noqa: PLC0415
-
-    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    detail = re.sub(r"://[^/@\s]*@", "://…@", detail[0] if detail else type(exc).__name__)[:300]
-    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
-        return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
-    if isinstance(exc, SQLAlchemyError):
-        return f"The database refused to store the fetched mail: {detail}. It is tried again at the next poll."
-    return (f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). "
-            "It is tried again at the next poll.")
-
-
-def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:
-    recovered = None
-    if mailbox.failure_count and mailbox.streak_alerted:
-        recovered = _alert(mailbox, "mailbox_recovered",
-                           f"{mailbox.address} is fetching again after {mailbox.failure_count} failed polls.")
-    mailbox.last_poll_at = mailbox.last_success_at = now
-    mailbox.failure_count = 0
-    mailbox.failing_since = None
-    mailbox.last_error = None
-    mailbox.streak_alerted = False
-    mailbox.next_poll_at = now + timedelta(seconds=mailbox.poll_interval)
-    return recovered
-
-
-def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: bool = True) -> MailboxAlert | None:
-    """Count a failed poll. After max_tries failures in a row the mailbox cools off and its
-    alert recipients hear of it, once per streak."""
-    mailbox.last_poll_at = now
-    mailbox.failure_count += 1
-    mailbox.failing_since = mailbox.failing_since or now
-    mailbox.last_error = message
-    failing = mailbox.failure_count >= mailbox.max_tries or not transient
-    mailbox.next_poll_at = now + timedelta(seconds=mailbox.cool_off if failing else mailbox.poll_interval)
-    if failing and not mailbox.streak_alerted:
-        mailbox.streak_alerted = True
-        return _alert(mailbox, "mailbox_failing",
-                      f"{mailbox.address} failed {mailbox.failure_count} time(s) in a row: {message}")
-    return None
-
-
-def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
-    from portal.outbound.outbox import queue_mail  # noqa: PLC0415
-
-    alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
-                         details={"failure_count": mailbox.failure_count})
-    db.session.add(alert)
-    if kind == "mailbox_failing" and mailbox.alert_recipients:
-        db.session.flush()
-        queue_mail("mailbox_failing", msp_id=mailbox.msp_id, mailbox=mailbox, to=mailbox.alert_recipients,
-                   details={"alert_id": alert.id})
-    return alert
-
 
 # --- fetching --------------------------------------------------------------------------------------
 
@@ -468,8 +289,8 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
                 state_row.last_uid = max(state_row.last_uid, chunk[-1])
                 refresh_statistics()
                 commit()  # the bytes are safe: only now may the server be told
-                data = {f.server_id[:255]: f.raw for f in fetched}
-                decider.hand(_stored_batch(mailbox, folder, folder_state.uidvalidity, data))
+                raw_by_server_id = {f.server_id[:255]: f.raw for f in fetched}
+                decider.hand(_stored_batch(mailbox, folder, folder_state.uidvalidity, raw_by_server_id))
                 # Told after the decisions the hand-over made: by then the next download is done.
                 with lock:
                     _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
@@ -481,11 +302,11 @@ def _download(session, lock: threading.Lock, uids: list[int], batch: int, max_si
 
 
 def _stored_batch(mailbox: Mailbox, folder: str, uidvalidity: int,
-                  data: dict[str, bytes | None]) -> list[tuple[int, bytes | None]]:
+                  raw_by_server_id: dict[str, bytes | None]) -> list[tuple[int, bytes | None]]:
     """(raw id, bytes) in id order of the messages just stored, by their server ids."""
-    rows = [row for condition in one_of(RawMessage.server_id, data) for row in db.session.execute(
+    rows = [row for condition in one_of(RawMessage.server_id, raw_by_server_id) for row in db.session.execute(
         select(RawMessage.id, RawMessage.server_id).where(*_in_folder(mailbox, folder, uidvalidity), condition))]
-    return sorted((raw_id, data[server_id]) for raw_id, server_id in rows)
+    return sorted((stored_id, raw_by_server_id[server_id]) for stored_id, server_id in rows)
 
 
 def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int, commit) -> None:
@@ -517,8 +338,8 @@ def fetch_pop3(mailbox: Mailbox, session, commit: Callable[[], None], *, max_siz
     for number, uidl, size in listing:
         if uidl in known:
             continue
-        raw = session.retrieve(number) if size <= max_size else None
-        store_raw(mailbox, raw, server_id=uidl, folder=folder, size=size)
+        raw_bytes = session.retrieve(number) if size <= max_size else None
+        store_raw(mailbox, raw_bytes, server_id=uidl, folder=folder, size=size)
         report.fetched += 1
         known.add(uidl)
         if report.fetched % BATCH_SIZE == 0:
@@ -543,9 +364,6 @@ def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: by
               ca_file: str | None = None, now: datetime | None = None, max_size: int = DEFAULT_MAX_SIZE,
               batch: int = BATCH_SIZE, host: str | None = None) -> FetchReport:
     """One poll of one mailbox: fetch what is new, tell the server, decide everything stored."""
-    from portal.services.mailboxes import ADDRESS_CLAIMED, claimed_elsewhere, server_settings  # noqa: PLC0415
-    from portal.transport.base import TransportError  # noqa: PLC0415
-
     now = now or utcnow()
     report = FetchReport(mailbox.id)
     if mailbox.status != "active":

@@ -8,14 +8,15 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AllowEntry, AuditEntry, Client, Message, RawMessage, Ticket
+from portal.inbound import unprocessed as svc
+from portal.inbound.replay import CheckInput, Pipeline, check_routing
 from portal.services import ValidationError, commit
-from portal.services import unprocessed as svc
 from tests.mailfactory import email
 
 
 @pytest.fixture
 def pipeline(app):
-    return svc.Pipeline(secret=app.config["SECRET_KEY"].encode(), host=app.config["TIDEMARK_MAIL_HOST"])
+    return Pipeline(secret=app.config["SECRET_KEY"].encode(), host=app.config["TIDEMARK_MAIL_HOST"])
 
 
 @pytest.fixture
@@ -166,18 +167,17 @@ def test_rerun_uses_the_configuration_as_it_is_now(world, app, desk, pipeline):
 
 
 def test_failed_mail_waits_with_its_error_and_a_rerun_places_it(world, app, desk, pipeline, monkeypatch):
-    from portal.services import fetching
-    from portal.services import ingest as ingest_module
+    from portal.inbound import batch, fetch
 
     msp, contoso, _f, box, admin = desk
-    stored = fetching.store_raw(box, email(sender="alice@contoso.com", to=["desk@acme.example"], subject="poison"),
-                                server_id="1", folder="INBOX")
+    stored = fetch.store_raw(box, email(sender="alice@contoso.com", to=["desk@acme.example"], subject="poison"),
+                             server_id="1", folder="INBOX")
     commit()
-    real = ingest_module.ingest
-    monkeypatch.setattr(fetching, "ingest", lambda raw, ctx: (_ for _ in ()).throw(RuntimeError("disk full")))
+    real = batch.decide
+    monkeypatch.setattr(batch, "decide", lambda stored, ctx: (_ for _ in ()).throw(RuntimeError("disk full")))
     for _ in range(3):
-        fetching.decide_pending(box, pipeline.secret, commit)
-    monkeypatch.setattr(fetching, "ingest", real)
+        fetch.decide_pending(box, pipeline.secret, commit)
+    monkeypatch.setattr(batch, "decide", real)
     rows, _total = svc.list_mail(msp.id)
     assert rows[0].failed and "disk full" in rows[0].why and rows[0].subject == "poison"  # read from the bytes
     outcome = svc.rerun(rows[0].message, admin, pipeline)
@@ -210,13 +210,13 @@ def test_routing_check_tells_the_decision_and_saves_nothing(world, desk, pipelin
     msp, contoso, _f, box, _admin = desk
     world.deliver(box, email(sender="alice@contoso.com", to=["desk@acme.example"]))
     before = (count(Ticket), count(Message), count(RawMessage), db.session.get(Client, msp.id).last_ticket_number)
-    routed = svc.check_routing(msp.id, svc.CheckInput(mailbox_id=box.id, sender="bob@contoso.com",
-                                                      to="someone@elsewhere.example", subject="Printer"), pipeline)
+    routed = check_routing(msp.id, CheckInput(mailbox_id=box.id, sender="bob@contoso.com",
+                                              to="someone@elsewhere.example", subject="Printer"), pipeline)
     assert (routed.outcome, routed.client, routed.route, routed.ticket) == ("created", "Contoso", "Contoso BCC", "T-2")
     assert any("route 'Contoso BCC'" in line for line in routed.trace)
     assert routed.reads["subject"] == "Printer"
-    stranger = svc.check_routing(msp.id, svc.CheckInput(mailbox_id=box.id, sender="x@nowhere.example",
-                                                        to="someone@elsewhere.example"), pipeline)
+    stranger = check_routing(msp.id, CheckInput(mailbox_id=box.id, sender="x@nowhere.example",
+                                                to="someone@elsewhere.example"), pipeline)
     assert stranger.outcome == "unprocessed" and stranger.ticket is None and "BCC" in stranger.trace[-1]
     commit()
     after = (count(Ticket), count(Message), count(RawMessage), db.session.get(Client, msp.id).last_ticket_number)
@@ -229,7 +229,7 @@ def test_routing_check_of_a_reply_shows_the_status_change_without_making_it(worl
     ticket.status = "waiting"
     commit()
     raw = email(sender="alice@contoso.com", to=["desk@acme.example"], subject="Re: Printer [T-1]").decode()
-    result = svc.check_routing(msp.id, svc.CheckInput(mailbox_id=box.id, raw=raw), pipeline)
+    result = check_routing(msp.id, CheckInput(mailbox_id=box.id, raw=raw), pipeline)
     assert (result.outcome, result.ticket, result.status) == ("appended", "T-1", "open")
     commit()
     db.session.expire_all()
@@ -240,13 +240,12 @@ def test_routing_check_names_the_wrong_fields_and_other_msps_mailboxes(world, de
     box = desk[3]
     other = world.msp("Other MSP")
     with pytest.raises(ValidationError) as exc:
-        svc.check_routing(other.id, svc.CheckInput(mailbox_id=box.id, sender="nobody", to="a@b.example, nope"),
-                          pipeline)
+        check_routing(other.id, CheckInput(mailbox_id=box.id, sender="nobody", to="a@b.example, nope"), pipeline)
     assert set(exc.value.errors) == {"mailbox_id", "sender", "to"}
 
 
 def test_reprocessing_twice_hands_out_two_ticket_numbers(world, app, desk):
-    from portal.services.fetching import reprocess
+    from portal.inbound.replay import context_for, replay
     from portal.services.mailboxes import save_mailbox
     from portal.services.routes import RouteInput
 
@@ -259,6 +258,7 @@ def test_reprocessing_twice_hands_out_two_ticket_numbers(world, app, desk):
     commit()
     refs = []
     for waiting in (one, two):
-        refs.append(reprocess(waiting.message.raw_message, app.config["SECRET_KEY"].encode()).ticket.reference)
+        stored = waiting.message.raw_message
+        refs.append(replay(stored, context_for(stored, Pipeline(app.config["SECRET_KEY"].encode()))).ticket.reference)
         commit()
     assert refs == ["T-1", "T-2"]

@@ -73,7 +73,8 @@ def snapshot(mailbox) -> dict:
 
 
 def test_a_batch_writes_exactly_what_one_message_at_a_time_writes(world, app, db, twins, caplog):
-    from portal.services import commit, fetching
+    from portal.inbound import fetch
+    from portal.services import commit
 
     batch_box, single_box = twins
     old_mail = email(message_id="<old@contoso.com>", subject="old printer", to=BOTH)
@@ -84,10 +85,10 @@ def test_a_batch_writes_exactly_what_one_message_at_a_time_writes(world, app, db
 
     raws = mails()
     for i, raw in enumerate([*raws, raws[1]]):  # the last one again: a duplicate within the batch
-        fetching.store_raw(batch_box, raw, server_id=f"b{i}", folder="INBOX")
+        fetch.store_raw(batch_box, raw, server_id=f"b{i}", folder="INBOX")
     commit()
-    with caplog.at_level(logging.WARNING, logger="portal.services.fetching"):
-        report = fetching.decide_pending(batch_box, app.config["SECRET_KEY"].encode(), commit)
+    with caplog.at_level(logging.WARNING, logger="portal.inbound.batch"):
+        report = fetch.decide_pending(batch_box, app.config["SECRET_KEY"].encode(), commit)
     assert report.decided == 7 and report.failed == 0
     assert not [r for r in caplog.records if "failed as a whole" in r.getMessage()]  # no silent fallback
     for raw in [*raws, raws[1]]:
@@ -104,7 +105,7 @@ def test_a_batch_writes_exactly_what_one_message_at_a_time_writes(world, app, db
 
 
 def test_the_session_sees_the_rows_as_a_flush_leaves_them_and_a_rollback_takes_them_back(world, db, twins):
-    from portal.services.batch_rows import insert_new_rows
+    from portal.inbound.write import insert_new_rows
 
     box = twins[0]
 
@@ -147,10 +148,10 @@ def test_a_grown_table_is_analysed_so_lookups_keep_using_their_indexes(world, db
 
     from sqlalchemy import text
 
+    from portal.inbound.fetch import refresh_statistics
+    from portal.inbound.write import insert_rows
     from portal.models import RawMessage
     from portal.services import commit
-    from portal.services.batch_rows import insert_rows
-    from portal.services.fetching import refresh_statistics
 
     if db.session.get_bind().dialect.name != "postgresql":
         pytest.skip("PostgreSQL only: SQLite keeps no planner statistics unless asked")
@@ -179,16 +180,17 @@ def test_a_grown_table_is_analysed_so_lookups_keep_using_their_indexes(world, db
 def test_a_fetched_batch_keeps_every_byte_and_is_sent_as_bytes_on_postgresql(world, db, twins):
     from types import SimpleNamespace
 
+    from portal.inbound import fetch
+    from portal.inbound.write import _carries_bytes
     from portal.models import RawMessage
-    from portal.services import commit, fetching
-    from portal.services.batch_rows import _carries_bytes
+    from portal.services import commit
 
     box = twins[0]
     every_byte = bytes(range(256)) * 3
     fetched = [SimpleNamespace(server_id="1", raw=b"From: a@b.example\r\n\r\n" + every_byte, size=None),
                SimpleNamespace(server_id="2", raw=None, size=50_000_000),  # over the size limit: no bytes
                SimpleNamespace(server_id="3", raw=b"", size=0)]
-    assert fetching.store_raw_batch(box, fetched, folder="INBOX", uidvalidity=7) == 3
+    assert fetch.store_raw_batch(box, fetched, folder="INBOX", uidvalidity=7) == 3
     commit()
     db.session.expire_all()
     rows = db.session.scalars(select(RawMessage).where(RawMessage.mailbox_id == box.id).order_by(RawMessage.id)).all()

@@ -5,7 +5,7 @@ from sqlalchemy import insert, select
 
 from portal.extensions import db
 from portal.models import Setting
-from portal.services.lookups import CHUNK, one_of
+from portal.inbound.lookups import CHUNK, one_of
 
 
 def test_finds_exactly_the_rows_asked_for_however_long_the_list(app):

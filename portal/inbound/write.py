@@ -1,4 +1,5 @@
-"""Writing a decided batch's new rows in a few statements instead of the ORM's flush.
+"""Writing a decided batch: its raw messages marked decided in one UPDATE (BatchWriter), and its
+new rows in a few statements instead of the ORM's flush.
 
 The inbound pipeline builds ORM objects (tickets, messages, contacts, attachments, links), which
 keeps its code plain. Flushing them costs more than deciding them: per row the unit of work
@@ -13,13 +14,67 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import JSON, LargeBinary, insert, inspect, text
+from sqlalchemy import JSON, LargeBinary, insert, inspect, text, update
 from sqlalchemy.orm.interfaces import MANYTOONE
+
+from portal.extensions import db
+from portal.inbound.lookups import chunks
+from portal.models import RawMessage
 
 # Parents before children: foreign keys are checked as each table is written.
 BATCH_TABLES = ("contacts", "tickets", "messages", "attachments", "ticket_links")
 _SEQUENCES: dict[str, str] = {}
 _MISSING = object()
+
+
+class BatchWriter:
+    """From begin() to write(), the raw messages a batch decides are marked in one UPDATE and its
+    new rows are written in a few statements. Outside a batch, each message's row is marked
+    on its own and the flush writes."""
+
+    def __init__(self) -> None:
+        # Raw messages decided by the batch path; None: each is marked on its own row.
+        self._decided: list[int] | None = None
+
+    def reset(self) -> None:
+        self._decided = None
+
+    def begin(self) -> None:
+        """From here until write(), decided raw messages are marked in one UPDATE."""
+        self._decided = []
+
+    def mark_decided(self, stored: RawMessage) -> None:
+        if self._decided is not None and stored.id is not None:
+            self._decided.append(stored.id)
+        else:
+            stored.state = "decided"
+            stored.last_error = None
+
+    def write(self) -> None:
+        """Write what the batch decided: one UPDATE for the raw messages, then every new row
+        with its primary key already given, so that the flush inserts each table with plain
+        executemany (no RETURNING, which on SQLite means one statement per row)."""
+        decided, self._decided = self._decided or [], None
+        session = db.session
+        with session.no_autoflush:
+            # First, so that on SQLite this transaction holds the write lock before any
+            # max(id) is read below: no other writer can take those ids meanwhile.
+            # IN rather than one_of(): the session can evaluate IN to update the loaded raws.
+            for chunk in chunks(decided):
+                # Only rows still new: a raw message is decided once, and a batch that finds
+                # one decided by someone else is rolled back rather than deciding it again.
+                done = session.execute(update(RawMessage).where(RawMessage.id.in_(chunk), RawMessage.state == "new")
+                                       .values(state="decided", last_error=None)
+                                       .execution_options(synchronize_session="evaluate"))
+                if done.rowcount != len(chunk):
+                    raise AlreadyDecided(f"{len(chunk) - done.rowcount} of these messages were decided meanwhile")
+            if decided:
+                insert_new_rows(session)
+        session.flush()  # what is left: changes to rows that were there already
+
+
+class AlreadyDecided(RuntimeError):
+    """Another run decided some of the batch's messages first."""
 
 
 class _TablePlan:

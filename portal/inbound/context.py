@@ -1,0 +1,122 @@
+"""What deciding one mailbox's mail needs, gathered once per run: the MSP's tree and its
+configuration (IngestContext), the ticket-number counter (TicketNumbers), and per batch what
+the batch looked up and decided (portal.inbound.lookups.BatchLookups) and how it is written
+(portal.inbound.write.BatchWriter).
+
+The configuration is read when the context is made, never through the rows afterwards: the
+reading thread (portal.inbound.read.examine) uses it and must not load.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from portal import tenancy
+from portal.extensions import db
+from portal.inbound.lookups import BatchLookups
+from portal.inbound.read import Prepared
+from portal.inbound.write import BatchWriter
+from portal.mail.refs import RefFormat
+from portal.mail.route import RouteRule
+from portal.models import AllowEntry, Client, Mailbox
+from portal.services.clients import tree_clients
+
+
+class TicketNumbers:
+    """Ticket numbers come from the MSP's counter, locked for the rest of the transaction by an
+    UPDATE on first use, then counted here and written back by save()."""
+
+    def __init__(self, msp_id: int, ref_format: RefFormat):
+        self.msp_id, self.ref_format = msp_id, ref_format
+        self.reset()
+
+    def reset(self) -> None:
+        self._number: int | None = None
+        self._number_saved: int | None = None
+
+    def next_reference(self) -> tuple[int, str]:
+        if self._number is None:
+            self._number = db.session.execute(
+                update(Client).where(Client.id == self.msp_id)
+                .values(last_ticket_number=Client.last_ticket_number)
+                .returning(Client.last_ticket_number)
+            ).scalar_one()
+        self._number += 1
+        return self._number, self.ref_format.ref(self._number)
+
+    def save(self) -> None:
+        if self._number is not None and self._number != self._number_saved:
+            db.session.execute(update(Client).where(Client.id == self.msp_id)
+                               .values(last_ticket_number=self._number))
+            self._number_saved = self._number
+
+
+class IngestContext:
+    """What the messages of one mailbox need: configuration loaded once, lookups made once
+    per batch (preload, into `known`), the ticket counter (`numbers`) and the batch's
+    writer (`writer`)."""
+
+    def __init__(self, mailbox: Mailbox, secret: bytes, host: str | None = None):
+        self.mailbox = mailbox
+        self.secret = secret
+        self.host = host  # ours in the X-Tidemark-Loop header
+        clients = tree_clients(mailbox.msp_id)
+        self.clients = {c.id: c for c in clients}
+        self.msp = self.clients[mailbox.msp_id]
+        self.ref_format = RefFormat(prefix=self.msp.reference_prefix or "T")
+        # Read here, not through the rows: examine() runs in a thread and must not load.
+        self.plus_addressing = mailbox.plus_addressing
+        self.mailbox_client_id = mailbox.client_id
+        self._waterlines = {cid: self._effective_waterline(cid) for cid in self.clients}
+        self.addresses = {a.lower() for a in mailbox.addresses}
+        self.rules = [
+            RouteRule(r.id, r.name, r.client_id, tuple(r.recipients), tuple(r.senders), tuple(r.subject_keywords),
+                      tuple(r.attachment_types), r.high_importance_only, r.fallback, r.enabled)
+            for r in mailbox.routes
+        ]
+        self.routes_by_id = {r.id: r for r in mailbox.routes}
+        subtree = {mailbox.client_id} | tenancy.descendant_ids(clients, mailbox.client_id)
+        self.allowed_addresses: dict[str, int] = {}
+        self.allowed_domains: dict[str, int] = {}
+        for entry in db.session.scalars(select(AllowEntry).where(AllowEntry.msp_id == mailbox.msp_id)):
+            if entry.client_id in subtree:
+                target = self.allowed_addresses if entry.kind == "address" else self.allowed_domains
+                target[entry.value] = entry.client_id
+        self.known = BatchLookups(mailbox.msp_id, mailbox.id)
+        self.numbers = TicketNumbers(mailbox.msp_id, self.ref_format)
+        self.writer = BatchWriter()
+
+    # --- configuration -----------------------------------------------------------------------
+
+    def disabled(self, client_id: int) -> bool:
+        return tenancy.disabled_by(tenancy.lineage_in(client_id, self.clients)) is not None
+
+    def waterline(self, client_id: int) -> str | None:
+        return self._waterlines.get(client_id)
+
+    def _effective_waterline(self, client_id: int) -> str | None:
+        return tenancy.inherited(tenancy.lineage_in(client_id, self.clients), "waterline")
+
+    def likely_client(self, sender: str) -> int:
+        """The client a sender's mail most often lands with (allow-list, else the mailbox's):
+        the body is cut ahead for its waterline, and again only if the decision differs."""
+        found = tenancy.allow_list_match(sender, self.allowed_addresses, self.allowed_domains)
+        return found[0] if found is not None else self.mailbox_client_id
+
+    def client_allows(self, client_id: int, sender: str) -> bool:
+        return any(claimant == client_id
+                   for claimant, _ in tenancy.allow_list_claims(sender, self.allowed_addresses, self.allowed_domains))
+
+    # --- one batch -----------------------------------------------------------------------------
+
+    def preload(self, items: list[Prepared]) -> None:
+        """A new batch: every lookup it needs, in a handful of queries instead of several per
+        message; the counter is locked and read again at its first ticket."""
+        self.forget_batch()
+        self.known.load(items)
+
+    def forget_batch(self) -> None:
+        """After a rollback nothing the batch remembered is true any more."""
+        self.known.reset()
+        self.numbers.reset()
+        self.writer.reset()

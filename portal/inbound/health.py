@@ -1,0 +1,116 @@
+"""When a mailbox is fetched, and how its fetching is doing: the schedule (poll interval, skip
+windows), the lock a fetch holds, stalled mailboxes, and the health a poll leaves on the
+mailbox (failure streaks, cool-off, one alert per streak to its alert recipients).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+
+from portal.extensions import db
+from portal.jobs import held
+from portal.models import Mailbox, MailboxAlert
+from portal.outbound.outbox import queue_mail
+
+
+def in_skip_window(mailbox: Mailbox, now: datetime) -> str | None:
+    minute = now.hour * 60 + now.minute
+    for window in mailbox.skip_windows or []:
+        start, _, end = window.partition("-")
+        a = int(start[:2]) * 60 + int(start[3:5])
+        b = int(end[:2]) * 60 + int(end[3:5])
+        inside = a <= minute < b if a <= b else (minute >= a or minute < b)  # windows may span midnight
+        if inside:
+            return window
+    return None
+
+
+def due_mailboxes(now: datetime) -> list[Mailbox]:
+    candidates = db.session.scalars(select(Mailbox).where(Mailbox.status == "active"))
+    return [m for m in candidates if (m.next_poll_at is None or m.next_poll_at <= now) and not in_skip_window(m, now)]
+
+
+def fetch_lock(mailbox_id: int) -> str:
+    """The name of the lock a fetch of this mailbox holds, and of its job (portal.jobs)."""
+    return f"fetch-mailbox-{mailbox_id}"
+
+
+def stalled_ids(mailboxes: Iterable[Mailbox], now: datetime) -> set[int]:
+    """The stalled ones among these mailboxes: overdue, and no fetch of theirs is under way (a
+    first import of a big mailbox outlasts several poll intervals; the lock its heartbeat
+    renews says it lives)."""
+    late = [m.id for m in mailboxes if overdue(m, now)]
+    busy = held([fetch_lock(i) for i in late]) if late else set()
+    return {i for i in late if fetch_lock(i) not in busy}
+
+
+def overdue(mailbox: Mailbox, now: datetime) -> bool:
+    """An active mailbox whose due poll has not completed for two more poll intervals and two
+    minutes (so three intervals without a completed poll, or a cool-off and two): the worker
+    or the scheduler is stopped, or fetching hangs. Not while a skip window holds polls back."""
+    if mailbox.status != "active" or mailbox.next_poll_at is None:
+        return False
+    grace = timedelta(seconds=2 * mailbox.poll_interval + 120)
+    if now - mailbox.next_poll_at <= grace:
+        return False
+    return not (in_skip_window(mailbox, now) or in_skip_window(mailbox, now - grace))
+
+
+def stopped_in_words(exc: Exception) -> str:
+    """A fetch stopped by an error other than the mail server's, for the mailbox's health: what
+    happened in plain words, with the first line of the driver's own message (never the SQL,
+    its parameters or a connection URL's password)."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = re.sub(r"://[^/@\s]*@", "://…@", detail[0] if detail else type(exc).__name__)[:300]
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
+        return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
+    if isinstance(exc, SQLAlchemyError):
+        return f"The database refused to store the fetched mail: {detail}. It is tried again at the next poll."
+    return (f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). "
+            "It is tried again at the next poll.")
+
+
+def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:
+    recovered = None
+    if mailbox.failure_count and mailbox.streak_alerted:
+        recovered = _alert(mailbox, "mailbox_recovered",
+                           f"{mailbox.address} is fetching again after {mailbox.failure_count} failed polls.")
+    mailbox.last_poll_at = mailbox.last_success_at = now
+    mailbox.failure_count = 0
+    mailbox.failing_since = None
+    mailbox.last_error = None
+    mailbox.streak_alerted = False
+    mailbox.next_poll_at = now + timedelta(seconds=mailbox.poll_interval)
+    return recovered
+
+
+def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: bool = True) -> MailboxAlert | None:
+    """Count a failed poll. After max_tries failures in a row the mailbox cools off and its
+    alert recipients hear of it, once per streak."""
+    mailbox.last_poll_at = now
+    mailbox.failure_count += 1
+    mailbox.failing_since = mailbox.failing_since or now
+    mailbox.last_error = message
+    failing = mailbox.failure_count >= mailbox.max_tries or not transient
+    mailbox.next_poll_at = now + timedelta(seconds=mailbox.cool_off if failing else mailbox.poll_interval)
+    if failing and not mailbox.streak_alerted:
+        mailbox.streak_alerted = True
+        return _alert(mailbox, "mailbox_failing",
+                      f"{mailbox.address} failed {mailbox.failure_count} time(s) in a row: {message}")
+    return None
+
+
+def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
+    alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
+                         details={"failure_count": mailbox.failure_count})
+    db.session.add(alert)
+    if kind == "mailbox_failing" and mailbox.alert_recipients:
+        db.session.flush()
+        queue_mail("mailbox_failing", msp_id=mailbox.msp_id, mailbox=mailbox, to=mailbox.alert_recipients,
+                   details={"alert_id": alert.id})
+    return alert

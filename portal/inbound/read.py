@@ -1,0 +1,80 @@
+"""DESIGN step 2, and what else one stored message tells without the database: parsed,
+classified, fingerprinted, its references found, its body cut ahead for the waterline of the
+sender's likely client. Pure, so that a batch can be read in a thread while the previous batch
+waits on its writes (portal.inbound.fetch.Decider).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from portal.mail.classify import Classification, classify
+from portal.mail.cut import cut_body
+from portal.mail.fingerprint import Fingerprints, fingerprints
+from portal.mail.parse import ParsedEmail, parse_email
+from portal.mail.refs import REPLY_MARKER
+from portal.mail.sanitize import sanitize_html
+from portal.models import RawMessage
+
+if TYPE_CHECKING:
+    from portal.inbound.context import IngestContext
+
+# Envelope headers that may carry the plus address when To/Cc do not (BCC, forwarding).
+_ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
+
+
+@dataclass
+class Prepared:
+    """A stored message read once: parsed, classified, fingerprinted, references found."""
+
+    stored: RawMessage | None
+    parsed: ParsedEmail | None = None
+    cls: Classification | None = None
+    fps: Fingerprints | None = None
+    sender: str = ""
+    thread_ids: list[str] = field(default_factory=list)
+    plus_refs: list[str] = field(default_factory=list)
+    token_refs: list[str] = field(default_factory=list)
+    subject_refs: list[str] = field(default_factory=list)
+    body_refs: list[str] = field(default_factory=list)
+    # (waterline, (text, html)): the body cut ahead for the likely client's waterline.
+    cut: tuple[str | None, tuple[str, str | None]] | None = None
+
+
+def prepare(ctx: IngestContext, stored: RawMessage) -> Prepared:
+    item = examine(ctx, stored.raw)
+    item.stored = stored
+    return item
+
+
+def examine(ctx: IngestContext, raw_bytes: bytes | None) -> Prepared:
+    """Everything about one message that needs no database: pure, so a batch can be read
+    in a thread while the previous batch waits on its writes."""
+    item = Prepared(None)
+    if raw_bytes is None:
+        return item
+    parsed = item.parsed = parse_email(raw_bytes)
+    item.cls = classify(parsed)
+    item.fps = fingerprints(raw_bytes, parsed)
+    item.sender = (parsed.from_.address if parsed.from_ else "").lower()
+    item.thread_ids = [m for m in [parsed.in_reply_to, *reversed(parsed.references),
+                                   item.cls.bounce_original_message_id] if m][:100]
+    fmt = ctx.ref_format
+    if ctx.plus_addressing in ("mixed", "only"):
+        recipients = [a.address for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
+        recipients += [v for k, v in parsed.headers if k.lower() in _ENVELOPE_HEADERS]
+        item.plus_refs = fmt.refs_in_recipients(recipients, ctx.secret)
+    item.token_refs = fmt.refs_in_tokens(parsed.text, ctx.secret) or fmt.refs_in_tokens(parsed.html or "", ctx.secret)
+    item.subject_refs = fmt.refs_in_subject(parsed.subject)
+    item.body_refs = fmt.refs_in_body(parsed.text)
+    waterline = ctx.waterline(ctx.likely_client(item.sender))
+    item.cut = (waterline, visible_body(parsed, waterline))
+    return item
+
+
+def visible_body(parsed: ParsedEmail, waterline: str | None) -> tuple[str, str | None]:
+    """(text, sanitised HTML) the sender newly wrote, cut at the waterline or our marker."""
+    waterlines = [w for w in (waterline, REPLY_MARKER) if w]
+    visible = cut_body(parsed.text, parsed.html, waterlines=waterlines, marker=REPLY_MARKER)
+    return visible.text, sanitize_html(visible.html) if visible.html is not None else None
