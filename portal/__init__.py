@@ -15,6 +15,7 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
+from portal import unit_of_work
 from portal.extensions import csrf, db, htmx, login_manager
 from portal.responses import hx_redirect, same_site_path
 
@@ -43,6 +44,7 @@ def create_app(config_name: str | None = None, *, migrations: bool = True, **ove
     init_extensions(app, migrations=migrations)
     init_blueprints(app)
     init_security(app)
+    unit_of_work.init_app(app)
     init_templates(app)
     init_errors(app)
     init_cli(app)
@@ -132,14 +134,6 @@ def init_security(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         response.vary.add("HX-Request")
         return response
-
-    @app.teardown_request
-    def forget_uncommitted(exc):
-        from portal.jobs import discard_pending
-
-        if exc is not None:
-            db.session.rollback()
-        discard_pending()
 
 
 def init_templates(app: Flask) -> None:

@@ -10,7 +10,7 @@ from portal.clients.lookup import client_or_404
 from portal.extensions import db
 from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, commit
+from portal.services import ValidationError
 from portal.services import outbound as svc
 from portal.services.sending import send_environment, send_test_email
 
@@ -63,7 +63,6 @@ def edit(client_id: int, event: str):
             db.session.rollback()
             errors, status = exc.errors, 422
         else:
-            commit()
             flash(f"The {event.replace('_', ' ')} template of {client.name} is saved.", "success")
             return hx_redirect(url_for("email_templates.index", client_id=client.id))
     return render_page("email_templates/edit.html", "email_templates/_form.html", client=client, event=event,
@@ -113,7 +112,6 @@ def check(client_id: int, event: str):
 def revert(client_id: int, event: str):
     client = client_or_404(client_id)
     if svc.delete_template(client, _event_or_404(event), current_user):
-        commit()
         flash(f"{client.name} uses the inherited {event.replace('_', ' ')} template again.", "success")
     return hx_redirect(url_for("email_templates.index", client_id=client.id))
 
@@ -126,5 +124,4 @@ def test_send(client_id: int, event: str):
     text, html = _sources_from_request()
     result = send_test_email(client, _event_or_404(event), text or None, html or None,
                              request.form.get("recipient", ""), send_environment(current_user), current_user)
-    commit()
     return render_template("email_templates/_test_result.html", result=result)

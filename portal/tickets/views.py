@@ -12,7 +12,7 @@ from portal.extensions import db
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, canned, commit
+from portal.services import ValidationError, canned
 from portal.services import tickets as svc
 from portal.tickets import bp
 from portal.tickets.forms import NoteForm, ReplyForm
@@ -45,7 +45,6 @@ def index():
 def detail(reference: str):
     ticket = ticket_or_404(reference)
     svc.mark_read(ticket)
-    commit()
     return render_template("tickets/detail.html", **detail_context(ticket))
 
 
@@ -88,7 +87,6 @@ def reply(reference: str):
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_reply.html", reply_form=form,
                           files_lost=[svc.clean_filename(f.filename) for f in attachments])
-    commit()
     flash("Reply queued; its delivery shows on the conversation.", "success")
     # The status, the facts and the conversation all change: the whole page again.
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
@@ -139,7 +137,6 @@ def note(reference: str):
     except ValidationError as exc:
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_note.html", note_form=form)
-    commit()
     flash("Internal note added.", "success")
     if fragment_wanted():
         return parts(ticket, "tickets/_note.html", "tickets/_conversation.html")
@@ -152,9 +149,9 @@ def status(reference: str):
     try:
         changed = svc.change_status(ticket, request.form.get("status", ""), current_user)
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
         flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
         return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
-    commit()
     if changed:
         flash(f"{ticket.reference} is now {ticket.status}.", "success")
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
