@@ -14,18 +14,17 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
-from portal import display
+from portal import display, unit_of_work
 from portal.auth.views import bp as auth_bp
 from portal.cli import register as register_cli
 from portal.clients.views import bp as clients_bp
 from portal.email_templates import bp as email_templates_bp
 from portal.extensions import csrf, db, htmx, login_manager
-from portal.jobs import discard_pending
 from portal.mailboxes import bp as mailboxes_bp
 from portal.main.views import bp as main_bp
 from portal.responses import hx_redirect, same_site_path
-from portal.services.clients import timezone_names
 from portal.outbound.settings import may_change_installation as allowed_to_change_installation
+from portal.services.clients import timezone_names
 from portal.services.users import user_for_session
 from portal.settings.views import bp as settings_bp
 from portal.tickets import bp as tickets_bp
@@ -58,6 +57,7 @@ def create_app(config_name: str | None = None, *, migrations: bool = True, **ove
     init_extensions(app, migrations=migrations)
     init_blueprints(app)
     init_security(app)
+    unit_of_work.init_app(app)
     init_templates(app)
     init_errors(app)
     init_cli(app)
@@ -134,12 +134,6 @@ def init_security(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         response.vary.add("HX-Request")
         return response
-
-    @app.teardown_request
-    def forget_uncommitted(exc):
-        if exc is not None:
-            db.session.rollback()
-        discard_pending()
 
 
 def init_templates(app: Flask) -> None:

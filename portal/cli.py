@@ -24,6 +24,7 @@ from portal.services import users as user_svc
 from portal.services.config_io import dump, export_config, import_config, load
 from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, seed_demo
 from portal.services.mailboxes import check_connection, get_mailbox_by_address, rotate_secrets
+from portal.unit_of_work import commits
 
 users_cli = AppGroup("users", help="Manage the people who sign in.")
 demo_cli = AppGroup("demo", help="The demo MSP for trying Tidemark out.")
@@ -42,6 +43,7 @@ def _fail(exc: ValidationError) -> None:
 @click.option("--msp", "msp_name", required=True, help="Name of the MSP; created when it does not exist.")
 @click.option("--name", default="", help="The person's display name.")
 @click.password_option(help="Asked for when not given.")
+@commits
 def create_admin(email: str, msp_name: str, name: str, password: str) -> None:
     """Create an admin user for an MSP."""
     try:
@@ -52,18 +54,17 @@ def create_admin(email: str, msp_name: str, name: str, password: str) -> None:
         user = user_svc.create_user(msp, email, password, "admin", None, name=name)
     except ValidationError as exc:
         _fail(exc)
-    commit()
     click.echo(f"Created admin {user.email} for {msp.name}.")
 
 
 @demo_cli.command("seed")
+@commits
 def seed() -> None:
     """Create the demo MSP and its admin (does nothing when they exist)."""
     if current_app.config["ENV_NAME"] == "production":
         click.echo("error: the demo MSP has a published password; it is not seeded in production.", err=True)
         raise SystemExit(1)
     msp, _admin, created = seed_demo()
-    commit()
     click.echo(("Seeded" if created else "Found") + f" the demo MSP {msp.name!r}.")
     click.echo(f"Sign in as {DEMO_ADMIN} with the password {DEMO_PASSWORD}")
 
@@ -87,6 +88,7 @@ def _secret() -> bytes:
 
 @config_cli.command("import")
 @click.argument("path", type=click.File("r"))
+@commits
 def config_import(path) -> None:
     """Create or update clients, users and mailboxes from a YAML file (safe to run again)."""
     try:
@@ -94,7 +96,6 @@ def config_import(path) -> None:
         counts = import_config(load(path.read(current_app.config["TIDEMARK_CONFIG_MAX_BYTES"] + 1)), keys=_keys())
     except ValidationError as exc:
         _fail(exc)
-    commit()
     click.echo(f"Imported: {counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged.")
 
 
@@ -106,6 +107,7 @@ def config_export(with_secrets: bool) -> None:
 
 
 @secrets_cli.command("rotate")
+@commits
 def secrets_rotate() -> None:
     """Re-encrypt every stored secret with the first key of TIDEMARK_ENCRYPTION_KEY."""
     try:
@@ -114,7 +116,6 @@ def secrets_rotate() -> None:
         db.session.rollback()
         click.echo(f"error: {exc}; nothing was changed.", err=True)
         raise SystemExit(1) from None
-    commit()
     click.echo(f"Re-encrypted {count} secret(s) with the first key.")
 
 
@@ -148,6 +149,7 @@ def _mailbox(address: str):
 @mail_cli.command("ingest")
 @click.option("--mailbox", "address", required=True, help="Address of the mailbox the mail arrived in.")
 @click.argument("paths", nargs=-1, required=True)
+@commits
 def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     """Run email through the whole pipeline; one JSON line per message."""
     mailbox = _mailbox(address)
@@ -156,6 +158,8 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
         stored = fetch.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
         db.session.flush()
         result = batch.decide_one(stored, ctx, max_tries=1)
+        # Each message on its own, as a fetch does: its line is printed once it is kept, and a
+        # later message that fails takes nothing back.
         commit()
         if result is None:
             line = {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None,
@@ -170,6 +174,7 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
 
 @mail_cli.command("reprocess")
 @click.argument("raw_id", type=int)
+@commits
 def mail_reprocess(raw_id: int) -> None:
     """Run a stored raw message (its id in raw_messages) through the pipeline again."""
     stored = db.session.get(RawMessage, raw_id)
@@ -177,7 +182,6 @@ def mail_reprocess(raw_id: int) -> None:
         click.echo(f"error: there is no stored message {raw_id} with a mailbox", err=True)
         raise SystemExit(1)
     result = replay(stored, context_for(stored, Pipeline(_secret())))
-    commit()
     t = result.ticket
     click.echo(json.dumps({"raw": raw_id, "outcome": result.outcome, "ticket": t.reference if t else None,
                            "status": t.status if t else None, "trace": result.trace}, ensure_ascii=False))
@@ -189,6 +193,8 @@ def mail_test_connection(address: str) -> None:
     """Connect to a mailbox's server now and say what happened (the answer is kept)."""
     mailbox = _mailbox(address)
     result = check_connection(mailbox, _keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
+    # Here, not @commits: the exit status says whether the server answered, and the answer is
+    # kept either way.
     commit()
     click.echo(result.message)
     raise SystemExit(0 if result.ok else 1)

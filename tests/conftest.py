@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from portal.app import create_app
 from portal.extensions import db as _db
+from portal.models import Client, Mailbox, User
 from tests.dovecot import dovecot, mail_user  # noqa: F401 - a real Dovecot for every test that asks
 from tests.smtp import smtp_server, smtp_server_session  # noqa: F401 - a real SMTP server (aiosmtpd)
 
@@ -219,6 +221,48 @@ class World:
 @pytest.fixture
 def world(app):
     return World(app)
+
+
+@pytest.fixture
+def msp(world):
+    """The Acme MSP, alone: no client, no user."""
+    return world.msp("Acme MSP")
+
+
+@dataclass
+class Desk:
+    msp: Client
+    box: Mailbox
+    tom: User
+    ana: User
+    contoso: Client
+
+
+@pytest.fixture
+def acme(world) -> Desk:
+    """Acme MSP: client Contoso (contoso.com), a mailbox that sends no acknowledgements,
+    technician tom@acme.example and admin ana@acme.example."""
+    msp = world.msp("Acme MSP")
+    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, acknowledge=False)
+    tom = world.user(msp, email="tom@acme.example", role="technician")
+    ana = world.user(msp, email="ana@acme.example", role="admin")
+    return Desk(msp, box, tom, ana, contoso)
+
+
+@pytest.fixture
+def bcc_desk(world):
+    """Acme MSP with a mailbox (desk@acme.example) that routes only Contoso's mail sent in BCC
+    and files everything else under the MSP, so that mail from elsewhere waits unprocessed;
+    admin ann@acme.example and technician tom@acme.example."""
+    msp = world.msp("Acme MSP")
+    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
+    box = world.mailbox(msp, address="desk@acme.example", acknowledge=False, routes=[
+        {"name": "Contoso BCC", "client": contoso, "recipients": ["*"], "senders": ["contoso.com"]},
+        {"name": "Everything else", "client": msp, "fallback": True}])
+    world.user(msp, email="ann@acme.example", role="admin")
+    world.user(msp, email="tom@acme.example", role="technician")
+    return msp, contoso, box
 
 
 class Browser:

@@ -29,6 +29,8 @@ def sign_in():
             cfg["LOGIN_WINDOW"], cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"], cfg["LOGIN_MAX_FAILURES_PER_IP"]
         )
         result = sign_in_user(form.email.data, form.password.data, request.remote_addr or "unknown", policy)
+        # Now, not after the answer: a failed sign-in answers 401 yet its counted failure must stay,
+        # and a cookie is given only for a session token the database has.
         commit()
         if result.user is not None:
             next_url = _safe_next(request.args.get("next"))
@@ -56,6 +58,6 @@ def sign_out():
     # The token is the user's, not this browser's: signing out here signs out everywhere.
     if current_user.is_authenticated:
         end_sessions(current_user._get_current_object())
-        commit()
+        commit()  # the old token is void everywhere before this browser forgets it
     end_this_session("You are signed out.")
     return redirect(url_for("auth.sign_in"))

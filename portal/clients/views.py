@@ -8,7 +8,7 @@ from portal.clients.forms import ClientForm
 from portal.clients.lookup import client_or_404
 from portal.extensions import db
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, audit, commit
+from portal.services import ValidationError, audit
 from portal.services import clients as svc
 
 bp = Blueprint("clients", __name__, url_prefix="/clients")
@@ -58,7 +58,6 @@ def new():
         except ValidationError as exc:
             form.service_errors = exc.errors
         else:
-            commit()
             flash(f"Client {client.name} created.", "success")
             return hx_redirect(url_for("clients.detail", client_id=client.id))
     status = 422 if request.method == "POST" else 200
@@ -117,7 +116,6 @@ def edit(client_id: int):
             db.session.rollback()
             client = client_or_404(client_id)
         else:
-            commit()
             flash(f"Saved {client.name}." if changes else "Nothing changed.", "success")
             return hx_redirect(url_for("clients.detail", client_id=client.id))
     status = 422 if request.method == "POST" else 200
@@ -141,8 +139,8 @@ def _set_disabled(client_id: int, disabled: bool):
     try:
         svc.set_client_disabled(client, disabled, current_user)
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
         flash(" ".join(m for msgs in exc.errors.values() for m in msgs), "error")
     else:
-        commit()
         flash(f"{client.name} is {'disabled' if disabled else 'enabled'}.", "success")
     return hx_redirect(url_for("clients.detail", client_id=client.id))

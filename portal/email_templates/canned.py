@@ -11,7 +11,7 @@ from portal.clients.lookup import client_or_404
 from portal.email_templates.blueprint import bp
 from portal.extensions import db
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, canned, commit
+from portal.services import ValidationError, canned
 
 
 def _own_or_404(client, response_id: int):
@@ -42,7 +42,6 @@ def _save(client, response):
     except ValidationError as exc:
         db.session.rollback()
         return _form_page(client, response, form, exc.errors, 422)
-    commit()
     flash(f"The canned response {saved.name!r} of {client.name} is saved.", "success")
     return hx_redirect(url_for("email_templates.canned_index", client_id=client.id))
 
@@ -74,6 +73,5 @@ def canned_delete(client_id: int, response_id: int):
     response = _own_or_404(client, response_id)
     name = response.name
     canned.delete(response, current_user)
-    commit()
     flash(f"The canned response {name!r} of {client.name} is removed.", "success")
     return hx_redirect(url_for("email_templates.canned_index", client_id=client.id))

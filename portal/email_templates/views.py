@@ -14,7 +14,7 @@ from portal.outbound import templates as svc
 from portal.outbound.servers import send_environment
 from portal.outbound.templates import send_test_email
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, commit
+from portal.services import ValidationError
 
 # The preview is a document of its own inside a sandboxed frame: the template's inline styles
 # show, and nothing in it can run or load anything.
@@ -63,7 +63,6 @@ def edit(client_id: int, event: str):
             db.session.rollback()
             errors, status = exc.errors, 422
         else:
-            commit()
             flash(f"The {event.replace('_', ' ')} template of {client.name} is saved.", "success")
             return hx_redirect(url_for("email_templates.index", client_id=client.id))
     return render_page("email_templates/edit.html", "email_templates/_form.html", client=client, event=event,
@@ -111,7 +110,6 @@ def check(client_id: int, event: str):
 def revert(client_id: int, event: str):
     client = client_or_404(client_id)
     if svc.delete_template(client, _event_or_404(event), current_user):
-        commit()
         flash(f"{client.name} uses the inherited {event.replace('_', ' ')} template again.", "success")
     return hx_redirect(url_for("email_templates.index", client_id=client.id))
 
@@ -124,5 +122,4 @@ def test_send(client_id: int, event: str):
     text, html = _sources_from_request()
     result = send_test_email(client, _event_or_404(event), text or None, html or None,
                              request.form.get("recipient", ""), send_environment(current_user), current_user)
-    commit()
     return render_template("email_templates/_test_result.html", result=result)

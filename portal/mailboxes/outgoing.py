@@ -14,7 +14,7 @@ from portal.outbound import servers as svc
 from portal.outbound.servers import own_server, send_environment
 from portal.outbound.test_mail import send_outgoing_test
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, commit
+from portal.services import ValidationError
 
 
 @bp.route("/<int:mailbox_id>/outgoing", methods=["GET", "POST"])
@@ -37,7 +37,6 @@ def outgoing(mailbox_id: int):
             server = own_server(mailbox)
             form.service_errors = place(exc.errors, set(form._fields), {"from": "from_address"})
         else:
-            commit()
             flash(f"Outgoing server of {mailbox.address} saved." if changes else "Nothing changed.", "success")
             return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id) + "#outgoing")
     return render_page("mailboxes/outgoing.html", "mailboxes/_outgoing_form.html", form=form, mailbox=mailbox,
@@ -49,7 +48,6 @@ def outgoing(mailbox_id: int):
 def remove_outgoing(mailbox_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     if svc.remove_outgoing_server(mailbox, actor=current_user):
-        commit()
         flash(f"{mailbox.address} sends through the default gateway again.", "success")
     return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id) + "#outgoing")
 
@@ -61,5 +59,5 @@ def test_outgoing(mailbox_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     result = send_outgoing_test(mailbox, request.form.get("recipient", ""), send_environment(current_user),
                                 actor=current_user)
-    commit()  # the history entry of a test with the saved password
+    # A test with the saved password has a history entry: the answer commits it.
     return render_template("mailboxes/_send_result.html", result=result)

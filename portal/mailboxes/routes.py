@@ -11,7 +11,7 @@ from portal.mailboxes.blueprint import bp
 from portal.mailboxes.forms import RouteForm, place
 from portal.mailboxes.lookup import client_choices, client_or_404, mailbox_or_404
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, commit
+from portal.services import ValidationError
 from portal.services import routes as svc
 
 
@@ -48,7 +48,6 @@ def _save(mailbox, route):
             route = svc.get_route(mailbox, route.id) if route is not None else None
             form.service_errors = place(exc.errors, set(form._fields))
         else:
-            commit()
             flash(f"Route {saved.name} saved.", "success")
             return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id) + "#routes")
     return _form_page(form, mailbox, route, 422 if request.method == "POST" else 200)
@@ -79,7 +78,6 @@ def delete_route(mailbox_id: int, route_id: int):
         db.session.rollback()
         flash("Not removed: " + " ".join(m for msgs in exc.errors.values() for m in msgs), "error")
     else:
-        commit()
         flash(f"Route {name} removed.", "success")
     # No "#routes": from the mailbox page itself the browser would only scroll, not reload.
     return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id))
@@ -113,8 +111,6 @@ def order_routes(mailbox_id: int):
         db.session.rollback()
         mailbox = mailbox_or_404(mailbox_id)
         note = " ".join(m for msgs in exc.errors.values() for m in msgs)
-    else:
-        commit()
     if htmx and not htmx.boosted:
         return render_template("mailboxes/_routes.html", mailbox=mailbox, note=note,
                                moved=moved.id if moved else None, direction=direction)

@@ -16,7 +16,7 @@ from portal.models.base import utcnow
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.outbound.servers import own_server
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, audit, commit
+from portal.services import ValidationError, audit
 from portal.services import dashboard as board
 from portal.services import mailboxes as svc
 from portal.inbound.health import stalled_ids
@@ -52,7 +52,6 @@ def new():
             db.session.rollback()
             form.place_errors(exc.errors)
         else:
-            commit()
             flash(f"Mailbox {mailbox.address} created. Add its routes, then activate it.", "success")
             return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id))
     return _form_page(form, None, 422 if request.method == "POST" else 200)
@@ -97,7 +96,6 @@ def edit(mailbox_id: int):
             mailbox = mailbox_or_404(mailbox_id)
             form.place_errors(exc.errors)
         else:
-            commit()
             flash(f"Saved {mailbox.address}." if changes else "Nothing changed.", "success")
             return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id))
     return _form_page(form, mailbox, 422 if request.method == "POST" else 200)
@@ -116,9 +114,10 @@ def check(mailbox_id: int | None = None):
         result = svc.probe_settings(values, keys(), mailbox=mailbox, ca_file=current_app.config["TIDEMARK_CA_FILE"],
                                     actor=current_user)
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused test is kept
         message = " ".join(m for msgs in exc.errors.values() for m in msgs)
         return render_template("mailboxes/_check_result.html", ok=False, message=message)
-    commit()  # the history entry of a test with the saved password
+    # A test with the saved password has a history entry: the answer commits it.
     return render_template("mailboxes/_check_result.html", ok=result.ok, message=result.message)
 
 
@@ -128,7 +127,6 @@ def test_connection(mailbox_id: int):
     """Try the server now; the answer shows in place and is kept on the mailbox."""
     mailbox = mailbox_or_404(mailbox_id)
     result = svc.check_connection(mailbox, keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"], actor=current_user)
-    commit()
     return render_template("mailboxes/_test_result.html", box=mailbox, result=result)
 
 
@@ -152,7 +150,6 @@ def _set_status(mailbox_id: int, status: str):
         db.session.rollback()
         flash("Not activated: " + " ".join(m for msgs in exc.errors.values() for m in msgs), "error")
     else:
-        commit()
         flash(f"{mailbox.address} is {'active: it is fetched from now on' if status == 'active' else 'disabled'}.",
               "success")
     return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id))
@@ -164,7 +161,6 @@ def delete(mailbox_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     address = mailbox.address
     tickets = svc.delete_mailbox(mailbox, actor=current_user)
-    commit()
     kept = (" Its ticket stays." if tickets == 1 else f" Its {tickets} tickets stay.") if tickets else ""
     flash(f"Mailbox {address} deleted.{kept}", "success")
     return hx_redirect(url_for("mailboxes.index"))

@@ -1,5 +1,6 @@
-"""Writes and decisions per area. Services flush but never commit: the caller (a view or a job
-runtime) commits once, through portal.services.commit(), which also dispatches queued jobs."""
+"""Writes and decisions per area. Services flush but never commit: the caller commits once,
+through portal.services.commit(), which also dispatches queued jobs: portal.unit_of_work after
+a request or a flask command, workers.runtime after a job."""
 
 from __future__ import annotations
 

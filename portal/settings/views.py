@@ -13,7 +13,7 @@ from portal.extensions import db
 from portal.models.base import utcnow
 from portal.outbound import settings as svc
 from portal.responses import hx_redirect
-from portal.services import ValidationError, audit, commit, config_io
+from portal.services import ValidationError, audit, config_io
 from portal.settings.forms import current_values, posted_values
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -39,7 +39,6 @@ def mail():
             errors, status = exc.errors, 422
             form.update({k: v for k, v in values.items() if k != "password"})
         else:
-            commit()
             flash("Mail settings saved.", "success")
             return hx_redirect(url_for("settings.mail"))
     return render_template("settings/mail.html", form=form, errors=errors,
@@ -76,9 +75,9 @@ def export_configuration():
     data = config_io.export_config(keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"], with_secrets=with_secrets,
                                    msp_id=g.msp_id, include_gateway=_gateway_allowed())
     if with_secrets:
-        # Passwords leave the installation in clear text: who took them, and when, is on record.
+        # Passwords leave the installation in clear text: who took them, and when, is on record
+        # (committed before the answer leaves; a failed commit answers 500 instead).
         audit.record(current_user, g.msp_id, "configuration", g.msp_id, "downloaded with secrets")
-        commit()
     slug = re.sub(r"[^a-z0-9]+", "-", current_user.msp.name.lower()).strip("-") or "msp"
     response = current_app.response_class(config_io.dump(data), mimetype="application/yaml")
     filename = f"tidemark-{slug}-{utcnow():%Y-%m-%d}{'-with-secrets' if with_secrets else ''}.yaml"
@@ -125,7 +124,6 @@ def import_configuration():
     if applying:
         audit.record(current_user, g.msp_id, "configuration", g.msp_id, "imported",
                      {k: [None, counts[k]] for k in ("created", "updated")})
-        commit()
         flash(f"Configuration imported: {counts['created']} created, {counts['updated']} updated, "
               f"{counts['unchanged']} unchanged.", "success")
         return hx_redirect(url_for("settings.configuration"))

@@ -8,7 +8,7 @@ from flask_login import current_user
 
 from portal.extensions import db
 from portal.responses import hx_redirect
-from portal.services import ValidationError, commit
+from portal.services import ValidationError
 from portal.services import tickets as svc
 from portal.tickets import views
 from portal.tickets.blueprint import bp
@@ -46,7 +46,6 @@ def bulk():
         # The list as it was asked for, with the selection kept and the messages by the fields.
         g.bulk = {"errors": exc.errors, "values": change, "selected": set(selected)}
         return views.index(), 422
-    commit()
     flash(summary(result), "success" if not result.ignored else "warning")
     return hx_redirect(_list_url())
 

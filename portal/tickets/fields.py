@@ -7,7 +7,7 @@ from flask import flash, request, url_for
 from flask_login import current_user
 
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, commit
+from portal.services import ValidationError
 from portal.services import tickets as svc
 from portal.tickets.blueprint import bp
 from portal.tickets.forms import FieldsForm
@@ -23,7 +23,6 @@ def fields(reference: str):
     except ValidationError as exc:
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_fields.html", fields_form=form)
-    commit()
     flash(f"{ticket.reference}: {', '.join(changed)} changed." if changed else "Nothing changed.", "success")
     if fragment_wanted():
         # The facts at the top come along; the history of changes refreshes itself on the trigger.

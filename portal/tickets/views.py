@@ -12,7 +12,7 @@ from portal.extensions import db
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, canned, commit, ticket_list, ticket_replies
+from portal.services import ValidationError, canned, ticket_list, ticket_replies
 from portal.services import tickets as svc
 from portal.tickets.blueprint import bp
 from portal.tickets.forms import NoteForm, ReplyForm
@@ -47,7 +47,6 @@ def index():
 def detail(reference: str):
     ticket = ticket_or_404(reference)
     svc.mark_read(ticket)
-    commit()
     return render_template("tickets/detail.html", **detail_context(ticket))
 
 
@@ -91,7 +90,6 @@ def reply(reference: str):
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_reply.html", reply_form=form,
                           files_lost=[ticket_replies.clean_filename(f.filename) for f in attachments])
-    commit()
     flash("Reply queued; its delivery shows on the conversation.", "success")
     # The status, the facts and the conversation all change: the whole page again.
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
@@ -142,7 +140,6 @@ def note(reference: str):
     except ValidationError as exc:
         form.service_errors = exc.errors
         return form_error(reference, "tickets/_note.html", note_form=form)
-    commit()
     flash("Internal note added.", "success")
     if fragment_wanted():
         return parts(ticket, "tickets/_note.html", "tickets/_conversation.html")
@@ -155,9 +152,9 @@ def status(reference: str):
     try:
         changed = svc.change_status(ticket, request.form.get("status", ""), current_user)
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
         flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
         return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
-    commit()
     if changed:
         flash(f"{ticket.reference} is now {ticket.status}.", "success")
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))

@@ -12,7 +12,7 @@ from portal.inbound import unprocessed as svc
 from portal.inbound.replay import CheckInput, Pipeline, check_routing
 from portal.models import Mailbox
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, audit, commit
+from portal.services import ValidationError, audit
 from portal.services.clients import get_client
 from portal.unprocessed.forms import AppendForm, AssignForm, CheckForm, TeachForm
 
@@ -147,7 +147,6 @@ def assign(message_id: int):
         outcome = svc.assign(message, _client_from(form), current_user, _pipeline())
     except ValidationError as exc:
         return _invalid(message_id, exc, assign=form)
-    commit()
     ticket = outcome.ticket
     flash(f"Created {ticket.reference} for {ticket.client.name} from this email.", "success")
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
@@ -164,7 +163,6 @@ def append(message_id: int):
         outcome = svc.append(message, wanted, current_user, _pipeline())
     except ValidationError as exc:
         return _invalid(message_id, exc, append=form)
-    commit()
     ticket = outcome.ticket
     if ticket.reference == wanted:
         flash(f"Appended to {ticket.reference}.", "success")
@@ -188,7 +186,6 @@ def teach(message_id: int):
         lesson = svc.teach(message, _client_from(form), form.scope.data, current_user, _pipeline())
     except ValidationError as exc:
         return _invalid(message_id, exc, teach=form)
-    commit()
     placed = lesson.placed
     head = (f"Added {lesson.value} to the allow-list of {lesson.client.name}." if lesson.added
             else f"{lesson.value} was already on the allow-list of {lesson.client.name}.")
@@ -208,9 +205,9 @@ def rerun(message_id: int):
     try:
         outcome = svc.rerun(message, current_user, _pipeline())
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
         flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
         return hx_redirect(url_for("unprocessed.detail", message_id=message.id))
-    commit()
     if outcome.error:
         flash(f"Deciding again failed: {outcome.error}", "error")
     elif outcome.placed:
@@ -238,9 +235,9 @@ def discard(message_id: int):
     try:
         svc.discard(message, current_user)
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
         flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
         return hx_redirect(url_for("unprocessed.index"))
-    commit()
     session[UNDO_KEY] = message.id  # the list shows it with an Undo button, once
     return _back_to_list(request.form.get("show", ""))
 
@@ -251,9 +248,9 @@ def restore(message_id: int):
     try:
         svc.restore(message, current_user)
     except ValidationError as exc:
+        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
         flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
         return hx_redirect(url_for("unprocessed.index", show="discarded"))
-    commit()
     show = request.form.get("show", "")
     if not (_partial() and show in LISTS):
         flash("Restored: the email waits among the unprocessed mail again.", "success")

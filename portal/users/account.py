@@ -47,7 +47,6 @@ def save_profile():
             db.session.rollback()
             form.service_errors = exc.errors
         else:
-            commit()
             flash("Your settings are saved." if changed else "Nothing changed.", "success")
             return hx_redirect(url_for("account.index"))
     return _page(form, PasswordForm(formdata=None), 422)
@@ -65,10 +64,12 @@ def change_password():
             svc.change_password(user, form.current.data, form.password.data, form.confirmation.data,
                                 ip=request.remote_addr or "unknown", policy=policy)
         except ValidationError as exc:
-            commit()  # keeps only the counted wrong password: nothing else was written
+            # The answer is 422, which commits nothing: the counted wrong password is kept here
+            # (nothing else was written).
+            commit()
             form.service_errors = exc.errors
         else:
-            commit()
+            commit()  # before login_user puts the new session token in the cookie
             login_user(user)  # the session now carries the new token: this one stays, the others end
             flash("Your password is changed. Any other sessions are signed out.", "success")
             return hx_redirect(url_for("account.index"))
@@ -78,6 +79,6 @@ def change_password():
 @bp.post("/sign-out-everywhere")
 def sign_out_everywhere():
     svc.sign_out_everywhere(current_user._get_current_object())
-    commit()
+    commit()  # the old token is void everywhere before this browser forgets it
     end_this_session("You are signed out on every device.")
     return hx_redirect(url_for("auth.sign_in"))

@@ -52,7 +52,6 @@ def invite():
             db.session.rollback()
             form.service_errors = exc.errors
         else:
-            commit()
             return render_page("users/invited.html", "users/_invited.html", user=user, link=_link(user))
     status = 422 if request.method == "POST" else 200
     return render_page("users/invite.html", "users/_invite_form.html", form=form), status
@@ -96,7 +95,6 @@ def change_role(user_id: int):
             db.session.rollback()
             form.service_errors = exc.errors
         else:
-            commit()
             flash(f"{user.email} is now {'an admin' if user.is_admin else 'a technician'}." if changed
                   else "Nothing changed.", "success")
             return hx_redirect(url_for("users.detail", user_id=user.id))
@@ -110,7 +108,6 @@ def _set_disabled(user_id: int, disabled: bool):
     except ValidationError as exc:
         db.session.rollback()
         return _detail(_user_or_404(user_id), errors=exc.errors, status=422)
-    commit()
     flash(f"{user.email} is disabled and signed out everywhere." if disabled else f"{user.email} is enabled.",
           "success")
     return hx_redirect(url_for("users.detail", user_id=user.id))
@@ -140,7 +137,6 @@ def renew_invitation(user_id: int):
             problems = [m for msgs in exc.errors.values() for m in msgs]
             return render_template("users/_invitation.html", invitation_errors=problems, link=None), 422
         return _detail(_user_or_404(user_id), errors=exc.errors, status=422)
-    commit()
     if htmx and not htmx.boosted:
         return render_template("users/_invitation.html", invitation_errors=[], link=_link(user), user=user)
     return _detail(user, link=_link(user))
@@ -163,7 +159,7 @@ def accept(token: str):
             db.session.rollback()
             form.service_errors = exc.errors
         else:
-            commit()
+            commit()  # before login_user puts the new session token (set with the password) in the cookie
             session.clear()  # whoever was signed in on this browser before: a fresh session
             login_user(user)
             session.permanent = True

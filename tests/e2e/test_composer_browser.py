@@ -25,15 +25,11 @@ PASTE_IMAGE = """(b64) => {
 
 
 @pytest.fixture
-def desk(world, smtp_gateway):
-    msp = world.msp("Acme MSP")
-    world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    world.user(msp, email="tom@acme.example", role="technician")
-    canned.save(msp, name="Restart steps", html="<p>Switch it <b>off</b> and on again.</p>", shared=True)
+def desk(world, acme, smtp_gateway):
+    canned.save(acme.msp, name="Restart steps", html="<p>Switch it <b>off</b> and on again.</p>", shared=True)
     commit()
-    return world.deliver(box, email(sender="alice@contoso.com", subject="Printer",
-                                    body="It prints <blank> pages.")).ticket
+    return world.deliver(acme.box, email(sender="alice@contoso.com", subject="Printer",
+                                         body="It prints <blank> pages.")).ticket
 
 
 def sign_in(page, live_server):
@@ -121,14 +117,13 @@ def test_without_javascript_the_form_posts_plain_text(chromium, live_server, des
     assert "Plain <text> reply.\nSecond line." in text
 
 
-def test_an_admin_writes_a_canned_response_in_the_editor(live_server, page, world, desk):
+def test_an_admin_writes_a_canned_response_in_the_editor(live_server, page, desk):
     from sqlalchemy import select
 
     from portal.extensions import db
-    from portal.models import CannedResponse, Client
+    from portal.models import CannedResponse
 
-    contoso = desk.client
-    world.user(db.session.get(Client, contoso.msp_id), email="ana@acme.example")
+    contoso = desk.client  # ana@acme.example is its MSP's admin (the acme fixture)
     page.goto(live_server + "/sign-in")
     page.get_by_label("Email address").fill("ana@acme.example")
     page.get_by_label("Password").fill(PASSWORD)

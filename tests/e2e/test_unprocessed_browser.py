@@ -9,17 +9,6 @@ from tests.mailfactory import email
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def desk(world):
-    msp = world.msp("Acme MSP")
-    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, address="desk@acme.example", acknowledge=False, routes=[
-        {"name": "Contoso BCC", "client": contoso, "recipients": ["*"], "senders": ["contoso.com"]},
-        {"name": "Everything else", "client": msp, "fallback": True}])
-    world.user(msp, email="ann@acme.example", role="admin")
-    return msp, contoso, box
-
-
 def sign_in(page, live_server):
     page.goto(live_server + "/sign-in")
     page.get_by_label("Email address").fill("ann@acme.example")
@@ -27,8 +16,8 @@ def sign_in(page, live_server):
     page.get_by_role("button", name="Sign in").click()
 
 
-def test_an_unprocessed_email_is_taught_to_a_client_and_becomes_a_ticket(live_server, page, world, desk):
-    _msp, contoso, box = desk
+def test_an_unprocessed_email_is_taught_to_a_client_and_becomes_a_ticket(live_server, page, world, bcc_desk):
+    _msp, contoso, box = bcc_desk
     world.deliver(box, email(sender="it@newcustomer.example", to=["someone@elsewhere.example"],
                              subject="New office printer", html="<p>Our <b>printer</b> is new</p>"))
     world.deliver(box, email(sender="boss@newcustomer.example", to=["someone@elsewhere.example"],
@@ -58,8 +47,8 @@ def test_an_unprocessed_email_is_taught_to_a_client_and_becomes_a_ticket(live_se
     expect(page.locator(".facts")).to_contain_text(contoso.name)
 
 
-def test_discard_and_undo_in_place(live_server, page, world, desk):
-    box = desk[2]
+def test_discard_and_undo_in_place(live_server, page, world, bcc_desk):
+    box = bcc_desk[2]
     world.deliver(box, email(sender="x@spam.example", to=["someone@elsewhere.example"], subject="Cheap pills"))
     world.deliver(box, email(sender="it@newcustomer.example", to=["someone@elsewhere.example"], subject="Real work"))
 

@@ -1,35 +1,32 @@
-"""What the ticket pages' tests share: one MSP's help desk, its technician signed in, and a
-fresh look at a ticket and its history (as the next request would see them)."""
+"""What the portal's tests share: an admin of the Acme MSP signed in, a small client tree, the
+technician of the Acme desk (tests/conftest.py) signed in, and a fresh look at a ticket and its
+history (as the next request would see them)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditEntry, Client, Mailbox, Ticket, User
-
-
-@dataclass
-class Desk:
-    msp: Client
-    box: Mailbox
-    tom: User
-    ana: User
+from portal.models import AuditEntry, Ticket
 
 
 @pytest.fixture
-def acme(world) -> Desk:
-    """Acme MSP: client Contoso (contoso.com), a mailbox that sends no acknowledgements,
-    technician tom@acme.example and admin ana@acme.example."""
-    msp = world.msp("Acme MSP")
-    world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    tom = world.user(msp, email="tom@acme.example", role="technician")
-    ana = world.user(msp, email="ana@acme.example", role="admin")
-    return Desk(msp, box, tom, ana)
+def admin(browser, world, msp):
+    """ana@acme.example, an admin of the Acme MSP, signed in."""
+    world.user(msp, email="ana@acme.example")
+    browser.sign_in("ana@acme.example")
+    return browser
+
+
+@pytest.fixture
+def tree(world, msp):
+    """(the Acme MSP, Contoso (contoso.com) under it, Contoso Berlin (berlin.contoso.com) under
+    Contoso), and technician tom@acme.example."""
+    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
+    berlin = world.client(contoso, "Contoso Berlin", allow=["berlin.contoso.com"])
+    world.user(msp, email="tom@acme.example", role="technician")
+    return msp, contoso, berlin
 
 
 @pytest.fixture

@@ -1,28 +1,11 @@
 """Canned responses in the browser: the admin pages per client, and the picker on a ticket."""
 
-import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry, CannedResponse
 from portal.services import canned, commit
 from tests.mailfactory import email
-
-
-@pytest.fixture
-def tree(world):
-    msp = world.msp("Acme MSP")
-    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
-    berlin = world.client(contoso, "Contoso Berlin", allow=["berlin.contoso.com"])
-    world.user(msp, email="ana@acme.example")
-    world.user(msp, email="tom@acme.example", role="technician")
-    return msp, contoso, berlin
-
-
-@pytest.fixture
-def admin(browser, tree):
-    browser.sign_in("ana@acme.example")
-    return browser
 
 
 def test_the_templates_page_links_to_the_canned_responses(admin, tree):

@@ -2,29 +2,12 @@
 
 import io
 
-import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry, EmailTemplate
 from portal.services import commit
 from portal.outbound import servers as outbound_svc
-
-
-@pytest.fixture
-def tree(world):
-    msp = world.msp("Acme MSP")
-    contoso = world.client(msp, "Contoso")
-    berlin = world.client(contoso, "Contoso Berlin")
-    world.user(msp, email="ana@acme.example")
-    world.user(msp, email="tom@acme.example", role="technician")
-    return msp, contoso, berlin
-
-
-@pytest.fixture
-def admin(browser, tree):
-    browser.sign_in("ana@acme.example")
-    return browser
 
 
 GOOD = "Got it: {{ ticket.reference }}\nHello {{ contact.name }},\nwe are on it.\n"

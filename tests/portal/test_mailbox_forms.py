@@ -22,18 +22,6 @@ BASE = {
 }
 
 
-@pytest.fixture
-def msp(world):
-    return world.msp("Acme MSP")
-
-
-@pytest.fixture
-def admin(browser, world, msp):
-    world.user(msp, email="ana@acme.example")
-    browser.sign_in("ana@acme.example")
-    return browser
-
-
 def form(msp, **changes):
     data = {**BASE, "client_id": str(msp.id), **changes}
     return {k: v for k, v in data.items() if v is not None}

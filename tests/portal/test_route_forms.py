@@ -10,20 +10,8 @@ from portal.models import AuditEntry, Mailbox, Route
 
 
 @pytest.fixture
-def msp(world):
-    return world.msp("Acme MSP")
-
-
-@pytest.fixture
 def contoso(world, msp):
     return world.client(msp, "Contoso")
-
-
-@pytest.fixture
-def admin(browser, world, msp):
-    world.user(msp, email="ana@acme.example")
-    browser.sign_in("ana@acme.example")
-    return browser
 
 
 def route_form(client, **values):

@@ -1,18 +1,8 @@
-import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import SmtpServer
 from portal.outbound import settings as svc
-
-
-@pytest.fixture
-def admin(browser, world):
-    msp = world.msp("Acme MSP")
-    world.user(msp, email="ana@acme.example")
-    world.user(msp, email="tom@acme.example", role="technician")
-    browser.sign_in("ana@acme.example")
-    return browser
 
 
 def test_the_gateway_and_switches_are_saved_with_the_password_encrypted(app, admin):
@@ -41,7 +31,8 @@ def test_wrong_values_are_named(admin):
     assert "not a host name" in body and "1 to 65535" in body and "1 to 1000" in body and "nope" in body
 
 
-def test_only_operators_change_installation_settings_when_several_msps_share_it(app, world, admin, make_browser):
+def test_only_operators_change_installation_settings_when_several_msps_share_it(app, world, msp, admin, make_browser):
+    world.user(msp, email="tom@acme.example", role="technician")
     assert admin.get("/settings/mail").status_code == 200
     assert 'href="/settings/mail"' in admin.get("/").get_data(as_text=True)
     other = world.msp("Other MSP")

@@ -56,25 +56,13 @@ def catcher():
 
 
 @pytest.fixture
-def acme(world):
-    return world.msp("Acme MSP")
-
-
-@pytest.fixture
-def admin(browser, world, acme):
-    world.user(acme, email="ana@acme.example")
-    browser.sign_in("ana@acme.example")
-    return browser
-
-
-@pytest.fixture
-def box(world, acme, dovecot, mail_user):
-    return world.mailbox(acme, port=dovecot.imap_port, security="none", username=mail_user.name,
+def box(world, msp, dovecot, mail_user):
+    return world.mailbox(msp, port=dovecot.imap_port, security="none", username=mail_user.name,
                          password=mail_user.password)
 
 
-def typed(acme, box, **changes):
-    return {"client_id": str(acme.id), "address": box.address, "direction": "both", "status": "draft",
+def typed(msp, box, **changes):
+    return {"client_id": str(msp.id), "address": box.address, "direction": "both", "status": "draft",
             "protocol": "imap", "security": "none", "host": box.host, "port": str(box.port), "username": box.username,
             "password": "", "folders": "INBOX", "timeout": "10", "after_action_imap": "seen",
             "after_action_pop3": "keep", "plus_addressing": "off", "poll_interval": "60", "max_tries": "3",
@@ -87,25 +75,25 @@ def secret_tests():
 
 
 @pytest.mark.parametrize("change", ["port", "host", "username", "protocol"])
-def test_the_saved_password_is_not_sent_to_another_server(admin, acme, box, catcher, mail_user, change):
+def test_the_saved_password_is_not_sent_to_another_server(admin, msp, box, catcher, mail_user, change):
     values = {"port": {"port": str(catcher.port)},
               "host": {"host": "localhost", "port": str(catcher.port)},
               "username": {"username": "someone-else", "port": str(catcher.port)},
               "protocol": {"protocol": "pop3", "after_action_pop3": "keep", "port": str(catcher.port)}}[change]
-    answer = admin.post(f"/mailboxes/{box.id}/check", typed(acme, box, **values), htmx=True).get_data(as_text=True)
+    answer = admin.post(f"/mailboxes/{box.id}/check", typed(msp, box, **values), htmx=True).get_data(as_text=True)
     assert RETYPE in answer
     assert not any(mail_user.password in line for line in catcher.lines)
     assert catcher.lines == []  # not even a connection
     # Typed again, it is the admin's choice to send it there.
     typed_again = admin.post(f"/mailboxes/{box.id}/check",
-                             typed(acme, box, port=str(catcher.port), password="typed-on-purpose"), htmx=True)
+                             typed(msp, box, port=str(catcher.port), password="typed-on-purpose"), htmx=True)
     assert "authentication failed" in typed_again.get_data(as_text=True)
     assert any("LOGIN" in line and "typed-on-purpose" in line for line in catcher.lines)
     assert secret_tests() == []
 
 
-def test_tests_with_the_saved_password_are_in_the_history(admin, acme, box):
-    answer = admin.post(f"/mailboxes/{box.id}/check", typed(acme, box), htmx=True).get_data(as_text=True)
+def test_tests_with_the_saved_password_are_in_the_history(admin, msp, box):
+    answer = admin.post(f"/mailboxes/{box.id}/check", typed(msp, box), htmx=True).get_data(as_text=True)
     assert "Connected to 127.0.0.1" in answer
     answer = admin.post(f"/mailboxes/{box.id}/test", htmx=True).get_data(as_text=True)
     assert "Connected to 127.0.0.1" in answer
@@ -118,13 +106,13 @@ def test_tests_with_the_saved_password_are_in_the_history(admin, acme, box):
     assert "connection test (saved password)" in history
 
 
-def test_a_changed_server_is_not_saved_with_the_old_password(app, admin, acme, box, mail_user):
+def test_a_changed_server_is_not_saved_with_the_old_password(app, admin, msp, box, mail_user):
     keys = app.config["TIDEMARK_ENCRYPTION_KEY"]
-    refused = admin.post(f"/mailboxes/{box.id}/edit", typed(acme, box, host="imap.elsewhere.example"), htmx=True)
+    refused = admin.post(f"/mailboxes/{box.id}/edit", typed(msp, box, host="imap.elsewhere.example"), htmx=True)
     assert refused.status_code == 422 and RETYPE in refused.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Mailbox, box.id).host == "127.0.0.1"
-    same = admin.post(f"/mailboxes/{box.id}/edit", typed(acme, box, host="imap.elsewhere.example",
+    same = admin.post(f"/mailboxes/{box.id}/edit", typed(msp, box, host="imap.elsewhere.example",
                                                         password=mail_user.password))
     assert same.status_code == 303
     db.session.expire_all()
@@ -134,11 +122,11 @@ def test_a_changed_server_is_not_saved_with_the_old_password(app, admin, acme, b
     last = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "updated").order_by(AuditEntry.id.desc())).first()
     assert last.changes["host"] == ["127.0.0.1", "imap.elsewhere.example"] and "password" not in last.changes
     # Settings that do not name another server keep the saved password.
-    assert admin.post(f"/mailboxes/{box.id}/edit", typed(acme, saved, poll_interval="120")).status_code == 303
+    assert admin.post(f"/mailboxes/{box.id}/edit", typed(msp, saved, poll_interval="120")).status_code == 303
 
 
-def test_the_outgoing_servers_password_stays_with_its_server(app, world, admin, acme, smtp_server):
-    box = world.mailbox(acme)
+def test_the_outgoing_servers_password_stays_with_its_server(app, world, admin, msp, smtp_server):
+    box = world.mailbox(msp)
     server = {"host": smtp_server.host, "port": str(smtp_server.port), "security": "none", "username": SMTP_USER,
               "from_address": "", "timeout": "10"}
     assert admin.post(f"/mailboxes/{box.id}/outgoing", {**server, "password": SMTP_PASSWORD}).status_code == 303

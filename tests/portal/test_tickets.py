@@ -10,19 +10,8 @@ from tests.mailfactory import email
 
 
 @pytest.fixture
-def desk(world, smtp_gateway):
-    msp = world.msp("Acme MSP")
-    contoso = world.client(msp, "Contoso", allow=["contoso.com"])
-    box = world.mailbox(msp, acknowledge=False)
-    world.user(msp, email="tom@acme.example", role="technician")
-    commit()
-    return msp, contoso, box
-
-
-@pytest.fixture
-def tech(browser, desk):
-    browser.sign_in("tom@acme.example")
-    return browser
+def desk(acme, smtp_gateway):
+    return acme.msp, acme.contoso, acme.box
 
 
 def test_list_shows_work_to_do_with_filters_and_search(world, tech, desk):

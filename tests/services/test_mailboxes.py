@@ -9,11 +9,6 @@ from portal.services.mailboxes import password_of, rotate_secrets, save_mailbox,
 from portal.services.routes import RouteInput
 
 
-@pytest.fixture
-def msp(world):
-    return world.msp("Acme MSP")
-
-
 def save(app, msp, values, routes=None, mailbox=None):
     return save_mailbox(msp, msp, dict(values), keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=None,
                         routes=routes, mailbox=mailbox)
