@@ -15,6 +15,7 @@ from portal.models import Mailbox, SmtpServer, User
 from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address
 from portal.services.mailboxes import HOST_PATTERN, RETYPE_PASSWORD, server_changed, server_reach
+from portal.transport.base import SECURITIES
 from portal.transport.reach import Reach
 from portal.transport.smtp import SmtpSettings
 
@@ -89,7 +90,7 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     if not HOST_PATTERN.match(host):
         errors["host"] = [f"{host!r} is not a host name or IP address."]
     security = values.get("security", "starttls")
-    if security not in ("ssl", "starttls", "none"):
+    if security not in SECURITIES:
         errors["security"] = ["The security is ssl, starttls or none."]
     port = values.get("port") or {"ssl": 465, "starttls": 587, "none": 25}.get(security, 587)
     if not isinstance(port, int) or not 1 <= port <= 65535:
