@@ -53,3 +53,9 @@ def page(chromium):
     context.close()
     # No script error and no CSP violation on any page the test visited.
     assert errors == []
+
+
+def wait_for_htmx(page) -> None:
+    """Until htmx has no request, swap or settle under way: an element swapped in only listens
+    to its hx-trigger once htmx has processed it, and typing before that is lost."""
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")

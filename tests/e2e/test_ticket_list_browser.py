@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
+from tests.e2e.conftest import wait_for_htmx
 from tests.portal.test_ticket_list import add_tickets
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +50,7 @@ def test_search_pages_and_sorts_in_the_browser(app, live_server, page, world, re
     expect(rows.locator("a[href^='/tickets/T-']")).to_have_text(["T-1", "T-2", "T-3"])
 
     # Typing searches subject words; the order chosen stays.
+    wait_for_htmx(page)
     page.get_by_label("Search").fill("quok")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Quokka in the server room")
