@@ -14,7 +14,7 @@ from imapclient.exceptions import CapabilityError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
-from portal.transport import reach
+from portal.transport import reach, sasl
 from portal.transport.base import ServerSettings, TransportError, server_text, scrub, tls_context, translated
 
 log = logging.getLogger("portal.transport.imap")
@@ -105,11 +105,25 @@ class ImapSession:
                     f"{s.address} refuses to log in {s.username} over an unencrypted connection; "
                     "choose STARTTLS or SSL/TLS",
                     transient=False)
-            if s.auth_identity or not _ascii(s.username) or not _ascii(s.password):
+            if s.token:
+                self._token_login(client, pre_auth)
+            elif s.auth_identity or not _ascii(s.username) or not _ascii(s.password):
                 # SASL PLAIN carries the authorization identity and UTF-8; LOGIN carries neither.
                 client.plain_login(s.username, s.password, s.auth_identity or None)
             else:
                 client.login(s.username, s.password)
+
+    def _token_login(self, client: IMAPClient, pre_auth: set[str]) -> None:
+        """XOAUTH2, or OAUTHBEARER when that is all the server offers; user= is the mailbox to open."""
+        s = self.settings
+        offered = {c[len("AUTH="):] for c in pre_auth if c.startswith("AUTH=")}
+        mechanism = sasl.choose_mechanism(offered)
+        if mechanism is None:
+            raise TransportError("auth", sasl.missing_mechanism(s.address, "imap"), transient=False)
+        if mechanism == sasl.XOAUTH2:
+            client.oauth2_login(s.token_user, s.token)
+        else:
+            client.oauthbearer_login(s.token_user, s.token)
 
     @property
     def capabilities(self) -> list[str]:

@@ -1,0 +1,91 @@
+"""SMTP with an OAuth2 access token (AUTH XOAUTH2) against the real aiosmtpd of tests/smtp.py."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from portal.transport.smtp import SmtpError, SmtpSettings, check_connection, send
+from tests.smtp import *  # noqa: F403 - fixtures
+from tests.dovecot import unused_port
+
+SENDER = "helpdesk@contoso.example"
+
+
+def _message() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = "customer@example.org"
+    message["Subject"] = "Ticket #12 updated"
+    message.set_content("Your printer is fixed.\n")
+    return message
+
+
+def _token_settings(server, token: str, security: str = "none", **overrides) -> SmtpSettings:
+    return server.settings(security, username=SENDER, token=token, **overrides)
+
+
+def test_token_is_neither_in_repr_nor_next_to_a_password():
+    settings = SmtpSettings(host="smtp.example", username=SENDER, token="tok-SECRET")
+    assert "tok-SECRET" not in repr(settings)
+    with pytest.raises(ValueError, match="not both"):
+        SmtpSettings(host="smtp.example", username=SENDER, password="pw", token="tok")
+    with pytest.raises(ValueError, match="username"):
+        SmtpSettings(host="smtp.example", token="tok")
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "ssl"])
+def test_sends_with_a_token(smtp_server, security):
+    smtp_server.token_check = lambda user, token: (user, token) == (SENDER, "tok-good")
+    result = send(_token_settings(smtp_server, "tok-good", security), _message())
+    received = smtp_server.last()
+    assert received.login == SENDER and received.rcpt_tos == ["customer@example.org"]
+    assert received.tls == (security != "none")
+    assert result.accepted == ("customer@example.org",)
+    assert smtp_server.auth_attempts == [(SENDER, True)]
+
+
+def test_refused_token_is_an_auth_error_in_plain_words(smtp_server, caplog):
+    smtp_server.token_check = lambda user, token: False
+    caplog.set_level("DEBUG")
+    with pytest.raises(SmtpError) as caught:
+        send(_token_settings(smtp_server, "tok-revoked-SECRET"), _message())
+    error = caught.value
+    assert error.kind == "auth" and not error.temporary and error.code == 535
+    assert error.message.startswith(
+        f"the server refused the access token for {SENDER}: it may have expired or been revoked; "
+        "reconnect the mailbox (the server said 535 5.7.8")
+    # The JSON challenge the server sent first is read, not sent back as a token.
+    assert "status 400" in error.message and "schemes Bearer" in error.message
+    assert smtp_server.messages == [] and smtp_server.auth_attempts == [(SENDER, False)]
+    assert "tok-revoked-SECRET" not in caplog.text and "tok-revoked-SECRET" not in repr(error)
+
+
+def test_check_connection_logs_in_with_the_token(smtp_server):
+    smtp_server.token_check = lambda user, token: token == "tok-good"
+    words = check_connection(_token_settings(smtp_server, "tok-good", "starttls"))
+    assert words.endswith(f"logged in as {SENDER}") and smtp_server.messages == []
+
+
+def test_server_without_xoauth2_is_named(smtp_server):
+    """A server offering only passwords: the error says what is missing and what it offers."""
+    port = unused_port()
+    controller = Controller(object(), hostname="127.0.0.1", port=port, auth_require_tls=False,
+                            authenticator=lambda *a: None, server_hostname="plain.test.example")
+    controller.start()
+    try:
+        with pytest.raises(SmtpError) as caught:
+            send(SmtpSettings(host="127.0.0.1", port=port, security="none", username=SENDER,
+                              token="eyJ0eXAi.x7Yq", timeout=5), _message())
+    finally:
+        controller.stop()
+    assert caught.value.kind == "auth"
+    assert "does not offer login with an access token (AUTH=XOAUTH2 or OAUTHBEARER)" in caught.value.message
+    assert "it offers: LOGIN PLAIN" in caught.value.message
+
+
+def test_password_login_still_works_beside_xoauth2(smtp_server):
+    send(smtp_server.settings("none", login=True), _message())
+    assert smtp_server.last().login == SMTP_USER  # noqa: F405
