@@ -20,7 +20,8 @@ from email.message import EmailMessage, Message
 from email.utils import getaddresses
 
 from portal.transport import reach, sasl
-from portal.transport.base import TransportError, check_endpoint, check_secret, scrub, tls_context, translate, unlike_server
+from portal.transport.base import (TransportError, check_endpoint, check_secret, scrub, tls_context, translate,
+                                   unlike_server)
 
 log = logging.getLogger("portal.transport.smtp")
 
