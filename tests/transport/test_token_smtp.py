@@ -1,4 +1,5 @@
-"""SMTP with an OAuth2 access token (AUTH XOAUTH2) against the real aiosmtpd of tests/smtp.py."""
+"""SMTP with an OAuth2 access token (AUTH XOAUTH2) against the real aiosmtpd of tests/smtp.py, the
+token issued and checked (introspection) by the real authorisation server of tests/oauth_server.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from portal.transport.smtp import SmtpError, SmtpSettings, check_connection, send
-from tests.smtp import *  # noqa: F403 - fixtures
+from tests.smtp import SMTP_USER, introspecting
 from tests.dovecot import unused_port
+from tests.transport.helpers import delegated_token
 
 SENDER = "helpdesk@contoso.example"
 
@@ -23,8 +25,15 @@ def _message() -> EmailMessage:
     return message
 
 
+@pytest.fixture
+def token(smtp_server, oauth_server) -> str:
+    """An access token of SENDER; the SMTP server checks tokens at the authorisation server."""
+    smtp_server.token_check = introspecting(oauth_server.introspection_url)
+    return delegated_token(oauth_server, SENDER)
+
+
 def _token_settings(server, token: str, security: str = "none", **overrides) -> SmtpSettings:
-    return server.settings(security, username=SENDER, token=token, **overrides)
+    return server.settings(security, **{"username": SENDER, "token": token, **overrides})
 
 
 def test_token_is_neither_in_repr_nor_next_to_a_password():
@@ -37,9 +46,8 @@ def test_token_is_neither_in_repr_nor_next_to_a_password():
 
 
 @pytest.mark.parametrize("security", ["none", "starttls", "ssl"])
-def test_sends_with_a_token(smtp_server, security):
-    smtp_server.token_check = lambda user, token: (user, token) == (SENDER, "tok-good")
-    result = send(_token_settings(smtp_server, "tok-good", security), _message())
+def test_sends_with_a_token(smtp_server, token, security):
+    result = send(_token_settings(smtp_server, token, security), _message())
     received = smtp_server.last()
     assert received.login == SENDER and received.rcpt_tos == ["customer@example.org"]
     assert received.tls == (security != "none")
@@ -47,25 +55,32 @@ def test_sends_with_a_token(smtp_server, security):
     assert smtp_server.auth_attempts == [(SENDER, True)]
 
 
-def test_refused_token_is_an_auth_error_in_plain_words(smtp_server, caplog):
-    smtp_server.token_check = lambda user, token: False
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_dead_token_is_an_auth_error_in_plain_words(smtp_server, oauth_server, token, how, caplog):
+    (oauth_server.revoke_grant if how == "revoked" else oauth_server.expire)(token)
     caplog.set_level("DEBUG")
     with pytest.raises(SmtpError) as caught:
-        send(_token_settings(smtp_server, "tok-revoked-SECRET"), _message())
+        send(_token_settings(smtp_server, token), _message())
     error = caught.value
     assert error.kind == "auth" and not error.temporary and error.code == 535
     assert error.message.startswith(
         f"the server refused the access token for {SENDER}: it may have expired or been revoked; "
         "reconnect the mailbox (the server said 535 5.7.8")
-    # The JSON challenge the server sent first is read, not sent back as a token.
+    # The JSON challenge the server sent first is read, not answered with the token again.
     assert "status 400" in error.message and "schemes Bearer" in error.message
     assert smtp_server.messages == [] and smtp_server.auth_attempts == [(SENDER, False)]
-    assert "tok-revoked-SECRET" not in caplog.text and "tok-revoked-SECRET" not in repr(error)
+    assert token not in caplog.text and token not in repr(error)
 
 
-def test_check_connection_logs_in_with_the_token(smtp_server):
-    smtp_server.token_check = lambda user, token: token == "tok-good"
-    words = check_connection(_token_settings(smtp_server, "tok-good", "starttls"))
+def test_a_token_for_another_mailbox_is_refused(smtp_server, oauth_server, token):
+    """aiosmtpd, like Dovecot's oauth2 passdb, wants the token to belong to user=."""
+    with pytest.raises(SmtpError) as caught:
+        send(_token_settings(smtp_server, token, username="billing@contoso.example"), _message())
+    assert caught.value.kind == "auth" and smtp_server.auth_attempts == [("billing@contoso.example", False)]
+
+
+def test_check_connection_logs_in_with_the_token(smtp_server, token):
+    words = check_connection(_token_settings(smtp_server, token, "starttls"))
     assert words.endswith(f"logged in as {SENDER}") and smtp_server.messages == []
 
 
@@ -88,4 +103,4 @@ def test_server_without_xoauth2_is_named(smtp_server):
 
 def test_password_login_still_works_beside_xoauth2(smtp_server):
     send(smtp_server.settings("none", login=True), _message())
-    assert smtp_server.last().login == SMTP_USER  # noqa: F405
+    assert smtp_server.last().login == SMTP_USER
