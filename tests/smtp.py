@@ -9,7 +9,8 @@ One server listens on two ports:
 The certificate comes from the test CA of tests/dovecot.py (`ca_file`).
 Known login: SMTP_USER / SMTP_PASSWORD. Logging in is optional.
 AUTH XOAUTH2 is offered too: `server.token_check = introspecting(url)` (or any callable taking
-the user= and the token) decides; without one every token is refused. A refused token gets what
+the user= and the token, answering True, False or the refusal line to send) decides; without one
+every token is refused. A refused token gets what
 Gmail sends: a 334 challenge holding a JSON error, then 535 after the client's empty line.
 
 Chosen answers: `server.rcpt_replies["busy"] = "450 4.2.1 Mailbox busy"` refuses every recipient
@@ -118,10 +119,13 @@ class _Handler:
             return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode the response")
         user, token = parsed
         check = self.server.token_check
-        ok = bool(check) and await asyncio.to_thread(check, user, token)
+        verdict = bool(check) and await asyncio.to_thread(check, user, token)
+        ok = verdict is True
         self.server.auth_attempts.append((user, ok))
         if ok:
             return AuthResult(success=True, auth_data=TokenLogin(user.encode()))
+        if isinstance(verdict, str):  # the check chose the refusal, e.g. Microsoft's 5.7.139
+            return AuthResult(success=False, handled=False, message=verdict)
         await smtp.challenge_auth(json.dumps(TOKEN_ERROR_CHALLENGE))
         return AuthResult(success=False, handled=False,
                           message="535 5.7.8 Username and Password not accepted (token refused)")

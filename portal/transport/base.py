@@ -1,7 +1,7 @@
 """Connection settings, the one error type, and the error translation shared by IMAP and POP3.
 
 Everything a person may read (TransportError.message, ProbeResult.message) is in plain words and
-never contains the password.
+never contains the password or the access token.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ REFUSED_TOKEN = "it may have expired or been revoked; reconnect the mailbox"
 # Exchange Online accepts the token, then refuses every command: the mailbox is not licensed for
 # IMAP/POP, the protocol is disabled for it, or the app has no permission on it.
 NOT_CONNECTED = "User is authenticated but not connected"
+# Exchange Online's SMTP answer when SMTP AUTH is off for the mailbox or the tenant.
+SMTP_AUTH_DISABLED = ("5.7.139", "SmtpClientAuthentication is disabled")
 
 
 def choose_mechanism(offered: set[str] | frozenset[str] | list[str]) -> str | None:
@@ -77,6 +79,16 @@ def not_connected(address: str, login_name: str) -> str:
     return (f"{address} accepted the access token for {login_name} but will not open the mailbox: "
             "IMAP or POP is disabled for this mailbox, it has no licence for it, or the app lacks "
             "permission on it (the server said \"User is authenticated but not connected\")")
+
+
+def smtp_auth_disabled(address: str, login_name: str, said: str) -> str | None:
+    """Plain words for Microsoft's 5.7.139, or None when the server said something else."""
+    if not any(mark.lower() in said.lower() for mark in SMTP_AUTH_DISABLED):
+        return None
+    return (f"{address} does not let {login_name} send with a login: SMTP AUTH is disabled for this "
+            "mailbox or for the whole tenant (Microsoft 5.7.139); an Exchange admin enables it with "
+            f"Set-CASMailbox -Identity {login_name} -SmtpClientAuthenticationDisabled $false "
+            f"(the server said {said})")
 
 
 def missing_mechanism(address: str, protocol: str) -> str:

@@ -268,8 +268,8 @@ class SmtpConnection:
         except smtplib.SMTPAuthenticationError as exc:
             words = sasl.challenge_words(challenges[-1] if challenges else None)
             said = f"{exc.smtp_code} {_reply(exc.smtp_error)}" + (f" ({words})" if words else "")
-            raise self._error("auth", sasl.refused_token(s.username, said), _temporary(exc.smtp_code),
-                              exc.smtp_code) from None
+            message = sasl.smtp_auth_disabled(s.address, s.username, said) or sasl.refused_token(s.username, said)
+            raise self._error("auth", message, _temporary(exc.smtp_code), exc.smtp_code) from None
         except Exception as exc:  # noqa: BLE001
             raise self._from_smtp(exc, "login") from None
 

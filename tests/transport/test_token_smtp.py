@@ -104,3 +104,16 @@ def test_server_without_xoauth2_is_named(smtp_server):
 def test_password_login_still_works_beside_xoauth2(smtp_server):
     send(smtp_server.settings("none", login=True), _message())
     assert smtp_server.last().login == SMTP_USER
+
+
+def test_microsofts_smtp_auth_disabled_is_named(smtp_server, token):
+    """Exchange Online refuses a good token with 5.7.139 when SMTP AUTH is off for the mailbox."""
+    smtp_server.token_check = lambda user, token: ("535 5.7.139 Authentication unsuccessful, "
+                                                   "SmtpClientAuthentication is disabled for the Tenant.")
+    with pytest.raises(SmtpError) as caught:
+        send(_token_settings(smtp_server, token), _message())
+    message = caught.value.message
+    assert caught.value.kind == "auth" and caught.value.code == 535
+    assert "SMTP AUTH is disabled for this mailbox or for the whole tenant (Microsoft 5.7.139)" in message
+    assert f"Set-CASMailbox -Identity {SENDER} -SmtpClientAuthenticationDisabled $false" in message
+    assert "expired" not in message
