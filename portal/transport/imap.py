@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Iterator, Sequence
 
 from imapclient import IMAPClient, SocketTimeout
-from imapclient.exceptions import CapabilityError
+from imapclient.exceptions import CapabilityError, LoginError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
@@ -120,10 +120,7 @@ class ImapSession:
         mechanism = sasl.choose_mechanism(offered)
         if mechanism is None:
             raise TransportError("auth", sasl.missing_mechanism(s.address, "imap"), transient=False)
-        if mechanism == sasl.XOAUTH2:
-            client.oauth2_login(s.token_user, s.token)
-        else:
-            client.oauthbearer_login(s.token_user, s.token)
+        client.token_login(mechanism, s.token_user, s.token)
 
     @property
     def capabilities(self) -> list[str]:
@@ -356,6 +353,24 @@ class _Client(IMAPClient):
     def __init__(self, *args, addresses: list[str] | None = None, **kwargs):
         self._addresses = addresses
         super().__init__(*args, **kwargs)
+
+    def token_login(self, mechanism: str, user: str, token: str) -> None:
+        """AUTHENTICATE XOAUTH2 or OAUTHBEARER. Unlike imapclient's oauth2_login, which answers every
+        challenge with the token again, the server's JSON error challenge gets the empty line it
+        asks for, and its words join the error."""
+        errors: list[bytes] = []
+
+        def respond(challenge: bytes) -> bytes:
+            if challenge:
+                errors.append(challenge)
+                return b""
+            return sasl.initial_response(mechanism, user, token)
+
+        try:
+            self._command_and_check("authenticate", mechanism, respond)
+        except imaplib.IMAP4.error as exc:
+            words = sasl.challenge_words(errors[-1]) if errors else ""
+            raise LoginError(f"{server_text(exc)} ({words})" if words else server_text(exc)) from None
 
     def _create_IMAP4(self):  # noqa: N802 - imapclient's hook
         if self._addresses is None:
