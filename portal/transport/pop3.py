@@ -115,8 +115,10 @@ class Pop3Session:
     def _token_login(self, pop: poplib.POP3) -> None:
         """RFC 5034 AUTH with XOAUTH2 or OAUTHBEARER (poplib has no helper for either).
 
-        On a refused token the server answers "+ <base64 JSON error>" and waits for an empty line
-        before its -ERR; that -ERR (with the JSON's words) becomes the error.
+        The token goes on its own line after the server's "+ ", as Microsoft documents it: a POP3
+        command line may hold only 255 octets (RFC 2449), and a token is longer. On a refused token
+        the server answers "+ <base64 JSON error>" and waits for an empty line before its -ERR;
+        that -ERR (with the JSON's words) becomes the error.
         """
         s = self.settings
         caps = self._capa(pop)
@@ -124,7 +126,8 @@ class Pop3Session:
         mechanism = sasl.choose_mechanism(caps.get("SASL", [])) if caps else sasl.XOAUTH2
         if mechanism is None:
             raise TransportError("auth", sasl.missing_mechanism(s.address, "pop3"), transient=False)
-        reply = pop._shortcmd(f"AUTH {mechanism} {sasl.encoded_response(mechanism, s.token_user, s.token)}")
+        pop._shortcmd(f"AUTH {mechanism}")  # "+ " (an -ERR raises)
+        reply = pop._shortcmd(sasl.encoded_response(mechanism, s.token_user, s.token))
         if reply.startswith(b"+OK"):
             return
         challenge = reply[1:].strip()
