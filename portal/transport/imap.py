@@ -192,6 +192,8 @@ class ImapSession:
         except imaplib.IMAP4.error as exc:
             self.folder = None  # a failed SELECT leaves no folder selected (RFC 3501)
             said = server_text(exc)
+            if sasl.NOT_CONNECTED.lower() in said.lower():  # Exchange: the login itself is of no use
+                raise TransportError("auth", sasl.not_connected(s.address, s.login_name), transient=False) from exc
             raise TransportError(
                 "folder", scrub(f"cannot open the folder {folder!r} on {s.address}: the server said {said}", s),
                 transient=False) from exc

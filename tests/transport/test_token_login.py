@@ -14,6 +14,7 @@ import pytest
 from portal.transport import ImapSession, ServerSettings, TransportError, open_session, sasl
 from portal.transport.base import translate
 from tests.dovecot import DovecotServer
+from tests.transport.exchange_imap import ExchangeImap
 from tests.transport.helpers import app_token, delegated_token, make_message, sha
 
 SECURITIES = ["none", "starttls", "ssl"]
@@ -176,16 +177,31 @@ def test_oauthbearer_when_xoauth2_is_not_offered(oauthbearer_dovecot, oauth_serv
 # --- Exchange Online's answers -------------------------------------------------------------------
 
 
-def test_authenticated_but_not_connected_names_the_likely_causes():
+def test_authenticated_but_not_connected_names_the_likely_causes(caplog):
     """Exchange accepts the token, then refuses SELECT when IMAP is off for the mailbox or the app
-    lacks permission on it. No local server answers so; the translation is checked directly."""
-    settings = ServerSettings(protocol="imap", host="outlook.office365.com", port=993, security="ssl",
-                              username="ana@contoso.example", auth_identity="helpdesk@contoso.example",
-                              token="eyJ0eXAiOiJKV1Qi.secret")
-    said = imaplib.IMAP4.error("select failed: b'User is authenticated but not connected.'")
-    error = translate(said, settings, "selecting INBOX")
+    lacks permission on it (a loopback server with Exchange's answers)."""
+    token = "eyJ0eXAiOiJKV1Qi.the-secret-part"
+    caplog.set_level(logging.DEBUG)
+    with ExchangeImap() as exchange:
+        settings = ServerSettings(protocol="imap", host="127.0.0.1", port=exchange.port, security="none",
+                                  username="ana@contoso.example", auth_identity="helpdesk@contoso.example",
+                                  token=token, timeout=5)
+        with ImapSession(settings) as session:
+            with pytest.raises(TransportError) as caught:
+                session.select("INBOX")
+    assert exchange.logins == ["user=helpdesk@contoso.example"]  # user= names the shared mailbox
+    error = caught.value
     assert error.kind == "auth" and not error.transient
-    assert error.message.startswith("outlook.office365.com:993 accepted the access token for ana@contoso.example "
+    assert error.message.startswith(f"127.0.0.1:{exchange.port} accepted the access token for ana@contoso.example "
                                     "(mailbox helpdesk@contoso.example) but will not open the mailbox: IMAP or "
                                     "POP is disabled for this mailbox")
-    assert "the app lacks permission on it" in error.message and "secret" not in error.message
+    assert "the app lacks permission on it" in error.message
+    assert token not in caplog.text
+
+
+def test_not_connected_on_any_later_command_is_translated_too():
+    settings = ServerSettings(protocol="imap", host="outlook.office365.com", port=993, security="ssl",
+                              username="ana@contoso.example", token="eyJ0eXAiOiJKV1Qi.secret")
+    said = imaplib.IMAP4.error("list failed: b'User is authenticated but not connected.'")
+    error = translate(said, settings, "listing the folders")
+    assert error.kind == "auth" and "will not open the mailbox" in error.message and "secret" not in error.message
