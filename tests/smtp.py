@@ -81,9 +81,11 @@ class TokenLogin:
 TOKEN_ERROR_CHALLENGE = {"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}
 
 
-def introspecting(url: str, client_id: str | None = None, client_secret: str | None = None):
+def introspecting(url: str, client_id: str | None = None, client_secret: str | None = None,
+                  grants: dict[str, set[str]] | None = None):
     """A token check that asks an RFC 7662 introspection endpoint, as Dovecot's oauth2 passdb does:
-    the token must be active and issued to user= (its username or email)."""
+    the token must be active and issued to user= (its username or email), or, as Exchange lets a
+    delegate or the app send as a shared mailbox, to someone in grants[user=]."""
     def check(user: str, token: str) -> bool:
         request = urllib.request.Request(url, data=urllib.parse.urlencode({"token": token}).encode(),
                                          method="POST")
@@ -93,7 +95,8 @@ def introspecting(url: str, client_id: str | None = None, client_secret: str | N
         with urllib.request.urlopen(request, timeout=5) as response:
             answer = json.loads(response.read())
         names = {str(answer.get(key) or "").lower() for key in ("username", "email")}
-        return bool(answer.get("active")) and user.lower() in names
+        allowed = {user.lower()} | {name.lower() for name in (grants or {}).get(user.lower(), ())}
+        return answer.get("active") is True and bool(names & allowed)
     return check
 
 

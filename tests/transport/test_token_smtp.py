@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from portal.transport.smtp import SmtpError, SmtpSettings, check_connection, send
 from tests.smtp import SMTP_USER, introspecting
 from tests.dovecot import unused_port
-from tests.transport.helpers import delegated_token
+from tests.transport.helpers import app_token, delegated_token
 
 SENDER = "helpdesk@contoso.example"
 
@@ -77,6 +77,20 @@ def test_a_token_for_another_mailbox_is_refused(smtp_server, oauth_server, token
     with pytest.raises(SmtpError) as caught:
         send(_token_settings(smtp_server, token, username="billing@contoso.example"), _message())
     assert caught.value.kind == "auth" and smtp_server.auth_attempts == [("billing@contoso.example", False)]
+
+
+def test_shared_mailbox_sends_with_a_granted_users_or_the_apps_token(smtp_server, oauth_server):
+    """user= is the shared mailbox that sends; the token is a delegate's, then the app's."""
+    shared = "billing@contoso.example"
+    smtp_server.token_check = introspecting(oauth_server.introspection_url,
+                                            grants={shared: {SENDER, "tidemark-app@contoso.example"}})
+    for token in (delegated_token(oauth_server, SENDER), app_token(oauth_server, "tidemark-app@contoso.example")):
+        send(_token_settings(smtp_server, token, username=shared), _message())
+        assert smtp_server.last().login == shared
+    outsider = delegated_token(oauth_server, "mallory@contoso.example")
+    with pytest.raises(SmtpError) as caught:
+        send(_token_settings(smtp_server, outsider, username=shared), _message())
+    assert caught.value.kind == "auth" and len(smtp_server.messages) == 2
 
 
 def test_check_connection_logs_in_with_the_token(smtp_server, token):
