@@ -1,6 +1,7 @@
 """A real Dovecot (IMAP, IMAPS, POP3, POP3S on loopback) for the whole test session.
 
-Fixtures: `dovecot` (session) and `mail_user` (a fresh user per test). Import them with
+Fixtures: `dovecot` (session) and `mail_user` (a fresh user per test); `oauth_dovecot` (session)
+also takes OAuth2 access tokens, checked at the test authorisation server (tests/oauth_server.py). Import them with
 `from tests.dovecot import *`. Mail is written straight into the users' Maildirs, so loading
 thousands of messages takes well under a second.
 
@@ -21,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,9 +34,11 @@ import pytest
 
 from portal.transport.base import ServerSettings
 
-__all__ = ["DovecotServer", "DroppingProxy", "MailUser", "dovecot", "mail_user"]
+__all__ = ["DovecotServer", "DroppingProxy", "MailUser", "dovecot", "mail_user", "oauth_dovecot"]
 
 DOVECOT = os.environ.get("TIDEMARK_DOVECOT", "/usr/sbin/dovecot")
+# Dovecot's auth worker runs the delegation checker; it may not reach a virtualenv's Python.
+SYSTEM_PYTHON = "/usr/bin/python3"
 # Mail processes never run as root; as root we map every virtual user to this numeric uid/gid,
 # which needs no /etc/passwd entry.
 MAIL_UID = MAIL_GID = 30000
@@ -54,7 +58,7 @@ ssl_cert = <{root}/tls/server.pem
 ssl_key = <{root}/tls/server.key
 # Loopback only: plaintext logins are fine, and the tests need them.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 auth_verbose = yes
 # Tests log in with wrong passwords on purpose; the default 2 s penalty would only slow them.
 auth_failure_delay = 0
@@ -67,6 +71,7 @@ service anvil {{
 {login_chroot}
 }}
 
+{oauth_passdb}
 # Master logins: SASL PLAIN with authcid = a master user and authzid = the mailbox to open.
 # "pass = yes" still requires the target to exist in the ordinary passdb below.
 passdb {{
@@ -122,6 +127,39 @@ protocol imap {{
 protocol pop3 {{
   mail_max_userip_connections = 200
 }}
+"""
+
+
+# With an introspection URL: XOAUTH2 and OAUTHBEARER logins, each token checked by an RFC 7662
+# introspection of the authorisation server (POST token=...). Dovecot then requires the token's
+# `username` to be the login name (user=), and `active` to be true.
+# A token for another mailbox (a shared one) goes on to tests/dovecot_delegation.py, which lets
+# it in when the token's owner was granted that mailbox (grant_mailbox), as Exchange does.
+_OAUTH_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = {mechanisms}
+  args = {root}/dovecot-oauth2.conf.ext
+}}
+passdb {{
+  driver = checkpassword
+  mechanisms = {mechanisms}
+  args = {root}/delegation.sh
+}}
+"""
+_DELEGATION_SH = """\
+#!/bin/sh
+exec {python} {program} {url} {root}/grants "$@"
+"""
+_OAUTH_CONFIG = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+username_format = %u
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
 """
 
 
@@ -197,8 +235,12 @@ class MailUser:
 class DovecotServer:
     """One private Dovecot. Start with start(), stop with stop(); see the module docstring."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, introspection_url: str | None = None,
+                 token_mechanisms: str = "xoauth2 oauthbearer"):
         self.root = root
+        # Where Dovecot's oauth2 passdb checks access tokens; None: passwords only.
+        self.introspection_url = introspection_url
+        self.token_mechanisms = token_mechanisms
         self.imap_port = self.imaps_port = self.pop3_port = self.pop3s_port = 0
         self.ca_file = ""
         self.host = "127.0.0.1"
@@ -232,8 +274,21 @@ class DovecotServer:
             user_settings = (f"default_internal_user = {me}\ndefault_login_user = {me}\n"
                              f"default_internal_group = {group}\n")
             login_chroot = "  chroot ="
+        oauth_mechanisms = oauth_passdb = ""
+        if self.introspection_url:
+            (root / "dovecot-oauth2.conf.ext").write_text(_OAUTH_CONFIG.format(url=self.introspection_url))
+            oauth_mechanisms = " " + self.token_mechanisms
+            (root / "grants").mkdir()
+            (root / "grants").chmod(0o755)
+            script = root / "delegation.sh"
+            script.write_text(_DELEGATION_SH.format(
+                python=SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable,
+                program=Path(__file__).with_name("dovecot_delegation.py"), url=self.introspection_url, root=root))
+            script.chmod(0o755)
+            oauth_passdb = _OAUTH_PASSDB.format(root=root, mechanisms=self.token_mechanisms)
         config = root / "dovecot.conf"
         config.write_text(_CONFIG.format(
+            oauth_mechanisms=oauth_mechanisms, oauth_passdb=oauth_passdb,
             instance=f"tidemark-test-{uuid.uuid4().hex[:8]}", root=root, uid=self.uid, gid=self.gid,
             imap_port=self.imap_port, imaps_port=self.imaps_port,
             pop3_port=self.pop3_port, pop3s_port=self.pop3s_port,
@@ -294,6 +349,15 @@ class DovecotServer:
         self._check_credentials(name, password)
         self._write_passwd("master-users", name, password)
         return MailUser(name, password, self.root / "mail" / name)
+
+    def grant_mailbox(self, mailbox: MailUser | str, owner: str) -> None:
+        """Let access tokens of `owner` (a user or an app's username) open `mailbox` (FullAccess)."""
+        path = self.root / "grants" / self._user(mailbox).name
+        names = path.read_text(encoding="utf-8").split() if path.exists() else []
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("\n".join([*names, owner]) + "\n", encoding="utf-8")
+        tmp.chmod(0o644)
+        os.rename(tmp, path)
 
     def new_user(self, prefix: str = "user") -> MailUser:
         name = f"{prefix}{next(self._counter)}-{uuid.uuid4().hex[:6]}"
@@ -406,21 +470,32 @@ class DovecotServer:
         return ServerSettings(**values)
 
 
-@pytest.fixture(scope="session")
-def dovecot():
+def _running_dovecot(introspection_url: str | None = None):
     if not os.path.exists(DOVECOT):
         pytest.skip("dovecot is not installed; make test installs dovecot-imapd and dovecot-pop3d")
     # Not pytest's tmp dir: that one is 0700 root-only, and Dovecot's mail and auth processes
     # (other uids) must reach their files. Short, too: unix socket paths are limited to 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="tmdc-"))
     root.chmod(0o755)
-    server = DovecotServer(root)
+    server = DovecotServer(root, introspection_url)
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    yield from _running_dovecot()
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(oauth_server_session):
+    """A second Dovecot that also takes access tokens (XOAUTH2, OAUTHBEARER) issued by the test
+    authorisation server (tests/oauth_server.py), checked by introspection; passwords work too."""
+    yield from _running_dovecot(oauth_server_session.introspection_url)
 
 
 @pytest.fixture

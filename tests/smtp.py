@@ -8,6 +8,10 @@ One server listens on two ports:
 - `ssl_port`: the same behind implicit TLS (SMTPS).
 The certificate comes from the test CA of tests/dovecot.py (`ca_file`).
 Known login: SMTP_USER / SMTP_PASSWORD. Logging in is optional.
+AUTH XOAUTH2 is offered too: `server.token_check = introspecting(url)` (or any callable taking
+the user= and the token, answering True, False or the refusal line to send) decides; without one
+every token is refused. A refused token gets what
+Gmail sends: a 334 challenge holding a JSON error, then 535 after the client's empty line.
 
 Chosen answers: `server.rcpt_replies["busy"] = "450 4.2.1 Mailbox busy"` refuses every recipient
 whose local part is `busy` (or a whole address as the key) with that reply; `mail_reply` and
@@ -17,10 +21,15 @@ gets 550.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email
+import json
 import ssl
 import tempfile
 import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -33,7 +42,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from portal.transport.smtp import SmtpSettings
 from tests.dovecot import _make_tls, unused_port
 
-__all__ = ["SMTP_PASSWORD", "SMTP_USER", "Received", "SmtpServer", "smtp_server", "smtp_server_session"]
+__all__ = ["SMTP_PASSWORD", "SMTP_USER", "Received", "SmtpServer", "TokenLogin", "introspecting", "smtp_server",
+           "smtp_server_session"]
 
 SMTP_USER = "mailer"
 SMTP_PASSWORD = "s3cret-Pässword"
@@ -60,9 +70,68 @@ class Received:
         return self._parsed
 
 
+@dataclass(frozen=True)
+class TokenLogin:
+    """What aiosmtpd keeps of an XOAUTH2 login (never the token)."""
+    login: bytes
+    mechanism: str = "XOAUTH2"
+
+
+# Gmail's answer to a token it does not accept, before its 535.
+TOKEN_ERROR_CHALLENGE = {"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+
+
+def introspecting(url: str, client_id: str | None = None, client_secret: str | None = None,
+                  grants: dict[str, set[str]] | None = None):
+    """A token check that asks an RFC 7662 introspection endpoint, as Dovecot's oauth2 passdb does:
+    the token must be active and issued to user= (its username or email), or, as Exchange lets a
+    delegate or the app send as a shared mailbox, to someone in grants[user=]."""
+    def check(user: str, token: str) -> bool:
+        request = urllib.request.Request(url, data=urllib.parse.urlencode({"token": token}).encode(),
+                                         method="POST")
+        if client_id:
+            basic = base64.b64encode(f"{client_id}:{client_secret or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {basic}")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read())
+        names = {str(answer.get(key) or "").lower() for key in ("username", "email")}
+        allowed = {user.lower()} | {name.lower() for name in (grants or {}).get(user.lower(), ())}
+        return answer.get("active") is True and bool(names & allowed)
+    return check
+
+
+def _parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
+    try:
+        fields = dict(part.split("=", 1) for part in base64.b64decode(blob).decode().split("\x01") if part)
+    except ValueError:
+        return None
+    auth = fields.get("auth", "")
+    if not fields.get("user") or not auth.startswith("Bearer "):
+        return None
+    return fields["user"], auth[len("Bearer "):]
+
+
 class _Handler:
     def __init__(self, server: "SmtpServer"):
         self.server = server
+
+    async def auth_XOAUTH2(self, smtp, args):  # noqa: N802 - aiosmtpd finds mechanisms by this name
+        blob = args[1].encode() if len(args) > 1 else await smtp.challenge_auth("")
+        parsed = _parse_xoauth2(blob) if isinstance(blob, bytes) else None
+        if parsed is None:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode the response")
+        user, token = parsed
+        check = self.server.token_check
+        verdict = bool(check) and await asyncio.to_thread(check, user, token)
+        ok = verdict is True
+        self.server.auth_attempts.append((user, ok))
+        if ok:
+            return AuthResult(success=True, auth_data=TokenLogin(user.encode()))
+        if isinstance(verdict, str):  # the check chose the refusal, e.g. Microsoft's 5.7.139
+            return AuthResult(success=False, handled=False, message=verdict)
+        await smtp.challenge_auth(json.dumps(TOKEN_ERROR_CHALLENGE))
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted (token refused)")
 
     async def handle_MAIL(self, smtp, session, envelope, address, mail_options):
         if self.server.mail_reply:
@@ -83,7 +152,7 @@ class _Handler:
         if self.server.data_reply:
             return self.server.data_reply
         auth = session.auth_data
-        login = auth.login.decode("utf-8", "replace") if isinstance(auth, LoginPassword) else None
+        login = auth.login.decode("utf-8", "replace") if isinstance(auth, (LoginPassword, TokenLogin)) else None
         tls = session.ssl is not None or smtp.transport.get_extra_info("ssl_object") is not None
         received = Received(
             mail_from=envelope.mail_from,
@@ -117,6 +186,7 @@ class SmtpServer:
         self.mail_reply: str | None = None
         self.data_reply: str | None = None
         self.auth_attempts: list[tuple[str, bool]] = []
+        self.token_check = None  # (user, token) -> bool, for AUTH XOAUTH2
         self._controllers: list[Controller] = []
         self.reset()
 
@@ -126,6 +196,7 @@ class SmtpServer:
         self.rcpt_replies = dict(DEFAULT_RCPT_REPLIES)
         self.mail_reply = self.data_reply = None
         self.auth_attempts = []
+        self.token_check = None
         self.keep = True
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:

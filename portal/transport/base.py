@@ -1,7 +1,7 @@
 """Connection settings, the one error type, and the error translation shared by IMAP and POP3.
 
 Everything a person may read (TransportError.message, ProbeResult.message) is in plain words and
-never contains the password.
+never contains the password or the access token.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
+from portal.transport import sasl
+
 if TYPE_CHECKING:  # pragma: no cover
     from portal.transport.reach import Reach
 
@@ -27,6 +29,12 @@ SECURITIES = ("ssl", "starttls", "none")
 KINDS = ("auth", "connect", "tls", "timeout", "protocol", "folder")
 # Retrying later can help with these; a wrong password or an untrusted certificate stays wrong.
 TRANSIENT_KINDS = frozenset({"connect", "timeout"})
+
+
+def check_secret(password: str | None, token: str | None) -> None:
+    """A login uses a password or an access token, never both."""
+    if password and token:
+        raise ValueError("give a password or an access token, not both")
 
 
 def check_endpoint(security: str, port: int, timeout: float) -> None:
@@ -46,19 +54,28 @@ class ServerSettings:
     port: int
     security: str  # "ssl" | "starttls" | "none"
     username: str
-    password: str = field(repr=False)
+    password: str = field(default="", repr=False)
     # SASL PLAIN authorization identity: log in as `username` but open this (shared) mailbox.
+    # With a token it is XOAUTH2's user=: the mailbox to open (as Exchange Online reads it).
     auth_identity: str | None = None
     timeout: float = 30.0
     verify_tls: bool = True
     ca_file: str | None = None
     # Which addresses the host may resolve to (transport.reach); None: any, as typed.
     reach: "Reach | None" = field(default=None, repr=False)
+    # An OAuth2 access token instead of the password: logs in with XOAUTH2 or OAUTHBEARER.
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
         check_endpoint(self.security, self.port, self.timeout)
+        check_secret(self.password, self.token)
+
+    @property
+    def token_user(self) -> str:
+        """XOAUTH2's user=: the mailbox to open, whoever the token belongs to."""
+        return self.auth_identity or self.username
 
     @property
     def address(self) -> str:
@@ -138,8 +155,9 @@ def server_text(exc: BaseException) -> str:
 
 
 def scrub(text: str, settings: ServerSettings) -> str:
-    if settings.password and settings.password in text:
-        text = text.replace(settings.password, "********")
+    for secret in (settings.password, getattr(settings, "token", None)):
+        if secret and secret in text:
+            text = text.replace(secret, "********")
     return text
 
 
@@ -205,6 +223,11 @@ def translate(exc: BaseException, settings: ServerSettings, stage: str) -> Trans
         return TransportError("connect", scrub(message, settings))
     if isinstance(exc, (imaplib.IMAP4.error, poplib.error_proto)):
         said = server_text(exc)
+        if sasl.NOT_CONNECTED.lower() in said.lower():
+            return TransportError("auth", sasl.not_connected(where, settings.login_name), transient=False)
+        if stage == "login" and getattr(settings, "token", None):
+            return TransportError("auth", scrub(sasl.refused_token(settings.login_name, said), settings),
+                                  transient=False)
         if stage == "login":
             message = f"authentication failed for {settings.login_name}: the server said {said}"
             return TransportError("auth", scrub(message, settings))

@@ -10,11 +10,11 @@ from datetime import date, datetime
 from typing import Iterator, Sequence
 
 from imapclient import IMAPClient, SocketTimeout
-from imapclient.exceptions import CapabilityError
+from imapclient.exceptions import CapabilityError, LoginError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
-from portal.transport import reach
+from portal.transport import reach, sasl
 from portal.transport.base import ServerSettings, TransportError, server_text, scrub, tls_context, translated
 
 log = logging.getLogger("portal.transport.imap")
@@ -105,11 +105,22 @@ class ImapSession:
                     f"{s.address} refuses to log in {s.username} over an unencrypted connection; "
                     "choose STARTTLS or SSL/TLS",
                     transient=False)
-            if s.auth_identity or not _ascii(s.username) or not _ascii(s.password):
+            if s.token:
+                self._token_login(client, pre_auth)
+            elif s.auth_identity or not _ascii(s.username) or not _ascii(s.password):
                 # SASL PLAIN carries the authorization identity and UTF-8; LOGIN carries neither.
                 client.plain_login(s.username, s.password, s.auth_identity or None)
             else:
                 client.login(s.username, s.password)
+
+    def _token_login(self, client: IMAPClient, pre_auth: set[str]) -> None:
+        """XOAUTH2, or OAUTHBEARER when that is all the server offers; user= is the mailbox to open."""
+        s = self.settings
+        offered = {c[len("AUTH="):] for c in pre_auth if c.startswith("AUTH=")}
+        mechanism = sasl.choose_mechanism(offered)
+        if mechanism is None:
+            raise TransportError("auth", sasl.missing_mechanism(s.address, "imap"), transient=False)
+        client.token_login(mechanism, s.token_user, s.token)
 
     @property
     def capabilities(self) -> list[str]:
@@ -181,6 +192,8 @@ class ImapSession:
         except imaplib.IMAP4.error as exc:
             self.folder = None  # a failed SELECT leaves no folder selected (RFC 3501)
             said = server_text(exc)
+            if sasl.NOT_CONNECTED.lower() in said.lower():  # Exchange: the login itself is of no use
+                raise TransportError("auth", sasl.not_connected(s.address, s.login_name), transient=False) from exc
             raise TransportError(
                 "folder", scrub(f"cannot open the folder {folder!r} on {s.address}: the server said {said}", s),
                 transient=False) from exc
@@ -342,6 +355,24 @@ class _Client(IMAPClient):
     def __init__(self, *args, addresses: list[str] | None = None, **kwargs):
         self._addresses = addresses
         super().__init__(*args, **kwargs)
+
+    def token_login(self, mechanism: str, user: str, token: str) -> None:
+        """AUTHENTICATE XOAUTH2 or OAUTHBEARER. Unlike imapclient's oauth2_login, which answers every
+        challenge with the token again, the server's JSON error challenge gets the empty line it
+        asks for, and its words join the error."""
+        errors: list[bytes] = []
+
+        def respond(challenge: bytes) -> bytes:
+            if challenge:
+                errors.append(challenge)
+                return b""
+            return sasl.initial_response(mechanism, user, token)
+
+        try:
+            self._command_and_check("authenticate", mechanism, respond)
+        except imaplib.IMAP4.error as exc:
+            words = sasl.challenge_words(errors[-1]) if errors else ""
+            raise LoginError(f"{server_text(exc)} ({words})" if words else server_text(exc)) from None
 
     def _create_IMAP4(self):  # noqa: N802 - imapclient's hook
         if self._addresses is None:

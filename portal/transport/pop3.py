@@ -11,8 +11,8 @@ import logging
 import poplib
 import socket
 
-from portal.transport import reach
-from portal.transport.base import ServerSettings, TransportError, PopDropped, tls_context, translated
+from portal.transport import reach, sasl
+from portal.transport.base import ServerSettings, TransportError, PopDropped, server_text, tls_context, translated
 
 log = logging.getLogger("portal.transport.pop3")
 
@@ -91,7 +91,9 @@ class Pop3Session:
                             transient=False)
                     pop.stls(context=tls_context(s))
             with translated(s, "login"):
-                if s.auth_identity:
+                if s.token:
+                    self._token_login(pop)
+                elif s.auth_identity:
                     # RFC 5034 AUTH with an initial response: authzid NUL authcid NUL password.
                     token = "\0".join([s.auth_identity, s.username, s.password]).encode("utf-8")
                     encoded = base64.b64encode(token).decode("ascii")
@@ -109,6 +111,34 @@ class Pop3Session:
             raise
         log.info("pop3 %s: logged in as %s (%s)", s.address, s.login_name, s.security)
         return pop
+
+    def _token_login(self, pop: poplib.POP3) -> None:
+        """RFC 5034 AUTH with XOAUTH2 or OAUTHBEARER (poplib has no helper for either).
+
+        The token goes on its own line after the server's "+ ", as Microsoft documents it: a POP3
+        command line may hold only 255 octets (RFC 2449), and a token is longer. On a refused token
+        the server answers "+ <base64 JSON error>" and waits for an empty line before its -ERR;
+        that -ERR (with the JSON's words) becomes the error.
+        """
+        s = self.settings
+        caps = self._capa(pop)
+        # Without CAPA (RFC 2449 makes it optional) we cannot tell: try XOAUTH2, the common one.
+        mechanism = sasl.choose_mechanism(caps.get("SASL", [])) if caps else sasl.XOAUTH2
+        if mechanism is None:
+            raise TransportError("auth", sasl.missing_mechanism(s.address, "pop3"), transient=False)
+        pop._shortcmd(f"AUTH {mechanism}")  # "+ " (an -ERR raises)
+        reply = pop._shortcmd(sasl.encoded_response(mechanism, s.token_user, s.token))
+        if reply.startswith(b"+OK"):
+            return
+        challenge = reply[1:].strip()
+        try:
+            pop._shortcmd("")
+        except PopDropped:
+            raise
+        except poplib.error_proto as exc:
+            words = sasl.challenge_words(challenge)
+            raise poplib.error_proto(f"{server_text(exc)} ({words})" if words else server_text(exc)) from None
+        raise poplib.error_proto("the server asked for more after the access token")
 
     @staticmethod
     def _capa(pop: poplib.POP3) -> dict:

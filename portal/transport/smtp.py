@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 
-from portal.transport import reach
-from portal.transport.base import TransportError, check_endpoint, scrub, tls_context, translate, unlike_server
+from portal.transport import reach, sasl
+from portal.transport.base import (TransportError, check_endpoint, check_secret, scrub, tls_context, translate,
+                                   unlike_server)
 
 log = logging.getLogger("portal.transport.smtp")
 
@@ -42,6 +43,9 @@ class SmtpSettings:
     local_hostname: str | None = None  # our EHLO name; None: this machine's FQDN
     # Which addresses the host may resolve to (transport.reach); None: any, as typed.
     reach: reach.Reach | None = field(default=None, repr=False)
+    # An OAuth2 access token instead of the password (AUTH XOAUTH2); username is the mailbox
+    # that sends, whoever the token belongs to.
+    token: str | None = field(default=None, repr=False)
 
     protocol = "smtp"  # for the shared error translation in transport.base
 
@@ -49,6 +53,9 @@ class SmtpSettings:
         if not self.host:
             raise ValueError("an SMTP server needs a host")
         check_endpoint(self.security, self.port, self.timeout)
+        check_secret(self.password, self.token)
+        if self.token and not self.username:
+            raise ValueError("an access token needs the username of the mailbox that sends")
 
     @property
     def address(self) -> str:
@@ -227,6 +234,8 @@ class SmtpConnection:
                     if s.security == "none" else "")
             raise self._error("auth", f"{s.address} does not offer a login (AUTH){hint}", False)
         offered = self._smtp.esmtp_features.get("auth", "").upper().split()
+        if s.token:
+            return self._token_login(offered)
         if "PLAIN" not in offered and "LOGIN" not in offered:
             raise self._error("auth", f"{s.address} offers no password login we support "
                                       f"(it offers: {' '.join(offered) or 'none'})", False)
@@ -237,6 +246,32 @@ class SmtpConnection:
         if code != 235:
             raise self._error("auth", f"authentication failed for {s.username}: the server said "
                                       f"{code} {_reply(reply)}", _temporary(code), code)
+
+    def _token_login(self, offered: list[str]) -> None:
+        s = self.settings
+        mechanism = sasl.choose_mechanism(offered)
+        if mechanism is None:
+            raise self._error("auth", sasl.missing_mechanism(s.address, "smtp")
+                              + f" (it offers: {' '.join(offered) or 'none'})", False)
+        challenges: list[bytes] = []
+
+        def respond(challenge: bytes | None = None) -> str:
+            # smtplib calls this first without a challenge (the initial response), then with the
+            # server's JSON error, which is answered with an empty line.
+            if challenge is None:
+                return sasl.initial_response(mechanism, s.username, s.token).decode("utf-8")
+            challenges.append(challenge)
+            return ""
+
+        try:
+            self._smtp.auth(mechanism, respond, initial_response_ok=True)
+        except smtplib.SMTPAuthenticationError as exc:
+            words = sasl.challenge_words(challenges[-1] if challenges else None)
+            said = f"{exc.smtp_code} {_reply(exc.smtp_error)}" + (f" ({words})" if words else "")
+            message = sasl.smtp_auth_disabled(s.address, s.username, said) or sasl.refused_token(s.username, said)
+            raise self._error("auth", message, _temporary(exc.smtp_code), exc.smtp_code) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._from_smtp(exc, "login") from None
 
     def _password_login(self, offered: list[str]) -> tuple[int, bytes]:
         # Not smtplib.login(): it encodes the password as ASCII, and passwords may be any text
