@@ -204,7 +204,7 @@ def apply_oauth(mailbox: Mailbox, clean: dict[str, Any] | None, keys: str) -> di
     row = mailbox.oauth
     if row is None:
         row = mailbox.oauth = MailboxOAuth(provider=clean["provider"], client_id=clean["client_id"], flow=clean["flow"],
-                                           scopes=[], state="not connected")
+                                           scopes=[], state="not connected", state_changed_at=utcnow())
     other_app = [k.replace("_", " ") for k in APP_IDENTITY if getattr(row, k) != clean[k]]
     for key in OAUTH_KEYS:
         if key != "client_secret":

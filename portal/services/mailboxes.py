@@ -157,11 +157,7 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     password = values.pop("password", None)
     clean = _clean_settings(values, mailbox, values.pop("oauth", oauth_svc.MISSING))
     oauth = clean.pop("oauth")
-    if mailbox is not None and mailbox.password_encrypted is not None:
-        if password and password == password_of(mailbox, keys):
-            password = None  # typed again: no change, and the stored one may go on being used
-        elif not password and server_changed(mailbox, clean):
-            raise ValidationError({"password": [RETYPE_PASSWORD]})
+    password, forget_password = _new_password(mailbox, password, clean, keys)
     ordered = clean_routes(routes, msp.id) if routes is not None else None
     created = mailbox is None
     if created:
@@ -179,6 +175,8 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     password_changed = bool(password) and not created and mailbox.password_encrypted is not None
     if password:
         mailbox.password_encrypted = crypto.encrypt(keys, password)
+    elif forget_password:
+        mailbox.password_encrypted = None
     notes = oauth_svc.apply_oauth(mailbox, oauth, keys)
     if ordered is not None:
         mailbox.routes.clear()
@@ -212,6 +210,21 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     if changes:
         audit.record(actor, msp.id, "mailbox", mailbox.id, "created" if created else "updated", changes)
     return mailbox, changes
+
+
+def _new_password(mailbox: Mailbox | None, password: str | None, clean: dict[str, Any],
+                  keys: str) -> tuple[str | None, bool]:
+    """(the password to store or None, whether to forget the stored one)."""
+    if mailbox is None or mailbox.password_encrypted is None:
+        return password, False
+    if password and password == password_of(mailbox, keys):
+        return None, False  # typed again: no change, and the stored one may go on being used
+    if not password and server_changed(mailbox, clean):
+        if clean.get("auth", mailbox.auth) == "oauth2":
+            # Not used by OAuth2, and bound to the old server: it goes, and the history says so.
+            return None, True
+        raise ValidationError({"password": [RETYPE_PASSWORD]})
+    return password, False
 
 
 def activation_problems(mailbox: Mailbox) -> list[str]:

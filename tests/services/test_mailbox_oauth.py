@@ -240,3 +240,14 @@ def test_deleting_the_mailbox_deletes_its_grant(app, db, msp):
     delete_mailbox(mailbox, actor=None)
     commit()
     assert db.session.scalar(select(MailboxOAuth)) is None
+
+
+def test_a_password_left_from_before_goes_when_an_oauth2_mailbox_moves_to_another_server(app, msp):
+    mailbox, _ = save(app, msp, {"address": "h@contoso.com", "host": "imap.contoso.com", "username": "h",
+                                 "password": "old-pw"})
+    with pytest.raises(ValidationError):  # a password mailbox: typed again, as before
+        save(app, msp, {"host": "imap2.contoso.com"}, mailbox=mailbox)
+    _box, changes = save(app, msp, {"host": "outlook.office365.com", "auth": "oauth2", "oauth": {
+        "provider": "microsoft", "tenant": "organizations", "client_id": "app-1"}}, mailbox=mailbox)
+    assert mailbox.password_encrypted is None and changes["password"] == ["(set)", None]
+    assert mailbox.oauth.flow == "delegated" and mailbox.oauth.state_changed_at is not None
