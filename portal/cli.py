@@ -100,7 +100,8 @@ def config_import(path) -> None:
 
 
 @config_cli.command("export")
-@click.option("--with-secrets", is_flag=True, help="Include mailbox passwords in plain text.")
+@click.option("--with-secrets", is_flag=True,
+              help="Include mailbox passwords and OAuth2 client secrets in plain text (never tokens).")
 def config_export(with_secrets: bool) -> None:
     """Print the whole configuration as YAML, in the format `config import` reads."""
     click.echo(dump(export_config(keys=_keys(), with_secrets=with_secrets)), nl=False)

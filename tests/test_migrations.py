@@ -65,3 +65,48 @@ def test_stored_mail_is_compressed_with_lz4_on_postgresql_and_downgrade_restores
     upgrade()
     db.engine.dispose()
     assert set(methods().values()) == {"l"}
+
+
+def test_mailbox_oauth_upgrade_keeps_password_mailboxes_and_downgrade_removes_it(app):
+    """0009: existing mailboxes read auth "password"; downgrade drops the table and the columns and
+    disables a Graph mailbox, which the older code cannot reach."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import inspect, text
+
+    def columns():
+        return {c["name"] for c in inspect(db.engine).get_columns("mailboxes")}
+
+    downgrade(revision="0008")
+    db.engine.dispose()
+    assert "mailbox_oauth" not in inspect(db.engine).get_table_names() and "auth" not in columns()
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO clients (name, disabled, reference_prefix, last_ticket_number, created_at)"
+                          " VALUES ('M', false, 'T', 0, CURRENT_TIMESTAMP)"))
+        msp = conn.execute(text("SELECT id FROM clients")).scalar()
+        conn.execute(text(f"UPDATE clients SET msp_id = {msp}"))
+        conn.execute(text(
+            "INSERT INTO mailboxes (msp_id, client_id, address, name, status, direction, protocol, host, port,"
+            " security, username, verify_tls, folders, after_action, aliases, acknowledge, alert_recipients,"
+            " default_status, default_priority, ignore_senders, ignore_subjects, plus_addressing,"
+            " keep_raw_attachment, poll_interval, timeout, max_tries, cool_off, skip_windows, failure_count,"
+            " streak_alerted, created_at) VALUES"
+            f" ({msp}, {msp}, 'old@m.example', '', 'active', 'both', 'imap', 'h', 993, 'ssl', 'u', true,"
+            " '[\"INBOX\"]', 'seen', '[]', true, '[]', 'new', 'normal', '[]', '[]', 'off', false, 60, 30, 3, 900,"
+            " '[]', 0, false, CURRENT_TIMESTAMP)"))
+    upgrade()
+    db.engine.dispose()
+    with db.engine.begin() as conn:
+        assert conn.execute(text("SELECT auth, api_url, status FROM mailboxes")).one() == ("password", None, "active")
+        conn.execute(text("UPDATE mailboxes SET protocol = 'graph', auth = 'oauth2'"))
+        box = conn.execute(text("SELECT id FROM mailboxes")).scalar()
+        conn.execute(text("INSERT INTO mailbox_oauth (mailbox_id, provider, flow, client_id, scopes, state)"
+                          f" VALUES ({box}, 'microsoft', 'app', 'c', '[]', 'not connected')"))
+    downgrade(revision="0008")
+    db.engine.dispose()
+    assert "mailbox_oauth" not in inspect(db.engine).get_table_names()
+    assert not {"auth", "api_url"} & columns()
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM mailboxes")).scalar() == "disabled"
+    upgrade()
+    db.engine.dispose()
+    assert {"auth", "api_url"} <= columns() and "mailbox_oauth" in inspect(db.engine).get_table_names()

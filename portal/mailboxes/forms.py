@@ -14,7 +14,7 @@ from portal.services.routes import RouteInput
 from portal.transport.base import PROTOCOLS, SECURITIES
 
 # The values are what portal.transport.base speaks (PROTOCOLS, SECURITIES); the forms only name them.
-_LABELS = {"imap": "IMAP", "pop3": "POP3",
+_LABELS = {"imap": "IMAP", "pop3": "POP3", "graph": "Microsoft Graph",
            "ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "none (trusted network only)"}
 PROTOCOL_CHOICES = [(p, _LABELS[p]) for p in PROTOCOLS]
 SECURITY_CHOICES = [(s, _LABELS[s]) for s in SECURITIES]
@@ -103,6 +103,15 @@ class MailboxForm(_Form):
     skip_windows = TextAreaField("Do not fetch between", description="UTC windows, one a line, e.g. 02:00-04:00.")
     sync_start_date = StringField("Skip mail dated before", description="Optional, e.g. 2026-01-31.")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._offer(self.protocol.data)
+
+    def _offer(self, protocol) -> None:
+        # Graph mailboxes come from the configuration file for now: the form keeps one it is shown.
+        if protocol == "graph" and ("graph", _LABELS["graph"]) not in self.protocol.choices:
+            self.protocol.choices = [*PROTOCOL_CHOICES, ("graph", _LABELS["graph"])]
+
     LIST_FIELDS = {"aliases": True, "alert_recipients": True, "ignore_senders": True, "ignore_subjects": False,
                    "folders": False, "skip_windows": True}
     NUMBER_FIELDS = ("poll_interval", "timeout", "max_tries", "cool_off")
@@ -121,7 +130,8 @@ class MailboxForm(_Form):
                     "default_status", "default_priority", "plus_addressing", "keep_raw_attachment"):
             getattr(self, key).data = getattr(mailbox, key)
         self.port.data = str(mailbox.port)
-        if mailbox.protocol == "imap":
+        self._offer(mailbox.protocol)
+        if mailbox.protocol != "pop3":  # Graph marks read or moves, as IMAP does
             self.after_action_imap.data = mailbox.after_action
         else:
             self.after_action_pop3.data = mailbox.after_action
@@ -155,7 +165,7 @@ class MailboxForm(_Form):
             out[key] = getattr(self, key).data
         for key in ("verify_tls", "acknowledge", "keep_raw_attachment"):
             out[key] = bool(getattr(self, key).data)
-        out["after_action"] = (self.after_action_imap if self.protocol.data == "imap" else self.after_action_pop3).data
+        out["after_action"] = (self.after_action_pop3 if self.protocol.data == "pop3" else self.after_action_imap).data
         if self.password.data:
             out["password"] = self.password.data
         return out
@@ -164,7 +174,7 @@ class MailboxForm(_Form):
         """Service messages by field; "after processing" has one select per protocol."""
         errors = dict(errors)
         if "after_action" in errors:
-            key = "after_action_imap" if self.protocol.data == "imap" else "after_action_pop3"
+            key = "after_action_pop3" if self.protocol.data == "pop3" else "after_action_imap"
             errors[key] = errors.pop("after_action")
         self.service_errors = place(errors, set(self._fields))
 

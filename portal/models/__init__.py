@@ -2,7 +2,7 @@
 
 from portal.models.audit import AuditEntry
 from portal.models.clients import INHERITED_SETTINGS, AllowEntry, Client
-from portal.models.mailboxes import FolderState, Mailbox, MailboxAlert, Route
+from portal.models.mailboxes import FolderState, Mailbox, MailboxAlert, MailboxOAuth, Route
 from portal.models.outbound import AutoMailLog, CannedResponse, EmailTemplate, Setting, SmtpServer
 from portal.models.tickets import Attachment, Contact, Message, RawMessage, Ticket, TicketLink
 from portal.models.users import ROLES, SignInFailure, User
@@ -10,6 +10,6 @@ from portal.models.users import ROLES, SignInFailure, User
 __all__ = [
     "AutoMailLog", "CannedResponse", "EmailTemplate", "Setting", "SmtpServer",
     "AllowEntry", "Attachment", "AuditEntry", "Client", "Contact", "FolderState", "INHERITED_SETTINGS",
-    "Mailbox", "MailboxAlert", "Message", "ROLES", "RawMessage", "Route", "SignInFailure", "Ticket",
+    "Mailbox", "MailboxAlert", "MailboxOAuth", "Message", "ROLES", "RawMessage", "Route", "SignInFailure", "Ticket",
     "TicketLink", "User",
 ]

@@ -13,7 +13,12 @@ from portal.models.base import UTCDateTime, utcnow
 from portal.models.clients import Client
 
 MAILBOX_STATUSES = ("draft", "active", "disabled")
-AFTER_ACTIONS = {"imap": ("seen", "move", "delete"), "pop3": ("keep", "delete")}
+# What a mailbox speaks: the two mail protocols of portal.transport, and Microsoft Graph over HTTPS.
+MAILBOX_PROTOCOLS = ("imap", "pop3", "graph")
+AUTH_METHODS = ("password", "oauth2")
+GRAPH_API_URL = "https://graph.microsoft.com/v1.0"
+# Graph marks a message read or moves it after the commit, as IMAP does.
+AFTER_ACTIONS = {"imap": ("seen", "move", "delete"), "pop3": ("keep", "delete"), "graph": ("seen", "move")}
 PLUS_MODES = ("off", "mixed", "only")
 DIRECTIONS = ("incoming", "outgoing", "both")
 DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
@@ -44,6 +49,10 @@ class Mailbox(db.Model):
     # Open a shared/other mailbox with the same login (SASL PLAIN authorisation identity).
     shared_mailbox: Mapped[str | None] = mapped_column(String(320))
     verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "password" signs in with the password above, "oauth2" with the grant in `oauth`.
+    auth: Mapped[str] = mapped_column(String(10), default="password", server_default="password")
+    # Graph only (no host or port there): the API's root, overridable for tests.
+    api_url: Mapped[str | None] = mapped_column(String(2000))
 
     folders: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["INBOX"])
     after_action: Mapped[str] = mapped_column(String(10), default="seen")
@@ -87,6 +96,8 @@ class Mailbox(db.Model):
         back_populates="mailbox", cascade="all, delete-orphan", order_by="Route.position"
     )
     folder_states: Mapped[list[FolderState]] = relationship(cascade="all, delete-orphan")
+    oauth: Mapped[MailboxOAuth | None] = relationship(back_populates="mailbox", cascade="all, delete-orphan",
+                                                      uselist=False)
 
     @property
     def addresses(self) -> list[str]:
@@ -154,3 +165,46 @@ class MailboxAlert(db.Model):
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+OAUTH_PROVIDERS = ("microsoft", "google", "generic")
+OAUTH_FLOWS = ("delegated", "app")
+GRANT_STATES = ("not connected", "connected", "reconnect needed")
+
+
+class MailboxOAuth(db.Model):
+    """A mailbox's OAuth2 app (provider, client, where its tokens come from) and its grant.
+
+    A row of its own rather than columns of `mailboxes`: password mailboxes carry none of it, and
+    the grant is rewritten at every token refresh, which then never touches (nor waits for) the
+    mailbox row that fetching updates. Every secret is a Fernet token (portal.crypto), like the
+    mailbox password; tokens are state, not configuration, and are never exported.
+    """
+
+    __tablename__ = "mailbox_oauth"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), unique=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    flow: Mapped[str] = mapped_column(String(20), default="delegated")
+    tenant: Mapped[str | None] = mapped_column(String(255))  # microsoft: GUID, domain or "organizations"
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    secret_expires: Mapped[date | None] = mapped_column(Date)  # typed in by the admin, for the alerts
+    token_url: Mapped[str | None] = mapped_column(String(2000))  # generic; the others derive theirs
+    authorize_url: Mapped[str | None] = mapped_column(String(2000))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: the provider's defaults
+
+    # The grant: what the provider gave, and whether it still works.
+    state: Mapped[str] = mapped_column(String(20), default="not connected")
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    account: Mapped[str | None] = mapped_column(String(320))  # who consented (delegated)
+    refresh_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    access_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the provider says
+
+    mailbox: Mapped[Mailbox] = relationship(back_populates="oauth")
+
+    SECRET_COLUMNS = ("client_secret_encrypted", "refresh_token_encrypted", "access_token_encrypted")

@@ -17,17 +17,20 @@ from portal.models import Client, Mailbox, SmtpServer, User
 from portal.outbound import servers as outbound_svc
 from portal.services import ValidationError
 from portal.services import clients as client_svc
+from portal.services import mailbox_oauth
 from portal.services import mailboxes as mailbox_svc
 from portal.services import users as user_svc
 from portal.services.routes import RouteInput
 
 MAILBOX_KEYS = (
-    "name", "status", "direction", "protocol", "host", "port", "security", "username", "shared_mailbox",
+    "name", "status", "direction", "protocol", "auth", "host", "port", "security", "username", "shared_mailbox",
     "verify_tls", "folders", "after_action", "processed_folder", "aliases", "response_address", "acknowledge",
     "alert_recipients", "default_status", "default_priority", "default_type", "ignore_senders", "ignore_subjects",
     "plus_addressing", "keep_raw_attachment", "poll_interval", "timeout", "max_tries", "cool_off", "skip_windows",
-    "sync_start_date",
+    "sync_start_date", "api_url",
 )
+# Graph is reached through api_url: a mail server's host, port and security mean nothing there.
+GRAPH_LEAVES_OUT = {"host", "port", "security"}
 ROUTE_KEYS = ("recipients", "senders", "subject_keywords", "attachment_types", "high_importance_only",
               "fallback", "enabled", "acknowledge", "acknowledge_cc", "default_status", "default_priority",
               "default_type")
@@ -36,7 +39,8 @@ ROUTE_KEYS = ("recipients", "senders", "subject_keywords", "attachment_types", "
 # Every key the file may use, per kind of entry: anything else is a typo to point at.
 CLIENT_FIELDS = {"name", "code", "waterline", "timezone", "allow", "reference_prefix", "disabled", "children"}
 USER_FIELDS = {"email", "name", "role", "client", "password"}
-MAILBOX_FIELDS = {"address", "client", "password", "routes", "outgoing", *MAILBOX_KEYS}
+MAILBOX_FIELDS = {"address", "client", "password", "routes", "outgoing", "oauth", *MAILBOX_KEYS}
+OAUTH_FIELDS = set(mailbox_oauth.OAUTH_KEYS)
 ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
 SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls"}
 
@@ -166,6 +170,8 @@ def unknown_fields(data: dict) -> dict[str, list[str]]:
         entries(item.get("routes"), at + ".routes", ROUTE_FIELDS)
         if isinstance(item.get("outgoing"), dict):
             check(item["outgoing"], at + ".outgoing", SMTP_FIELDS)
+        if isinstance(item.get("oauth"), dict):
+            check(item["oauth"], at + ".oauth", OAUTH_FIELDS)
     if isinstance(data.get("smtp"), dict):
         check(data["smtp"], "smtp", SMTP_FIELDS)
     elif data.get("smtp") is not None:
@@ -313,6 +319,8 @@ class _Import:
                 values["sync_start_date"] = values["sync_start_date"].isoformat()
             if item.get("password"):
                 values["password"] = str(item["password"])
+            if item.get("oauth") is not None:  # checked by the service; its messages name oauth.<key>
+                values["oauth"] = dict(item["oauth"]) if isinstance(item["oauth"], dict) else item["oauth"]
             routes = None
             if "routes" in item:
                 routes = []
@@ -398,9 +406,13 @@ def export_config(*, keys: str, with_secrets: bool = False, msp_id: int | None =
         item: dict[str, Any] = {"address": m.address, "client": m.client.name}
         for k in MAILBOX_KEYS:
             value = getattr(m, k)
+            if (m.protocol == "graph" and k in GRAPH_LEAVES_OUT) or (k == "api_url" and value is None):
+                continue
             item[k] = value.isoformat() if isinstance(value, date) else value
         if with_secrets and m.password_encrypted:
             item["password"] = mailbox_svc.password_of(m, keys)
+        if m.oauth is not None:  # never a token: a grant is state, not configuration
+            item["oauth"] = mailbox_oauth.as_config(m.oauth, keys, with_secrets)
         item["routes"] = [
             {"name": r.name, "client": r.client.name, **{k: getattr(r, k) for k in ROUTE_KEYS}} for r in m.routes
         ]

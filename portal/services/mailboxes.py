@@ -14,9 +14,17 @@ from portal import crypto
 from portal.extensions import db
 from portal.models import Client, Mailbox, MailboxAlert, Message, RawMessage, Route, SmtpServer, Ticket, User
 from portal.models.base import utcnow
-from portal.models.mailboxes import AFTER_ACTIONS, DEFAULT_PORTS, DIRECTIONS, MAILBOX_STATUSES, PLUS_MODES
+from portal.models.mailboxes import (
+    AFTER_ACTIONS,
+    DEFAULT_PORTS,
+    DIRECTIONS,
+    MAILBOX_PROTOCOLS,
+    MAILBOX_STATUSES,
+    PLUS_MODES,
+)
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
 from portal.services import ValidationError, audit
+from portal.services import mailbox_oauth as oauth_svc
 from portal.services.clients import get_client_by_name, msp_count
 from portal.services.routes import (
     RouteInput,
@@ -25,7 +33,8 @@ from portal.services.routes import (
     clean_routes,
     fallback_switched_off,
 )
-from portal.transport.base import PROTOCOLS, SECURITIES, ServerSettings
+from portal.transport.base import SECURITIES, ServerSettings
+from portal.transport.probe import ProbeResult
 from portal.transport.probe import test_connection
 from portal.transport.reach import Reach
 
@@ -65,12 +74,14 @@ def claimed_elsewhere(mailbox: Mailbox) -> bool:
     ).limit(1)) is not None
 
 
-def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None) -> dict[str, Any]:
+def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any = oauth_svc.MISSING) -> dict[str, Any]:
+    """The settings as they are stored; every wrong one is named in one ValidationError. `oauth`:
+    the OAuth2 settings as typed, checked into out["oauth"] (services.mailbox_oauth)."""
     errors: dict[str, list[str]] = {}
     out = dict(values)
     if "address" in values:
         out["address"] = checked_address(values["address"], "address", errors)
-    for key, allowed in (("protocol", PROTOCOLS), ("security", SECURITIES), ("status", MAILBOX_STATUSES),
+    for key, allowed in (("protocol", MAILBOX_PROTOCOLS), ("security", SECURITIES), ("status", MAILBOX_STATUSES),
                          ("plus_addressing", PLUS_MODES), ("direction", DIRECTIONS),
                          ("default_priority", PRIORITIES), ("default_status", TICKET_STATUSES[:3])):
         if key in values and values[key] not in allowed:
@@ -120,6 +131,8 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None) -> dict[str
         if not folders:
             errors.setdefault("folders", []).append("Read at least one folder (usually INBOX).")
         out["folders"] = folders
+    oauth_svc.check_auth(values, out, mailbox, errors)
+    out["oauth"] = oauth_svc.checked_oauth(oauth, mailbox, out, errors)
     if errors:
         raise ValidationError(errors)
     return out
@@ -131,6 +144,7 @@ def _snapshot(mailbox: Mailbox) -> dict:
                 ("next_poll", "last_", "failure", "failing", "streak"))}
     snap["password"] = "(set)" if mailbox.password_encrypted else None
     snap["routes"] = [r.name for r in mailbox.routes]
+    snap.update(oauth_svc.snapshot(mailbox.oauth))
     return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in snap.items()}
 
 
@@ -141,12 +155,9 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     if client.msp_id != msp.id:
         raise ValidationError({"client": ["That client is not in this MSP's tree."]})
     password = values.pop("password", None)
-    clean = _clean_settings(values, mailbox)
-    if mailbox is not None and mailbox.password_encrypted is not None:
-        if password and password == password_of(mailbox, keys):
-            password = None  # typed again: no change, and the stored one may go on being used
-        elif not password and server_changed(mailbox, clean):
-            raise ValidationError({"password": [RETYPE_PASSWORD]})
+    clean = _clean_settings(values, mailbox, values.pop("oauth", oauth_svc.MISSING))
+    oauth = clean.pop("oauth")
+    password, forget_password = _new_password(mailbox, password, clean, keys)
     ordered = clean_routes(routes, msp.id) if routes is not None else None
     created = mailbox is None
     if created:
@@ -164,6 +175,9 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     password_changed = bool(password) and not created and mailbox.password_encrypted is not None
     if password:
         mailbox.password_encrypted = crypto.encrypt(keys, password)
+    elif forget_password:
+        mailbox.password_encrypted = None
+    notes = oauth_svc.apply_oauth(mailbox, oauth, keys)
     if ordered is not None:
         mailbox.routes.clear()
         db.session.flush()
@@ -176,6 +190,9 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
                 default_status=r.default_status, default_priority=r.default_priority, default_type=r.default_type))
     if mailbox.status == "active":
         problems = activation_problems(mailbox)
+        if before.get("status") == "active" and before.get("oauth.grant") == _snapshot(mailbox).get("oauth.grant"):
+            # A grant that lapsed while active is the refresher's alarm; it does not lock the settings.
+            problems = [p for p in problems if p != oauth_svc.NOT_CONNECTED]
         # Only a mailbox that reached its server may be refused: else the answer would tell anyone
         # who types an address whether some MSP fetches it.
         if (before.get("status") != "active" or before.get("address") != mailbox.address) \
@@ -189,19 +206,36 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     changes = audit.diff(before, _snapshot(mailbox))
     if password_changed:
         changes.setdefault("password", ["(set)", "(changed)"])
+    changes.update(notes)
     if changes:
         audit.record(actor, msp.id, "mailbox", mailbox.id, "created" if created else "updated", changes)
     return mailbox, changes
 
 
+def _new_password(mailbox: Mailbox | None, password: str | None, clean: dict[str, Any],
+                  keys: str) -> tuple[str | None, bool]:
+    """(the password to store or None, whether to forget the stored one)."""
+    if mailbox is None or mailbox.password_encrypted is None:
+        return password, False
+    if password and password == password_of(mailbox, keys):
+        return None, False  # typed again: no change, and the stored one may go on being used
+    if not password and server_changed(mailbox, clean):
+        if clean.get("auth", mailbox.auth) == "oauth2":
+            # Not used by OAuth2, and bound to the old server: it goes, and the history says so.
+            return None, True
+        raise ValidationError({"password": [RETYPE_PASSWORD]})
+    return password, False
+
+
 def activation_problems(mailbox: Mailbox) -> list[str]:
     problems = []
-    if not mailbox.host:
+    if not mailbox.host and mailbox.protocol != "graph":
         problems.append("Set the server's host name before activating.")
-    if not mailbox.username:
+    if not mailbox.username and mailbox.protocol != "graph":
         problems.append("Set the user name before activating.")
-    if mailbox.password_encrypted is None:
+    if mailbox.password_encrypted is None and mailbox.auth != "oauth2":
         problems.append("Set the password before activating.")
+    problems.extend(oauth_svc.activation_problems(mailbox))
     if mailbox.routes and not any(r.fallback for r in mailbox.routes):
         problems.append("A mailbox with routes cannot be activated without a fallback route.")
     elif fallback_switched_off(mailbox.routes):
@@ -209,6 +243,10 @@ def activation_problems(mailbox: Mailbox) -> list[str]:
     return problems
 
 
+# Until the OAuth2 client and the XOAUTH2 and Graph transports are wired in here: a plain answer, not
+# a login attempt with an empty password.
+OAUTH_TEST_MISSING = ("This mailbox signs in with OAuth2 or speaks Microsoft Graph; this version cannot test "
+                      "such a connection yet.")
 RETYPE_PASSWORD = ("The server or user name differs from the saved one: type the password again. "
                    "A saved password is only ever sent to the server it was saved for.")
 # What a stored secret is bound to: another value is another server that has not earned it.
@@ -260,6 +298,7 @@ def rotate_secrets(keys: str) -> int:
     for server in db.session.scalars(select(SmtpServer).where(SmtpServer.password_encrypted.is_not(None))):
         server.password_encrypted = crypto.rotate(keys, server.password_encrypted)
         count += 1
+    count += oauth_svc.rotate_secrets(keys)
     db.session.flush()
     return count
 
@@ -274,6 +313,8 @@ def client_named(msp: Client, name: str) -> Client:
 def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None,
                      actor: User | None = None):
     """"Test connection": try the server now and keep the answer and its time on the mailbox."""
+    if mailbox.auth == "oauth2" or mailbox.protocol == "graph":
+        return ProbeResult(ok=False, message=OAUTH_TEST_MISSING, kind="auth")
     settings = server_settings(mailbox, keys, ca_file, actor=actor)
     result = (probe or test_connection)(settings)
     mailbox.last_test_at = utcnow()
@@ -312,6 +353,8 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     """"Test connection" with the settings as typed, before they are saved. An empty password
     means the stored one, for the server it was stored for only; such a test is in the mailbox's
     history, nothing else is recorded. Raises ValidationError for unusable settings."""
+    if values.get("protocol") == "graph" or (mailbox is not None and mailbox.auth == "oauth2"):
+        raise ValidationError({"": [OAUTH_TEST_MISSING]})
     wanted = {k: values.get(k) for k in ("protocol", "security", "host", "port", "timeout")}
     if wanted["timeout"] in (None, ""):
         wanted["timeout"] = mailbox.timeout if mailbox else 30

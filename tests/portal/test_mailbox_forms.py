@@ -227,3 +227,28 @@ def test_posts_without_csrf_are_refused(world, admin, msp):
     box = world.mailbox(msp)
     assert admin.post(f"/mailboxes/{box.id}/delete", token=False).status_code in (302, 400)
     assert db.session.get(Mailbox, box.id) is not None
+
+
+def test_an_oauth2_graph_mailbox_from_the_configuration_can_be_edited_in_the_form(app, admin, msp):
+    """The form has no OAuth2 fields yet: it must keep what it does not show (auth, oauth, api_url)."""
+    from portal.services import commit
+    from portal.services.mailboxes import save_mailbox
+
+    box, _ = save_mailbox(msp, msp, {"address": "graph@acme.example", "protocol": "graph", "auth": "oauth2",
+                                     "api_url": "http://127.0.0.1:9999/v1.0", "after_action": "move",
+                                     "processed_folder": "Done",
+                                     "oauth": {"provider": "microsoft", "flow": "app", "tenant": "organizations",
+                                               "client_id": "app-1", "client_secret": "graph-secret-1"}},
+                          keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=None)
+    commit()
+    page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
+    assert re.search(r'<option selected value="graph">|<option value="graph" selected', page), page
+    resp = admin.post(f"/mailboxes/{box.id}/edit", form(msp, address="graph@acme.example", protocol="graph", host="",
+                                                        port="443", password="", after_action_imap="move"))
+    assert resp.status_code == 303, resp.get_data(as_text=True)
+    db.session.expire_all()
+    box = db.session.get(Mailbox, box.id)
+    assert (box.name, box.protocol, box.auth, box.api_url) == ("Support", "graph", "oauth2", "http://127.0.0.1:9999/v1.0")
+    assert (box.after_action, box.oauth.client_id, box.password_encrypted) == ("move", "app-1", None)
+    checked = admin.post(f"/mailboxes/{box.id}/check", form(msp, protocol="graph", host="", password=""))
+    assert "cannot test such a connection yet" in checked.get_data(as_text=True)
