@@ -23,7 +23,8 @@ Client authentication there is optional (Basic credentials, when sent, must be r
 is `{"active": false}` or `{active, username, email, sub, scope, exp, iat, client_id, token_type}`;
 for a client-credentials token the username is the client's `app_username` (or its id).
 
-Test controls: `register_client(...)`, `expire(token)` (an access or refresh token lapses now),
+Test controls: `approve(authorize_url, username, accept)` (walks the consent page with `requests`
+and answers the redirect's query), `register_client(...)`, `expire(token)` (an access or refresh token lapses now),
 `revoke_grant(token)` (every token of the grant that issued it), `fail_next(body, status)` (the next
 token request answers that JSON instead, e.g. `MICROSOFT_BAD_SECRET`, `GOOGLE_INVALID_GRANT`),
 `reset()`. Fixtures: `oauth_server_session` (one per run) and `oauth_server` (emptied per test).
@@ -37,11 +38,14 @@ import hmac
 import html
 import json
 import secrets
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, grants
@@ -266,6 +270,7 @@ def make_id_token(claims: dict, key: str) -> str:
     return f"{head}.{body}.{_b64(sig)}"
 
 
+HIDDEN_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 CONSENT_PAGE = """<!doctype html><title>Sign in and consent</title>
 <h1>{client} asks for access</h1><p>Scopes: <code>{scope}</code></p>
 <form method="post" action="{action}"><label>Account <input name="username" value="{username}"></label>
@@ -326,6 +331,22 @@ class OAuthServer:
         """The next token request answers `status` with this JSON body."""
         with self.lock:
             self.failures.append((status, body))
+
+    def approve(self, authorize_url: str, username: str | None = None, accept: bool = True) -> dict:
+        """Walk the consent page as a person would (Accept or Decline); the query the server
+        redirects back with (`code` and `state`, or `error`)."""
+        page = requests.get(authorize_url, timeout=10)
+        if page.status_code != 200:
+            raise AssertionError(f"consent page answered {page.status_code}: {page.text[:200]}")
+        form = {name: html.unescape(value) for name, value in HIDDEN_FIELD.findall(page.text)}
+        shown = re.search(r'<input name="username" value="([^"]*)">', page.text).group(1)
+        form["username"] = username or html.unescape(shown)
+        form["consent"] = "accept" if accept else "decline"
+        action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))
+        answer = requests.post(self.url + action, data=form, allow_redirects=False, timeout=10)
+        if answer.status_code != 302:
+            raise AssertionError(f"consent answered {answer.status_code}: {answer.text[:200]}")
+        return {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["Location"]).query).items()}
 
     def token(self, access_token: str) -> Token | None:
         return self.by_access.get(access_token)

@@ -1,0 +1,204 @@
+"""The OAuth2 client: start and finish a sign-in (code with PKCE and state), refresh, app-only, revoke.
+
+Nothing here stores anything: the caller keeps the `Authorisation` (state and PKCE verifier) between
+the redirect and the callback, and the `Grant`'s tokens, encrypted, afterwards. Token values are
+left out of every repr so that a logged object does not leak them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from portal.oauth.errors import OAuthError, translate
+from portal.oauth.http import TIMEOUT, basic_auth, check_url, post_form
+from portal.oauth.providers import SHARED_TENANTS, Provider
+
+DEFAULT_LIFETIME = 3600  # when a server omits expires_in (RFC 6749 5.1 allows it); both providers use 1 h
+ACCOUNT_CLAIMS = ("preferred_username", "email", "upn", "unique_name")
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """The app registration: its client id and, for a confidential client, its secret."""
+
+    client_id: str
+    client_secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Authorisation:
+    """A started sign-in: send the person to `url`, keep `state` and `verifier` for the callback."""
+
+    url: str
+    state: str
+    verifier: str = field(repr=False)
+    redirect_uri: str = ""
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a token endpoint answered. `account` names the signed-in account when the server said."""
+
+    access_token: str = field(repr=False)
+    expires_at: datetime
+    refresh_token: str | None = field(default=None, repr=False)
+    scope: str = ""
+    account: str | None = None
+    token_type: str = "Bearer"
+
+    def expires_within(self, seconds: float, now: datetime | None = None) -> bool:
+        return self.expires_at <= (now or datetime.now(UTC)) + timedelta(seconds=seconds)
+
+
+def pkce_pair() -> tuple[str, str]:
+    """RFC 7636: a verifier (43+ unreserved characters) and its S256 challenge."""
+    verifier = secrets.token_urlsafe(64)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def start_authorisation(provider: Provider, app: AppCredentials, redirect_uri: str, scopes,
+                        login_hint: str | None = None) -> Authorisation:
+    """The sign-in URL with a fresh state and PKCE S256 challenge."""
+    if not provider.authorize_url:
+        raise OAuthError(f"the {provider.name} provider has no authorisation URL: set it to connect a person's "
+                         "mailbox", kind="config")
+    check_url(provider.authorize_url)
+    verifier, challenge = pkce_pair()
+    state = secrets.token_urlsafe(24)
+    params = {"response_type": "code", "client_id": app.client_id, "redirect_uri": redirect_uri,
+              "scope": " ".join(scopes), "state": state, "code_challenge": challenge,
+              "code_challenge_method": "S256", **provider.authorize_params}
+    if login_hint:
+        params["login_hint"] = login_hint
+    joiner = "&" if "?" in provider.authorize_url else "?"
+    return Authorisation(provider.authorize_url + joiner + urlencode(params), state, verifier, redirect_uri,
+                         tuple(scopes))
+
+
+def finish_authorisation(provider: Provider, app: AppCredentials, started: Authorisation, answer: dict,
+                         *, timeout: float = TIMEOUT) -> Grant:
+    """The callback's query (`code`, `state`, or `error`): state checked, then the code exchanged."""
+    if not hmac.compare_digest(str(answer.get("state") or ""), started.state):
+        raise OAuthError("the sign-in came back with a state that does not match: start connecting again",
+                         code="state", kind="refused")
+    if answer.get("error"):
+        raise translate(provider.name, 400, dict(answer), tenant=provider.tenant)
+    if not answer.get("code"):
+        raise OAuthError("the sign-in came back without a code: start connecting again", kind="refused")
+    return exchange_code(provider, app, answer["code"], started.redirect_uri, started.verifier,
+                         scopes=started.scopes, timeout=timeout)
+
+
+def exchange_code(provider: Provider, app: AppCredentials, code: str, redirect_uri: str, verifier: str,
+                  *, scopes=(), timeout: float = TIMEOUT) -> Grant:
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+            "code_verifier": verifier}
+    body = _token_request(provider, app, form, secrets_sent=(code, verifier), timeout=timeout)
+    return _grant(body, " ".join(scopes))
+
+
+def refresh(provider: Provider, app: AppCredentials, refresh_token: str, scopes=(), *,
+            timeout: float = TIMEOUT) -> Grant:
+    """A new access token. The refresh token in the Grant is the rotated one when the server sent
+    one (save it: the old one may stop working), else the one given."""
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": " ".join(scopes) or None}
+    body = _token_request(provider, app, form, secrets_sent=(refresh_token,), timeout=timeout)
+    return _grant(body, " ".join(scopes), keep_refresh=refresh_token)
+
+
+def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeout: float = TIMEOUT) -> Grant:
+    """An app-only token (Microsoft: for a customer's tenant that has consented)."""
+    if not provider.app_flow:
+        raise OAuthError(f"{provider.name} offers no app-only access with a client secret: use the delegated flow",
+                         kind="config")
+    if provider.name == "microsoft" and provider.tenant in SHARED_TENANTS:
+        raise OAuthError("app-only access needs the customer's tenant id or domain, not "
+                         f"{provider.tenant!r}", kind="config")
+    if not app.client_secret:
+        raise OAuthError("app-only access needs the app's client secret", kind="config")
+    form = {"grant_type": "client_credentials", "scope": " ".join(scopes) or None}
+    return _grant(_token_request(provider, app, form, timeout=timeout), " ".join(scopes))
+
+
+def revoke(provider: Provider, app: AppCredentials, token: str, hint: str = "refresh_token", *,
+           timeout: float = TIMEOUT) -> bool:
+    """RFC 7009. False when the provider has no revocation endpoint (Microsoft): forgetting the
+    tokens is then all there is. A token the server no longer knows counts as revoked."""
+    if not provider.revocation_url:
+        return False
+    form = {"token": token, "token_type_hint": hint}
+    try:
+        _post(provider, app, provider.revocation_url, form, secrets_sent=(token,), timeout=timeout, empty_ok=True)
+    except OAuthError as error:
+        if error.code != "invalid_token":  # Google's answer for a token already revoked
+            raise
+    return True
+
+
+def _post(provider: Provider, app: AppCredentials, url: str, form: dict, *, secrets_sent=(), timeout: float,
+          empty_ok: bool = False) -> dict:
+    headers = {}
+    form = dict(form)
+    if provider.client_auth == "basic" and app.client_secret:
+        headers["Authorization"] = basic_auth(app.client_id, app.client_secret)
+    else:
+        form["client_id"] = app.client_id
+        form["client_secret"] = app.client_secret or None
+    return post_form(url, form, provider=provider.name, tenant=provider.tenant, headers=headers,
+                     secrets=(app.client_secret, *secrets_sent), timeout=timeout, empty_ok=empty_ok)
+
+
+def _token_request(provider: Provider, app: AppCredentials, form: dict, *, secrets_sent=(), timeout: float) -> dict:
+    body = _post(provider, app, provider.token_url, form, secrets_sent=secrets_sent, timeout=timeout)
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise OAuthError(f"{provider.name}'s token answer has no access token", kind="server")
+    return body
+
+
+def _grant(body: dict, requested_scope: str, keep_refresh: str | None = None) -> Grant:
+    try:
+        lifetime = int(body.get("expires_in") or DEFAULT_LIFETIME)
+    except (TypeError, ValueError):
+        lifetime = DEFAULT_LIFETIME
+    return Grant(
+        access_token=body["access_token"],
+        expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lifetime),
+        refresh_token=body.get("refresh_token") or keep_refresh,
+        scope=str(body.get("scope") or requested_scope),
+        account=account_name(body),
+        token_type=str(body.get("token_type") or "Bearer"),
+    )
+
+
+def account_name(body: dict) -> str | None:
+    """The signed-in account: from the id_token's claims, else from the answer itself.
+
+    The id_token came straight from the token endpoint over TLS, so its signature is not checked
+    (OpenID Connect Core 3.1.3.7 allows this); it only names the account for the person to see."""
+    claims = _id_token_claims(body.get("id_token"))
+    for source in (claims, body):
+        for name in (*ACCOUNT_CLAIMS, "username"):
+            value = source.get(name)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _id_token_claims(id_token) -> dict:
+    if not isinstance(id_token, str) or id_token.count(".") != 2:
+        return {}
+    payload = id_token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
