@@ -167,6 +167,7 @@ class Token:
     issued_at: int
     expires_at: int
     refresh_revoked: bool = False
+    refresh_expires_at: int | None = None
     access_revoked: bool = False
 
     def check_client(self, client):
@@ -226,6 +227,8 @@ class _RefreshGrant(grants.RefreshTokenGrant):
     def authenticate_refresh_token(self, refresh_token):
         token = self.server.state.by_refresh.get(refresh_token)
         if token is None or token.refresh_revoked:
+            return None
+        if token.refresh_expires_at is not None and time.time() >= token.refresh_expires_at:
             return None
         self.request.grant_id = token.grant_id
         return token
@@ -296,6 +299,9 @@ class OAuthServer:
             self.token_requests: list[dict] = []  # the form of every token request, for assertions
             self.rotate_refresh_tokens = True
             self.access_lifetime = ACCESS_LIFETIME
+            # Seconds a refresh token lives, announced as `refresh_token_expires_in` (Google does
+            # so for apps in "testing" mode: 7 days); None: until used or revoked.
+            self.refresh_lifetime: int | None = None
             self.default_username = DEFAULT_USER
 
     # --- test controls ---------------------------------------------------------------------------
@@ -313,7 +319,7 @@ class OAuthServer:
             if token in self.by_access:
                 self.by_access[token].expires_at = int(time.time()) - 1
             elif token in self.by_refresh:
-                self.by_refresh[token].refresh_revoked = True
+                self.by_refresh[token].refresh_expires_at = int(time.time()) - 1
             else:
                 raise KeyError("no such token")
 
@@ -377,6 +383,8 @@ class OAuthServer:
                   "scope": scope or ""}
         if include_refresh_token and user is not None:
             answer["refresh_token"] = secrets.token_urlsafe(40)
+            if self.refresh_lifetime is not None:
+                answer["refresh_token_expires_in"] = self.refresh_lifetime
         if user is not None and "openid" in scope_to_list(scope or ""):
             claims = {"iss": self.url, "aud": client.client_id, "sub": user.username, "iat": now,
                       "exp": now + lifetime, "preferred_username": user.username, "email": user.username}
@@ -390,6 +398,8 @@ class OAuthServer:
         token = Token(req.client.client_id, user.username if user else None, answer.get("scope", ""),
                       answer["access_token"], answer.get("refresh_token"), grant_id, now,
                       now + int(answer["expires_in"]))
+        if "refresh_token_expires_in" in answer:
+            token.refresh_expires_at = now + int(answer["refresh_token_expires_in"])
         with self.lock:
             self.by_access[token.access_token] = token
             if token.refresh_token:

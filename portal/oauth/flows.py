@@ -53,6 +53,8 @@ class Grant:
     scope: str = ""
     account: str | None = None
     token_type: str = "Bearer"
+    # When the refresh token lapses, if the server says (Google does for apps in "testing" mode).
+    refresh_expires_at: datetime | None = None
 
     def expires_within(self, seconds: float, now: datetime | None = None) -> bool:
         return self.expires_at <= (now or datetime.now(UTC)) + timedelta(seconds=seconds)
@@ -109,7 +111,8 @@ def exchange_code(provider: Provider, app: AppCredentials, code: str, redirect_u
 def refresh(provider: Provider, app: AppCredentials, refresh_token: str, scopes=(), *,
             timeout: float = TIMEOUT) -> Grant:
     """A new access token. The refresh token in the Grant is the rotated one when the server sent
-    one (save it: the old one may stop working), else the one given."""
+    one (save it: the old one may stop working), else the one given. Microsoft wants the scopes
+    of the first sign-in again (or a subset); Google needs none."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": " ".join(scopes) or None}
     body = _token_request(provider, app, form, secrets_sent=(refresh_token,), timeout=timeout)
     return _grant(body, " ".join(scopes), keep_refresh=refresh_token)
@@ -165,18 +168,24 @@ def _token_request(provider: Provider, app: AppCredentials, form: dict, *, secre
 
 
 def _grant(body: dict, requested_scope: str, keep_refresh: str | None = None) -> Grant:
-    try:
-        lifetime = int(body.get("expires_in") or DEFAULT_LIFETIME)
-    except (TypeError, ValueError):
-        lifetime = DEFAULT_LIFETIME
+    now = datetime.now(UTC).replace(microsecond=0)
+    refresh_lifetime = _seconds(body.get("refresh_token_expires_in"))
     return Grant(
         access_token=body["access_token"],
-        expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lifetime),
+        expires_at=now + timedelta(seconds=_seconds(body.get("expires_in")) or DEFAULT_LIFETIME),
         refresh_token=body.get("refresh_token") or keep_refresh,
         scope=str(body.get("scope") or requested_scope),
         account=account_name(body),
         token_type=str(body.get("token_type") or "Bearer"),
+        refresh_expires_at=now + timedelta(seconds=refresh_lifetime) if refresh_lifetime else None,
     )
+
+
+def _seconds(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def account_name(body: dict) -> str | None:

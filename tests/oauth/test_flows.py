@@ -213,3 +213,24 @@ def test_plain_http_is_refused_off_loopback_and_settings_are_checked():
         "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"
     assert oauth.google().authorize_url == "https://accounts.google.com/o/oauth2/v2/auth"
     assert oauth.google().token_url == "https://oauth2.googleapis.com/token"
+
+
+def test_a_refresh_token_with_a_lifetime_says_when_it_lapses_and_then_fails(server):
+    server.refresh_lifetime = 7 * 86400  # Google's apps in "testing" mode
+    provider = oauth.google(base_url=server.url)
+    grant = connect(server, provider)
+    assert timedelta(days=6, hours=23) < grant.refresh_expires_at - datetime.now(UTC) <= timedelta(days=7)
+    server.expire(grant.refresh_token)
+    with pytest.raises(OAuthError) as caught:
+        oauth.refresh(provider, APP, grant.refresh_token)
+    assert caught.value.reconnect
+
+
+def test_an_expired_access_token_is_inactive_and_a_refresh_brings_a_working_one(server):
+    provider = generic(server)
+    grant = connect(server, provider)
+    server.expire(grant.access_token)
+    assert server.introspect(grant.access_token) == {"active": False}
+    renewed = oauth.refresh(provider, APP, grant.refresh_token)
+    assert server.introspect(renewed.access_token)["active"] is True
+    assert connect(server, provider).refresh_expires_at is None
