@@ -11,7 +11,8 @@ Microsoft and Google cannot be reached from the tests, so this server speaks the
 
 Paths (`server.url` is `http://127.0.0.1:<port>`):
 - generic: `/authorize`, `/token`, `/revoke`, `/introspect`;
-- Microsoft's shapes: `/<tenant>/oauth2/v2.0/authorize` and `/<tenant>/oauth2/v2.0/token`;
+- Microsoft's shapes: `/<tenant>/oauth2/v2.0/authorize`, `/<tenant>/oauth2/v2.0/token`, and admin
+  consent `/<tenant>/v2.0/adminconsent` (answers `tenant=server.tenant_id`, records `admin_consents`);
 - Google's shapes: `/o/oauth2/v2/auth`, `/token`, `/revoke`.
 
 Introspection, for Dovecot's `oauth2` passdb (`server.introspection_url`):
@@ -42,7 +43,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -60,6 +61,7 @@ __all__ = ["GOOGLE_INVALID_GRANT", "MICROSOFT_BAD_SECRET", "OAuthServer", "oauth
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ACCESS_LIFETIME = 3600
 DEFAULT_USER = "helpdesk@contoso.example"
+CONSENTING_TENANT = "7c0e5a1d-2b3f-4c6d-8e9f-0a1b2c3d4e5f"
 
 # Answers copied in shape from the providers' documentation, for `fail_next`.
 MICROSOFT_BAD_SECRET = {
@@ -303,6 +305,8 @@ class OAuthServer:
             # so for apps in "testing" mode: 7 days); None: until used or revoked.
             self.refresh_lifetime: int | None = None
             self.default_username = DEFAULT_USER
+            self.tenant_id = CONSENTING_TENANT  # what admin consent answers as the customer's tenant
+            self.admin_consents: list[tuple[str, str]] = []  # (client id, tenant id) consented
 
     # --- test controls ---------------------------------------------------------------------------
 
@@ -420,6 +424,29 @@ class OAuthServer:
     def clients_get(self, client_id):
         return self.clients.get(client_id)
 
+    def _admin_consent(self, tenant):
+        """Microsoft's admin-consent endpoint: a tenant's admin grants the app's permissions; the
+        answer names the tenant (`admin_consent=True&tenant=<id>&scope&state`)."""
+        args = request.values
+        client = self.clients.get(args.get("client_id", ""))
+        redirect_uri = args.get("redirect_uri", "")
+        if client is None or not client.check_redirect_uri(redirect_uri):
+            return Response("invalid request: unknown client or redirect URI", status=400)
+        if request.method == "GET":
+            hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                             for k, v in request.args.items())
+            return CONSENT_PAGE.format(client=html.escape(client.client_id), hidden=hidden,
+                                       action=html.escape(request.path), scope=html.escape(args.get("scope", "")),
+                                       username=html.escape(self.default_username))
+        if args.get("consent") == "accept":
+            with self.lock:
+                self.admin_consents.append((client.client_id, self.tenant_id))
+            answer = {"admin_consent": "True", "tenant": self.tenant_id, "scope": args.get("scope", "")}
+        else:
+            answer = {"error": "access_denied", "error_description": "AADSTS65004: User declined to consent."}
+        answer["state"] = args.get("state", "")
+        return Response(status=302, headers={"Location": f"{redirect_uri}?{urlencode(answer)}"})
+
     def _routes(self, app: Flask, server: AuthorizationServer):
         def authorize(tenant=None):
             if request.method == "GET":
@@ -467,6 +494,8 @@ class OAuthServer:
             return jsonify(self.introspect(given or ""))
 
         app.add_url_rule("/authorize", "authorize", authorize, methods=["GET", "POST"])
+        app.add_url_rule("/<tenant>/v2.0/adminconsent", "ms_admin_consent", self._admin_consent,
+                         methods=["GET", "POST"])
         app.add_url_rule("/o/oauth2/v2/auth", "google_authorize", authorize, methods=["GET", "POST"])
         app.add_url_rule("/<tenant>/oauth2/v2.0/authorize", "ms_authorize", authorize, methods=["GET", "POST"])
         app.add_url_rule("/token", "token", token, methods=["POST"])

@@ -1,7 +1,8 @@
 """OAuth2 for mailboxes: providers (Microsoft, Google, generic) and the client flows. Plain Python
 (no Flask, no database); HTTP with the standard library and a timeout.
 
-Delegated: `start_authorisation` (keep its state and verifier), then `finish_authorisation` with the
+Microsoft tenants: `start_admin_consent` (a link for a customer's admin), `finish_admin_consent`
+(the tenant id). Delegated: `start_authorisation` (keep its state and verifier), then `finish_authorisation` with the
 callback's query. App-only: `client_credentials`. Then `refresh` (save the rotated refresh token)
 and `revoke`. Every failure is an `OAuthError` in plain words with the provider's code.
 """
@@ -14,9 +15,11 @@ from portal.oauth.flows import (
     account_name,
     client_credentials,
     exchange_code,
+    finish_admin_consent,
     finish_authorisation,
     refresh,
     revoke,
+    start_admin_consent,
     start_authorisation,
 )
 from portal.oauth.providers import FLOWS, PROTOCOLS, PROVIDERS, Provider, generic, google, microsoft, provider
@@ -33,6 +36,7 @@ __all__ = [
     "account_name",
     "client_credentials",
     "exchange_code",
+    "finish_admin_consent",
     "finish_authorisation",
     "generic",
     "google",
@@ -40,5 +44,6 @@ __all__ = [
     "provider",
     "refresh",
     "revoke",
+    "start_admin_consent",
     "start_authorisation",
 ]

@@ -16,6 +16,7 @@ AADSTS = re.compile(r"AADSTS(\d+)")
 # Microsoft's codes, from Entra ID's error-code reference: (kind, plain words).
 MICROSOFT_CODES = {
     65001: ("consent", "consent missing: an administrator of the tenant has not granted the app's permissions"),
+    65004: ("consent", "the person signing in declined the consent"),
     90002: ("tenant", "wrong tenant: Microsoft does not know the tenant {tenant}"),
     700016: ("tenant", "wrong tenant: the app is not registered or consented in the tenant {tenant}"),
     7000215: ("client_secret", "wrong client secret: use the secret's Value from Entra ID, not its Secret ID"),

@@ -18,8 +18,10 @@ from urllib.parse import urlencode
 
 from portal.oauth.errors import OAuthError, translate
 from portal.oauth.http import TIMEOUT, basic_auth, check_url, post_form
-from portal.oauth.providers import SHARED_TENANTS, Provider
+from portal.oauth.providers import SHARED_TENANTS, TENANT, Provider
 
+# Static consent: the admin grants every permission configured on the app registration.
+ADMIN_CONSENT_SCOPE = "https://graph.microsoft.com/.default"
 DEFAULT_LIFETIME = 3600  # when a server omits expires_in (RFC 6749 5.1 allows it); both providers use 1 h
 ACCOUNT_CLAIMS = ("preferred_username", "email", "upn", "unique_name")
 
@@ -84,6 +86,30 @@ def start_authorisation(provider: Provider, app: AppCredentials, redirect_uri: s
     joiner = "&" if "?" in provider.authorize_url else "?"
     return Authorisation(provider.authorize_url + joiner + urlencode(params), state, verifier, redirect_uri,
                          tuple(scopes))
+
+
+def start_admin_consent(provider: Provider, app: AppCredentials, redirect_uri: str,
+                        scope: str = ADMIN_CONSENT_SCOPE) -> Authorisation:
+    """Microsoft's admin-consent link for a customer's global admin (no PKCE: no code comes back)."""
+    if provider.name != "microsoft":
+        raise OAuthError("tenant-wide admin consent is a Microsoft feature", kind="config")
+    state = secrets.token_urlsafe(24)
+    base = provider.authorize_url.rsplit("/oauth2/v2.0/", 1)[0]
+    params = {"client_id": app.client_id, "scope": scope, "redirect_uri": redirect_uri, "state": state}
+    return Authorisation(f"{base}/v2.0/adminconsent?{urlencode(params)}", state, "", redirect_uri, (scope,))
+
+
+def finish_admin_consent(provider: Provider, started: Authorisation, answer: dict) -> str:
+    """The callback's query after admin consent: the consenting tenant's id."""
+    if not hmac.compare_digest(str(answer.get("state") or ""), started.state):
+        raise OAuthError("the consent came back with a state that does not match: send a new consent link",
+                         code="state", kind="refused")
+    if answer.get("error"):
+        raise translate(provider.name, 400, dict(answer), tenant=provider.tenant)
+    tenant = str(answer.get("tenant") or "")
+    if str(answer.get("admin_consent")).lower() != "true" or not TENANT.match(tenant):
+        raise OAuthError("the consent came back without a tenant: send a new consent link", kind="consent")
+    return tenant
 
 
 def finish_authorisation(provider: Provider, app: AppCredentials, started: Authorisation, answer: dict,

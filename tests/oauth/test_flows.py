@@ -234,3 +234,28 @@ def test_an_expired_access_token_is_inactive_and_a_refresh_brings_a_working_one(
     renewed = oauth.refresh(provider, APP, grant.refresh_token)
     assert server.introspect(renewed.access_token)["active"] is True
     assert connect(server, provider).refresh_expires_at is None
+
+
+def test_admin_consent_link_comes_back_with_the_customers_tenant(server):
+    provider = oauth.microsoft("organizations", base_url=server.url)
+    started = oauth.start_admin_consent(provider, APP, CALLBACK)
+    assert urlsplit(started.url).path == "/organizations/v2.0/adminconsent"
+    assert parse_qs(urlsplit(started.url).query)["scope"] == ["https://graph.microsoft.com/.default"]
+    tenant = oauth.finish_admin_consent(provider, started, server.approve(started.url))
+    assert tenant == server.tenant_id and server.admin_consents == [("tidemark-app", server.tenant_id)]
+    # The customer's tenant then gives app-only tokens.
+    customer = oauth.microsoft(tenant, base_url=server.url)
+    assert oauth.client_credentials(customer, APP, customer.scopes_for(["graph"], flow="app")).access_token
+
+
+def test_admin_consent_declined_or_forged(server):
+    provider = oauth.microsoft("organizations", base_url=server.url)
+    started = oauth.start_admin_consent(provider, APP, CALLBACK)
+    declined = server.approve(started.url, accept=False)
+    with pytest.raises(OAuthError) as caught:
+        oauth.finish_admin_consent(provider, started, declined)
+    assert caught.value.code == "AADSTS65004" and caught.value.kind == "consent"
+    with pytest.raises(OAuthError, match="state"):
+        oauth.finish_admin_consent(provider, started, {"admin_consent": "True", "tenant": "x", "state": "forged"})
+    with pytest.raises(OAuthError, match="Microsoft feature"):
+        oauth.start_admin_consent(oauth.google(), APP, CALLBACK)
