@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 AADSTS = re.compile(r"AADSTS(\d+)")
+NAMES = {"microsoft": "Microsoft", "google": "Google", "generic": "the OAuth server"}
 
 # Microsoft's codes, from Entra ID's error-code reference: (kind, plain words).
 MICROSOFT_CODES = {
@@ -29,6 +30,11 @@ MICROSOFT_CODES = {
     54005: ("refused", "the sign-in code was already used: start connecting again"),
     700024: ("client_secret", "the client assertion is not valid (certificate or secret)"),
 }
+
+
+def who(provider: str) -> str:
+    """The provider as a sentence starts with it."""
+    return NAMES.get(provider, provider)
 
 
 class OAuthError(Exception):
@@ -94,12 +100,12 @@ def translate(provider: str, status: int, body: dict, *, tenant: str | None = No
         return OAuthError("the grant was revoked or has expired: reconnect the mailbox", code=label, kind="reconnect",
                           status=status)
     if error in ("invalid_client", "unauthorized_client"):
-        return OAuthError(f"{provider} refused the app's client id or secret" + (f": {description}" if description
+        return OAuthError(f"{who(provider)} refused the app's client id or secret" + (f": {description}" if description
                           else ""), code=label, kind="client_secret", status=status)
     if error == "access_denied":
         return OAuthError("the person signing in declined the consent", code=label, kind="consent", status=status)
-    if status >= 500 or error == "temporarily_unavailable":
-        return OAuthError(f"{provider}'s sign-in service is unavailable (HTTP {status}); it will be tried again",
+    if status >= 500 or status == 429 or error == "temporarily_unavailable":
+        return OAuthError(f"{who(provider)}'s sign-in service is unavailable (HTTP {status}); it will be tried again",
                           code=label, kind="server", status=status)
-    words = f"{provider} refused the request" + (f": {description}" if description else "")
+    words = f"{who(provider)} refused the request" + (f": {description}" if description else "")
     return OAuthError(words, code=label, kind="refused", status=status)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from portal.oauth.errors import OAuthError, translate
+from portal.oauth.errors import OAuthError, translate, who
 from portal.oauth.http import TIMEOUT, basic_auth, check_url, post_form
 from portal.oauth.providers import SHARED_TENANTS, TENANT, Provider
 
@@ -147,7 +147,7 @@ def refresh(provider: Provider, app: AppCredentials, refresh_token: str, scopes=
 def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeout: float = TIMEOUT) -> Grant:
     """An app-only token (Microsoft: for a customer's tenant that has consented)."""
     if not provider.app_flow:
-        raise OAuthError(f"{provider.name} offers no app-only access with a client secret: use the delegated flow",
+        raise OAuthError(f"{who(provider.name)} offers no app-only access with a client secret: use the delegated flow",
                          kind="config")
     if provider.name == "microsoft" and provider.tenant in SHARED_TENANTS:
         raise OAuthError("app-only access needs the customer's tenant id or domain, not "
@@ -189,7 +189,7 @@ def _post(provider: Provider, app: AppCredentials, url: str, form: dict, *, secr
 def _token_request(provider: Provider, app: AppCredentials, form: dict, *, secrets_sent=(), timeout: float) -> dict:
     body = _post(provider, app, provider.token_url, form, secrets_sent=secrets_sent, timeout=timeout)
     if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-        raise OAuthError(f"{provider.name}'s token answer has no access token", kind="server")
+        raise OAuthError(f"{who(provider.name)}'s token answer has no access token", kind="server")
     return body
 
 

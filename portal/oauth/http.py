@@ -15,7 +15,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote_plus, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
-from portal.oauth.errors import OAuthError, translate
+from portal.oauth.errors import OAuthError, translate, who
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def post_form(url: str, form: dict, *, provider: str, tenant: str | None = None,
     except (URLError, socket.timeout, TimeoutError, ConnectionError, HTTPException, OSError) as failure:
         reason = getattr(failure, "reason", failure)
         log.info("OAuth: %s could not be reached: %s", host, type(reason).__name__)
-        raise OAuthError(f"could not reach {provider}'s sign-in service at {host}: {reason}", kind="network") from None
+        raise OAuthError(f"could not reach {who(provider)}'s sign-in service at {host}: {reason}",
+                         kind="network") from None
     body = _json(raw)
     if status < 400:
         if body is not None:
@@ -62,7 +63,7 @@ def post_form(url: str, form: dict, *, provider: str, tenant: str | None = None,
         if empty_ok:
             return {}
     if body is None:
-        raise OAuthError(f"{provider}'s sign-in service at {host} answered HTTP {status} without an OAuth answer",
+        raise OAuthError(f"{who(provider)}'s sign-in service at {host} answered HTTP {status} without an OAuth answer",
                          code=f"HTTP {status}", kind="refused" if 400 <= status < 500 else "server", status=status)
     error = translate(provider, status, body, tenant=tenant, secrets=secrets)
     log.info("OAuth: %s refused a request: %s", host, error.code)

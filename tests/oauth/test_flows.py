@@ -259,3 +259,18 @@ def test_admin_consent_declined_or_forged(server):
         oauth.finish_admin_consent(provider, started, {"admin_consent": "True", "tenant": "x", "state": "forged"})
     with pytest.raises(OAuthError, match="Microsoft feature"):
         oauth.start_admin_consent(oauth.google(), APP, CALLBACK)
+
+
+def test_other_refusals_quote_the_server_without_our_secrets(server):
+    provider = generic(server)
+    grant = connect(server, provider)
+    server.fail_next({"error": "invalid_scope", "error_description": f"scope bad for {grant.refresh_token}\nTrace: 1"})
+    with pytest.raises(OAuthError) as caught:
+        oauth.refresh(provider, APP, grant.refresh_token)
+    assert str(caught.value) == "the OAuth server refused the request: scope bad for [hidden] (invalid_scope)"
+    assert caught.value.kind == "refused" and not caught.value.temporary
+    server.fail_next({"error": "temporarily_unavailable"}, status=503)
+    with pytest.raises(OAuthError) as caught:
+        oauth.refresh(provider, APP, grant.refresh_token)
+    assert caught.value.temporary and "unavailable (HTTP 503)" in str(caught.value)
+    assert oauth.refresh(provider, APP, grant.refresh_token).access_token  # the failures did not use it up
