@@ -20,7 +20,11 @@ Introspection, for Dovecot's `oauth2` passdb (`server.introspection_url`):
 - `introspection_mode = get`: `introspection_url = <url>/introspect?token=` (Dovecot appends the
   token); `/introspect/<token>` works too;
 - `introspection_mode = auth`: `<url>/introspect` with `Authorization: Bearer <token>`.
-Client authentication there is optional (Basic credentials, when sent, must be right). The answer
+Client authentication there is optional (Basic credentials, when sent, must be right). Tried with
+Dovecot 2.3.19 in all three modes (`passdb { driver = oauth2  mechanisms = xoauth2 oauthbearer
+args = <file> }`, `username_attribute = username`): a live token logs in over IMAP XOAUTH2; an
+expired or revoked one is refused, but Dovecot 2.3 answers "[UNAVAILABLE] Temporary authentication
+failure" (its passdb reports temp_fail for an inactive token), whatever HTTP status we answer. The answer
 is `{"active": false}` or `{active, username, email, sub, scope, exp, iat, client_id, token_type}`;
 for a client-credentials token the username is the client's `app_username` (or its id).
 
