@@ -99,9 +99,14 @@ def start_admin_consent(provider: Provider, app: AppCredentials, redirect_uri: s
     return Authorisation(f"{base}/v2.0/adminconsent?{urlencode(params)}", state, "", redirect_uri, (scope,))
 
 
+def _same_state(answer: dict, started: Authorisation) -> bool:
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a forged answer may hold.
+    return hmac.compare_digest(str(answer.get("state") or "").encode(), started.state.encode())
+
+
 def finish_admin_consent(provider: Provider, started: Authorisation, answer: dict) -> str:
     """The callback's query after admin consent: the consenting tenant's id."""
-    if not hmac.compare_digest(str(answer.get("state") or ""), started.state):
+    if not _same_state(answer, started):
         raise OAuthError("the consent came back with a state that does not match: send a new consent link",
                          code="state", kind="refused")
     if answer.get("error"):
@@ -115,7 +120,7 @@ def finish_admin_consent(provider: Provider, started: Authorisation, answer: dic
 def finish_authorisation(provider: Provider, app: AppCredentials, started: Authorisation, answer: dict,
                          *, timeout: float = TIMEOUT) -> Grant:
     """The callback's query (`code`, `state`, or `error`): state checked, then the code exchanged."""
-    if not hmac.compare_digest(str(answer.get("state") or ""), started.state):
+    if not _same_state(answer, started):
         raise OAuthError("the sign-in came back with a state that does not match: start connecting again",
                          code="state", kind="refused")
     if answer.get("error"):

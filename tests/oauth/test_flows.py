@@ -86,6 +86,9 @@ def test_a_callback_with_another_state_is_refused_before_any_exchange(server):
     with pytest.raises(OAuthError) as caught:
         oauth.finish_authorisation(provider, APP, started, {**answer, "state": "forged"})
     assert "state" in str(caught.value) and server.token_requests == []
+    for forged in ("état", "", None):
+        with pytest.raises(OAuthError, match="state"):
+            oauth.finish_authorisation(provider, APP, started, {**answer, "state": forged})
 
 
 def test_declined_consent_reads_as_declined(server):
