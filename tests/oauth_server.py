@@ -53,7 +53,7 @@ import pytest
 import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, grants
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidRequestError, grants
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -224,7 +224,17 @@ class _CodeGrant(grants.AuthorizationCodeGrant):
 
 
 class _S256Only(CodeChallenge):
+    """PKCE for every client, confidential too (Authlib requires it of public clients only), and
+    S256 only: a client that forgets it fails here as it would at Microsoft or Google."""
+
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        if not grant.request.payload.data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge': PKCE (S256) is required")
+        if grant.request.payload.data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Unsupported 'code_challenge_method': use S256")
+        return super().validate_code_challenge(grant, redirect_uri)
 
 
 class _RefreshGrant(grants.RefreshTokenGrant):

@@ -71,6 +71,9 @@ class Provider:
         if unknown:
             raise OAuthError(f"unknown protocol {sorted(unknown)[0]!r}", kind="config")
         if self.name == "microsoft":
+            if "graph" in wanted and len(wanted) > 1:
+                # One Microsoft token is for one resource (Graph or Exchange's Outlook resource).
+                raise OAuthError("a Microsoft token is for Graph or for IMAP, POP3 and SMTP, not both", kind="config")
             table = MICROSOFT_APP if flow == "app" else MICROSOFT_DELEGATED
             found = [s for p in wanted for s in table[p]]
             if flow == "delegated":

@@ -277,3 +277,19 @@ def test_other_refusals_quote_the_server_without_our_secrets(server):
         oauth.refresh(provider, APP, grant.refresh_token)
     assert caught.value.temporary and "unavailable (HTTP 503)" in str(caught.value)
     assert oauth.refresh(provider, APP, grant.refresh_token).access_token  # the failures did not use it up
+
+
+def test_scopes_per_provider_flow_and_protocol():
+    ms = oauth.microsoft("contoso.example")
+    assert ms.scopes_for(["pop3", "smtp"]) == [
+        "https://outlook.office.com/POP.AccessAsUser.All", "https://outlook.office.com/SMTP.Send",
+        "offline_access", "openid", "profile"]
+    assert ms.scopes_for(["imap", "smtp"], flow="app") == ["https://outlook.office365.com/.default"]
+    assert ms.scopes_for(["graph"], flow="app") == ["https://graph.microsoft.com/.default"]
+    assert "https://graph.microsoft.com/Mail.Send" in ms.scopes_for(["graph"])
+    with pytest.raises(OAuthError, match="Graph or for IMAP"):
+        ms.scopes_for(["graph", "smtp"])
+    assert oauth.google().scopes_for(["imap", "smtp"]) == ["https://mail.google.com/", "openid", "email"]
+    assert oauth.generic("https://id.example/token", scopes="mail offline").scopes_for(["imap"]) == ["mail", "offline"]
+    with pytest.raises(OAuthError, match="unknown protocol"):
+        ms.scopes_for(["ews"])
