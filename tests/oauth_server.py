@@ -20,19 +20,22 @@ Introspection, for Dovecot's `oauth2` passdb (`server.introspection_url`):
 - `introspection_mode = get`: `introspection_url = <url>/introspect?token=` (Dovecot appends the
   token); `/introspect/<token>` works too;
 - `introspection_mode = auth`: `<url>/introspect` with `Authorization: Bearer <token>`.
-Client authentication there is optional (Basic credentials, when sent, must be right). Tried with
-Dovecot 2.3.19 in all three modes (`passdb { driver = oauth2  mechanisms = xoauth2 oauthbearer
-args = <file> }`, `username_attribute = username`): a live token logs in over IMAP XOAUTH2; an
-expired or revoked one is refused, but Dovecot 2.3 answers "[UNAVAILABLE] Temporary authentication
-failure" (its passdb reports temp_fail for an inactive token), whatever HTTP status we answer. The answer
+Client authentication there is optional (Basic credentials, when sent, must be right). The answer
 is `{"active": false}` or `{active, username, email, sub, scope, exp, iat, client_id, token_type}`;
 for a client-credentials token the username is the client's `app_username` (or its id).
+Tried with Dovecot 2.3.19 in all three modes (`passdb { driver = oauth2, mechanisms = xoauth2
+oauthbearer, args = <file> }` with `username_attribute = username`): a live token logs in over IMAP
+XOAUTH2; an expired or revoked one is refused, but Dovecot 2.3 then answers "[UNAVAILABLE]
+Temporary authentication failure" (its passdb reports temp_fail for an inactive token, whatever
+HTTP status we answer).
 
-Test controls: `approve(authorize_url, username, accept)` (walks the consent page with `requests`
-and answers the redirect's query), `register_client(...)`, `expire(token)` (an access or refresh token lapses now),
-`revoke_grant(token)` (every token of the grant that issued it), `fail_next(body, status)` (the next
-token request answers that JSON instead, e.g. `MICROSOFT_BAD_SECRET`, `GOOGLE_INVALID_GRANT`),
-`reset()`. Fixtures: `oauth_server_session` (one per run) and `oauth_server` (emptied per test).
+Test controls: `register_client(...)`; `approve(authorize_url, username, accept)` walks the consent
+page with `requests` and returns the redirect's query; `expire(token)` (an access or refresh token
+lapses now); `revoke_grant(token)` (every token of the grant that issued it); `fail_next(body,
+status)` (the next token request answers that JSON instead, e.g. `MICROSOFT_BAD_SECRET`,
+`GOOGLE_INVALID_GRANT`); `rotate_refresh_tokens`, `access_lifetime`, `refresh_lifetime`,
+`token_requests` (every token request's form); `reset()`.
+Fixtures: `oauth_server_session` (one per run) and `oauth_server` (emptied per test).
 """
 
 from __future__ import annotations
