@@ -1,5 +1,5 @@
 """OAuth2 for mailboxes: providers (Microsoft, Google, generic) and the client flows. Plain Python
-(no Flask, no database); HTTP with the standard library and a timeout.
+(no Flask, no database); the protocol by Authlib's OAuth2 client over requests, with a timeout.
 
 Microsoft tenants: `start_admin_consent` (a link for a customer's admin), `finish_admin_consent`
 (the tenant id). Delegated: `start_authorisation` (keep its state and verifier), then `finish_authorisation` with the

@@ -8,22 +8,26 @@ left out of every repr so that a logged object does not leak them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
+from authlib.common.security import generate_token
+
 from portal.oauth.errors import OAuthError, translate, who
-from portal.oauth.http import TIMEOUT, basic_auth, check_url, post_form
+from portal.oauth.http import TIMEOUT, OAuthClient, check_url
 from portal.oauth.providers import SHARED_TENANTS, TENANT, Provider
 
 # Static consent: the admin grants every permission configured on the app registration.
 ADMIN_CONSENT_SCOPE = "https://graph.microsoft.com/.default"
 DEFAULT_LIFETIME = 3600  # when a server omits expires_in (RFC 6749 5.1 allows it); both providers use 1 h
 ACCOUNT_CLAIMS = ("preferred_username", "email", "upn", "unique_name")
+# Drawn by Authlib's generate_token (SystemRandom over letters and digits): 64 characters hold 381
+# bits (RFC 7636 allows 43 to 128); the state is never guessed at 190 bits.
+VERIFIER_LENGTH = 64
+STATE_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -62,38 +66,30 @@ class Grant:
         return self.expires_at <= (now or datetime.now(UTC)) + timedelta(seconds=seconds)
 
 
-def pkce_pair() -> tuple[str, str]:
-    """RFC 7636: a verifier (43+ unreserved characters) and its S256 challenge."""
-    verifier = secrets.token_urlsafe(64)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
 def start_authorisation(provider: Provider, app: AppCredentials, redirect_uri: str, scopes,
                         login_hint: str | None = None) -> Authorisation:
-    """The sign-in URL with a fresh state and PKCE S256 challenge."""
+    """The sign-in URL with a fresh state and PKCE S256 challenge (Authlib builds both)."""
     if not provider.authorize_url:
         raise OAuthError(f"the {provider.name} provider has no authorisation URL: set it to connect a person's "
                          "mailbox", kind="config")
     check_url(provider.authorize_url)
-    verifier, challenge = pkce_pair()
-    state = secrets.token_urlsafe(24)
-    params = {"response_type": "code", "client_id": app.client_id, "redirect_uri": redirect_uri,
-              "scope": " ".join(scopes), "state": state, "code_challenge": challenge,
-              "code_challenge_method": "S256", **provider.authorize_params}
-    if login_hint:
-        params["login_hint"] = login_hint
-    joiner = "&" if "?" in provider.authorize_url else "?"
-    return Authorisation(provider.authorize_url + joiner + urlencode(params), state, verifier, redirect_uri,
-                         tuple(scopes))
+    verifier = generate_token(VERIFIER_LENGTH)
+    with OAuthClient(provider, app, redirect_uri=redirect_uri, scope=" ".join(scopes)) as client:
+        url, state = client.create_authorization_url(provider.authorize_url, state=generate_token(STATE_LENGTH),
+                                                     code_verifier=verifier, login_hint=login_hint,
+                                                     **provider.authorize_params)
+    return Authorisation(url, state, verifier, redirect_uri, tuple(scopes))
 
 
 def start_admin_consent(provider: Provider, app: AppCredentials, redirect_uri: str,
                         scope: str = ADMIN_CONSENT_SCOPE) -> Authorisation:
-    """Microsoft's admin-consent link for a customer's global admin (no PKCE: no code comes back)."""
+    """Microsoft's admin-consent link for a customer's global admin (no PKCE: no code comes back).
+
+    Built with urlencode, not Authlib: it is not an OAuth2 authorisation request (no response_type,
+    no code, no PKCE), and Authlib's create_authorization_url would add response_type=code."""
     if provider.name != "microsoft":
         raise OAuthError("tenant-wide admin consent is a Microsoft feature", kind="config")
-    state = secrets.token_urlsafe(24)
+    state = generate_token(STATE_LENGTH)
     base = provider.authorize_url.rsplit("/oauth2/v2.0/", 1)[0]
     params = {"client_id": app.client_id, "scope": scope, "redirect_uri": redirect_uri, "state": state}
     return Authorisation(f"{base}/v2.0/adminconsent?{urlencode(params)}", state, "", redirect_uri, (scope,))
@@ -133,9 +129,9 @@ def finish_authorisation(provider: Provider, app: AppCredentials, started: Autho
 
 def exchange_code(provider: Provider, app: AppCredentials, code: str, redirect_uri: str, verifier: str,
                   *, scopes=(), timeout: float = TIMEOUT) -> Grant:
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-            "code_verifier": verifier}
-    body = _token_request(provider, app, form, secrets_sent=(code, verifier), timeout=timeout)
+    with OAuthClient(provider, app, timeout=timeout, secrets=(code, verifier)) as client:
+        body = client.fetch_token(provider.token_url, grant_type="authorization_code", code=code,
+                                  redirect_uri=redirect_uri, code_verifier=verifier)
     return _grant(body, " ".join(scopes))
 
 
@@ -144,8 +140,10 @@ def refresh(provider: Provider, app: AppCredentials, refresh_token: str, scopes=
     """A new access token. The refresh token in the Grant is the rotated one when the server sent
     one (save it: the old one may stop working), else the one given. Microsoft wants the scopes
     of the first sign-in again (or a subset); Google needs none."""
-    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": " ".join(scopes) or None}
-    body = _token_request(provider, app, form, secrets_sent=(refresh_token,), timeout=timeout)
+    with OAuthClient(provider, app, timeout=timeout, secrets=(refresh_token,)) as client:
+        # Authlib keeps the given refresh token when the answer has none.
+        body = client.refresh_token(provider.token_url, refresh_token=refresh_token, scope=" ".join(scopes) or None)
+    # ... and `or` keeps it too when a server answers an empty or null one.
     return _grant(body, " ".join(scopes), keep_refresh=refresh_token)
 
 
@@ -159,8 +157,9 @@ def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeo
                          f"{provider.tenant!r}", kind="config")
     if not app.client_secret:
         raise OAuthError("app-only access needs the app's client secret", kind="config")
-    form = {"grant_type": "client_credentials", "scope": " ".join(scopes) or None}
-    return _grant(_token_request(provider, app, form, timeout=timeout), " ".join(scopes))
+    with OAuthClient(provider, app, timeout=timeout) as client:
+        body = client.fetch_token(provider.token_url, grant_type="client_credentials", scope=" ".join(scopes) or None)
+    return _grant(body, " ".join(scopes))
 
 
 def revoke(provider: Provider, app: AppCredentials, token: str, hint: str = "refresh_token", *,
@@ -169,33 +168,14 @@ def revoke(provider: Provider, app: AppCredentials, token: str, hint: str = "ref
     tokens is then all there is. A token the server no longer knows counts as revoked."""
     if not provider.revocation_url:
         return False
-    form = {"token": token, "token_type_hint": hint}
-    try:
-        _post(provider, app, provider.revocation_url, form, secrets_sent=(token,), timeout=timeout, empty_ok=True)
-    except OAuthError as error:
-        if error.code != "invalid_token":  # Google's answer for a token already revoked
-            raise
+    with OAuthClient(provider, app, timeout=timeout, secrets=(token,)) as client:
+        answer = client.revoke_token(provider.revocation_url, token=token, token_type_hint=hint)
+        try:
+            client.answer(answer, empty_ok=True)  # RFC 7009 2.2: 200 with any body, or none
+        except OAuthError as error:
+            if error.code != "invalid_token":  # Google's answer for a token already revoked
+                raise
     return True
-
-
-def _post(provider: Provider, app: AppCredentials, url: str, form: dict, *, secrets_sent=(), timeout: float,
-          empty_ok: bool = False) -> dict:
-    headers = {}
-    form = dict(form)
-    if provider.client_auth == "basic" and app.client_secret:
-        headers["Authorization"] = basic_auth(app.client_id, app.client_secret)
-    else:
-        form["client_id"] = app.client_id
-        form["client_secret"] = app.client_secret or None
-    return post_form(url, form, provider=provider.name, tenant=provider.tenant, headers=headers,
-                     secrets=(app.client_secret, *secrets_sent), timeout=timeout, empty_ok=empty_ok)
-
-
-def _token_request(provider: Provider, app: AppCredentials, form: dict, *, secrets_sent=(), timeout: float) -> dict:
-    body = _post(provider, app, provider.token_url, form, secrets_sent=secrets_sent, timeout=timeout)
-    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-        raise OAuthError(f"{who(provider.name)}'s token answer has no access token", kind="server")
-    return body
 
 
 def _grant(body: dict, requested_scope: str, keep_refresh: str | None = None) -> Grant:
