@@ -49,7 +49,7 @@ def _form_encoded_basic(client, method, uri, headers, body):
 
 
 def _trusted_cas():
-    # The system's trust store (and SSL_CERT_FILE), as the standard library used before: a generic
+    # The system's trust store (or SSL_CERT_FILE), as the standard library used before: a generic
     # server may have a certificate from a private CA the system trusts but certifi does not.
     paths = ssl.get_default_verify_paths()
     return paths.cafile or paths.capath or True
@@ -70,7 +70,7 @@ class OAuthClient(OAuth2Session):
             method = "client_secret_basic" if provider.client_auth == "basic" else "client_secret_post"
         super().__init__(app.client_id, app.client_secret or None, token_endpoint_auth_method=method,
                          revocation_endpoint_auth_method=method, code_challenge_method="S256",
-                         redirect_uri=redirect_uri, scope=scope, verify=_trusted_cas())
+                         redirect_uri=redirect_uri, scope=scope)
         self.register_client_auth_method(("client_secret_basic", _form_encoded_basic))
         self.provider = provider
         self.sent = (app.client_secret, *secrets)
@@ -80,7 +80,8 @@ class OAuthClient(OAuth2Session):
         """Every request: https (or loopback), the timeout, no redirect (one could carry the form to
         another host or to plain http), network failures as OAuthError."""
         check_url(url)
-        kwargs.update(timeout=self.wait, allow_redirects=False)
+        # verify per request: a session-wide one would yield to REQUESTS_CA_BUNDLE, which urllib ignored.
+        kwargs.update(timeout=self.wait, allow_redirects=False, verify=_trusted_cas())
         try:
             return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
         except requests.RequestException as failure:

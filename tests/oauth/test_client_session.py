@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,7 @@ import pytest
 
 from portal import oauth
 from portal.oauth import AppCredentials, OAuthError
+from tests.dovecot import _make_tls
 
 ODD_SECRET = "pa%41ss:w+rd/~1"  # '%41' would decode to 'A' if sent unencoded; ':' splits Basic; '+' a space
 
@@ -113,3 +115,29 @@ def test_network_failures_read_in_plain_words():
         with pytest.raises(OAuthError) as caught:
             oauth.client_credentials(provider, AppCredentials("a", "b"), ["m"], timeout=0.5)
     assert str(caught.value).endswith(": no answer within 0.5 seconds") and caught.value.temporary
+
+
+def test_tls_is_checked_against_the_systems_trust_store(tmp_path, monkeypatch):
+    ca_file, cert, key = _make_tls(tmp_path)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    httpd.seen, httpd.answer = [], (204, {})
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    provider = oauth.generic(f"https://127.0.0.1:{httpd.server_port}/token",
+                             revocation_url=f"https://127.0.0.1:{httpd.server_port}/revoke")
+    try:
+        # The system does not trust the test CA: nothing is sent.
+        with pytest.raises(OAuthError) as caught:
+            oauth.revoke(provider, AppCredentials("app", "the-secret"), "rt-1", timeout=5)
+        assert caught.value.kind == "network" and "TLS connection failed" in str(caught.value)
+        assert httpd.seen == []
+        # Trusted through SSL_CERT_FILE (as the standard library honours it), not through requests' own variable.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+        assert oauth.revoke(provider, AppCredentials("app", "the-secret"), "rt-1", timeout=5) is True
+        assert httpd.seen[-1][0] == "/revoke"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
