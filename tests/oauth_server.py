@@ -11,7 +11,8 @@ Microsoft and Google cannot be reached from the tests, so this server speaks the
 
 Paths (`server.url` is `http://127.0.0.1:<port>`):
 - generic: `/authorize`, `/token`, `/revoke`, `/introspect`;
-- Microsoft's shapes: `/<tenant>/oauth2/v2.0/authorize` and `/<tenant>/oauth2/v2.0/token`;
+- Microsoft's shapes: `/<tenant>/oauth2/v2.0/authorize`, `/<tenant>/oauth2/v2.0/token`, and admin
+  consent `/<tenant>/v2.0/adminconsent` (answers `tenant=server.tenant_id`, records `admin_consents`);
 - Google's shapes: `/o/oauth2/v2/auth`, `/token`, `/revoke`.
 
 Introspection, for Dovecot's `oauth2` passdb (`server.introspection_url`):
@@ -22,11 +23,19 @@ Introspection, for Dovecot's `oauth2` passdb (`server.introspection_url`):
 Client authentication there is optional (Basic credentials, when sent, must be right). The answer
 is `{"active": false}` or `{active, username, email, sub, scope, exp, iat, client_id, token_type}`;
 for a client-credentials token the username is the client's `app_username` (or its id).
+Tried with Dovecot 2.3.19 in all three modes (`passdb { driver = oauth2, mechanisms = xoauth2
+oauthbearer, args = <file> }` with `username_attribute = username`): a live token logs in over IMAP
+XOAUTH2; an expired or revoked one is refused, but Dovecot 2.3 then answers "[UNAVAILABLE]
+Temporary authentication failure" (its passdb reports temp_fail for an inactive token, whatever
+HTTP status we answer).
 
-Test controls: `register_client(...)`, `expire(token)` (an access or refresh token lapses now),
-`revoke_grant(token)` (every token of the grant that issued it), `fail_next(body, status)` (the next
-token request answers that JSON instead, e.g. `MICROSOFT_BAD_SECRET`, `GOOGLE_INVALID_GRANT`),
-`reset()`. Fixtures: `oauth_server_session` (one per run) and `oauth_server` (emptied per test).
+Test controls: `register_client(...)`; `approve(authorize_url, username, accept)` walks the consent
+page with `requests` and returns the redirect's query; `expire(token)` (an access or refresh token
+lapses now); `revoke_grant(token)` (every token of the grant that issued it); `fail_next(body,
+status)` (the next token request answers that JSON instead, e.g. `MICROSOFT_BAD_SECRET`,
+`GOOGLE_INVALID_GRANT`); `rotate_refresh_tokens`, `access_lifetime`, `refresh_lifetime`,
+`token_requests` (every token request's form); `reset()`.
+Fixtures: `oauth_server_session` (one per run) and `oauth_server` (emptied per test).
 """
 
 from __future__ import annotations
@@ -37,14 +46,17 @@ import hmac
 import html
 import json
 import secrets
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, grants
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidRequestError, grants
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -56,6 +68,7 @@ __all__ = ["GOOGLE_INVALID_GRANT", "MICROSOFT_BAD_SECRET", "OAuthServer", "oauth
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ACCESS_LIFETIME = 3600
 DEFAULT_USER = "helpdesk@contoso.example"
+CONSENTING_TENANT = "7c0e5a1d-2b3f-4c6d-8e9f-0a1b2c3d4e5f"
 
 # Answers copied in shape from the providers' documentation, for `fail_next`.
 MICROSOFT_BAD_SECRET = {
@@ -163,6 +176,7 @@ class Token:
     issued_at: int
     expires_at: int
     refresh_revoked: bool = False
+    refresh_expires_at: int | None = None
     access_revoked: bool = False
 
     def check_client(self, client):
@@ -213,7 +227,17 @@ class _CodeGrant(grants.AuthorizationCodeGrant):
 
 
 class _S256Only(CodeChallenge):
+    """PKCE for every client, confidential too (Authlib requires it of public clients only), and
+    S256 only: a client that forgets it fails here as it would at Microsoft or Google."""
+
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        if not grant.request.payload.data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge': PKCE (S256) is required")
+        if grant.request.payload.data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Unsupported 'code_challenge_method': use S256")
+        return super().validate_code_challenge(grant, redirect_uri)
 
 
 class _RefreshGrant(grants.RefreshTokenGrant):
@@ -222,6 +246,8 @@ class _RefreshGrant(grants.RefreshTokenGrant):
     def authenticate_refresh_token(self, refresh_token):
         token = self.server.state.by_refresh.get(refresh_token)
         if token is None or token.refresh_revoked:
+            return None
+        if token.refresh_expires_at is not None and time.time() >= token.refresh_expires_at:
             return None
         self.request.grant_id = token.grant_id
         return token
@@ -266,6 +292,7 @@ def make_id_token(claims: dict, key: str) -> str:
     return f"{head}.{body}.{_b64(sig)}"
 
 
+HIDDEN_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 CONSENT_PAGE = """<!doctype html><title>Sign in and consent</title>
 <h1>{client} asks for access</h1><p>Scopes: <code>{scope}</code></p>
 <form method="post" action="{action}"><label>Account <input name="username" value="{username}"></label>
@@ -291,7 +318,12 @@ class OAuthServer:
             self.token_requests: list[dict] = []  # the form of every token request, for assertions
             self.rotate_refresh_tokens = True
             self.access_lifetime = ACCESS_LIFETIME
+            # Seconds a refresh token lives, announced as `refresh_token_expires_in` (Google does
+            # so for apps in "testing" mode: 7 days); None: until used or revoked.
+            self.refresh_lifetime: int | None = None
             self.default_username = DEFAULT_USER
+            self.tenant_id = CONSENTING_TENANT  # what admin consent answers as the customer's tenant
+            self.admin_consents: list[tuple[str, str]] = []  # (client id, tenant id) consented
 
     # --- test controls ---------------------------------------------------------------------------
 
@@ -308,7 +340,7 @@ class OAuthServer:
             if token in self.by_access:
                 self.by_access[token].expires_at = int(time.time()) - 1
             elif token in self.by_refresh:
-                self.by_refresh[token].refresh_revoked = True
+                self.by_refresh[token].refresh_expires_at = int(time.time()) - 1
             else:
                 raise KeyError("no such token")
 
@@ -326,6 +358,22 @@ class OAuthServer:
         """The next token request answers `status` with this JSON body."""
         with self.lock:
             self.failures.append((status, body))
+
+    def approve(self, authorize_url: str, username: str | None = None, accept: bool = True) -> dict:
+        """Walk the consent page as a person would (Accept or Decline); the query the server
+        redirects back with (`code` and `state`, or `error`)."""
+        page = requests.get(authorize_url, timeout=10)
+        if page.status_code != 200:
+            raise AssertionError(f"consent page answered {page.status_code}: {page.text[:200]}")
+        form = {name: html.unescape(value) for name, value in HIDDEN_FIELD.findall(page.text)}
+        shown = re.search(r'<input name="username" value="([^"]*)">', page.text).group(1)
+        form["username"] = username or html.unescape(shown)
+        form["consent"] = "accept" if accept else "decline"
+        action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))
+        answer = requests.post(self.url + action, data=form, allow_redirects=False, timeout=10)
+        if answer.status_code != 302:
+            raise AssertionError(f"consent answered {answer.status_code}: {answer.text[:200]}")
+        return {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["Location"]).query).items()}
 
     def token(self, access_token: str) -> Token | None:
         return self.by_access.get(access_token)
@@ -356,6 +404,8 @@ class OAuthServer:
                   "scope": scope or ""}
         if include_refresh_token and user is not None:
             answer["refresh_token"] = secrets.token_urlsafe(40)
+            if self.refresh_lifetime is not None:
+                answer["refresh_token_expires_in"] = self.refresh_lifetime
         if user is not None and "openid" in scope_to_list(scope or ""):
             claims = {"iss": self.url, "aud": client.client_id, "sub": user.username, "iat": now,
                       "exp": now + lifetime, "preferred_username": user.username, "email": user.username}
@@ -369,6 +419,8 @@ class OAuthServer:
         token = Token(req.client.client_id, user.username if user else None, answer.get("scope", ""),
                       answer["access_token"], answer.get("refresh_token"), grant_id, now,
                       now + int(answer["expires_in"]))
+        if "refresh_token_expires_in" in answer:
+            token.refresh_expires_at = now + int(answer["refresh_token_expires_in"])
         with self.lock:
             self.by_access[token.access_token] = token
             if token.refresh_token:
@@ -388,6 +440,29 @@ class OAuthServer:
 
     def clients_get(self, client_id):
         return self.clients.get(client_id)
+
+    def _admin_consent(self, tenant):
+        """Microsoft's admin-consent endpoint: a tenant's admin grants the app's permissions; the
+        answer names the tenant (`admin_consent=True&tenant=<id>&scope&state`)."""
+        args = request.values
+        client = self.clients.get(args.get("client_id", ""))
+        redirect_uri = args.get("redirect_uri", "")
+        if client is None or not client.check_redirect_uri(redirect_uri):
+            return Response("invalid request: unknown client or redirect URI", status=400)
+        if request.method == "GET":
+            hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                             for k, v in request.args.items())
+            return CONSENT_PAGE.format(client=html.escape(client.client_id), hidden=hidden,
+                                       action=html.escape(request.path), scope=html.escape(args.get("scope", "")),
+                                       username=html.escape(self.default_username))
+        if args.get("consent") == "accept":
+            with self.lock:
+                self.admin_consents.append((client.client_id, self.tenant_id))
+            answer = {"admin_consent": "True", "tenant": self.tenant_id, "scope": args.get("scope", "")}
+        else:
+            answer = {"error": "access_denied", "error_description": "AADSTS65004: User declined to consent."}
+        answer["state"] = args.get("state", "")
+        return Response(status=302, headers={"Location": f"{redirect_uri}?{urlencode(answer)}"})
 
     def _routes(self, app: Flask, server: AuthorizationServer):
         def authorize(tenant=None):
@@ -436,6 +511,8 @@ class OAuthServer:
             return jsonify(self.introspect(given or ""))
 
         app.add_url_rule("/authorize", "authorize", authorize, methods=["GET", "POST"])
+        app.add_url_rule("/<tenant>/v2.0/adminconsent", "ms_admin_consent", self._admin_consent,
+                         methods=["GET", "POST"])
         app.add_url_rule("/o/oauth2/v2/auth", "google_authorize", authorize, methods=["GET", "POST"])
         app.add_url_rule("/<tenant>/oauth2/v2.0/authorize", "ms_authorize", authorize, methods=["GET", "POST"])
         app.add_url_rule("/token", "token", token, methods=["POST"])

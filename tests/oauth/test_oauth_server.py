@@ -121,3 +121,13 @@ def test_a_queued_failure_answers_once_and_wrong_secrets_are_refused(server):
     wrong = requests.post(server.url + "/token", data={"grant_type": "client_credentials"},
                           auth=("tidemark", "not-the-secret"), timeout=5)
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize("params", [{}, {"code_challenge": "x" * 43, "code_challenge_method": "plain"}])
+def test_the_consent_page_requires_an_s256_challenge(server, params):
+    page = requests.get(server.url + "/authorize", params={
+        "response_type": "code", "client_id": "tidemark", "redirect_uri": REDIRECT, "state": "s", **params},
+        timeout=5, allow_redirects=False)
+    assert "Accept" not in page.text and page.status_code in (302, 400)
+    if page.status_code == 302:
+        assert "error=invalid_request" in page.headers["Location"]

@@ -1,0 +1,155 @@
+"""The OAuth2 client session: Authlib's requests client, held to our rules for every request.
+
+Every request has a timeout, follows no redirect, and goes to https only (plain http on loopback
+only): a client secret or a refresh token must not cross a network in clear text. Every answer is
+read here, so that the server's error body (error, error_description, Microsoft's error_codes)
+and its HTTP status reach errors.translate whole, and failures of the network read in plain words.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import ssl
+from urllib.parse import quote_plus, urlsplit
+
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+
+from portal.oauth.errors import OAuthError, translate, who
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 20  # seconds; an unreachable sign-in service must not hold a fetch job for minutes
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url or "")
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname in LOOPBACK:
+        return url
+    raise OAuthError(f"{url!r} is not an https URL (plain http is allowed on loopback only)", kind="config")
+
+
+def basic_auth(client_id: str, client_secret: str) -> str:
+    """RFC 6749 2.3.1: both halves form-encoded, then Basic."""
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def _form_encoded_basic(client, method, uri, headers, body):
+    # Authlib 1.9.9's client_secret_basic joins id and secret unencoded; servers decode them (RFC
+    # 6749 2.3.1), so a secret holding '%', '+' or ':' would be refused.
+    headers["Authorization"] = basic_auth(client.client_id, client.client_secret)
+    return uri, headers, body
+
+
+def _trusted_cas():
+    # The system's trust store (or SSL_CERT_FILE), as the standard library used before: a generic
+    # server may have a certificate from a private CA the system trusts but certifi does not.
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.capath or True
+
+
+class OAuthClient(OAuth2Session):
+    """Authlib's OAuth2Session for one provider and app registration.
+
+    `secrets` are the values a request sends (code, verifier, tokens): they are cut out of any
+    server words an error quotes, as the client secret is.
+    """
+
+    def __init__(self, provider, app, *, timeout: float = TIMEOUT, secrets=(), redirect_uri: str | None = None,
+                 scope=None):
+        if not app.client_secret:
+            method = "none"  # a public client: its id in the form
+        else:
+            method = "client_secret_basic" if provider.client_auth == "basic" else "client_secret_post"
+        super().__init__(app.client_id, app.client_secret or None, token_endpoint_auth_method=method,
+                         revocation_endpoint_auth_method=method, code_challenge_method="S256",
+                         redirect_uri=redirect_uri, scope=scope)
+        self.register_client_auth_method(("client_secret_basic", _form_encoded_basic))
+        self.provider = provider
+        self.sent = (app.client_secret, *secrets)
+        self.wait = timeout
+
+    def request(self, method, url, withhold_token=False, auth=None, **kwargs):
+        """Every request: https (or loopback), the timeout, no redirect (one could carry the form to
+        another host or to plain http), network failures as OAuthError."""
+        check_url(url)
+        # verify per request: a session-wide one would yield to REQUESTS_CA_BUNDLE, which urllib ignored.
+        kwargs.update(timeout=self.wait, allow_redirects=False, verify=_trusted_cas())
+        try:
+            return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
+        except requests.RequestException as failure:
+            host = urlsplit(url).hostname
+            log.info("OAuth: %s could not be reached: %s", host, type(failure).__name__)
+            raise OAuthError(f"could not reach {who(self.provider.name)}'s sign-in service at {host}: "
+                             f"{_plainly(failure, self.wait)}", kind="network") from None
+
+    def parse_response_token(self, resp):
+        """A token answer. Replaces Authlib's reading, which keeps only error and error_description
+        of a refusal and drops the body of a 5xx answer."""
+        body = self.answer(resp)
+        if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+            raise OAuthError(f"{who(self.provider.name)}'s token answer has no access token", kind="server")
+        self.token = {k: v for k, v in body.items() if k != "expires_in" or _is_int(v)}  # Authlib int()s it
+        return self.token
+
+    def answer(self, resp, empty_ok: bool = False) -> dict:
+        """The JSON object answered; raises OAuthError in plain words, never with a secret."""
+        return read_answer(resp.status_code, resp.content, self.provider, urlsplit(resp.url).hostname,
+                           secrets=self.sent, empty_ok=empty_ok)
+
+
+def read_answer(status: int, raw: bytes, provider, host: str | None, *, secrets=(), empty_ok: bool = False) -> dict:
+    body = _json(raw)
+    if status < 400:
+        if body is not None:
+            return body
+        if empty_ok:
+            return {}
+    name = provider.name
+    if body is None:
+        raise OAuthError(f"{who(name)}'s sign-in service at {host} answered HTTP {status} without an OAuth answer",
+                         code=f"HTTP {status}", kind="refused" if 400 <= status < 500 else "server", status=status)
+    error = translate(name, status, body, tenant=provider.tenant, secrets=secrets)
+    log.info("OAuth: %s refused a request: %s", host, error.code)
+    raise error
+
+
+def _plainly(failure: requests.RequestException, timeout: float) -> str:
+    """What went wrong on the network, without requests' and urllib3's wrapping."""
+    if isinstance(failure, requests.Timeout):
+        return f"no answer within {timeout:g} seconds"
+    if isinstance(failure, requests.exceptions.SSLError):
+        return "the TLS connection failed (certificate not trusted or protocol refused)"
+    cause, deepest = failure, None
+    while cause is not None:  # the innermost operating-system error says it best
+        if isinstance(cause, OSError) and cause.strerror:
+            deepest = cause
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(deepest, socket.gaierror):
+        return f"its host name does not resolve ({deepest.strerror})"
+    if deepest is not None:
+        return deepest.strerror
+    return type(failure).__name__
+
+
+def _is_int(value) -> bool:
+    try:
+        int(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _json(raw: bytes) -> dict | None:
+    try:
+        found = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
