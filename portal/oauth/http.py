@@ -9,6 +9,7 @@ and its HTTP status reach errors.translate whole, and failures of the network re
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import socket
@@ -23,14 +24,23 @@ from portal.oauth.errors import OAuthError, translate, who
 log = logging.getLogger(__name__)
 
 TIMEOUT = 20  # seconds; an unreachable sign-in service must not hold a fetch job for minutes
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str | None) -> bool:
+    """This machine: the only place plain http may go (the tests' local servers)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def check_url(url: str) -> str:
     parts = urlsplit(url or "")
     if parts.scheme == "https" and parts.hostname:
         return url
-    if parts.scheme == "http" and parts.hostname in LOOPBACK:
+    if parts.scheme == "http" and is_loopback(parts.hostname):
         return url
     raise OAuthError(f"{url!r} is not an https URL (plain http is allowed on loopback only)", kind="config")
 

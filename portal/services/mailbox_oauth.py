@@ -8,7 +8,6 @@ mailbox password; the history says "(set)" or "(changed)", never a value.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from datetime import date, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from portal.extensions import db
 from portal.models import Mailbox, MailboxOAuth, User
 from portal.models.base import utcnow
 from portal.models.mailboxes import AUTH_METHODS, GRAPH_API_URL, OAUTH_FLOWS, OAUTH_PROVIDERS
+from portal.oauth.http import is_loopback
 from portal.services import audit
 
 # The keys of the `oauth` mapping, in the configuration file and in save_mailbox's values.
@@ -47,18 +47,10 @@ def url_problem(value: Any) -> str | None:
     parts = urlsplit(text)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return f"{text!r} is not a URL like https://login.example.net/oauth2/token."
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         return f"{text!r} must use https: tokens and secrets travel through it."
     return None
 
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _date(value: Any, errors: dict, key: str) -> date | None:
