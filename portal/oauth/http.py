@@ -58,7 +58,7 @@ def _form_encoded_basic(client, method, uri, headers, body):
     return uri, headers, body
 
 
-def _trusted_cas():
+def trusted_cas():
     # The system's trust store (or SSL_CERT_FILE), as the standard library used before: a generic
     # server may have a certificate from a private CA the system trusts but certifi does not.
     paths = ssl.get_default_verify_paths()
@@ -91,7 +91,7 @@ class OAuthClient(OAuth2Session):
         another host or to plain http), network failures as OAuthError."""
         check_url(url)
         # verify per request: a session-wide one would yield to REQUESTS_CA_BUNDLE, which urllib ignored.
-        kwargs.update(timeout=self.wait, allow_redirects=False, verify=_trusted_cas())
+        kwargs.update(timeout=self.wait, allow_redirects=False, verify=trusted_cas())
         try:
             return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
         except requests.RequestException as failure:

@@ -18,6 +18,7 @@ from portal.models.mailboxes import (
     AFTER_ACTIONS,
     DEFAULT_PORTS,
     DIRECTIONS,
+    GRAPH_API_URL,
     MAILBOX_PROTOCOLS,
     MAILBOX_STATUSES,
     PLUS_MODES,
@@ -33,7 +34,8 @@ from portal.services.routes import (
     clean_routes,
     fallback_switched_off,
 )
-from portal.transport.base import SECURITIES, ServerSettings
+from portal.transport.base import SECURITIES, ServerSettings, TransportError
+from portal.transport.graph import GraphSettings
 from portal.transport.probe import ProbeResult
 from portal.transport.probe import test_connection
 from portal.transport.reach import Reach
@@ -275,12 +277,33 @@ def password_of(mailbox: Mailbox, keys: str) -> str:
 
 
 def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None, *, actor: User | None = None):
-    """How to reach the mailbox's server; `actor` None (a job) is held to the address rule."""
+    """How to reach the mailbox's server; `actor` None (a job) is held to the address rule.
+    Raises TransportError when an OAuth2 mailbox has no usable token."""
+    if mailbox.protocol == "graph":
+        return graph_settings(mailbox, keys, actor=actor)
     return ServerSettings(
         protocol=mailbox.protocol, host=mailbox.host, port=mailbox.port, security=mailbox.security,
         username=mailbox.username, password=password_of(mailbox, keys), auth_identity=mailbox.shared_mailbox,
         timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls, ca_file=ca_file, reach=server_reach(actor),
     )
+
+
+def mailbox_token(mailbox: Mailbox, keys: str) -> str:
+    """The access token an OAuth2 mailbox signs in with. Refreshing it is services.mailbox_tokens'
+    work; until that is wired in, the stored one."""
+    token = oauth_svc.access_token_of(mailbox.oauth, keys) if mailbox.oauth is not None else None
+    if not token:
+        reason = mailbox.oauth.state_reason if mailbox.oauth is not None else None
+        raise TransportError("auth", oauth_svc.NOT_CONNECTED + (f" ({reason})" if reason else ""), transient=False)
+    return token
+
+
+def graph_settings(mailbox: Mailbox, keys: str, *, actor: User | None = None) -> GraphSettings:
+    """How to reach a Graph mailbox: its API URL, its own address in the URL (a shared mailbox's
+    address opens the shared mailbox), its token."""
+    return GraphSettings(api_url=mailbox.api_url or GRAPH_API_URL, mailbox=mailbox.shared_mailbox or mailbox.address,
+                         token=mailbox_token(mailbox, keys), timeout=float(mailbox.timeout),
+                         verify_tls=mailbox.verify_tls, reach=server_reach(actor))
 
 
 def record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str) -> None:
