@@ -19,7 +19,9 @@ from portal.models.base import utcnow
 from portal.outbound.servers import SendEnvironment, outgoing_settings
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
-from portal.transport.smtp import SmtpError, SmtpSettings
+from portal.transport import graph
+from portal.transport.base import TransportError
+from portal.transport.smtp import SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
 # Minutes to wait before each further try after a temporary failure.
@@ -155,7 +157,7 @@ def _files(message: Message) -> tuple[list[FileAttachment], list[InlineImage]]:
 
 
 def _server(message: Message, mailbox: Mailbox | None, env: SendEnvironment,
-            servers: dict | None) -> SmtpSettings | None:
+            servers: dict | None) -> SmtpSettings | graph.GraphSettings | None:
     """How to reach the server this message goes through; `servers` keeps it per mailbox across
     the messages of one sending run."""
     servers = {} if servers is None else servers
@@ -191,9 +193,9 @@ def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *,
     return email
 
 
-def _not_sent(message: Message, details: dict, exc: SmtpError, now: datetime) -> str:
+def _not_sent(message: Message, details: dict, exc: TransportError, now: datetime) -> str:
     """A server refused: try again later after a temporary error, while tries remain; else failed."""
-    if exc.temporary and details["attempts"] < len(BACKOFF_MINUTES) + 1:
+    if exc.transient and details["attempts"] < len(BACKOFF_MINUTES) + 1:
         wait = BACKOFF_MINUTES[details["attempts"] - 1]
         details["next_attempt"] = (now + timedelta(minutes=wait)).isoformat()
         message.details = details
@@ -226,7 +228,11 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         return _settle(message, "failed", "failed: nobody to send it to")
     # Checked first: mail that cannot go out costs no further lookups and no render.
     mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
-    server = _server(message, mailbox, env, servers)
+    try:
+        server = _server(message, mailbox, env, servers)
+    except TransportError as exc:  # a Graph mailbox without a usable token
+        details["attempts"] = details.get("attempts", 0) + 1
+        return _not_sent(message, details, exc, now)
     if server is None:
         return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
 
@@ -256,8 +262,9 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         return _settle(message, "blocked", "blocked: outgoing mail is switched off (staging); recorded, not sent")
     details["attempts"] = details.get("attempts", 0) + 1
     try:
-        result = send(server, email)
-    except SmtpError as exc:
+        # A Graph mailbox sends the MIME we composed with sendMail, as the mailbox itself.
+        result = graph.send(server, email) if isinstance(server, graph.GraphSettings) else send(server, email)
+    except TransportError as exc:
         return _not_sent(message, details, exc, now)
     message.details = details
     if details.get("automatic"):

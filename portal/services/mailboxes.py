@@ -298,12 +298,12 @@ def mailbox_token(mailbox: Mailbox, keys: str) -> str:
     return token
 
 
-def graph_settings(mailbox: Mailbox, keys: str, *, actor: User | None = None) -> GraphSettings:
+def graph_settings(mailbox: Mailbox, keys: str, *, actor: User | None = None, reach: Reach | None = None) -> GraphSettings:
     """How to reach a Graph mailbox: its API URL, its own address in the URL (a shared mailbox's
-    address opens the shared mailbox), its token."""
+    address opens the shared mailbox), its token. `reach`: the sender's rule, else `actor`'s."""
     return GraphSettings(api_url=mailbox.api_url or GRAPH_API_URL, mailbox=mailbox.shared_mailbox or mailbox.address,
                          token=mailbox_token(mailbox, keys), timeout=float(mailbox.timeout),
-                         verify_tls=mailbox.verify_tls, reach=server_reach(actor))
+                         verify_tls=mailbox.verify_tls, reach=reach if reach is not None else server_reach(actor))
 
 
 def record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str) -> None:
