@@ -336,15 +336,19 @@ def client_named(msp: Client, name: str) -> Client:
 def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None,
                      actor: User | None = None):
     """"Test connection": try the server now and keep the answer and its time on the mailbox."""
-    if mailbox.auth == "oauth2" or mailbox.protocol == "graph":
+    if mailbox.auth == "oauth2" and mailbox.protocol != "graph":
         return ProbeResult(ok=False, message=OAUTH_TEST_MISSING, kind="auth")
-    settings = server_settings(mailbox, keys, ca_file, actor=actor)
-    result = (probe or test_connection)(settings)
+    try:
+        settings = server_settings(mailbox, keys, ca_file, actor=actor)
+    except TransportError as exc:  # a Graph mailbox without a usable token: the answer is kept too
+        result = ProbeResult(ok=False, message=exc.message, kind=exc.kind)
+    else:
+        result = (probe or test_connection)(settings)
     mailbox.last_test_at = utcnow()
     mailbox.last_test_ok = result.ok
     mailbox.last_test_message = result.message
     if mailbox.password_encrypted is not None:
-        record_secret_test(actor, mailbox, "connection test", settings.address, result.message)
+        record_secret_test(actor, mailbox, "connection test", mailbox_server(mailbox), result.message)
     db.session.flush()
     return result
 
@@ -376,7 +380,9 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     """"Test connection" with the settings as typed, before they are saved. An empty password
     means the stored one, for the server it was stored for only; such a test is in the mailbox's
     history, nothing else is recorded. Raises ValidationError for unusable settings."""
-    if values.get("protocol") == "graph" or (mailbox is not None and mailbox.auth == "oauth2"):
+    if values.get("protocol") == "graph":
+        return _probe_graph(values, keys, mailbox, probe, actor)
+    if mailbox is not None and mailbox.auth == "oauth2":
         raise ValidationError({"": [OAUTH_TEST_MISSING]})
     wanted = {k: values.get(k) for k in ("protocol", "security", "host", "port", "timeout")}
     if wanted["timeout"] in (None, ""):
@@ -398,3 +404,30 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     if stored:
         record_secret_test(actor, mailbox, "form test", settings.address, result.message)
     return result
+
+
+GRAPH_NEEDS_GRANT = "Graph is tested with the mailbox's token: save the mailbox and connect it first."
+GRAPH_URL_CHANGED = ("The API URL differs from the saved one: save it first. A mailbox's token is only ever sent "
+                     "to the API URL it was saved with.")
+
+
+def _probe_graph(values: dict[str, Any], keys: str, mailbox: Mailbox | None, probe, actor: User | None):
+    """"Test connection" of a Graph mailbox from the form: the saved grant's token, to the saved API URL only."""
+    if mailbox is None or mailbox.oauth is None or not oauth_svc.access_token_of(mailbox.oauth, keys):
+        raise ValidationError({"": [GRAPH_NEEDS_GRANT]})
+    saved = (mailbox.api_url or GRAPH_API_URL).rstrip("/")
+    typed = (values.get("api_url") or "").strip().rstrip("/") or saved
+    if typed != saved:
+        raise ValidationError({"api_url": [GRAPH_URL_CHANGED]})
+    address = (values.get("shared_mailbox") or values.get("address") or "").strip().lower() or mailbox.address
+    timeout = values.get("timeout") if isinstance(values.get("timeout"), int) else mailbox.timeout
+    settings = GraphSettings(api_url=saved, mailbox=address, token=mailbox_token(mailbox, keys), timeout=float(timeout),
+                             verify_tls=bool(values.get("verify_tls", True)), reach=server_reach(actor))
+    return (probe or test_connection)(settings)
+
+
+def mailbox_server(mailbox: Mailbox) -> str:
+    """Where the mailbox is reached, as its history names it."""
+    if mailbox.protocol == "graph":
+        return mailbox.api_url or GRAPH_API_URL
+    return f"{mailbox.host}:{mailbox.port}"
