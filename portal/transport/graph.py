@@ -342,8 +342,9 @@ class GraphSession:
             answer = self.call("GET", f"{self._message(mid)}/$value", max_bytes=max_bytes, missing_ok=True)
             if answer is None:
                 return None
-            raw = None if answer.truncated else answer.content
-            return FetchedMessage(server_id=mid, raw=raw, size=len(answer.content), internal_date=None)
+            if answer.truncated:  # kept as a record of its size, as IMAP keeps an oversized message
+                return FetchedMessage(server_id=mid, raw=None, size=max_bytes + 1, internal_date=None)
+            return FetchedMessage(server_id=mid, raw=answer.content, size=len(answer.content), internal_date=None)
         return [f for f in self._each(one, ids) if f is not None]
 
     # --- telling the server ----------------------------------------------------------------------
