@@ -1,7 +1,7 @@
 """Graph mailboxes remember where each folder's last delta round ended
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-06 23:00:00
 
 `folder_states.delta_link`: the `@odata.deltaLink` Microsoft Graph gave at the end of the last
@@ -13,7 +13,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

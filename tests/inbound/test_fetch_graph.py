@@ -225,9 +225,10 @@ def test_a_forgotten_delta_link_reads_the_folder_again_without_doubles(app, worl
     assert "$deltatoken=" in delta_link_of(mailbox)
 
 
-def test_a_mailbox_without_a_token_is_told_to_connect(app, world, contoso, graph_server):
+def test_a_refused_grant_is_told_to_reconnect_and_graph_hears_nothing(app, world, contoso, graph_server):
     mailbox = graph_mailbox(app, world, contoso, graph_server)
     oauth_svc.reconnect_needed(mailbox.oauth, "AADSTS700082: The refresh token has expired.")
     commit()
     report = fetch(app, db.session.get(Mailbox, mailbox.id))
-    assert "not connected" in report.error and "AADSTS700082" in report.error
+    assert "helpdesk@contoso.com needs reconnecting" in report.error and "AADSTS700082" in report.error
+    assert graph_server.requests == []

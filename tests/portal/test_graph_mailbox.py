@@ -32,7 +32,7 @@ def test_check_connection_reads_the_inbox_and_keeps_the_answer(app, world, msp, 
     ("denied", "the app has no permission to the mailbox helpdesk@contoso.com (ErrorAccessDenied: Access is denied. "
                "Check credentials and try again.): ask the customer's admin"),
     ("unknown", "the mailbox helpdesk@contoso.com was not found at Microsoft Graph (ErrorInvalidUser: "),
-    ("not connected", oauth_svc.NOT_CONNECTED),
+    ("reconnect", "helpdesk@contoso.com needs reconnecting: its OAuth2 grant was refused (invalid_grant)"),
 ])
 def test_a_failing_connection_test_says_why_in_plain_words(app, world, msp, graph_server, trouble, words):
     mailbox = graph_mailbox(app, world, msp, graph_server)
