@@ -12,6 +12,7 @@ from portal.extensions import db
 from portal.inbound import fetch_graph as fetch_graph_module
 from portal.inbound.fetch import run_fetch
 from portal.models import FolderState, Mailbox, RawMessage, Ticket
+from portal.oauth import providers
 from portal.services import commit
 from portal.services import mailbox_oauth as oauth_svc
 from portal.transport import open_session
@@ -35,11 +36,12 @@ def graph_mailbox(app, world, msp, graph_server, token=TOKEN, address=ADDRESS, s
                             password=None, api_url=graph_server.api_url, shared_mailbox=shared,
                             oauth={"provider": "microsoft", "flow": "app", "tenant": "contoso.onmicrosoft.com",
                                    "client_id": "app-1", "client_secret": "s3cret"}, **values)
-    oauth_svc.store_grant(mailbox.oauth, app.config["TIDEMARK_ENCRYPTION_KEY"], access_token=token,
-                          access_expires_at=datetime.now(timezone.utc) + timedelta(days=3650))
+    if token:
+        oauth_svc.store_grant(mailbox.oauth, app.config["TIDEMARK_ENCRYPTION_KEY"], access_token=token,
+                              access_expires_at=datetime.now(timezone.utc) + timedelta(days=3650))
+        graph_server.tokens.add(token)
     mailbox.status = "active"
     commit()
-    graph_server.tokens.add(token)
     graph_server.add_mailbox(shared or address)
     return mailbox
 
@@ -232,3 +234,20 @@ def test_a_refused_grant_is_told_to_reconnect_and_graph_hears_nothing(app, world
     report = fetch(app, db.session.get(Mailbox, mailbox.id))
     assert "helpdesk@contoso.com needs reconnecting" in report.error and "AADSTS700082" in report.error
     assert graph_server.requests == []
+
+
+def test_an_app_only_mailbox_fetches_with_a_token_from_client_credentials(app, world, contoso, graph_server,
+                                                                          oauth_server, monkeypatch):
+    """End to end: the token comes from the local authorisation server (standing in for Entra ID:
+    same paths), Graph accepts it through that server's introspection."""
+    monkeypatch.setattr(providers, "MICROSOFT_LOGIN", oauth_server.url)
+    oauth_server.register_client("app-1", "s3cret", grant_types=("client_credentials",), app_username=ADDRESS)
+    graph_server.introspection_url = oauth_server.introspection_url
+    mailbox = graph_mailbox(app, world, contoso, graph_server, token=None)
+    graph_server.deliver(ADDRESS, email())
+    report = fetch(app, mailbox)
+    assert (report.fetched, report.error, count(Ticket)) == (1, None, 1)
+    asked = oauth_server.token_requests
+    assert [(f["grant_type"], f["scope"]) for f in asked] == [("client_credentials", "https://graph.microsoft.com/.default")]
+    assert graph_server.tokens == set()  # accepted as the authorisation server's, not from a list
+    assert fetch(app, mailbox).error is None and len(oauth_server.token_requests) == 1  # the stored token serves again
