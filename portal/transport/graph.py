@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -31,10 +30,8 @@ from portal.oauth.errors import OAuthError
 from portal.oauth.http import check_url, trusted_cas
 from portal.transport.base import TransportError
 from portal.transport.imap import FetchedMessage
+from portal.transport.reach import Reach, pinned_adapter
 from portal.transport.smtp import flatten
-
-if TYPE_CHECKING:  # pragma: no cover
-    from portal.transport.reach import Reach
 
 log = logging.getLogger("portal.transport.graph")
 
@@ -61,7 +58,7 @@ class GraphSettings:
     token: str = field(repr=False)
     timeout: float = 30.0
     verify_tls: bool = True
-    reach: "Reach | None" = field(default=None, repr=False)
+    reach: Reach | None = field(default=None, repr=False)
     max_wait: float = MAX_WAIT
     protocol: str = "graph"
 
@@ -175,16 +172,24 @@ class GraphSession:
         self._folder_ids: dict[str, str] = {}
         self._http = requests.Session()
         self._http.trust_env = False  # no proxy or CA bundle from the environment: the token goes where we say
-        self._http.mount("https://", HTTPAdapter(pool_maxsize=CONCURRENCY))
-        self._http.mount("http://", HTTPAdapter(pool_maxsize=CONCURRENCY))
+        addresses = self._checked_addresses()
+        for scheme in ("https://", "http://"):
+            self._http.mount(scheme, pinned_adapter(addresses, pool_maxsize=CONCURRENCY) if addresses
+                             else HTTPAdapter(pool_maxsize=CONCURRENCY))
         self._http.headers.update({"Authorization": f"Bearer {settings.token}", "Accept": "application/json"})
-        if settings.reach is not None:
-            # Held to the address rule before the token goes anywhere (RefusedServer otherwise).
-            try:
-                settings.reach.addresses(settings.host, urlsplit(settings.api_url).port or 443)
-            except OSError:
-                raise TransportError("connect", f"could not reach Microsoft Graph at {settings.host}: its host name "
-                                     "does not resolve") from None
+
+    def _checked_addresses(self) -> list[str] | None:
+        """The address rule, before the token goes anywhere: the addresses every request connects
+        to (RefusedServer when one is out of reach), or None when the rule does not apply."""
+        s = self.settings
+        if s.reach is None:
+            return None
+        parts = urlsplit(s.api_url)
+        try:
+            return s.reach.addresses(s.host, parts.port or (443 if parts.scheme == "https" else 80))
+        except OSError:
+            raise TransportError("connect", f"could not reach Microsoft Graph at {s.host}: its host name does not "
+                                 "resolve") from None
 
     def __enter__(self) -> "GraphSession":
         return self

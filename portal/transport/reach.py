@@ -17,6 +17,10 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
 from portal.transport.base import TransportError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -104,3 +108,37 @@ def connect(addresses: Sequence[str], port: int, timeout: float | None) -> socke
         except OSError as exc:
             error = exc
     raise error or OSError("no address to connect to")
+
+
+def pinned_adapter(addresses: Sequence[str], **kwargs) -> HTTPAdapter:
+    """A requests adapter whose connections go to these checked addresses only, in order (never to
+    a second lookup of the name), while TLS still verifies the URL's host name."""
+    return _PinnedAdapter(tuple(addresses), **kwargs)
+
+
+class _PinnedAdapter(HTTPAdapter):
+    def __init__(self, addresses: tuple[str, ...], **kwargs):
+        self._addresses = addresses  # before HTTPAdapter's __init__, which builds the pool manager
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        # A dict of this manager's own: urllib3's default one is shared by every pool manager.
+        self.poolmanager.pool_classes_by_scheme = {"http": _pinned(HTTPConnectionPool, self._addresses),
+                                                   "https": _pinned(HTTPSConnectionPool, self._addresses)}
+
+
+def _pinned(pool_class, addresses: tuple[str, ...]):
+    class Connection(pool_class.ConnectionCls):
+        def _new_conn(self):
+            # urllib3 connects to _dns_host and keeps `host` for SNI and the certificate check.
+            error: Exception | None = None
+            for address in addresses:
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (NewConnectionError, ConnectTimeoutError) as exc:
+                    error = exc
+            raise error or NewConnectionError(self, "no address to connect to")
+
+    return type(f"Pinned{pool_class.__name__}", (pool_class,), {"ConnectionCls": Connection})

@@ -1,6 +1,8 @@
 """portal.transport.graph against the local Graph server: paging, the token's only destination,
 Retry-After, the per-mailbox gate of 4, sizes, and tokens from the local OAuth2 server."""
 
+import ipaddress
+import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -57,6 +59,31 @@ def test_plain_http_only_to_this_machine_and_the_address_rule_before_the_token_l
     with pytest.raises(RefusedServer, match="loopback"):
         GraphSession(settings(graph, reach=Reach(restricted=True)))
     assert graph.requests == []
+
+
+def test_with_the_address_rule_every_request_goes_to_the_checked_address(graph):
+    """The name is resolved once, by the rule, and the connection goes where it said: here
+    "localhost" is made to resolve to 127.0.0.2, where nothing listens (the server is on 127.0.0.1),
+    so a second lookup by the system would have connected, and the pinned one cannot."""
+    looked_up = []
+
+    def resolver(address):
+        def resolve(host, port, type=0):
+            looked_up.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return resolve
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    url = graph.api_url.replace("127.0.0.1", "localhost")
+    pinned = Reach(restricted=True, allowed=loopback, resolve=resolver("127.0.0.1"))
+    with GraphSession(settings(graph, api_url=url, reach=pinned)) as session:
+        assert session.inbox()["displayName"] == "Inbox"
+        session.inbox()
+    assert looked_up == ["localhost"]
+    elsewhere = Reach(restricted=True, allowed=loopback, resolve=resolver("127.0.0.2"))
+    with GraphSession(settings(graph, api_url=url, reach=elsewhere)) as session:
+        with pytest.raises(TransportError) as refused:
+            session.inbox()
+    assert refused.value.message == "could not reach Microsoft Graph at localhost: Connection refused"
 
 
 def test_retry_after_in_seconds_as_a_date_or_missing():
