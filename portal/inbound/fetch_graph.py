@@ -46,6 +46,11 @@ def fetch_graph(mailbox: Mailbox, session: GraphSession, commit: Callable[[], No
         finish_graph_actions(mailbox, session, folder, commit)  # what a crash left untold
         link = db.session.scalar(select(FolderState.delta_link).where(FolderState.mailbox_id == mailbox.id,
                                                                       FolderState.folder == folder))
+        if link and not session.owns(link):
+            # The API URL changed since: that link is not followed with the token; the folder is read again.
+            log.warning("%s %s: the stored delta link is not on %s; reading the folder again",
+                        mailbox.address, folder, session.settings.api_url)
+            link = None
         try:
             new_link = _round(mailbox, session, folder, link, commit, decider=decider, max_size=max_size,
                               report=report)

@@ -202,11 +202,15 @@ class GraphSession:
 
     # --- requests --------------------------------------------------------------------------------
 
+    def owns(self, url: str) -> bool:
+        """Whether a URL is on the API's own origin: the only place the token goes."""
+        return _origin(url) == _origin(self.settings.api_url)
+
     def call(self, method: str, url: str, *, params: dict | None = None, payload: dict | None = None,
              data: bytes | None = None, headers: dict | None = None, max_bytes: int | None = None,
              missing_ok: bool = False) -> _Answer | None:
         """One request, throttling waited out; None for a missing item when `missing_ok`."""
-        if _origin(url) != _origin(self.settings.api_url):
+        if not self.owns(url):
             raise TransportError("protocol", f"Microsoft Graph sent a link to another server ({urlsplit(url).hostname});"
                                  " it was not followed", transient=False)
         attempt = 0

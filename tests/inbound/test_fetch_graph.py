@@ -17,6 +17,7 @@ from portal.services import commit
 from portal.services import mailbox_oauth as oauth_svc
 from portal.transport import open_session
 from tests.mailfactory import email as _email
+from workers.fetch import fetch_mailbox
 
 ADDRESS = "helpdesk@contoso.com"
 TOKEN = "graph-access-token-1"
@@ -251,3 +252,17 @@ def test_an_app_only_mailbox_fetches_with_a_token_from_client_credentials(app, w
     assert [(f["grant_type"], f["scope"]) for f in asked] == [("client_credentials", "https://graph.microsoft.com/.default")]
     assert graph_server.tokens == set()  # accepted as the authorisation server's, not from a list
     assert fetch(app, mailbox).error is None and len(oauth_server.token_requests) == 1  # the stored token serves again
+
+
+def test_a_delta_link_of_another_api_url_is_not_followed(app, world, contoso, graph_server, redis):
+    """Through the fetch job: after the API URL changed, the old link (and the token) stay home."""
+    mailbox = graph_mailbox(app, world, contoso, graph_server)
+    graph_server.deliver(ADDRESS, email(subject="first"))
+    assert fetch_mailbox(mailbox.id)["fetched"] == 1
+    db.session.execute(FolderState.__table__.update().values(
+        delta_link="https://graph.old.example/v1.0/users/x/mailFolders/inbox/messages/delta?$deltatoken=1"))
+    commit()
+    graph_server.deliver(ADDRESS, email(subject="second"))
+    report = fetch_mailbox(mailbox.id)
+    assert (report["fetched"], report["error"], count(RawMessage)) == (1, None, 2)
+    assert delta_link_of(mailbox).startswith(graph_server.api_url)
