@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Mailbox
+from portal.models import AuditEntry, Mailbox
 from portal.services import ValidationError, commit
 from portal.services import mailbox_oauth as oauth_svc
 from portal.services.mailboxes import GRAPH_NEEDS_GRANT, GRAPH_URL_CHANGED, check_connection, probe_settings
@@ -85,3 +85,18 @@ def test_the_command_line_test_exits_non_zero_with_graphs_words(app, world, msp,
     commit()
     refused = runner.invoke(args=["mail", "test-connection", ADDRESS])
     assert refused.exit_code == 1 and "ErrorAccessDenied" in refused.output
+
+
+def test_the_test_email_of_a_graph_mailbox_goes_through_sendmail(app, world, msp, admin, graph_server, redis):
+    mailbox = graph_mailbox(app, world, msp, graph_server)
+    answer = admin.post(f"/mailboxes/{mailbox.id}/outgoing/test", {"recipient": "qa@acme.example"}, htmx=True)
+    assert "Sent to qa@acme.example through Microsoft Graph as helpdesk@contoso.com." in answer.get_data(as_text=True)
+    (user, raw), = graph_server.sent
+    assert user == ADDRESS and b"To: qa@acme.example" in raw and b"From: helpdesk@contoso.com" in raw
+    db.session.expire_all()
+    history = db.session.scalars(select(AuditEntry.action).where(AuditEntry.record_type == "mailbox", AuditEntry.record_id == mailbox.id)).all()
+    assert "test email (OAuth2 grant)" in history
+    graph_server.deny(ADDRESS)
+    refused = admin.post(f"/mailboxes/{mailbox.id}/outgoing/test", {"recipient": "qa@acme.example"}, htmx=True)
+    assert "Not sent: the app has no permission to the mailbox helpdesk@contoso.com (ErrorAccessDenied" \
+        in refused.get_data(as_text=True)
