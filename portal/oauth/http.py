@@ -1,7 +1,8 @@
 """The OAuth2 client session: Authlib's requests client, held to our rules for every request.
 
 Every request has a timeout, follows no redirect, and goes to https only (plain http on loopback
-only): a client secret or a refresh token must not cross a network in clear text. Every answer is
+only): a client secret or a refresh token must not cross a network in clear text. Given a `reach`
+(transport.reach), requests go only to the addresses it checked. Every answer is
 read here, so that the server's error body (error, error_description, Microsoft's error_codes)
 and its HTTP status reach errors.translate whole, and failures of the network read in plain words.
 """
@@ -9,40 +10,29 @@ and its HTTP status reach errors.translate whole, and failures of the network re
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import socket
-import ssl
 from urllib.parse import quote_plus, urlsplit
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from portal.oauth.errors import OAuthError, translate, who
+from portal.transport.reach import RefusedServer, pin
+from portal.transport.urls import is_loopback, trusted_cas, url_refusal
+
+__all__ = ["OAuthClient", "check_url", "is_loopback", "read_answer", "trusted_cas"]
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 20  # seconds; an unreachable sign-in service must not hold a fetch job for minutes
 
 
-def is_loopback(host: str | None) -> bool:
-    """This machine: the only place plain http may go (the tests' local servers)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str) -> str:
-    parts = urlsplit(url or "")
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and is_loopback(parts.hostname):
-        return url
-    raise OAuthError(f"{url!r} is not an https URL (plain http is allowed on loopback only)", kind="config")
+    if refusal := url_refusal(url):
+        raise OAuthError(refusal, kind="config")
+    return url
 
 
 def basic_auth(client_id: str, client_secret: str) -> str:
@@ -56,13 +46,6 @@ def _form_encoded_basic(client, method, uri, headers, body):
     # 6749 2.3.1), so a secret holding '%', '+' or ':' would be refused.
     headers["Authorization"] = basic_auth(client.client_id, client.client_secret)
     return uri, headers, body
-
-
-def trusted_cas():
-    # The system's trust store (or SSL_CERT_FILE), as the standard library used before: a generic
-    # server may have a certificate from a private CA the system trusts but certifi does not.
-    paths = ssl.get_default_verify_paths()
-    return paths.cafile or paths.capath or True
 
 
 class OAuthClient(OAuth2Session):
@@ -85,7 +68,8 @@ class OAuthClient(OAuth2Session):
         self.provider = provider
         self.sent = (app.client_secret, *secrets)
         self.wait = timeout
-        self.reach = reach
+        # An admin-typed URL, with several MSPs: only to checked addresses (transport.reach).
+        pin(self, reach)
 
     def request(self, method, url, withhold_token=False, auth=None, **kwargs):
         """Every request: https (or loopback), the timeout, no redirect (one could carry the form to
@@ -95,6 +79,12 @@ class OAuthClient(OAuth2Session):
         kwargs.update(timeout=self.wait, allow_redirects=False, verify=trusted_cas())
         try:
             return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
+        except RefusedServer as refused:  # nothing was sent
+            raise OAuthError(refused.message, kind="config") from None
+        except socket.gaierror as failure:  # the address rule resolves the name itself
+            host = urlsplit(url).hostname
+            raise OAuthError(f"could not reach {who(self.provider.name)}'s sign-in service at {host}: its host name "
+                             f"does not resolve ({failure.strerror})", kind="network") from None
         except requests.RequestException as failure:
             host = urlsplit(url).hostname
             log.info("OAuth: %s could not be reached: %s", host, type(failure).__name__)

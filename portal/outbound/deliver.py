@@ -230,7 +230,7 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
     mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
     try:
         server = _server(message, mailbox, env, servers)
-    except TransportError as exc:  # a Graph mailbox without a usable token
+    except TransportError as exc:  # no access token: its mailbox's grant (Graph or the SMTP server's)
         details["attempts"] = details.get("attempts", 0) + 1
         return _not_sent(message, details, exc, now)
     if server is None:

@@ -28,7 +28,7 @@ from portal.services import audit
 from portal.services.mailboxes import record_secret_test
 from portal.transport import graph
 from portal.transport.base import TransportError
-from portal.transport.smtp import SmtpSettings
+from portal.transport.smtp import SmtpError, SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
 PER_USER_PER_MINUTE = 3
@@ -112,7 +112,10 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, ac
     server = outgoing_server(mailbox)
     if server is None:
         return "Not sent: this mailbox has no outgoing server and there is no default gateway."
-    settings = smtp_settings(server, env)
+    try:
+        settings = smtp_settings(server, env)
+    except SmtpError as exc:  # the mailbox's grant gave no access token
+        return f"Not sent: {exc.message}"
 
     def build(address: str) -> EmailMessage:
         email = EmailMessage()

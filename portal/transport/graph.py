@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,12 +27,11 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from portal.oauth.errors import OAuthError
-from portal.oauth.http import check_url, trusted_cas
 from portal.transport.base import TransportError
 from portal.transport.imap import FetchedMessage
-from portal.transport.reach import Reach, pinned_adapter
+from portal.transport.reach import PinnedAdapter, Reach
 from portal.transport.smtp import flatten
+from portal.transport.urls import trusted_cas, url_refusal
 
 log = logging.getLogger("portal.transport.graph")
 
@@ -63,10 +63,8 @@ class GraphSettings:
     protocol: str = "graph"
 
     def __post_init__(self) -> None:
-        try:
-            check_url(self.api_url)
-        except OAuthError as exc:
-            raise ValueError(exc.message) from None
+        if refusal := url_refusal(self.api_url):
+            raise ValueError(refusal)
         if not self.token:
             raise ValueError("Graph needs an access token")
         if not self.mailbox:
@@ -172,24 +170,12 @@ class GraphSession:
         self._folder_ids: dict[str, str] = {}
         self._http = requests.Session()
         self._http.trust_env = False  # no proxy or CA bundle from the environment: the token goes where we say
-        addresses = self._checked_addresses()
-        for scheme in ("https://", "http://"):
-            self._http.mount(scheme, pinned_adapter(addresses, pool_maxsize=CONCURRENCY) if addresses
-                             else HTTPAdapter(pool_maxsize=CONCURRENCY))
+        # With the address rule, every request goes only to addresses it checked (RefusedServer else).
+        adapter = (PinnedAdapter(settings.reach, pool_maxsize=CONCURRENCY) if settings.reach is not None
+                   else HTTPAdapter(pool_maxsize=CONCURRENCY))
+        self._http.mount("https://", adapter)
+        self._http.mount("http://", adapter)
         self._http.headers.update({"Authorization": f"Bearer {settings.token}", "Accept": "application/json"})
-
-    def _checked_addresses(self) -> list[str] | None:
-        """The address rule, before the token goes anywhere: the addresses every request connects
-        to (RefusedServer when one is out of reach), or None when the rule does not apply."""
-        s = self.settings
-        if s.reach is None:
-            return None
-        parts = urlsplit(s.api_url)
-        try:
-            return s.reach.addresses(s.host, parts.port or (443 if parts.scheme == "https" else 80))
-        except OSError:
-            raise TransportError("connect", f"could not reach Microsoft Graph at {s.host}: its host name does not "
-                                 "resolve") from None
 
     def __enter__(self) -> "GraphSession":
         return self
@@ -248,6 +234,9 @@ class GraphSession:
                     return _read_bounded(response, max_bytes)
             except requests.RequestException as exc:
                 raise self._network(exc) from None
+            except socket.gaierror:  # the address rule's lookup
+                raise TransportError("connect", f"could not reach Microsoft Graph at {s.host}: its host name does "
+                                     "not resolve") from None
 
     def _network(self, exc: requests.RequestException) -> TransportError:
         where = f"Microsoft Graph at {self.settings.host}"

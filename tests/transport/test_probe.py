@@ -120,6 +120,5 @@ def test_transport_is_plain_python():
             for name in names:
                 top = name.split(".")[0]
                 assert top not in {"flask", "sqlalchemy", "rq", "flask_sqlalchemy"}, f"{path.name} imports {name}"
-                if top == "portal":  # only other plain-Python packages of ours (Graph checks URLs as portal.oauth does)
-                    assert name.startswith(("portal.transport", "portal.mail", "portal.oauth")), \
-                        f"{path.name} imports {name}"
+                if top == "portal":  # only other plain-Python packages of ours
+                    assert name.startswith(("portal.transport", "portal.mail")), f"{path.name} imports {name}"
