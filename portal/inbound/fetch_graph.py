@@ -27,7 +27,8 @@ from portal.inbound.fetch import (
 )
 from portal.inbound.lookups import one_of
 from portal.models import FolderState, Mailbox, RawMessage
-from portal.transport.graph import DeltaExpired, GraphSession
+from portal.services.mailbox_oauth import forget_access_token
+from portal.transport.graph import DeltaExpired, GraphSession, TokenRefused
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,19 @@ UIDVALIDITY = 0  # Graph has none: its message ids stay while a message stays in
 
 def fetch_graph(mailbox: Mailbox, session: GraphSession, commit: Callable[[], None], *, decider: Decider,
                 max_size: int, report: FetchReport) -> None:
+    try:
+        _fetch_folders(mailbox, session, commit, decider=decider, max_size=max_size, report=report)
+    except TokenRefused:
+        # Kept through the fetch's rollback: the next poll asks for a new token, and a grant the
+        # provider refuses then becomes "reconnect needed" with the provider's words.
+        if mailbox.oauth is not None:
+            forget_access_token(mailbox.oauth)
+            commit()
+        raise
+
+
+def _fetch_folders(mailbox: Mailbox, session: GraphSession, commit: Callable[[], None], *, decider: Decider,
+                   max_size: int, report: FetchReport) -> None:
     for folder in mailbox.folders:
         hold_mailbox(mailbox)  # until the commit below: a racing fetch must not add the folder too
         state_row = db.session.scalar(select(FolderState).where(FolderState.mailbox_id == mailbox.id,

@@ -92,6 +92,16 @@ class DeltaPage:
     delta_link: str | None  # on the last page only: where the next round starts
 
 
+class TokenRefused(TransportError):
+    """Graph answered 401: the access token is not (or no longer) good."""
+
+    def __init__(self, message: str):
+        super().__init__("auth", message, transient=False)
+
+    def __reduce__(self):
+        return (type(self), (self.message,))
+
+
 class DeltaExpired(TransportError):
     """The server forgot the delta link (410): the folder is read again from the start."""
 
@@ -130,7 +140,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def retry_after(value: str | None, attempt: int) -> float:
-    """Seconds to wait: Retry-After in seconds or as an HTTP date, else 1, 2, 4 ... up to 30."""
+    """Seconds to wait: Retry-After in seconds or as an HTTP date, else 2, 4, 8 ... up to 30."""
     if value:
         value = value.strip()
         if value.isdigit():
@@ -164,7 +174,8 @@ class GraphSession:
     def __init__(self, settings: GraphSettings, *, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self._sleep = sleep
-        self._waited = 0.0
+        self._waited = 0.0  # by every thread of this session together
+        self._waiting = threading.Lock()
         self._limit = _limit_for(settings)
         self._root = f"{settings.api_url.rstrip('/')}/users/{quote(settings.mailbox, safe='@')}"
         self._folder_ids: dict[str, str] = {}
@@ -206,14 +217,17 @@ class GraphSession:
                 break
             attempt += 1
             wait = retry_after(answer.headers.get("Retry-After"), attempt)
-            if self._waited + wait > self.settings.max_wait:
+            with self._waiting:
+                waited = self._waited
+                if waited + wait <= self.settings.max_wait:
+                    self._waited += wait
+            if waited + wait > self.settings.max_wait:
                 code, said = graph_error(answer)
                 raise TransportError("connect", f"Microsoft Graph is busy for {self.settings.mailbox} (HTTP "
-                                     f"{answer.status} {code}: {said}); waited {self._waited:g} seconds, the next "
+                                     f"{answer.status} {code}: {said}); waited {waited:g} seconds, the next "
                                      "poll goes on", transient=True)
             log.info("graph %s: HTTP %s, waiting %.1f s as Retry-After asks", self.settings.mailbox, answer.status, wait)
             self._sleep(wait)
-            self._waited += wait
         if answer.status >= 400:
             error = self._refusal(answer)
             if missing_ok and answer.status == 404 and error.kind == "folder":
@@ -257,8 +271,8 @@ class GraphSession:
         who = self.settings.mailbox
         detail = f"{code}: {said}" if said else code
         if answer.status == 401:
-            return TransportError("auth", f"Microsoft Graph refused the access token for {who} ({detail}); if this "
-                                  "lasts, connect the mailbox again", transient=False)
+            return TokenRefused(f"Microsoft Graph refused the access token for {who} ({detail}); if this lasts, "
+                                "connect the mailbox again")
         if answer.status == 403:
             return TransportError("auth", f"the app has no permission to the mailbox {who} ({detail}): ask the "
                                   "customer's admin to grant it (Mail.ReadWrite and Mail.Send, with this mailbox in "

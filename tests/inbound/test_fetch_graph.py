@@ -208,6 +208,8 @@ def test_refusals_are_a_plain_words_failure_on_the_mailbox(app, world, contoso, 
     db.session.refresh(mailbox)
     assert words in mailbox.last_error and mailbox.failure_count == 1
     assert count(RawMessage) == 0
+    # A refused token is not offered again: the next poll asks the sign-in service for a new one.
+    assert (mailbox.oauth.access_token_encrypted is None) == (refusal == "token")
 
 
 def test_a_shared_mailbox_is_read_through_its_own_address(app, world, contoso, graph_server):
@@ -252,6 +254,12 @@ def test_an_app_only_mailbox_fetches_with_a_token_from_client_credentials(app, w
     assert [(f["grant_type"], f["scope"]) for f in asked] == [("client_credentials", "https://graph.microsoft.com/.default")]
     assert graph_server.tokens == set()  # accepted as the authorisation server's, not from a list
     assert fetch(app, mailbox).error is None and len(oauth_server.token_requests) == 1  # the stored token serves again
+    # Revoked before it expires: Graph refuses it once, and the next poll asks for a new one.
+    oauth_server.revoke_grant(next(iter(oauth_server.by_access)))
+    graph_server.deliver(ADDRESS, email(subject="after"))
+    assert "(InvalidAuthenticationToken: " in fetch(app, mailbox).error
+    again = fetch(app, mailbox)
+    assert (again.error, again.fetched, len(oauth_server.token_requests)) == (None, 1, 2)
 
 
 def test_a_delta_link_of_another_api_url_is_not_followed(app, world, contoso, graph_server, redis):
