@@ -19,6 +19,7 @@ from portal.models.base import utcnow
 from portal.outbound.servers import SendEnvironment, outgoing_settings
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
+from portal.services.mailbox_oauth import forget_access_token
 from portal.transport import graph
 from portal.transport.base import TransportError
 from portal.transport.smtp import SmtpSettings
@@ -264,6 +265,13 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
     try:
         # A Graph mailbox sends the MIME we composed with sendMail, as the mailbox itself.
         result = graph.send(server, email) if isinstance(server, graph.GraphSettings) else send(server, email)
+    except graph.TokenRefused as exc:
+        # Refused before it expired: the next try asks for a new token, and a grant the provider
+        # refuses then fails the mail with its words.
+        forget_access_token(mailbox.oauth)
+        if servers is not None:
+            servers.pop(message.mailbox_id, None)
+        return _not_sent(message, details, TransportError(exc.kind, exc.message, transient=True), now)
     except TransportError as exc:
         return _not_sent(message, details, exc, now)
     message.details = details

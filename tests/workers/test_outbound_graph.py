@@ -10,6 +10,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Message
 from portal.services import commit
+from portal.services import mailbox_oauth as oauth_svc
 from portal.services.ticket_replies import reply
 from tests.inbound.test_fetch_graph import ADDRESS, TOKEN, email, graph_mailbox
 from workers.sending import send_due
@@ -86,7 +87,21 @@ def test_a_refused_token_fails_the_mail_and_throttling_retries_it(app, world, co
 
     world.deliver(mailbox, email(sender="bob@contoso.com", subject="two"))
     graph_server.refuse(TOKEN)
-    assert send_due() == {"failed": 1}
+    assert send_due() == {"retrying": 1}
     note = outbox()[1].delivery_note
-    assert note.startswith("failed: Microsoft Graph refused the access token") and "InvalidAuthenticationToken" in note
-    assert TOKEN not in note
+    assert note.startswith("retrying in 1 min (try 1): Microsoft Graph refused the access token for helpdesk@")
+    assert "InvalidAuthenticationToken" in note and TOKEN not in note
+    db.session.refresh(mailbox.oauth)
+    assert mailbox.oauth.access_token_encrypted is None  # the next try asks for a new one
+
+
+def test_a_grant_that_gives_no_token_fails_the_mail_in_the_providers_words(app, world, contoso, graph_server, sender):
+    mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
+    oauth_svc.reconnect_needed(mailbox.oauth, "AADSTS7000222: The provided client secret keys are expired.")
+    commit()
+    world.deliver(mailbox, email(sender="alice@contoso.com"))
+    assert send_due() == {"failed": 1}
+    assert outbox()[0].delivery_note == (
+        "failed: helpdesk@contoso.com needs reconnecting: its OAuth2 grant was refused (AADSTS7000222: The "
+        "provided client secret keys are expired.). Reconnect it on the mailbox page.")
+    assert graph_server.requests == []
