@@ -5,6 +5,7 @@ and portal.inbound.fetch.run_fetch turns the mail into tickets."""
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -285,3 +286,37 @@ def test_with_several_msps_a_job_does_not_send_the_grant_to_loopback(app, world,
     assert len(oauth_server.token_requests) == asked
     db.session.refresh(mailbox.oauth)
     assert mailbox.oauth.state == "connected"  # an admin's setting to fix, not a dead grant
+
+
+def test_two_jobs_refreshing_at_once_spend_the_refresh_token_once(app, world, msp, oauth_dovecot, oauth_server):
+    """A fetch and a send find the token stale together: the second waits on the grant and takes
+    the token the first stored, instead of a refresh token the first has rotated away."""
+    user = oauth_dovecot.new_user("ana")
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server)
+    connect(app, mailbox, oauth_server, user.name)
+    mailbox.oauth.access_token_expires_at = utcnow()
+    commit()
+    mailbox_id, tokens, errors = mailbox.id, [], []
+    start = threading.Barrier(2)
+
+    def job():
+        with app.app_context():
+            try:
+                box = db.session.get(Mailbox, mailbox_id)
+                start.wait(timeout=10)
+                tokens.append(access_token(box, keys(app)))
+                commit()
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and len(tokens) == 2 and tokens[0] == tokens[1]
+    assert [r["grant_type"] for r in oauth_server.token_requests].count("refresh_token") == 1
+    db.session.expire_all()
+    assert db.session.get(Mailbox, mailbox_id).oauth.state == "connected"
