@@ -102,8 +102,7 @@ def _not_usable(mailbox: Mailbox, row: MailboxOAuth | None) -> TransportError | 
         because = f" ({row.state_reason})" if row.state_reason else ""
         return TransportError("auth", f"{mailbox.address} needs reconnecting: its OAuth2 grant was refused"
                                       f"{because}. Reconnect it on the mailbox page.", transient=False)
-    if row.flow != "app" and (row.state != "connected" or row.refresh_token_encrypted is None) \
-            and row.access_token_encrypted is None:
+    if row.flow != "app" and row.state != "connected":
         return TransportError("auth", f"{mailbox.address}: {mailbox_oauth.NOT_CONNECTED}", transient=False)
     return None
 

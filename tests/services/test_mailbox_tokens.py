@@ -320,3 +320,15 @@ def test_two_jobs_refreshing_at_once_spend_the_refresh_token_once(app, world, ms
     assert [r["grant_type"] for r in oauth_server.token_requests].count("refresh_token") == 1
     db.session.expire_all()
     assert db.session.get(Mailbox, mailbox_id).oauth.state == "connected"
+
+
+def test_flask_mail_test_connection_signs_in_with_the_grant(app, world, msp, oauth_dovecot, oauth_server):
+    user = oauth_dovecot.new_user("ana")
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server)
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["mail", "test-connection", mailbox.address])
+    assert refused.exit_code == 1 and oauth_svc.NOT_CONNECTED in refused.output
+    connect(app, mailbox, oauth_server, user.name)
+    result = runner.invoke(args=["mail", "test-connection", mailbox.address])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Connected to 127.0.0.1:{oauth_dovecot.imap_port} without encryption as {user.name}")
