@@ -19,8 +19,8 @@ from portal.models import AuditEntry, Mailbox, Ticket
 from portal.models.base import utcnow
 from portal.services import ValidationError, commit
 from portal.services import mailbox_oauth as oauth_svc
-from portal.services.mailbox_tokens import access_token, app_credentials
-from portal.services.mailboxes import check_connection, probe_settings, set_status
+from portal.services.mailbox_tokens import access_token, app_credentials, connect_app
+from portal.services.mailboxes import check_connection, probe_settings, save_mailbox, set_status
 from portal.transport import open_session
 from portal.transport.base import TransportError
 from tests.mailfactory import email
@@ -332,3 +332,40 @@ def test_flask_mail_test_connection_signs_in_with_the_grant(app, world, msp, oau
     result = runner.invoke(args=["mail", "test-connection", mailbox.address])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Connected to 127.0.0.1:{oauth_dovecot.imap_port} without encryption as {user.name}")
+
+
+def test_a_shared_mailbox_is_fetched_with_the_connected_users_grant(app, world, msp, oauth_dovecot, oauth_server,
+                                                                    redis):
+    shared, ana = oauth_dovecot.new_user("helpdesk"), oauth_dovecot.new_user("ana")
+    oauth_dovecot.deliver(shared, email(subject="to the shared mailbox"))
+    oauth_dovecot.grant_mailbox(shared, ana.name)
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, ana, oauth_server, shared_mailbox=shared.name)
+    connect(app, mailbox, oauth_server, ana.name)
+    activate(app, mailbox)
+    report = fetch(app, mailbox)
+    assert report.error is None and report.fetched == 1
+    assert db.session.scalar(select(Ticket.subject)) == "to the shared mailbox"
+
+
+def test_an_app_mailbox_connects_again_once_its_secret_is_mended(app, world, msp, oauth_dovecot, oauth_server):
+    user = oauth_dovecot.new_user("app")
+    oauth_server.register_client(CLIENT_ID, "the-right-secret", grant_types=["client_credentials"],
+                                 app_username=user.name)
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server, flow="app")
+    with pytest.raises(TransportError) as wrong:
+        access_token(mailbox, keys(app))
+    assert "(invalid_client)" in wrong.value.message and mailbox.oauth.state == "reconnect needed"
+    commit()
+    save_mailbox(msp, msp, {"oauth": {"client_secret": "the-right-secret"}}, keys=keys(app), actor=None,
+                 mailbox=mailbox)
+    with pytest.raises(TransportError, match="needs reconnecting"):
+        access_token(mailbox, keys(app))  # not tried again by itself
+    asked = len(oauth_server.token_requests)
+    admin = world.user(msp, "ana@acme.example")
+    token = connect_app(mailbox, keys(app), actor=admin)
+    commit()
+    assert len(oauth_server.token_requests) == asked + 1 and oauth_server.token(token) is not None
+    assert mailbox.oauth.state == "connected" and mailbox.oauth.state_reason is None
+    assert access_token(mailbox, keys(app)) == token
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "OAuth2 connected")).all()[-1]
+    assert entry.actor_id == admin.id
