@@ -15,7 +15,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from portal.extensions import db
 from portal.jobs import held
 from portal.models import Mailbox, MailboxAlert
-from portal.outbound.outbox import queue_mail
+from portal.services.mailbox_alerts import alert
 
 
 def in_skip_window(mailbox: Mailbox, now: datetime) -> str | None:
@@ -106,11 +106,4 @@ def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: 
 
 
 def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
-    alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
-                         details={"failure_count": mailbox.failure_count})
-    db.session.add(alert)
-    if kind == "mailbox_failing" and mailbox.alert_recipients:
-        db.session.flush()
-        queue_mail("mailbox_failing", msp_id=mailbox.msp_id, mailbox=mailbox, to=mailbox.alert_recipients,
-                   details={"alert_id": alert.id})
-    return alert
+    return alert(mailbox, kind, message, {"failure_count": mailbox.failure_count})

@@ -19,6 +19,7 @@ from portal.models.base import utcnow
 from portal.outbound.servers import SendEnvironment, outgoing_settings
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
+from portal.services.mailbox_alerts import template_details
 from portal.transport.smtp import SmtpError, SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
@@ -132,8 +133,9 @@ def _context(message: Message, env: SendEnvironment) -> dict:
                               "date": (source.sent_at or source.created_at).isoformat() if (source.sent_at or source.created_at) else ""}
     if message.mailbox_id:
         mailbox = db.session.get(Mailbox, message.mailbox_id)
+        alert = db.session.get(MailboxAlert, message.details["alert_id"]) if message.details.get("alert_id") else None
         context["mailbox"] = {"address": mailbox.address, "last_error": mailbox.last_error or "",
-                              "failure_count": mailbox.failure_count}
+                              "failure_count": mailbox.failure_count, **template_details(alert)}
     return context
 
 
