@@ -69,9 +69,12 @@ def log_automatic_mail(msp_id: int, address: str, subject: str, message_id: int 
 def _hold_reason(msp_id: int, recipients: list[str], subject: str, now: datetime, ref_format: RefFormat,
                  details: dict) -> str | None:
     """Why this automatic mail must be held back (the first recipient a loop guard stops), or None."""
+    # Neither a person's action nor a mailbox alert (the portal's own finding: a failing mailbox,
+    # an expiring sign-in) answers mail, so neither can loop; their subject is the bare event,
+    # which would hold back a second mailbox's alert within the hour.
+    same_subject_rule = not (details.get("by_person") or details.get("alert_id"))
     for address in recipients:
-        reason = automatic_mail_hold(msp_id, address, subject, now, ref_format,
-                                     same_subject_rule=not details.get("by_person"))
+        reason = automatic_mail_hold(msp_id, address, subject, now, ref_format, same_subject_rule=same_subject_rule)
         if reason:
             return reason
     return None
