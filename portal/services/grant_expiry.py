@@ -110,13 +110,3 @@ def watched_mailboxes(msp_id: int | None = None) -> list[Mailbox]:
         query = query.where(Mailbox.msp_id == msp_id)
     return list(db.session.scalars(query))
 
-
-def needing_attention(msp_id: int, now: datetime) -> list[SignIn]:
-    """The dashboard's "Sign-in grants": what needs a person, soonest first (reconnect needed first)."""
-    found = [s for s in (sign_in(m, now) for m in watched_mailboxes(msp_id)) if s is not None and s.attention]
-
-    def urgency(s: SignIn):
-        left = min((e.days_left for e in (s.grant, s.secret) if e), default=0)
-        return (s.state != "reconnect needed", left, s.mailbox.address)
-
-    return sorted(found, key=urgency)
