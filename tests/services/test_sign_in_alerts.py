@@ -179,3 +179,24 @@ def test_the_scheduler_runs_the_expiry_job_hourly(app, world, acme, smtp_server)
     assert alert_expiring_sign_ins() == 1
     assert alert_expiring_sign_ins() == 0
     assert [m.rcpt_tos for m in smtp_server.messages] == [["noc@acme.example"]]  # sent after the job's commit
+
+
+def test_the_alert_templates_are_edited_like_the_others(app, world, acme, smtp_server):
+    from portal.outbound.templates import save_template
+
+    save_template(acme, "sign_in_expiring", "[{{ msp.name }}] {{ mailbox.expiring }} ends {{ mailbox.expires_on }}\n"
+                  "{{ mailbox.address }}: {{ mailbox.days_left }} days left ({{ mailbox.account }}).\n", "", True, None)
+    save_template(acme, "reconnect_needed", "Reconnect {{ mailbox.address }}\nWhy: {{ mailbox.reason }}\n", "", True,
+                  None)
+    commit()
+    box = oauth_mailbox(world, acme)
+    connect(app, box)
+    assert run(GRANT_EXPIRES - timedelta(days=3, hours=1)) == [("grant_expiring", 3)]
+    oauth_svc.reconnect_needed(box.oauth, "invalid_grant: the grant was revoked.")
+    commit()
+    expiring, reconnect = (m.message for m in smtp_server.messages)
+    assert expiring["Subject"] == "[Acme MSP] sign-in grant ends 2027-03-31"
+    assert expiring.get_body(("plain",)).get_content().strip() == (
+        "m365@acme.example: 3 days left (helpdesk@acme.example).")
+    assert reconnect["Subject"] == "Reconnect m365@acme.example"
+    assert reconnect.get_body(("plain",)).get_content().strip() == "Why: invalid_grant: the grant was revoked."
