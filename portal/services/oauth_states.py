@@ -1,0 +1,65 @@
+"""A started OAuth2 sign-in, kept from the redirect to the provider until its callback.
+
+One callback address serves every sign-in the portal starts (a mailbox's Connect, a customer
+admin's tenant consent), so the state says what it was for. It lives in Redis for ten minutes
+and is taken once: a replayed or stale callback finds nothing. It is bound to the person who
+started it, so a callback link sent to someone else (login CSRF: connecting a mailbox to the
+attacker's account) is refused. The verifier never reaches the browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from redis import Redis
+
+from portal.jobs import redis_connection
+from portal.oauth import Authorisation
+
+LIFETIME = 600  # seconds from the redirect to the provider until the callback is refused
+PURPOSES = ("mailbox", "tenant consent")
+_PREFIX = "tidemark:oauth-state:"
+
+
+@dataclass(frozen=True)
+class StartedSignIn:
+    purpose: str  # one of PURPOSES
+    msp_id: int
+    user_id: int
+    subject_id: int  # the mailbox's id, or the client's for a tenant consent
+    authorisation: Authorisation
+
+
+def _key(state: str) -> str:
+    # Hashed: a look at Redis does not give out states that would still be accepted.
+    return _PREFIX + hashlib.sha256(state.encode()).hexdigest()
+
+
+def remember(purpose: str, *, msp_id: int, user_id: int, subject_id: int, authorisation: Authorisation,
+             connection: Redis | None = None) -> None:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown sign-in purpose {purpose!r}")
+    started = authorisation
+    value = {"purpose": purpose, "msp_id": msp_id, "user_id": user_id, "subject_id": subject_id,
+             "url": started.url, "state": started.state, "verifier": started.verifier,
+             "redirect_uri": started.redirect_uri, "scopes": list(started.scopes)}
+    (connection or redis_connection()).set(_key(started.state), json.dumps(value), ex=LIFETIME)
+
+
+def take(state: str | None, *, user_id: int, connection: Redis | None = None) -> StartedSignIn | None:
+    """The sign-in this callback belongs to, once; None when unknown, stale, already used or
+    started by someone else (it is gone then too: a stolen state is not tried twice)."""
+    if not state:
+        return None
+    raw = (connection or redis_connection()).getdel(_key(state))
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    if value["user_id"] != user_id:
+        return None
+    authorisation = Authorisation(url=value["url"], state=value["state"], verifier=value["verifier"],
+                                  redirect_uri=value["redirect_uri"], scopes=tuple(value["scopes"]))
+    return StartedSignIn(purpose=value["purpose"], msp_id=value["msp_id"], user_id=value["user_id"],
+                         subject_id=value["subject_id"], authorisation=authorisation)

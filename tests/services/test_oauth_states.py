@@ -1,0 +1,47 @@
+"""A started sign-in is kept in Redis, bound to its starter, taken once, and forgotten in time."""
+
+from portal.oauth import Authorisation
+from portal.services import oauth_states
+
+
+def _started(state="s-123"):
+    return Authorisation(url="https://login.example/authorize?state=" + state, state=state, verifier="v" * 64,
+                         redirect_uri="https://portal.example/oauth/callback", scopes=("a", "b"))
+
+
+def test_taken_once_by_its_starter_with_everything_kept(app):
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=42, authorisation=_started())
+    found = oauth_states.take("s-123", user_id=7)
+    assert found is not None
+    assert (found.purpose, found.msp_id, found.user_id, found.subject_id) == ("mailbox", 1, 7, 42)
+    assert found.authorisation == _started()
+    assert oauth_states.take("s-123", user_id=7) is None  # a replayed callback finds nothing
+
+
+def test_someone_else_cannot_use_it_and_it_is_gone_afterwards(app):
+    oauth_states.remember("tenant consent", msp_id=1, user_id=7, subject_id=3, authorisation=_started())
+    assert oauth_states.take("s-123", user_id=8) is None
+    assert oauth_states.take("s-123", user_id=7) is None
+
+
+def test_unknown_and_empty_states_find_nothing(app):
+    assert oauth_states.take("never-started", user_id=7) is None
+    assert oauth_states.take("", user_id=7) is None
+    assert oauth_states.take(None, user_id=7) is None
+
+
+def test_stored_under_a_hash_with_a_lifetime_and_no_clear_state(app, redis):
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=42, authorisation=_started("plain-state"))
+    import hashlib
+
+    keys = [k.decode() for k in redis.keys("tidemark:oauth-state:*")]
+    assert keys and not any("plain-state" in k for k in keys)
+    hashed = "tidemark:oauth-state:" + hashlib.sha256(b"plain-state").hexdigest()
+    assert 0 < redis.ttl(hashed) <= oauth_states.LIFETIME
+
+
+def test_an_unknown_purpose_is_refused(app):
+    import pytest
+
+    with pytest.raises(ValueError):
+        oauth_states.remember("password reset", msp_id=1, user_id=7, subject_id=1, authorisation=_started())
