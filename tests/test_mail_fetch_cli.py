@@ -133,4 +133,8 @@ def test_test_connection_of_an_oauth2_mailbox_that_is_not_connected(app, world, 
                   oauth={"provider": "generic", "client_id": "tidemark-test",
                          "token_url": "http://127.0.0.1:9/token", "authorize_url": "http://127.0.0.1:9/authorize"})
     result = app.test_cli_runner().invoke(args=["mail", "test-connection", "m365@acme.example"])
-    assert result.exit_code == 1 and "OAuth2" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "signs in with OAuth2 and is not connected: connect it to its account first" in result.output
+    box = db.session.scalar(select(Mailbox).where(Mailbox.address == "m365@acme.example"))
+    db.session.refresh(box)
+    assert box.last_test_ok is False  # the answer is kept, as for a password
