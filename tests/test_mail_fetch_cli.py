@@ -138,3 +138,32 @@ def test_test_connection_of_an_oauth2_mailbox_that_is_not_connected(app, world, 
     box = db.session.scalar(select(Mailbox).where(Mailbox.address == "m365@acme.example"))
     db.session.refresh(box)
     assert box.last_test_ok is False  # the answer is kept, as for a password
+
+
+def test_fetch_and_test_connection_of_a_connected_oauth2_mailbox(app, world, oauth_dovecot, oauth_server, redis):
+    from tests.services.test_mailbox_tokens import activate, connect, oauth_mailbox
+
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    user = oauth_dovecot.new_user("ana")
+    oauth_dovecot.deliver(user, email(sender="alice@contoso.com", subject="Token mail"))
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server, acknowledge=False)
+    grant = connect(app, mailbox, oauth_server, user.name)
+    activate(app, mailbox)
+    runner = app.test_cli_runner()
+    tested = runner.invoke(args=["mail", "test-connection", "support@acme.example"])
+    assert tested.exit_code == 0, tested.output
+    fetched = runner.invoke(args=["mail", "fetch", "support@acme.example"])
+    assert fetched.exit_code == 0, fetched.output
+    assert [(line["outcome"], line["ticket"], line["client"]) for line in lines(fetched.output)] == [
+        ("created", "T-1", "Contoso")]
+    # The grant revoked at the provider: both commands say so in plain words, with its code.
+    oauth_server.revoke_grant(grant.access_token)
+    box = db.session.get(Mailbox, mailbox.id)
+    box.oauth.access_token_expires_at = box.oauth.access_token_expires_at.replace(year=2000)
+    commit()
+    refused = runner.invoke(args=["mail", "fetch", "support@acme.example"])
+    assert refused.exit_code == 1 and "invalid_grant" in refused.output and "Traceback" not in refused.output
+    assert grant.refresh_token not in refused.output
+    tested = runner.invoke(args=["mail", "test-connection", "support@acme.example"])
+    assert tested.exit_code == 1 and "needs reconnecting" in tested.output

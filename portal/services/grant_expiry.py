@@ -2,8 +2,10 @@
 said) and the client secret's (the date the admin typed in), with the days left, for the mailbox
 page, the dashboard and the alerts (portal.services.mailbox_alerts). Reads only.
 
-A client secret's date is a whole day: it counts as expiring that day (days left 0, "today") and
-as expired from the next. A grant's expiry is a moment; its days left are whole days, rounded down.
+Days left are calendar days (UTC) to the day it expires, so that "in 3 days" and the date shown
+agree, and an alert threshold is reached on a day, not at an hour. A client secret's date is a
+whole day: it expires that day ("today") and is expired from the next; a grant's expiry is a
+moment, expired once past.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Expiry:
             ago = -self.days_left
             return "expired today" if ago <= 0 else f"expired {ago} day{'' if ago == 1 else 's'} ago"
         if self.days_left == 0:
-            return "today" if self.kind == "secret_expiring" else "within a day"
+            return "today"
         return f"in {self.days_left} day{'' if self.days_left == 1 else 's'}"
 
     def due_threshold(self) -> int | None:
@@ -57,10 +59,7 @@ def grant_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
     at = row.grant_expires_at
     if row.state != "connected" or at is None:
         return None
-    left = at - now
-    if left.total_seconds() > 0:
-        return Expiry("grant_expiring", "sign-in grant", at.date(), left.days, False)
-    return Expiry("grant_expiring", "sign-in grant", at.date(), (at.date() - now.date()).days, True)
+    return Expiry("grant_expiring", "sign-in grant", at.date(), (at.date() - now.date()).days, at <= now)
 
 
 def secret_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:

@@ -3,7 +3,7 @@ and the client secret expire with the days left, marked from 14 days before; the
 "Sign-in grants" lists only what needs a person, within the signed-in MSP."""
 
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta, timezone
 
 import pytest
 
@@ -17,6 +17,10 @@ OAUTH = {"provider": "generic", "client_id": "tidemark-test", "client_secret": "
          "token_url": "http://127.0.0.1:9/token", "authorize_url": "http://127.0.0.1:9/authorize"}
 
 
+def noon_in(days):
+    return datetime.combine(utcnow().date() + timedelta(days=days), time(12), timezone.utc)
+
+
 def oauth_mailbox(app, world, msp, address, *, grant_days=None, secret_days=None, reconnect=None, status="active",
                   connected=True):
     secret = (utcnow() + timedelta(days=secret_days)).date().isoformat() if secret_days is not None else None
@@ -27,7 +31,7 @@ def oauth_mailbox(app, world, msp, address, *, grant_days=None, secret_days=None
         oauth_svc.store_grant(box.oauth, app.config["TIDEMARK_ENCRYPTION_KEY"], access_token="at",
                               access_expires_at=utcnow() + timedelta(hours=1), refresh_token="rt",
                               account=f"robot@{address.split('@')[1]}",
-                              grant_expires_at=utcnow() + timedelta(days=grant_days, hours=1) if grant_days else None)
+                              grant_expires_at=noon_in(grant_days) if grant_days else None)
         box.status = status
     if reconnect:
         oauth_svc.reconnect_needed(box.oauth, reconnect)

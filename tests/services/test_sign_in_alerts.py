@@ -4,7 +4,7 @@ sign-in. Each alert through the outbox to a real SMTP server (aiosmtpd), jobs ru
 commit (TIDEMARK_JOBS_SYNC) with a real Redis."""
 
 import ipaddress
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -76,8 +76,8 @@ def test_a_grant_alerts_14_3_and_1_days_before_each_once(app, world, acme, smtp_
     text = first.get_body(("plain",)).get_content()
     assert "in 14 days" in text and "connected as helpdesk@acme.example" in text.replace("\n", " ")
     assert "Connect the mailbox again" in text
-    assert "in 2 days" in got[1].message.get_body(("plain",)).get_content()
-    assert ", today." in got[2].message.get_body(("plain",)).get_content()  # less than a whole day left
+    assert "expires on 2027-03-31, in 3 days." in got[1].message.get_body(("plain",)).get_content()
+    assert "expires on 2027-03-31, in 1 day." in got[2].message.get_body(("plain",)).get_content()
     recorded = alerts("grant_expiring")
     assert [a.details["threshold"] for a in recorded] == [14, 3, 1]
     assert all(a.recipients == ["noc@acme.example"] and a.sent_at is not None for a in recorded)
@@ -175,7 +175,7 @@ def test_reconnect_needed_alerts_once_per_streak_with_the_reason(app, world, acm
 def test_the_scheduler_runs_the_expiry_job_hourly(app, world, acme, smtp_server):
     assert (alert_expiring_sign_ins, 3600) in SCHEDULE
     box = oauth_mailbox(world, acme)
-    connect(app, box, utcnow() + timedelta(days=10))
+    connect(app, box, datetime.combine(utcnow().date() + timedelta(days=10), time(12), timezone.utc))
     assert alert_expiring_sign_ins() == 1
     assert alert_expiring_sign_ins() == 0
     assert [m.rcpt_tos for m in smtp_server.messages] == [["noc@acme.example"]]  # sent after the job's commit
