@@ -115,6 +115,16 @@ def test_fetch_waits_for_no_one_while_another_fetch_holds_the_mailbox(
     assert db.session.scalar(select(func.count()).select_from(RawMessage)) == 0
 
 
+def test_fetch_without_redis_says_so_and_fetches_nothing(app, world, dovecot, mail_user, smtp_server, redis):
+    _desk(app, world, smtp_server, dovecot, mail_user)
+    dovecot.deliver(mail_user, email())
+    app.config["REDIS_URL"] = f"redis://127.0.0.1:{unused_port()}/0"
+    result = app.test_cli_runner().invoke(args=["mail", "fetch", "support@acme.example"])
+    assert result.exit_code == 1 and "error: Redis cannot be reached" in result.output
+    assert "Traceback" not in result.output
+    assert db.session.scalar(select(func.count()).select_from(RawMessage)) == 0
+
+
 def test_test_connection_exits_non_zero_with_the_plain_words_error(app, world, dovecot, mail_user, smtp_server):
     box = _desk(app, world, smtp_server, dovecot, mail_user, status="draft")
     runner = app.test_cli_runner()

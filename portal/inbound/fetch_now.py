@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select
 
 from portal.extensions import db
 from portal.inbound.fetch import FetchReport, run_fetch
 from portal.inbound.health import fetch_lock
-from portal.jobs import exclusive
+from portal.jobs import exclusive, redis_connection
 from portal.models import Mailbox, Message, RawMessage
 from portal.transport import open_session
 
@@ -35,7 +36,13 @@ def fetch_now(mailbox: Mailbox, *, keys: str, secret: bytes, commit: Callable[[]
     if mailbox.status != "active":
         what = "a draft: activate it" if mailbox.status == "draft" else "disabled: enable it"
         raise FetchRefused(f"the mailbox {mailbox.address} is {what} on its page before fetching it")
-    with exclusive(fetch_lock(mailbox.id)) as mine:
+    connection = redis_connection()
+    try:
+        connection.ping()
+    except (RedisError, OSError) as exc:
+        raise FetchRefused(f"Redis cannot be reached ({exc}); it holds the lock that keeps two fetches of "
+                           f"{mailbox.address} apart, so nothing was fetched") from None
+    with exclusive(fetch_lock(mailbox.id), connection=connection) as mine:
         if not mine:
             raise FetchRefused(f"a fetch of {mailbox.address} is under way; try again when it is done")
         # What this run will decide: mail stored by an earlier run and still new, and all it stores.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
 
 from portal.extensions import db
 from portal.models import Mailbox, MailboxOAuth
@@ -104,6 +105,7 @@ def watched_mailboxes(msp_id: int | None = None) -> list[Mailbox]:
     """OAuth2 mailboxes that are not disabled (a disabled one is neither fetched nor sent from),
     of one MSP or of all."""
     query = (select(Mailbox).join(MailboxOAuth, MailboxOAuth.mailbox_id == Mailbox.id)
+             .options(contains_eager(Mailbox.oauth))  # each one's settings come with it, in this one query
              .where(Mailbox.auth == "oauth2", Mailbox.status != "disabled").order_by(Mailbox.address, Mailbox.id))
     if msp_id is not None:
         query = query.where(Mailbox.msp_id == msp_id)
