@@ -16,7 +16,7 @@ from portal.mail.refs import REPLY_MARKER, RefFormat, normalize_subject
 from portal.mail.render import RenderedEmail, TemplateError, render
 from portal.models import AutoMailLog, Client, Mailbox, MailboxAlert, Message, User
 from portal.models.base import utcnow
-from portal.outbound.servers import SendEnvironment, outgoing_settings
+from portal.outbound.servers import SendEnvironment, default_gateway, outgoing_settings
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
 from portal.services.mailbox_alerts import template_details
@@ -159,14 +159,22 @@ def _files(message: Message) -> tuple[list[FileAttachment], list[InlineImage]]:
     return files, images
 
 
+# Mail about a mailbox's own trouble goes through the default gateway when there is one: the
+# mailbox's own outgoing server may share the trouble (the same refused OAuth2 grant, the same host).
+ABOUT_ITS_MAILBOX = frozenset({"mailbox_failing", "reconnect_needed", "sign_in_expiring"})
+
+
 def _server(message: Message, mailbox: Mailbox | None, env: SendEnvironment,
             servers: dict | None) -> SmtpSettings | None:
-    """How to reach the server this message goes through; `servers` keeps it per mailbox across
-    the messages of one sending run."""
+    """How to reach the server this message goes through; `servers` keeps it per mailbox (None:
+    the gateway) across the messages of one sending run."""
     servers = {} if servers is None else servers
-    if message.mailbox_id not in servers:
-        servers[message.mailbox_id] = outgoing_settings(mailbox, env)
-    return servers[message.mailbox_id]
+    if message.details.get("event") in ABOUT_ITS_MAILBOX and default_gateway() is not None:
+        mailbox = None
+    key = mailbox.id if mailbox is not None else None
+    if key not in servers:
+        servers[key] = outgoing_settings(mailbox, env)
+    return servers[key]
 
 
 def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *, event: str, from_address: str,

@@ -200,3 +200,22 @@ def test_the_alert_templates_are_edited_like_the_others(app, world, acme, smtp_s
         "m365@acme.example: 3 days left (helpdesk@acme.example).")
     assert reconnect["Subject"] == "Reconnect m365@acme.example"
     assert reconnect.get_body(("plain",)).get_content().strip() == "Why: invalid_grant: the grant was revoked."
+
+
+def test_alerts_about_a_mailbox_go_through_the_gateway_not_its_own_server(app, world, acme, smtp_server):
+    from portal.outbound.servers import save_smtp_server
+    from tests.dovecot import unused_port
+
+    box = oauth_mailbox(world, acme)
+    connect(app, box)
+    # Its own outgoing server is as dead as its sign-in: the alert must not depend on it.
+    save_smtp_server({"host": "127.0.0.1", "port": unused_port(), "security": "none"},
+                     keys=app.config["TIDEMARK_ENCRYPTION_KEY"], mailbox=box)
+    commit()
+    assert run(GRANT_EXPIRES - timedelta(days=1)) == [("grant_expiring", 1)]
+    oauth_svc.reconnect_needed(box.oauth, "invalid_grant: revoked.")
+    commit()
+    assert [m.message["Subject"] for m in smtp_server.messages] == [
+        "The sign-in grant of m365@acme.example expires on 2027-03-31",
+        "Mailbox m365@acme.example must be connected again"]
+    assert smtp_server.last().mail_from == "m365@acme.example"  # from the mailbox, as its other mail
