@@ -102,7 +102,7 @@ def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: 
     if failing and not mailbox.streak_alerted:
         mailbox.streak_alerted = True
         if mailbox.auth == "oauth2" and mailbox.oauth is not None and mailbox.oauth.state == "reconnect needed":
-            return None  # its one "reconnect needed" alert (services.mailbox_alerts) told them, in the provider's words
+            return None  # its "reconnect needed" alert told them, in the provider's words
         return _alert(mailbox, "mailbox_failing",
                       f"{mailbox.address} failed {mailbox.failure_count} time(s) in a row: {message}")
     return None

@@ -30,7 +30,7 @@ class Expiry:
     kind: str  # the alert's kind: grant_expiring or secret_expiring
     what: str  # in the product's words
     on: date  # the day it expires (UTC)
-    days_left: int  # whole days; negative once past
+    days_left: int  # calendar days; negative once past
     past: bool
 
     @property
