@@ -18,6 +18,7 @@ from portal.outbound.servers import own_server
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services import dashboard as board
+from portal.services import grant_expiry
 from portal.services import mailboxes as svc
 from portal.inbound.health import stalled_ids
 
@@ -63,7 +64,7 @@ def detail(mailbox_id: int):
     entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)
     return render_template(
         "mailboxes/detail.html", mailbox=mailbox, server=own_server(mailbox), problems=svc.activation_problems(mailbox),
-        stalled=bool(stalled_ids([mailbox], utcnow())),
+        stalled=bool(stalled_ids([mailbox], utcnow())), sign_in=grant_expiry.sign_in(mailbox, utcnow()),
         history=entries, history_total=total, history_page=1, history_pages=max(1, -(-total // HISTORY_PAGE)),
     )
 
