@@ -18,6 +18,7 @@ from portal.outbound.servers import own_server
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services import dashboard as board
+from portal.services import mailbox_connect as connect_svc
 from portal.services import mailboxes as svc
 from portal.inbound.health import stalled_ids
 
@@ -61,9 +62,12 @@ def new():
 def detail(mailbox_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)
+    if current_user.is_admin and (origin := connect_svc.sign_in_origin(mailbox, keys())):
+        g.form_targets = (origin,)  # Connect without script: the 303 to the sign-in is a form's redirect
     return render_template(
         "mailboxes/detail.html", mailbox=mailbox, server=own_server(mailbox), problems=svc.activation_problems(mailbox),
         stalled=bool(stalled_ids([mailbox], utcnow())),
+        redirect_uri=connect_svc.redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"]),
         history=entries, history_total=total, history_page=1, history_pages=max(1, -(-total // HISTORY_PAGE)),
     )
 
