@@ -15,8 +15,9 @@ from portal.services import mailbox_connect as svc
 from portal.services.oauth_states import StartedSignIn
 
 
-def _page(mailbox_id: int):
-    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id) + "#sign-in")
+def _page(mailbox_id: int, anchor: str = ""):
+    # No anchor from the page itself: a location that differs only by its #fragment is not loaded again.
+    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id) + anchor)
 
 
 @bp.post("/<int:mailbox_id>/connect")
@@ -49,4 +50,4 @@ def finish(started: StartedSignIn, answer: dict):
         abort(403)
     outcome = svc.finish_connect(mailbox, keys(), started, answer, current_user)
     flash(outcome.message, "success" if outcome.ok else "error")
-    return _page(mailbox.id)
+    return _page(mailbox.id, "#sign-in")

@@ -176,7 +176,7 @@ def _user_id(email):
 def test_connect_refuses_an_app_only_mailbox_in_plain_words(app, admin, world, msp, oauth_server, redis):
     box = oauth_mailbox(world, app, msp, oauth_server, address="app@acme.example", flow="app")
     resp = admin.post(f"/mailboxes/{box.id}/connect")
-    assert resp.status_code == 303 and resp.headers["Location"].endswith(f"/mailboxes/{box.id}#sign-in")
+    assert resp.status_code == 303 and resp.headers["Location"].endswith(f"/mailboxes/{box.id}")
     assert "no one needs to sign in for it" in admin.get(resp.headers["Location"]).get_data(as_text=True)
     assert redis.keys("tidemark:oauth-state:*") == []
 
@@ -210,7 +210,7 @@ def test_a_failed_revocation_is_shown_and_the_grant_is_dropped_anyway(app, admin
     monkeypatch.setattr(mailbox_connect, "app_credentials", lambda mailbox, k: (
         generic(oauth_server.url + "/token", revocation_url=nowhere), AppCredentials("tidemark", "s3cret-client")))
     resp = admin.post(f"/mailboxes/{desk.id}/disconnect", htmx=True)
-    assert resp.headers["HX-Redirect"].endswith(f"/mailboxes/{desk.id}#sign-in")
+    assert resp.headers["HX-Redirect"].endswith(f"/mailboxes/{desk.id}")
     page = admin.get(resp.headers["HX-Redirect"]).get_data(as_text=True)
     assert "did not confirm the revocation" in page and "Connection refused" in page
     assert fresh(desk.id).oauth.state == "not connected"
