@@ -10,7 +10,7 @@ from portal.auth.access import admin_required
 from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.mailboxes.blueprint import bp
-from portal.mailboxes.forms import MailboxForm
+from portal.mailboxes.forms import PRESETS, MailboxForm
 from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
 from portal.models.base import utcnow
 from portal.models.mailboxes import DEFAULT_PORTS
@@ -27,7 +27,8 @@ HISTORY_PAGE = 20
 
 def _form_page(form: MailboxForm, mailbox, status: int):
     return render_page("mailboxes/form.html", "mailboxes/_form.html", form=form, mailbox=mailbox,
-                       default_ports=DEFAULT_PORTS), status
+                       default_ports=DEFAULT_PORTS, presets=PRESETS,
+                       redirect_uri=connect_svc.redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"])), status
 
 
 @bp.get("")
