@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from portal.models import Mailbox, User
-from portal.oauth import AppCredentials, OAuthError, Provider
-from portal.oauth import finish_authorisation, provider, revoke, start_authorisation
-from portal.outbound.servers import own_server
+from portal.oauth import OAuthError, finish_authorisation, revoke, start_authorisation
 from portal.services import audit, oauth_states
 from portal.services import mailbox_oauth as oauth_svc
+from portal.services.mailbox_tokens import app_credentials, token_scopes
 
 CALLBACK_PATH = "/oauth/callback"
 
@@ -21,33 +20,6 @@ CALLBACK_PATH = "/oauth/callback"
 def redirect_uri(portal_url: str) -> str:
     """The one address every provider sends people back to (registered in each app)."""
     return portal_url.rstrip("/") + CALLBACK_PATH
-
-
-def app_credentials(mailbox: Mailbox, keys: str) -> tuple[Provider, AppCredentials]:
-    # Stand-in for services.mailbox_tokens.app_credentials (same shape) until that lands.
-    row = mailbox.oauth
-    found = provider(row.provider, tenant=row.tenant, token_url=row.token_url, authorize_url=row.authorize_url,
-                     scopes=row.scopes or ())
-    return found, AppCredentials(row.client_id, oauth_svc.client_secret_of(row, keys) or "")
-
-
-def protocols_of(mailbox: Mailbox) -> list[str]:
-    """What the token is for: the mailbox's protocol, and SMTP when its own outgoing server signs
-    in with OAuth2 (Graph sends through Graph)."""
-    if mailbox.protocol == "graph":
-        return ["graph"]
-    found = [mailbox.protocol]
-    server = own_server(mailbox)
-    if server is not None and getattr(server, "auth", None) == "oauth2":  # the column comes with SMTP OAuth2
-        found.append("smtp")
-    return found
-
-
-def scopes_of(mailbox: Mailbox, found: Provider) -> list[str]:
-    """The scopes the admin set, else the provider's for what the mailbox does."""
-    if mailbox.oauth.scopes:
-        return list(mailbox.oauth.scopes)
-    return found.scopes_for(protocols_of(mailbox), "delegated")
 
 
 def connect_problem(mailbox: Mailbox) -> str | None:
@@ -77,7 +49,7 @@ def start_connect(mailbox: Mailbox, keys: str, user: User, portal_url: str) -> s
     if problem := connect_problem(mailbox):
         raise OAuthError(problem, kind="config")
     found, app = app_credentials(mailbox, keys)
-    started = start_authorisation(found, app, redirect_uri(portal_url), scopes_of(mailbox, found),
+    started = start_authorisation(found, app, redirect_uri(portal_url), token_scopes(mailbox, found),
                                   login_hint=mailbox.username or None)
     oauth_states.remember("mailbox", msp_id=mailbox.msp_id, user_id=user.id, subject_id=mailbox.id,
                           authorisation=started)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditEntry, Mailbox, User
+from portal.models import AuditEntry, Mailbox, SmtpServer, User
 from portal.oauth import AppCredentials, Authorisation, generic, google, start_authorisation
 from portal.services import mailbox_connect, oauth_states
 from portal.services import mailbox_oauth as oauth_svc
@@ -223,3 +223,20 @@ def test_the_tenant_consent_purpose_is_not_finished_here_yet(app, admin, desk):
                           subject_id=desk.msp_id, authorisation=started)
     resp = callback(admin, {"state": "consent-state", "admin_consent": "True", "tenant": "x"})
     assert resp.status_code == 400 and "not supported yet" in resp.get_data(as_text=True)
+
+
+def test_microsoft_asks_for_imap_and_smtp_when_the_outgoing_server_uses_the_grant(app, admin, world, msp, redis):
+    box = world.mailbox(msp, address="helpdesk@contoso.com", username="helpdesk@contoso.com", password=None,
+                        auth="oauth2", oauth={"provider": "microsoft", "tenant": "contoso.onmicrosoft.com",
+                                              "client_id": "app-1"})
+    server = SmtpServer(mailbox_id=box.id, host="smtp.office365.com", port=587, security="starttls",
+                        username="helpdesk@contoso.com", auth="oauth2")
+    db.session.add(server)
+    db.session.commit()
+    location = start(admin, box)
+    assert location.startswith("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize?")
+    sent = parse_qs(urlsplit(location).query)
+    assert sent["scope"][0].split() == ["https://outlook.office.com/IMAP.AccessAsUser.All",
+                                        "https://outlook.office.com/SMTP.Send", "offline_access", "openid", "profile"]
+    assert sent["login_hint"] == ["helpdesk@contoso.com"] and sent["prompt"] == ["select_account"]
+    assert len(redis.keys("tidemark:oauth-state:*")) == 1
