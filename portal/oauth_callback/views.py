@@ -36,4 +36,4 @@ def callback():
     started = oauth_states.take(request.args.get("state"), user_id=current_user.id)
     if started is None or started.msp_id != g.msp_id:
         return _refused(EXPIRED)
-    return HANDLERS[started.purpose](started, request.args.to_dict())
+    return HANDLERS.get(started.purpose, _not_supported_yet)(started, request.args.to_dict())
