@@ -73,6 +73,9 @@ def test_a_graph_mailbox_from_the_form_ignores_a_server_typed_before(admin, msp)
     assert resp.status_code == 303, resp.get_data(as_text=True)
     box = stored()
     assert (box.protocol, box.host, box.api_url) == ("graph", "", "https://graph.microsoft.com/v1.0")
+    card = admin.get(f"/mailboxes/{box.id}").get_data(as_text=True).split('id="sign-in"')[1]
+    assert "<dt>API URL</dt><dd>https://graph.microsoft.com/v1.0</dd>" in card
+    assert "<dt>Tenant</dt><dd>contoso.onmicrosoft.com</dd>" in card
 
 
 def test_the_presets_are_offered_for_script_to_fill(admin, msp, world):
