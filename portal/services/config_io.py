@@ -42,7 +42,8 @@ USER_FIELDS = {"email", "name", "role", "client", "password"}
 MAILBOX_FIELDS = {"address", "client", "password", "routes", "outgoing", "oauth", *MAILBOX_KEYS}
 OAUTH_FIELDS = set(mailbox_oauth.OAUTH_KEYS)
 ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
-SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls"}
+SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls",
+               "auth"}
 
 
 # In the portal, an address that has an account in another MSP must be answered like any other:
