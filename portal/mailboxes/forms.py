@@ -38,9 +38,16 @@ PRESETS = [
 ]
 # And for the outgoing server: submission with STARTTLS.
 OUTGOING_PRESETS = [
-    ("Microsoft 365", {"host": "smtp.office365.com", "port": "587", "security": "starttls", "auth": "oauth2"}),
-    ("Google Workspace", {"host": "smtp.gmail.com", "port": "587", "security": "starttls", "auth": "oauth2"}),
+    ("Microsoft 365", {"host": "smtp.office365.com", "port": "587", "security": "starttls"}),
+    ("Google Workspace", {"host": "smtp.gmail.com", "port": "587", "security": "starttls"}),
 ]
+
+
+def outgoing_presets(mailbox_auth: str) -> list[tuple[str, dict]]:
+    """The outgoing presets; an OAuth2 mailbox's also sign in with its grant (only it has one)."""
+    if mailbox_auth != "oauth2":
+        return OUTGOING_PRESETS
+    return [(name, {**values, "auth": "oauth2"}) for name, values in OUTGOING_PRESETS]
 
 
 def lines(text: str | None, commas: bool = False) -> list[str]:

@@ -13,6 +13,7 @@ from portal.oauth import OAuthError, finish_authorisation, revoke, start_authori
 from portal.services import audit, oauth_states
 from portal.services import mailbox_oauth as oauth_svc
 from portal.services.mailbox_tokens import app_credentials, token_scopes
+from portal.services.mailboxes import server_reach
 
 CALLBACK_PATH = "/oauth/callback"
 
@@ -70,7 +71,7 @@ def finish_connect(mailbox: Mailbox, keys: str, started: oauth_states.StartedSig
         return Outcome(False, problem)
     found, app = app_credentials(mailbox, keys)
     try:
-        grant = finish_authorisation(found, app, started.authorisation, answer)
+        grant = finish_authorisation(found, app, started.authorisation, answer, reach=server_reach(actor))
     except OAuthError as error:
         return Outcome(False, f"Not connected: {error.message}.")
     if not grant.refresh_token:
@@ -93,7 +94,7 @@ def disconnect(mailbox: Mailbox, keys: str, actor: User) -> Outcome:
     found, app = app_credentials(mailbox, keys)
     if refresh_token and found.revocation_url:
         try:
-            revoke(found, app, refresh_token)
+            revoke(found, app, refresh_token, reach=server_reach(actor))
         except OAuthError as error:
             refused = True
             note = f" The provider did not confirm the revocation ({error.message}); the grant is forgotten here all the same."

@@ -3,6 +3,7 @@ the grant stored on the right mailbox for the person who started it, once; refus
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -240,3 +241,17 @@ def test_microsoft_asks_for_imap_and_smtp_when_the_outgoing_server_uses_the_gran
                                         "https://outlook.office.com/SMTP.Send", "offline_access", "openid", "profile"]
     assert sent["login_hint"] == ["helpdesk@contoso.com"] and sent["prompt"] == ["select_account"]
     assert len(redis.keys("tidemark:oauth-state:*")) == 1
+
+
+def test_with_several_msps_the_code_goes_only_to_allowed_addresses(app, admin, world, desk, oauth_server):
+    world.msp("Other MSP")  # now admin-typed URLs are held to the address rule
+    answer = oauth_server.approve(start(admin, desk))
+    resp = callback(admin, answer)
+    page = admin.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Not connected: 127.0.0.1" in page and "allow its network" in page
+    assert oauth_server.token_requests == []  # refused before anything was sent
+    assert fresh(desk.id).oauth.state == "not connected"
+
+    app.config["TIDEMARK_ALLOWED_SERVER_NETWORKS"] = [ip_network("127.0.0.0/8")]
+    callback(admin, oauth_server.approve(start(admin, desk)))
+    assert fresh(desk.id).oauth.state == "connected"

@@ -90,3 +90,8 @@ def test_the_presets_are_offered_for_script_to_fill(admin, msp, world):
     box = world.mailbox(msp, username="desk@acme.example")
     outgoing = admin.get(f"/mailboxes/{box.id}/outgoing").get_data(as_text=True)
     assert 'data-preset-username="desk@acme.example"' in outgoing and "smtp.office365.com" in outgoing
+    assert '"auth": "oauth2"' not in outgoing  # a password mailbox has no grant to send with
+    box = world.mailbox(msp, address="helpdesk@contoso.com", password=None, auth="oauth2",
+                        oauth={"provider": "google", "client_id": "app-1"})
+    outgoing = admin.get(f"/mailboxes/{box.id}/outgoing").get_data(as_text=True)
+    assert '"auth": "oauth2"' in outgoing and "smtp.gmail.com" in outgoing
