@@ -91,16 +91,18 @@ def disconnect(mailbox: Mailbox, keys: str, actor: User) -> Outcome:
         return Outcome(True, f"{mailbox.address} was not connected.")
     note, refused = "", False
     refresh_token = oauth_svc.refresh_token_of(row, keys)
-    found, app = app_credentials(mailbox, keys)
-    if refresh_token and found.revocation_url:
-        try:
+    try:
+        found, app = app_credentials(mailbox, keys)
+        if refresh_token and found.revocation_url:
             revoke(found, app, refresh_token, reach=server_reach(actor))
-        except OAuthError as error:
-            refused = True
-            note = f" The provider did not confirm the revocation ({error.message}); the grant is forgotten here all the same."
-    elif found.name == "microsoft":
-        note = (" Microsoft cannot revoke a single grant: to end it there too, revoke the account's sessions "
-                "in Entra ID.")
+    except OAuthError as error:
+        refused = True
+        note = (f" The provider did not confirm the revocation ({error.message}); the grant is forgotten "
+                "here all the same.")
+    else:
+        if found.name == "microsoft":
+            note = (" Microsoft cannot revoke a single grant: to end it there too, revoke the account's sessions "
+                    "in Entra ID.")
     before = oauth_svc.grant_label(row)
     oauth_svc.drop_grant(row)
     changes: dict[str, list] = {"oauth.grant": [before, oauth_svc.grant_label(row)]}

@@ -255,3 +255,15 @@ def test_with_several_msps_the_code_goes_only_to_allowed_addresses(app, admin, w
     app.config["TIDEMARK_ALLOWED_SERVER_NETWORKS"] = [ip_network("127.0.0.0/8")]
     callback(admin, oauth_server.approve(start(admin, desk)))
     assert fresh(desk.id).oauth.state == "connected"
+
+
+def test_a_microsoft_grant_is_forgotten_with_a_word_on_ending_it_in_entra(app, admin, world, msp):
+    box = world.mailbox(msp, address="helpdesk@contoso.com", username="helpdesk@contoso.com", password=None,
+                        auth="oauth2", oauth={"provider": "microsoft", "tenant": "organizations", "client_id": "app-1"})
+    oauth_svc.store_grant(box.oauth, keys(app), access_token="a", access_expires_at=None, refresh_token="r",
+                          account="helpdesk@contoso.com")
+    db.session.commit()
+    resp = admin.post(f"/mailboxes/{box.id}/disconnect")
+    page = admin.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Disconnected helpdesk@contoso.com." in page and "revoke the account&#39;s sessions in Entra ID" in page
+    assert fresh(box.id).oauth.refresh_token_encrypted is None
