@@ -57,6 +57,8 @@ TECHNICIAN_ROUTES = {
     "tickets.canned_body", "tickets.reply", "tickets.note", "tickets.status", "tickets.fields", "tickets.bulk",
     "unprocessed.index", "unprocessed.detail", "unprocessed.source", "unprocessed.check", "unprocessed.assign",
     "unprocessed.append", "unprocessed.rerun", "unprocessed.discard", "unprocessed.restore",
+    # the OAuth2 callback: whoever started a sign-in comes back here; what it finishes checks its own rights
+    "oauth_callback.callback",
 }
 # Admin-only routes whose check is inside the view rather than @admin_required (which the sweep
 # reads from the code, to check it against TECHNICIAN_ROUTES).
