@@ -1,6 +1,8 @@
 """A Graph mailbox's connection test (the page, the form, the command line) against the local
 Graph server, and its page showing the API URL."""
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -100,3 +102,17 @@ def test_the_test_email_of_a_graph_mailbox_goes_through_sendmail(app, world, msp
     refused = admin.post(f"/mailboxes/{mailbox.id}/outgoing/test", {"recipient": "qa@acme.example"}, htmx=True)
     assert "Not sent: the app has no permission to the mailbox helpdesk@contoso.com (ErrorAccessDenied" \
         in refused.get_data(as_text=True)
+
+
+def test_flask_mail_fetch_reads_a_graph_mailbox_now(app, world, msp, graph_server, redis):
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    graph_mailbox(app, world, msp, graph_server)
+    graph_server.deliver(ADDRESS, email(subject="Printer on fire"))
+    result = app.test_cli_runner().invoke(args=["mail", "fetch", ADDRESS])
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    assert (line["outcome"], line["client"]) == ("created", "Contoso")
+    assert all(m.is_read for m in graph_server.folder(ADDRESS))
+    graph_server.refuse(TOKEN)
+    refused = app.test_cli_runner().invoke(args=["mail", "fetch", ADDRESS])
+    assert refused.exit_code != 0 and "InvalidAuthenticationToken" in refused.output
