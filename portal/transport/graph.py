@@ -273,6 +273,10 @@ class GraphSession:
         if answer.status == 401:
             return TokenRefused(f"Microsoft Graph refused the access token for {who} ({detail}); if this lasts, "
                                 "connect the mailbox again")
+        if answer.status == 403 and code == "ErrorSendAsDenied":
+            return TransportError("auth", f"Microsoft Graph refused to send from {who} as another address ({detail}): "
+                                  "grant the mailbox Send As on the response address, or leave that empty",
+                                  transient=False)
         if answer.status == 403:
             return TransportError("auth", f"the app has no permission to the mailbox {who} ({detail}): ask the "
                                   "customer's admin to grant it (Mail.ReadWrite and Mail.Send, with this mailbox in "

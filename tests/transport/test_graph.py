@@ -152,3 +152,17 @@ def test_a_token_from_the_oauth_server_is_accepted_until_revoked(graph, oauth_se
     assert refused.value.message.startswith(f"Microsoft Graph refused the access token for {BOX} "
                                             "(InvalidAuthenticationToken: ")
     assert token not in refused.value.message
+
+
+def test_send_as_another_address_refused_is_told_apart_from_a_missing_permission(graph):
+    graph.fail_next(403, path="/sendMail", code="ErrorSendAsDenied")
+    message = email(sender="help@acme.example", to=("alice@contoso.com",))
+    with GraphSession(settings(graph)) as session:
+        with pytest.raises(TransportError) as refused:
+            session.send_mime(message)
+    assert refused.value.message.startswith(f"Microsoft Graph refused to send from {BOX} as another address "
+                                            "(ErrorSendAsDenied: ")
+    assert not refused.value.transient and graph.sent == []
+    with GraphSession(settings(graph)) as session:
+        session.send_mime(message)
+    assert graph.sent == [(BOX, message)]
