@@ -118,20 +118,24 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, ac
         return f"Not sent: {exc.message}"
 
     def build(address: str) -> EmailMessage:
-        email = EmailMessage()
-        email["From"] = mailbox.response_address or mailbox.address
-        email["To"] = address
-        email["Subject"] = f"Tidemark test email for {mailbox.address}"
-        email["Date"] = formatdate(localtime=False)
-        email["Message-ID"] = make_msgid(domain=env.host)
-        email["Auto-Submitted"] = "auto-generated"
-        email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port} "
-                          f"for the mailbox {mailbox.address}. Nothing needs to be done.\n")
-        return email
+        return _mailbox_test_email(mailbox, address, env, f"{server.host}:{server.port}")
 
     which = "its own outgoing server" if server.mailbox_id == mailbox.id else "the default gateway"
     return send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
                           f"{server.host} ({which})", send=send)
+
+
+def _mailbox_test_email(mailbox: Mailbox, address: str, env: SendEnvironment, through: str) -> EmailMessage:
+    email = EmailMessage()
+    email["From"] = mailbox.response_address or mailbox.address
+    email["To"] = address
+    email["Subject"] = f"Tidemark test email for {mailbox.address}"
+    email["Date"] = formatdate(localtime=False)
+    email["Message-ID"] = make_msgid(domain=env.host)
+    email["Auto-Submitted"] = "auto-generated"
+    email.set_content(f"This is a test email from Tidemark, sent through {through} for the mailbox "
+                      f"{mailbox.address}. Nothing needs to be done.\n")
+    return email
 
 
 def _graph_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, actor, *, send=None) -> str:
@@ -142,16 +146,7 @@ def _graph_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, actor, *
         return f"Not sent: {exc.message}"
 
     def build(address: str) -> EmailMessage:
-        email = EmailMessage()
-        email["From"] = mailbox.response_address or mailbox.address
-        email["To"] = address
-        email["Subject"] = f"Tidemark test email for {mailbox.address}"
-        email["Date"] = formatdate(localtime=False)
-        email["Message-ID"] = make_msgid(domain=env.host)
-        email["Auto-Submitted"] = "auto-generated"
-        email.set_content(f"This is a test email from Tidemark, sent through Microsoft Graph as {settings.mailbox}. "
-                          "Nothing needs to be done.\n")
-        return email
+        return _mailbox_test_email(mailbox, address, env, f"Microsoft Graph as {settings.mailbox}")
 
     return send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
                           f"Microsoft Graph as {settings.mailbox}", send=send or graph.send)
