@@ -24,6 +24,7 @@ from portal.models.base import utcnow
 from portal.oauth import AppCredentials, OAuthError, finish_admin_consent, microsoft, start_admin_consent
 from portal.services import ValidationError, audit, oauth_states
 from portal.services.clients import get_client
+from portal.services.exchange_powershell import powershell
 from portal.services.microsoft_app import credentials, msp_microsoft_app
 
 PURPOSE = "tenant consent"
@@ -152,3 +153,27 @@ def app_only_mailboxes(client: Client) -> list[Mailbox]:
                                                                 Mailbox.client_id == client.id)
                                           .order_by(Mailbox.address))
             if m.auth == "oauth2" and m.oauth is not None and m.oauth.provider == "microsoft" and m.oauth.flow == "app"]
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The client page's "Microsoft 365 consent" section."""
+
+    app_id: str | None  # the MSP's app; None: not entered yet
+    consent: TenantConsent | None  # this client's, or the ancestor's it uses
+    consent_client: Client | None  # whose consent it is
+    tenant: str | None  # what app-only mailboxes use; None with a consent: given to another app
+    mailboxes: list[Mailbox]
+    script: str  # the PowerShell for the customer's admin
+
+
+def overview(client: Client) -> Overview:
+    app = msp_microsoft_app(client.msp_id)
+    row = consent_of(client)
+    mailboxes = app_only_mailboxes(client)
+    owner = db.session.get(Client, row.client_id) if row is not None else None
+    # The mailbox an app-only sign-in opens: the shared mailbox, else the user name, else the address.
+    names = [m.shared_mailbox or m.username or m.address for m in mailboxes]
+    msp = db.session.get(Client, client.msp_id)
+    script = powershell(app.client_id, msp.name, names) if app is not None else ""
+    return Overview(app.client_id if app else None, row, owner, consented_tenant(client), mailboxes, script)

@@ -15,7 +15,7 @@ from portal.services import microsoft_app as app_svc
 from portal.services import tenant_consent as consent_svc
 from portal.services.mailboxes import rotate_secrets, save_mailbox
 
-APP_ID = "0e5c1f3a-1b2c-4d5e-8f90-123456789abc"
+APP_ID = "5f2b7c10-9d8e-4a6b-b1c2-0a9f8e7d6c5b"
 SECRET = "Zq8~msp-app-secret-value"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 PORTAL = "https://tickets.acme.example"
