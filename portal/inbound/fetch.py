@@ -360,6 +360,19 @@ def mark_pop3_done(mailbox: Mailbox) -> None:
         .values(server_done=True))
 
 
+def _login_settings(mailbox: Mailbox, keys: str, ca_file: str | None, commit: Callable[[], None]):
+    """The server settings, committed at once: a refreshed OAuth2 grant (its rotated refresh token,
+    which the provider may already refuse in its old form), or its "reconnect needed", must
+    outlive the rollback of a login or fetch that fails afterwards."""
+    try:
+        settings = server_settings(mailbox, keys, ca_file)
+    except TransportError:
+        commit()
+        raise
+    commit()
+    return settings
+
+
 def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: bytes, commit: Callable[[], None],
               ca_file: str | None = None, now: datetime | None = None, max_size: int = DEFAULT_MAX_SIZE,
               batch: int = BATCH_SIZE, host: str | None = None) -> FetchReport:
@@ -376,7 +389,7 @@ def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: by
     with Decider(mailbox, secret, commit, report=report, batch=batch, host=host) as decider:
         decider.finish()  # mail stored by an earlier run goes first, in the order it came
         try:
-            with open_session(server_settings(mailbox, keys, ca_file)) as session:
+            with open_session(_login_settings(mailbox, keys, ca_file, commit)) as session:
                 # A mailbox activated before it reached its server was not refused (that answer
                 # would tell anyone whether an address is fetched); its first login is the check.
                 if mailbox.last_success_at is None and claimed_elsewhere(mailbox):

@@ -63,6 +63,9 @@ class SmtpServer(db.Model):
     from_address: Mapped[str | None] = mapped_column(String(320))
     timeout: Mapped[int] = mapped_column(Integer, default=30)
     verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "password" logs in with username and password; "oauth2" with the access token of the mailbox
+    # the server belongs to (AUTH XOAUTH2), the mailbox's username as the sender.
+    auth: Mapped[str] = mapped_column(String(10), default="password", server_default="password")
 
 
 class Setting(db.Model):

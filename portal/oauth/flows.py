@@ -136,18 +136,19 @@ def exchange_code(provider: Provider, app: AppCredentials, code: str, redirect_u
 
 
 def refresh(provider: Provider, app: AppCredentials, refresh_token: str, scopes=(), *,
-            timeout: float = TIMEOUT) -> Grant:
+            timeout: float = TIMEOUT, reach=None) -> Grant:
     """A new access token. The refresh token in the Grant is the rotated one when the server sent
     one (save it: the old one may stop working), else the one given. Microsoft wants the scopes
     of the first sign-in again (or a subset); Google needs none."""
-    with OAuthClient(provider, app, timeout=timeout, secrets=(refresh_token,)) as client:
+    with OAuthClient(provider, app, timeout=timeout, secrets=(refresh_token,), reach=reach) as client:
         # Authlib keeps the given refresh token when the answer has none.
         body = client.refresh_token(provider.token_url, refresh_token=refresh_token, scope=" ".join(scopes) or None)
     # ... and `or` keeps it too when a server answers an empty or null one.
     return _grant(body, " ".join(scopes), keep_refresh=refresh_token)
 
 
-def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeout: float = TIMEOUT) -> Grant:
+def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeout: float = TIMEOUT,
+                       reach=None) -> Grant:
     """An app-only token (Microsoft: for a customer's tenant that has consented)."""
     if not provider.app_flow:
         raise OAuthError(f"{who(provider.name)} offers no app-only access with a client secret: use the delegated flow",
@@ -157,7 +158,7 @@ def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeo
                          f"{provider.tenant!r}", kind="config")
     if not app.client_secret:
         raise OAuthError("app-only access needs the app's client secret", kind="config")
-    with OAuthClient(provider, app, timeout=timeout) as client:
+    with OAuthClient(provider, app, timeout=timeout, reach=reach) as client:
         body = client.fetch_token(provider.token_url, grant_type="client_credentials", scope=" ".join(scopes) or None)
     return _grant(body, " ".join(scopes))
 

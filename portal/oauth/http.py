@@ -73,7 +73,7 @@ class OAuthClient(OAuth2Session):
     """
 
     def __init__(self, provider, app, *, timeout: float = TIMEOUT, secrets=(), redirect_uri: str | None = None,
-                 scope=None):
+                 scope=None, reach=None):
         if not app.client_secret:
             method = "none"  # a public client: its id in the form
         else:
@@ -85,6 +85,7 @@ class OAuthClient(OAuth2Session):
         self.provider = provider
         self.sent = (app.client_secret, *secrets)
         self.wait = timeout
+        self.reach = reach
 
     def request(self, method, url, withhold_token=False, auth=None, **kwargs):
         """Every request: https (or loopback), the timeout, no redirect (one could carry the form to

@@ -34,7 +34,8 @@ from portal.services.routes import (
     clean_routes,
     fallback_switched_off,
 )
-from portal.transport.base import SECURITIES, ServerSettings
+from portal.services.mailbox_tokens import access_token
+from portal.transport.base import SECURITIES, ServerSettings, TransportError
 from portal.transport.probe import ProbeResult
 from portal.transport.probe import test_connection
 from portal.transport.reach import Reach
@@ -245,10 +246,8 @@ def activation_problems(mailbox: Mailbox) -> list[str]:
     return problems
 
 
-# Until the OAuth2 client and the XOAUTH2 and Graph transports are wired in here: a plain answer, not
-# a login attempt with an empty password.
-OAUTH_TEST_MISSING = ("This mailbox signs in with OAuth2 or speaks Microsoft Graph; this version cannot test "
-                      "such a connection yet.")
+# Until the Graph transport is wired in here: a plain answer, not a login attempt.
+OAUTH_TEST_MISSING = ("This mailbox speaks Microsoft Graph; this version cannot test such a connection yet.")
 RETYPE_PASSWORD = ("The server or user name differs from the saved one: type the password again. "
                    "A saved password is only ever sent to the server it was saved for.")
 # What a stored secret is bound to: another value is another server that has not earned it.
@@ -277,17 +276,24 @@ def password_of(mailbox: Mailbox, keys: str) -> str:
 
 
 def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None, *, actor: User | None = None):
-    """How to reach the mailbox's server; `actor` None (a job) is held to the address rule."""
+    """How to reach the mailbox's server; `actor` None (a job) is held to the address rule. An
+    oauth2 mailbox logs in with a fresh access token as its username, opening `shared_mailbox`
+    when set (mailbox_tokens.access_token: may refresh the grant, raises TransportError)."""
+    reach = server_reach(actor)
+    token = access_token(mailbox, keys, reach=reach) if mailbox.auth == "oauth2" else None
     return ServerSettings(
         protocol=mailbox.protocol, host=mailbox.host, port=mailbox.port, security=mailbox.security,
-        username=mailbox.username, password=password_of(mailbox, keys), auth_identity=mailbox.shared_mailbox,
-        timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls, ca_file=ca_file, reach=server_reach(actor),
+        username=mailbox.username, password="" if token else password_of(mailbox, keys),
+        auth_identity=mailbox.shared_mailbox, timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls,
+        ca_file=ca_file, reach=reach, token=token,
     )
 
 
-def record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str) -> None:
-    """Every test that sends a stored secret somewhere is in the mailbox's history."""
-    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"{what} (saved password)",
+def record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str,
+                       secret: str = "saved password") -> None:
+    """Every test that sends a stored secret (a password, a grant's token) somewhere is in the
+    mailbox's history."""
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"{what} ({secret})",
                  {"server": [None, server], "result": [None, result]})
 
 
@@ -316,15 +322,20 @@ def client_named(msp: Client, name: str) -> Client:
 def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None,
                      actor: User | None = None):
     """"Test connection": try the server now and keep the answer and its time on the mailbox."""
-    if mailbox.auth == "oauth2" or mailbox.protocol == "graph":
+    if mailbox.protocol == "graph":
         return ProbeResult(ok=False, message=OAUTH_TEST_MISSING, kind="auth")
-    settings = server_settings(mailbox, keys, ca_file, actor=actor)
-    result = (probe or test_connection)(settings)
+    try:
+        settings = server_settings(mailbox, keys, ca_file, actor=actor)
+    except TransportError as exc:  # no access token: the grant's words, and nothing sent to the server
+        settings, result = None, ProbeResult(ok=False, message=exc.message, kind=exc.kind)
+    else:
+        result = (probe or test_connection)(settings)
     mailbox.last_test_at = utcnow()
     mailbox.last_test_ok = result.ok
     mailbox.last_test_message = result.message
-    if mailbox.password_encrypted is not None:
-        record_secret_test(actor, mailbox, "connection test", settings.address, result.message)
+    if settings is not None and (settings.token or mailbox.password_encrypted is not None):
+        record_secret_test(actor, mailbox, "connection test", settings.address, result.message,
+                           secret="OAuth2 grant" if settings.token else "saved password")
     db.session.flush()
     return result
 
@@ -356,7 +367,7 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     """"Test connection" with the settings as typed, before they are saved. An empty password
     means the stored one, for the server it was stored for only; such a test is in the mailbox's
     history, nothing else is recorded. Raises ValidationError for unusable settings."""
-    if values.get("protocol") == "graph" or (mailbox is not None and mailbox.auth == "oauth2"):
+    if values.get("protocol") == "graph":
         raise ValidationError({"": [OAUTH_TEST_MISSING]})
     wanted = {k: values.get(k) for k in ("protocol", "security", "host", "port", "timeout")}
     if wanted["timeout"] in (None, ""):
@@ -365,16 +376,40 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     if not (clean.get("host") or "").strip():
         raise ValidationError({"host": ["Give the server's host name to test the connection."]})
     username = (values.get("username") or "").strip()
-    stored = not values.get("password") and mailbox is not None and mailbox.password_encrypted is not None
-    if stored and server_changed(mailbox, {**clean, "username": username}):
-        raise ValidationError({"password": [RETYPE_PASSWORD]})
-    password = password_of(mailbox, keys) if stored else values.get("password") or ""
+    reach = server_reach(actor)
+    if values.get("auth", mailbox.auth if mailbox else "password") == "oauth2":
+        try:
+            token = _probe_token(mailbox, {**clean, "username": username}, keys, reach)
+        except TransportError as exc:  # no token: the grant's words, nothing sent to the server
+            return ProbeResult(ok=False, message=exc.message, kind=exc.kind)
+        stored, password = False, ""
+    else:
+        token = None
+        stored = not values.get("password") and mailbox is not None and mailbox.password_encrypted is not None
+        if stored and server_changed(mailbox, {**clean, "username": username}):
+            raise ValidationError({"password": [RETYPE_PASSWORD]})
+        password = password_of(mailbox, keys) if stored else values.get("password") or ""
     settings = ServerSettings(
         protocol=clean["protocol"], host=clean["host"].strip(), port=clean["port"], security=clean["security"],
         username=username, password=password,
         auth_identity=(values.get("shared_mailbox") or "").strip() or None, timeout=float(clean["timeout"]),
-        verify_tls=bool(values.get("verify_tls", True)), ca_file=ca_file, reach=server_reach(actor))
+        verify_tls=bool(values.get("verify_tls", True)), ca_file=ca_file, reach=reach, token=token)
     result = (probe or test_connection)(settings)
-    if stored:
-        record_secret_test(actor, mailbox, "form test", settings.address, result.message)
+    if stored or token:
+        record_secret_test(actor, mailbox, "form test", settings.address, result.message,
+                           secret="OAuth2 grant" if token else "saved password")
     return result
+
+
+# An access token, like a saved password, only goes to the server the mailbox was saved with.
+SAVE_BEFORE_TOKEN_TEST = ("The server or user name differs from the saved one: save the settings first, then test. "
+                          "The mailbox's access token is only ever sent to the server it was saved for.")
+
+
+def _probe_token(mailbox: Mailbox | None, typed: dict[str, Any], keys: str, reach: Reach) -> str:
+    """A fresh access token of the saved mailbox for a form test of the server it was saved with."""
+    if mailbox is None or mailbox.auth != "oauth2" or mailbox.oauth is None:
+        raise ValidationError({"": [oauth_svc.NOT_CONNECTED]})
+    if server_changed(mailbox, typed):
+        raise ValidationError({"": [SAVE_BEFORE_TOKEN_TEST]})
+    return access_token(mailbox, keys, reach=reach)
