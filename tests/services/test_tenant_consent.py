@@ -221,3 +221,34 @@ def test_an_app_only_mailbox_uses_the_msp_app_and_the_clients_consent(app, db, w
     # A delegated mailbox borrows nothing.
     errors = errors_of(lambda: save_box(app, msp, contoso, {"provider": "microsoft", "flow": "delegated"}))
     assert {"oauth.client_id", "oauth.tenant"} <= set(errors)
+
+
+def test_app_credentials_take_the_msp_app_and_the_consented_tenant(app, db, world, msp):
+    from portal.services.mailbox_tokens import access_token, app_credentials
+    from portal.transport.base import TransportError
+
+    contoso = world.client(msp, "Contoso")
+    with_app(app, msp)
+    consent(db, contoso)
+    mailbox, _ = save_box(app, msp, contoso, APP_ONLY)
+    commit()
+    provider, creds = app_credentials(mailbox, keys(app))
+    assert (provider.name, provider.tenant) == ("microsoft", TENANT_ID)
+    assert provider.token_url == f"https://login.microsoftonline.com/{TENANT_ID}/oauth2/v2.0/token"
+    assert (creds.client_id, creds.client_secret) == (APP_ID, SECRET)
+    # Its own tenant wins over the consent; its own app over the MSP's.
+    mailbox.oauth.tenant = "contoso.onmicrosoft.com"
+    assert app_credentials(mailbox, keys(app))[0].tenant == "contoso.onmicrosoft.com"
+    mailbox.oauth.client_id = "own-app"
+    assert app_credentials(mailbox, keys(app))[1].client_id == "own-app"
+    # A consent withdrawn (another app registered): the token request is refused in plain words,
+    # before anything is sent to Microsoft.
+    mailbox.oauth.tenant, mailbox.oauth.client_id = None, ""
+    app_svc.save_microsoft_app(msp, {"client_id": "aaaaaaaa-9d8e-4a6b-b1c2-0a9f8e7d6c5b"}, keys=keys(app), actor=None)
+    with pytest.raises(OAuthError, match="is not connected to a Microsoft 365 tenant: send the customer's admin"):
+        app_credentials(mailbox, keys(app))
+    with pytest.raises(TransportError, match="consent link"):
+        access_token(mailbox, keys(app))
+    app_svc.remove_microsoft_app(msp, actor=None)
+    with pytest.raises(OAuthError, match="its MSP has no Microsoft 365 app"):
+        app_credentials(mailbox, keys(app))
