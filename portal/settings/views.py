@@ -158,6 +158,7 @@ def microsoft_365():
             flash("Microsoft 365 app saved." if changes else "Nothing changed.", "success")
             return hx_redirect(url_for("settings.microsoft_365"))
     entries, _total = audit.history(g.msp_id, microsoft_app.RECORD, g.msp_id, per_page=CONFIG_HISTORY)
+    days_left = (row.secret_expires - utcnow().date()).days if row and row.secret_expires else None
     return render_template("settings/microsoft.html", form=form, errors=errors, has_secret=bool(
-        row and row.client_secret_encrypted), history=entries,
+        row and row.client_secret_encrypted), history=entries, days_left=days_left,
         redirect_uri=redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"])), status

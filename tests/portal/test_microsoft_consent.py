@@ -159,3 +159,14 @@ def test_a_declined_consent_is_told_in_plain_words_and_nothing_is_stored(app, tw
     assert "the person signing in declined the consent (AADSTS65004)" in body
     assert "ask Acme MSP for a new consent link" in body
     assert db.session.scalar(select(TenantConsent)) is None
+
+
+def test_the_page_warns_before_the_secret_expires(two_msps, admin):
+    from datetime import date, timedelta
+
+    soon = (date.today() + timedelta(days=3)).isoformat()
+    admin.post("/settings/microsoft-365", {**FORM, "secret_expires": soon})
+    assert "The client secret expires in 3 days" in admin.get("/settings/microsoft-365").get_data(as_text=True)
+    past = (date.today() - timedelta(days=2)).isoformat()
+    admin.post("/settings/microsoft-365", {**FORM, "client_secret": "", "secret_expires": past})
+    assert "expired 2 days ago" in admin.get("/settings/microsoft-365").get_data(as_text=True)
