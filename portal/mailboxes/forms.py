@@ -228,7 +228,12 @@ class OutgoingForm(_Form):
     host = StringField("Server", description="e.g. smtp.example.net.")
     port = StringField("Port", description="Empty: 465 for SSL/TLS, 587 for STARTTLS, 25 without.")
     security = SelectField("Security", choices=SMTP_SECURITY_CHOICES)
-    username = StringField("User name", description="Empty: send without logging in.")
+    auth = SelectField("Sign in with", choices=[("password", "User name and password"),
+                                                ("oauth2", "The mailbox's OAuth2 grant (XOAUTH2)")],
+                       default="password",
+                       description="The grant needs the mailbox to sign in with OAuth2 and be connected.")
+    username = StringField("User name", description="Empty: send without logging in. With the grant: empty "
+                                                    "sends as the mailbox's own user name.")
     password = PasswordField("Password", description="Stored encrypted; never shown again.")
     from_address = StringField("Envelope sender", description="Optional; mail still reads From the mailbox's address.")
     timeout = StringField("Timeout (seconds)")
@@ -238,9 +243,11 @@ class OutgoingForm(_Form):
         self.host.data, self.port.data, self.security.data = server.host, str(server.port), server.security
         self.username.data, self.from_address.data = server.username or "", server.from_address or ""
         self.timeout.data, self.verify_tls.data = str(server.timeout), server.verify_tls
+        self.auth.data = server.auth
 
     def values(self) -> dict:
         return {"host": (self.host.data or "").strip(), "port": number(self.port.data) if self.port.data else None,
                 "security": self.security.data, "username": (self.username.data or "").strip() or None,
                 "password": self.password.data or None, "from": (self.from_address.data or "").strip() or None,
-                "timeout": number(self.timeout.data) if self.timeout.data else None, "verify_tls": bool(self.verify_tls.data)}
+                "timeout": number(self.timeout.data) if self.timeout.data else None, "verify_tls": bool(self.verify_tls.data),
+                "auth": self.auth.data or "password"}

@@ -1,7 +1,9 @@
 """The OAuth2 client: start and finish a sign-in (code with PKCE and state), refresh, app-only, revoke.
 
 Nothing here stores anything: the caller keeps the `Authorisation` (state and PKCE verifier) between
-the redirect and the callback, and the `Grant`'s tokens, encrypted, afterwards. Token values are
+the redirect and the callback, and the `Grant`'s tokens, encrypted, afterwards. Every call that
+sends a request takes `reach` (transport.reach.Reach): with several MSPs, an admin-typed URL is
+reached only at checked addresses. Token values are
 left out of every repr so that a logged object does not leak them.
 """
 
@@ -114,7 +116,7 @@ def finish_admin_consent(provider: Provider, started: Authorisation, answer: dic
 
 
 def finish_authorisation(provider: Provider, app: AppCredentials, started: Authorisation, answer: dict,
-                         *, timeout: float = TIMEOUT) -> Grant:
+                         *, timeout: float = TIMEOUT, reach=None) -> Grant:
     """The callback's query (`code`, `state`, or `error`): state checked, then the code exchanged."""
     if not _same_state(answer, started):
         raise OAuthError("the sign-in came back with a state that does not match: start connecting again",
@@ -124,12 +126,12 @@ def finish_authorisation(provider: Provider, app: AppCredentials, started: Autho
     if not answer.get("code"):
         raise OAuthError("the sign-in came back without a code: start connecting again", kind="refused")
     return exchange_code(provider, app, answer["code"], started.redirect_uri, started.verifier,
-                         scopes=started.scopes, timeout=timeout)
+                         scopes=started.scopes, timeout=timeout, reach=reach)
 
 
 def exchange_code(provider: Provider, app: AppCredentials, code: str, redirect_uri: str, verifier: str,
-                  *, scopes=(), timeout: float = TIMEOUT) -> Grant:
-    with OAuthClient(provider, app, timeout=timeout, secrets=(code, verifier)) as client:
+                  *, scopes=(), timeout: float = TIMEOUT, reach=None) -> Grant:
+    with OAuthClient(provider, app, timeout=timeout, secrets=(code, verifier), reach=reach) as client:
         body = client.fetch_token(provider.token_url, grant_type="authorization_code", code=code,
                                   redirect_uri=redirect_uri, code_verifier=verifier)
     return _grant(body, " ".join(scopes))
@@ -164,12 +166,12 @@ def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeo
 
 
 def revoke(provider: Provider, app: AppCredentials, token: str, hint: str = "refresh_token", *,
-           timeout: float = TIMEOUT) -> bool:
+           timeout: float = TIMEOUT, reach=None) -> bool:
     """RFC 7009. False when the provider has no revocation endpoint (Microsoft): forgetting the
     tokens is then all there is. A token the server no longer knows counts as revoked."""
     if not provider.revocation_url:
         return False
-    with OAuthClient(provider, app, timeout=timeout, secrets=(token,)) as client:
+    with OAuthClient(provider, app, timeout=timeout, secrets=(token,), reach=reach) as client:
         answer = client.revoke_token(provider.revocation_url, token=token, token_type_hint=hint)
         try:
             client.answer(answer, empty_ok=True)  # RFC 7009 2.2: 200 with any body, or none

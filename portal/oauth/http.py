@@ -1,7 +1,8 @@
 """The OAuth2 client session: Authlib's requests client, held to our rules for every request.
 
 Every request has a timeout, follows no redirect, and goes to https only (plain http on loopback
-only): a client secret or a refresh token must not cross a network in clear text. Every answer is
+only): a client secret or a refresh token must not cross a network in clear text. Given a `reach`
+(transport.reach), requests go only to the addresses it checked. Every answer is
 read here, so that the server's error body (error, error_description, Microsoft's error_codes)
 and its HTTP status reach errors.translate whole, and failures of the network read in plain words.
 """
@@ -20,6 +21,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from portal.oauth.errors import OAuthError, translate, who
+from portal.transport.reach import RefusedServer, pin
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,8 @@ class OAuthClient(OAuth2Session):
         self.provider = provider
         self.sent = (app.client_secret, *secrets)
         self.wait = timeout
-        self.reach = reach
+        # An admin-typed URL, with several MSPs: only to checked addresses (transport.reach).
+        pin(self, reach)
 
     def request(self, method, url, withhold_token=False, auth=None, **kwargs):
         """Every request: https (or loopback), the timeout, no redirect (one could carry the form to
@@ -95,6 +98,12 @@ class OAuthClient(OAuth2Session):
         kwargs.update(timeout=self.wait, allow_redirects=False, verify=_trusted_cas())
         try:
             return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
+        except RefusedServer as refused:  # nothing was sent
+            raise OAuthError(refused.message, kind="config") from None
+        except socket.gaierror as failure:  # the address rule resolves the name itself
+            host = urlsplit(url).hostname
+            raise OAuthError(f"could not reach {who(self.provider.name)}'s sign-in service at {host}: its host name "
+                             f"does not resolve ({failure.strerror})", kind="network") from None
         except requests.RequestException as failure:
             host = urlsplit(url).hostname
             log.info("OAuth: %s could not be reached: %s", host, type(failure).__name__)

@@ -226,7 +226,11 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         return _settle(message, "failed", "failed: nobody to send it to")
     # Checked first: mail that cannot go out costs no further lookups and no render.
     mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
-    server = _server(message, mailbox, env, servers)
+    try:
+        server = _server(message, mailbox, env, servers)
+    except SmtpError as exc:  # its mailbox's grant gave no access token
+        details["attempts"] = details.get("attempts", 0) + 1
+        return _not_sent(message, details, exc, now)
     if server is None:
         return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
 

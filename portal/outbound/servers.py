@@ -14,10 +14,13 @@ from portal.extensions import db
 from portal.models import Mailbox, SmtpServer, User
 from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address
+from portal.services.mailbox_tokens import access_token
 from portal.services.mailboxes import HOST_PATTERN, RETYPE_PASSWORD, server_changed, server_reach
-from portal.transport.base import SECURITIES
+from portal.transport.base import SECURITIES, TransportError
 from portal.transport.reach import Reach
-from portal.transport.smtp import SmtpSettings
+from portal.transport.smtp import SmtpError, SmtpSettings
+
+SMTP_AUTH = ("password", "oauth2")
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,26 @@ def own_server(mailbox: Mailbox) -> SmtpServer | None:
 
 
 def smtp_settings(server: SmtpServer, env: SendEnvironment) -> SmtpSettings:
-    """How to reach a stored outgoing server: its password decrypted, the installation's CA file
-    and address rule."""
-    password = crypto.decrypt(env.keys, server.password_encrypted) if server.password_encrypted else None
-    return SmtpSettings(host=server.host, port=server.port, security=server.security, username=server.username,
+    """How to reach a stored outgoing server: its password decrypted, or the fresh access token of
+    its mailbox's grant (AUTH XOAUTH2); the installation's CA file and address rule. Raises
+    SmtpError when the grant gives no token (temporary when the sign-in service is down)."""
+    username, password, token = server.username, None, None
+    if server.auth == "oauth2":
+        mailbox = db.session.get(Mailbox, server.mailbox_id) if server.mailbox_id is not None else None
+        if mailbox is None:
+            raise SmtpError("auth", f"the outgoing server {server.host} signs in with a mailbox's OAuth2 grant but "
+                                    "belongs to no mailbox", temporary=False)
+        try:
+            token = access_token(mailbox, env.keys, reach=env.reach)
+        except TransportError as exc:
+            raise SmtpError("connect" if exc.transient else "auth", exc.message, temporary=exc.transient) from None
+        # XOAUTH2's user=: the mailbox that sends (a shared one, as its fetch opens it).
+        username = server.username or mailbox.shared_mailbox or mailbox.username
+    elif server.password_encrypted:
+        password = crypto.decrypt(env.keys, server.password_encrypted)
+    return SmtpSettings(host=server.host, port=server.port, security=server.security, username=username,
                         password=password, timeout=server.timeout, verify_tls=server.verify_tls, ca_file=env.ca_file,
-                        from_address=server.from_address, reach=env.reach)
+                        from_address=server.from_address, reach=env.reach, token=token)
 
 
 def outgoing_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSettings | None:
@@ -98,6 +115,7 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     timeout = values.get("timeout") or 30
     if not isinstance(timeout, int) or not 1 <= timeout <= 600:
         errors["timeout"] = ["The timeout is a whole number of seconds from 1 to 600."]
+    auth = _checked_auth(values, mailbox, errors)
     from_address = values.get("from") or values.get("from_address")
     if from_address:
         try:
@@ -110,11 +128,14 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
         select(SmtpServer).where(SmtpServer.mailbox_id.is_(None))
     server = db.session.scalar(query)
     before = None if server is None else (server.host, server.port, server.security, server.username,
-                                          server.from_address, server.timeout, server.verify_tls)
+                                          server.from_address, server.timeout, server.verify_tls, server.auth,
+                                          server.password_encrypted)
     if server is None:
         server = SmtpServer(mailbox_id=mailbox.id if mailbox else None, host=host)
         db.session.add(server)
-    password = values.get("password")
+    password = values.get("password") if auth == "password" else None
+    if auth == "oauth2":
+        server.password_encrypted = None  # the grant signs in; a password would wait here unused
     if not password and server.password_encrypted is not None and server_changed(
             server, {"host": host, "port": port, "username": values.get("username") or None},
             ("host", "port", "username")):
@@ -124,8 +145,9 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     server.from_address = from_address or None
     server.timeout = timeout
     server.verify_tls = bool(values.get("verify_tls", True))
+    server.auth = auth
     changed = before != (server.host, server.port, server.security, server.username, server.from_address,
-                         server.timeout, server.verify_tls)
+                         server.timeout, server.verify_tls, server.auth, server.password_encrypted)
     if password and (server.password_encrypted is None or crypto.decrypt(keys, server.password_encrypted) != password):
         server.password_encrypted = crypto.encrypt(keys, str(password))
         changed = True
@@ -133,9 +155,25 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
     return server, changed
 
 
+def _checked_auth(values: dict, mailbox: Mailbox | None, errors: dict) -> str:
+    """How the server signs in: a password, or (a mailbox's own server only) the mailbox's grant."""
+    auth = values.get("auth") or "password"
+    if auth not in SMTP_AUTH:
+        errors["auth"] = [f"{auth!r} is not one of {', '.join(SMTP_AUTH)}."]
+    elif auth == "oauth2" and (mailbox is None or mailbox.auth != "oauth2"):
+        errors["auth"] = ["Only the outgoing server of a mailbox that signs in with OAuth2 can use its grant."
+                          if mailbox is not None else
+                          "The default gateway has no OAuth2 grant: it signs in with a user name and password."]
+    elif auth == "oauth2" and values.get("password"):
+        errors["password"] = ["This server signs in with the mailbox's OAuth2 grant: leave the password empty."]
+    return auth
+
+
 def smtp_server_as_config(server: SmtpServer, keys: str, with_secrets: bool) -> dict:
     out = {"host": server.host, "port": server.port, "security": server.security, "username": server.username,
            "from": server.from_address, "timeout": server.timeout, "verify_tls": server.verify_tls}
+    if server.auth != "password":
+        out["auth"] = server.auth
     if with_secrets and server.password_encrypted:
         out["password"] = crypto.decrypt(keys, server.password_encrypted)
     return out
@@ -149,7 +187,7 @@ def _server_snapshot(server) -> dict:
         return {}
     return {"host": server.host, "port": server.port, "security": server.security, "username": server.username,
             "from": server.from_address, "timeout": server.timeout, "verify_tls": server.verify_tls,
-            "password": "(set)" if server.password_encrypted else None}
+            "password": "(set)" if server.password_encrypted else None, "auth": server.auth}
 
 
 def save_outgoing_server(mailbox: Mailbox, values: dict[str, Any], *, keys: str, actor: User | None) -> dict:

@@ -108,7 +108,10 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, ac
     server = outgoing_server(mailbox)
     if server is None:
         return "Not sent: this mailbox has no outgoing server and there is no default gateway."
-    settings = smtp_settings(server, env)
+    try:
+        settings = smtp_settings(server, env)
+    except SmtpError as exc:  # the mailbox's grant gave no access token
+        return f"Not sent: {exc.message}"
 
     def build(address: str) -> EmailMessage:
         email = EmailMessage()
@@ -137,6 +140,7 @@ def send_outgoing_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, *
         return (send or smtp_send)(settings, email)
 
     result = send_mailbox_test(mailbox, recipient, env, actor, send=sending)
-    if used and used[0].password:
-        record_secret_test(actor, mailbox, "test email", used[0].address, result)
+    if used and (used[0].password or used[0].token):
+        record_secret_test(actor, mailbox, "test email", used[0].address, result,
+                           secret="OAuth2 grant" if used[0].token else "saved password")
     return result

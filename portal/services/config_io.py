@@ -43,7 +43,8 @@ USER_FIELDS = {"email", "name", "role", "client", "password"}
 MAILBOX_FIELDS = {"address", "client", "password", "routes", "outgoing", "oauth", *MAILBOX_KEYS}
 OAUTH_FIELDS = set(mailbox_oauth.OAUTH_KEYS)
 ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
-SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls"}
+SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls",
+               "auth"}
 # `msp` names the MSP whose app it is, where the file holds several (the command line's export).
 MICROSOFT_APP_FIELDS = {"msp", *microsoft_app.APP_KEYS}
 TOP_LEVEL = ("clients", "users", "mailboxes", "smtp", "microsoft_app")

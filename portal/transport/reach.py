@@ -8,6 +8,15 @@ operator allowed its network. Private ranges stay allowed: MSPs reach on-premise
 The host name is resolved once; every address it resolves to is checked, and the connection goes
 to those checked addresses, never to a second lookup (no DNS rebinding). The typed name stays the
 name TLS verifies. Plain Python: no Flask, SQLAlchemy or RQ.
+
+Mail servers: `addresses_for(settings)` then `connect(...)` (IMAP, POP3, SMTP). HTTPS endpoints an
+admin types (an OAuth token or authorisation URL, Graph's api_url): `pin(session, reach)` mounts a
+`PinnedAdapter` on a requests.Session. Each request's host is then resolved and checked once, the
+socket goes to a checked address (the next one only when the first cannot be connected to), and
+the typed name stays the Host header, the TLS server name (SNI) and the name the certificate must
+carry. A refused host raises RefusedServer before anything is sent; a name that does not resolve,
+socket.gaierror. A pinned request never goes through a proxy from the environment: the proxy
+would resolve the name itself. With `reach.restricted` False the session works as usual.
 """
 
 from __future__ import annotations
@@ -16,6 +25,11 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
 
 from portal.transport.base import TransportError
 
@@ -104,3 +118,55 @@ def connect(addresses: Sequence[str], port: int, timeout: float | None) -> socke
         except OSError as exc:
             error = exc
     raise error or OSError("no address to connect to")
+
+
+class PinnedAdapter(HTTPAdapter):
+    """A requests adapter that connects only to the addresses `reach` checked (see the module)."""
+
+    def __init__(self, reach: Reach, **kwargs):
+        self.reach = reach
+        super().__init__(**kwargs)
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = self.reach.addresses(parts.hostname or "", port)
+        if addresses is None:
+            return super().send(request, **kwargs)
+        request.headers["Host"] = parts.netloc.rpartition("@")[2]  # the name (and port) as typed
+        kwargs["proxies"] = {}
+        for number, address in enumerate(addresses, 1):
+            request.pinned_address = address
+            try:
+                return super().send(request, **kwargs)
+            except requests.ConnectionError as exc:  # ConnectTimeout too
+                if number == len(addresses) or not _not_connected(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        """The pool for the checked address; TLS's server name and certificate check keep the name."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        address = getattr(request, "pinned_address", None)
+        if address is not None:
+            name = host_params["host"]
+            host_params["host"] = address
+            if host_params["scheme"] == "https":
+                pool_kwargs.update(server_hostname=name, assert_hostname=name)
+        return host_params, pool_kwargs
+
+
+def _not_connected(failure: requests.ConnectionError) -> bool:
+    """No connection was made (refused, unreachable, timed out connecting): nothing was sent, so
+    the next checked address may be tried."""
+    reason = getattr(failure.args[0], "reason", None) if failure.args else None
+    return isinstance(reason, ConnectTimeoutError)  # urllib3 2: NewConnectionError is one too
+
+
+def pin(session: requests.Session, reach: Reach | None) -> requests.Session:
+    """Hold every request of `session` to `reach` (None: leave it as it is)."""
+    if reach is not None:
+        adapter = PinnedAdapter(reach)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+    return session

@@ -16,13 +16,14 @@ from portal.extensions import db
 from portal.inbound.fetch import run_fetch
 from portal.models import AuditEntry, Mailbox, Ticket
 from portal.models.base import utcnow
-from portal.services import commit
+from portal.services import ValidationError, commit
 from portal.services import mailbox_oauth as oauth_svc
 from portal.services.mailbox_tokens import access_token, app_credentials
 from portal.services.mailboxes import check_connection, probe_settings, set_status
 from portal.transport import open_session
 from portal.transport.base import TransportError
 from tests.mailfactory import email
+from tests.oauth_server import MICROSOFT_BAD_SECRET
 
 CLIENT_ID, CLIENT_SECRET = "tidemark", "s3cret-client"
 REDIRECT = "http://127.0.0.1/oauth/callback"
@@ -169,8 +170,6 @@ def test_a_revoked_grant_needs_reconnecting_and_is_not_tried_again(
 
 def test_a_wrong_client_secret_needs_reconnecting_with_the_providers_code(app, world, msp, oauth_dovecot,
                                                                          oauth_server):
-    from tests.oauth_server import MICROSOFT_BAD_SECRET
-
     user = oauth_dovecot.new_user("ana")
     mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server)
     connect(app, mailbox, oauth_server, user.name)
@@ -243,8 +242,6 @@ def test_the_form_test_uses_the_grant_for_the_saved_server_only(app, world, msp,
              "username": user.name}
     result = probe_settings(typed, keys(app), mailbox=mailbox)
     assert result.ok, result.message
-    from portal.services import ValidationError
-
     with pytest.raises(ValidationError) as refused:
         probe_settings({**typed, "port": oauth_dovecot.imaps_port}, keys(app), mailbox=mailbox)
     assert "save the settings first" in str(refused.value.errors)
@@ -269,3 +266,22 @@ def test_a_rotated_refresh_token_is_kept_when_the_login_after_it_fails(app, worl
     row = db.session.get(Mailbox, mailbox.id).oauth
     stored = oauth_svc.refresh_token_of(row, keys(app))
     assert stored != first.refresh_token and stored in oauth_server.by_refresh and row.state == "connected"
+
+
+def test_with_several_msps_a_job_does_not_send_the_grant_to_loopback(app, world, msp, oauth_dovecot, oauth_server,
+                                                                     redis):
+    user = oauth_dovecot.new_user("ana")
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server)
+    connect(app, mailbox, oauth_server, user.name)
+    activate(app, mailbox)
+    world.msp("Beta MSP")  # now the address rule holds for jobs
+    mailbox.oauth.access_token_expires_at = utcnow()
+    commit()
+    asked = len(oauth_server.token_requests)
+    report = fetch(app, mailbox)
+    assert report.error == (f"no access token for {mailbox.address}: 127.0.0.1 cannot be used as a server here: it is "
+                            "an address of this machine itself (loopback). If this server is meant to be reached, ask "
+                            "the operator of this installation to allow its network.")
+    assert len(oauth_server.token_requests) == asked
+    db.session.refresh(mailbox.oauth)
+    assert mailbox.oauth.state == "connected"  # an admin's setting to fix, not a dead grant
