@@ -22,6 +22,7 @@ from portal.email_templates import bp as email_templates_bp
 from portal.extensions import csrf, db, htmx, login_manager
 from portal.mailboxes import bp as mailboxes_bp
 from portal.main.views import bp as main_bp
+from portal.oauth_callback import bp as oauth_callback_bp
 from portal.responses import hx_redirect, same_site_path
 from portal.outbound.settings import may_change_installation as allowed_to_change_installation
 from portal.services.clients import timezone_names
@@ -35,12 +36,21 @@ from portal.users.views import bp as users_bp, invitation_bp
 ROOT = Path(__file__).resolve().parent.parent
 
 # Endpoints anyone may reach without signing in.
-PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static", "invitation.accept"}
+PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static", "invitation.accept",
+                    "oauth_callback.callback"}  # a customer's admin finishes a tenant consent
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+
+
+def content_security_policy(form_targets=()) -> str:
+    """The policy; `form_targets` are origins a page's forms may also lead to (Connect's 303 to a
+    provider's sign-in: browsers hold a form's redirects to form-action too)."""
+    if not form_targets:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("form-action 'self'", "form-action 'self' " + " ".join(form_targets))
 
 
 def create_app(config_name: str | None = None, *, migrations: bool = True, **overrides: Any) -> Flask:
@@ -110,6 +120,7 @@ def init_blueprints(app: Flask) -> None:
     app.register_blueprint(users_bp)
     app.register_blueprint(invitation_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(oauth_callback_bp)
 
 
 def init_security(app: Flask) -> None:
@@ -126,7 +137,7 @@ def init_security(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Content-Security-Policy", content_security_policy(g.get("form_targets", ())))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")

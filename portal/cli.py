@@ -14,10 +14,11 @@ from flask.cli import AppGroup
 from portal.crypto import SecretError
 from portal.extensions import db
 from portal.inbound import batch, context, fetch
+from portal.inbound.fetch_now import FetchRefused, fetch_now
 from portal.inbound.replay import Pipeline, context_for, replay
 from portal.mail.explain import iter_explain_paths
 from portal.mail.refs import RefFormat
-from portal.models import RawMessage
+from portal.models import Message, RawMessage
 from portal.services import ValidationError, commit
 from portal.services import clients as client_svc
 from portal.services import users as user_svc
@@ -171,6 +172,38 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
                     "client": t.client.name if t else None, "status": t.status if t else None,
                     "body": result.message.body_text if t else None, "trace": result.trace}
         click.echo(json.dumps(line, ensure_ascii=False))
+
+
+@mail_cli.command("fetch")
+@click.argument("address")
+def mail_fetch(address: str) -> None:
+    """Fetch one mailbox now, whatever its schedule; one JSON line per message it decided
+    (the keys of `mail ingest`). Exits 1 when the server could not be reached."""
+    mailbox = _mailbox(address)
+    cfg = current_app.config
+    # Not @commits: a fetch commits as it goes (each batch before the server is told), as a job does.
+    try:
+        fetched = fetch_now(mailbox, keys=_keys(), secret=_secret(), commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"],
+                            host=cfg["TIDEMARK_MAIL_HOST"])
+    except FetchRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    for stored, message in fetched.decided:
+        click.echo(json.dumps(_fetched_line(stored, message), ensure_ascii=False))
+    if fetched.report.error:
+        click.echo(f"error: {fetched.report.error}", err=True)
+        raise SystemExit(1)
+
+
+def _fetched_line(stored: RawMessage, message: Message | None) -> dict:
+    name = f"{stored.folder}/{stored.server_id}" if stored.folder else stored.server_id
+    if message is None:
+        return {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None, "body": None,
+                "trace": [stored.last_error]}
+    t = message.ticket
+    return {"file": name, "outcome": message.outcome, "ticket": t.reference if t else None,
+            "client": t.client.name if t else None, "status": t.status if t else None,
+            "body": message.body_text if t else None, "trace": list(message.trace or [])}
 
 
 @mail_cli.command("reprocess")

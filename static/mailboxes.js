@@ -1,5 +1,6 @@
-// Mailbox pages: protocol-dependent fields, the port that follows protocol and security, and
-// reordering routes by drag and drop. Listeners sit on the document, so they keep working on
+// Mailbox pages: protocol-dependent fields, the port that follows protocol and security, the
+// provider presets, the sign-in fields that follow auth and provider, and reordering routes by
+// drag and drop. Listeners sit on the document, so they keep working on
 // forms that htmx swaps in.
 (function () {
   "use strict";
@@ -24,9 +25,55 @@
     if (port.getAttribute("data-auto") === "true") { port.value = usual; }
   }
 
+  // Parts marked data-show-when="field=value1 value2" show while that field holds one of the values.
+  function showWhen(form) {
+    form.querySelectorAll("[data-show-when]").forEach(function (part) {
+      var rule = part.getAttribute("data-show-when").split("=");
+      var field = form.elements[rule[0]];
+      if (field) { part.hidden = rule[1].split(" ").indexOf(field.value) < 0; }
+    });
+  }
+
+  // Presets: fill the fields a big provider's servers want; the user name follows the address
+  // (or, on the outgoing server, the mailbox's user name) until the admin types one.
+  function applyPreset(button) {
+    var form = button.form;
+    var values = JSON.parse(button.getAttribute("data-preset"));
+    Object.keys(values).forEach(function (name) {
+      var field = form.elements[name];
+      if (field) { field.value = values[name]; }
+    });
+    if (form.elements.port && values.port) { form.elements.port.setAttribute("data-auto", "true"); }
+    var tenant = form.elements.oauth_tenant;
+    if (tenant && values.oauth_provider === "microsoft" && !tenant.value.trim()) { tenant.value = "organizations"; }
+    var user = form.elements.username;
+    var from = form.elements.address ? form.elements.address.value.trim()
+      : button.closest("[data-presets]").getAttribute("data-preset-username") || "";
+    if (user && (!user.value.trim() || user.hasAttribute("data-follows"))) {
+      user.value = from;
+      user.setAttribute("data-follows", "address");
+    }
+    if (mailboxForm(button)) { showForProtocol(form); followPort(form); }
+    showWhen(form);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-preset]");
+    if (button) { applyPreset(button); }
+  });
+
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    if (!root.querySelectorAll) { return; }
+    root.querySelectorAll("[data-presets][hidden]").forEach(function (presets) {
+      presets.hidden = false;  // useful only with this script running
+    });
+  });
+
   document.addEventListener("change", function (event) {
     var target = event.target;
     var form = mailboxForm(target);
+    if (target.form && target.form.querySelector("[data-show-when]")) { showWhen(target.form); }
     if (form && (target.name === "protocol" || target.name === "security")) {
       showForProtocol(form);
       followPort(form);
@@ -41,6 +88,11 @@
     var target = event.target;
     if (target.name === "port" && mailboxForm(target)) {
       target.setAttribute("data-auto", target.value.trim() === "" ? "true" : "false");
+    } else if (target.name === "username") {
+      target.removeAttribute("data-follows");
+    } else if (target.name === "address" && mailboxForm(target)) {
+      var user = target.form.elements.username;
+      if (user && user.hasAttribute("data-follows")) { user.value = target.value.trim(); }
     }
   });
 

@@ -26,6 +26,7 @@ SCHEDULE = [
     (fetch.enqueue_due_fetches, 10),
     (sending.send_due, 30),  # retries come due; everything new is sent right after its fetch
     (maintenance.prune_sign_in_failures, 3600),
+    (maintenance.alert_expiring_sign_ins, 3600),  # the thresholds are days apart: an hour late is on time
 ]
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from portal.extensions import db
 from portal.jobs import held
 from portal.models import Mailbox, MailboxAlert
-from portal.outbound.outbox import queue_mail
+from portal.services.mailbox_alerts import alert
 
 
 def in_skip_window(mailbox: Mailbox, now: datetime) -> str | None:
@@ -91,7 +91,8 @@ def record_success(mailbox: Mailbox, now: datetime) -> MailboxAlert | None:
 
 def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: bool = True) -> MailboxAlert | None:
     """Count a failed poll. After max_tries failures in a row the mailbox cools off and its
-    alert recipients hear of it, once per streak."""
+    alert recipients hear of it, once per streak; not a second time for an OAuth2 grant that
+    needs reconnecting, which alerts of its own."""
     mailbox.last_poll_at = now
     mailbox.failure_count += 1
     mailbox.failing_since = mailbox.failing_since or now
@@ -100,17 +101,12 @@ def record_failure(mailbox: Mailbox, message: str, now: datetime, *, transient: 
     mailbox.next_poll_at = now + timedelta(seconds=mailbox.cool_off if failing else mailbox.poll_interval)
     if failing and not mailbox.streak_alerted:
         mailbox.streak_alerted = True
+        if mailbox.auth == "oauth2" and mailbox.oauth is not None and mailbox.oauth.state == "reconnect needed":
+            return None  # its "reconnect needed" alert told them, in the provider's words
         return _alert(mailbox, "mailbox_failing",
                       f"{mailbox.address} failed {mailbox.failure_count} time(s) in a row: {message}")
     return None
 
 
 def _alert(mailbox: Mailbox, kind: str, message: str) -> MailboxAlert:
-    alert = MailboxAlert(mailbox_id=mailbox.id, kind=kind, message=message, recipients=list(mailbox.alert_recipients),
-                         details={"failure_count": mailbox.failure_count})
-    db.session.add(alert)
-    if kind == "mailbox_failing" and mailbox.alert_recipients:
-        db.session.flush()
-        queue_mail("mailbox_failing", msp_id=mailbox.msp_id, mailbox=mailbox, to=mailbox.alert_recipients,
-                   details={"alert_id": alert.id})
-    return alert
+    return alert(mailbox, kind, message, {"failure_count": mailbox.failure_count})

@@ -43,6 +43,8 @@ AUTOMATIC_BY_EVENT = {
     "closed": AUTO_GENERATED,
     "alert": AUTO_GENERATED,
     "mailbox_failing": AUTO_GENERATED,
+    "sign_in_expiring": AUTO_GENERATED,
+    "reconnect_needed": AUTO_GENERATED,
 }
 PLUS_MODES = ("off", "mixed", "only")
 # Long conversations: keep the first id (the thread root) and the most recent ones.

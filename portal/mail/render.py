@@ -39,7 +39,7 @@ from portal.mail.sandbox import TEXT_ENV, Budget, LimitError, Variables, compile
 from portal.mail.sanitize import sanitize_html
 
 EVENTS = ("ticket_created", "reply", "note_added", "reopened", "owner_changed",
-          "priority_changed", "closed", "alert", "mailbox_failing")
+          "priority_changed", "closed", "alert", "mailbox_failing", "sign_in_expiring", "reconnect_needed")
 
 # The documented variables; nothing else reaches a template.
 VARIABLES: dict[str, str] = {
@@ -63,6 +63,11 @@ VARIABLES: dict[str, str] = {
     "mailbox.address": "alert and mailbox_failing only: the mailbox's address",
     "mailbox.last_error": "alert and mailbox_failing only: the mailbox's last error, in plain words",
     "mailbox.failure_count": "alert and mailbox_failing only: how many times in a row it failed",
+    "mailbox.expiring": "sign_in_expiring only: what expires, the sign-in grant or the app's client secret",
+    "mailbox.expires_on": "sign_in_expiring only: the day it expires, e.g. 2027-06-30",
+    "mailbox.days_left": "sign_in_expiring only: how many whole days are left",
+    "mailbox.reason": "reconnect_needed only: why the provider refused the sign-in, in plain words with its code",
+    "mailbox.account": "sign_in_expiring and reconnect_needed only: the account the mailbox was connected as",
 }
 
 RENDER_TIME_LIMIT = 2.0  # seconds, for subject + text + HTML together
@@ -123,7 +128,7 @@ def _blank_context() -> dict:
     for key in VARIABLES:
         group, _, name = key.partition(".")
         if name:
-            context.setdefault(group, {})[name] = 0 if name == "failure_count" else ""
+            context.setdefault(group, {})[name] = 0 if name in ("failure_count", "days_left") else ""
         else:
             context[group] = ""
     context["reply_marker"] = REPLY_MARKER
@@ -195,7 +200,9 @@ def sample_context() -> dict:
         "portal_url": "https://portal.harbor-it.example",
         "mailbox": {"address": "support@harbor-it.example",
                     "last_error": "could not connect to mail.harbor-it.example:993: connection refused",
-                    "failure_count": 5},
+                    "failure_count": 5, "expiring": "client secret", "expires_on": "2024-03-19", "days_left": 14,
+                    "reason": "The app's client secret has expired (AADSTS7000222): create a new one and enter it.",
+                    "account": "support@harbor-it.example"},
     }
 
 

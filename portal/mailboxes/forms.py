@@ -8,7 +8,7 @@ import re
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField, TextAreaField
 
-from portal.models.mailboxes import DEFAULT_PORTS
+from portal.models.mailboxes import DEFAULT_PORTS, GRAPH_API_URL
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
 from portal.services.routes import RouteInput
 from portal.transport.base import PROTOCOLS, SECURITIES
@@ -23,6 +23,31 @@ SMTP_SECURITY_CHOICES = sorted(SECURITY_CHOICES, key=lambda choice: choice[0] !=
 STATUS_CHOICES = [("draft", "Draft: saved, not fetched"), ("active", "Active: fetched"), ("disabled", "Disabled")]
 TICKET_STATUS_CHOICES = [(s, s) for s in TICKET_STATUSES[:3]]
 PRIORITY_CHOICES = [(p, p) for p in PRIORITIES]
+AUTH_CHOICES = [("password", "password"), ("oauth2", "OAuth2 (Microsoft 365, Google Workspace, other)")]
+OAUTH_PROVIDER_CHOICES = [("microsoft", "Microsoft (Entra ID)"), ("google", "Google"), ("generic", "other OAuth2 server")]
+OAUTH_FLOW_CHOICES = [("delegated", "delegated: a person signs in once (Connect)"),
+                      ("app", "app: client credentials, no one signs in (Microsoft)")]
+# Presets for the mailbox form: what the big providers' mail servers want (static/mailboxes.js
+# fills the fields; without script they are typed by hand).
+PRESETS = [
+    ("Microsoft 365", {"protocol": "imap", "host": "outlook.office365.com", "port": "993", "security": "ssl",
+                       "auth": "oauth2", "oauth_provider": "microsoft"}),
+    ("Google Workspace", {"protocol": "imap", "host": "imap.gmail.com", "port": "993", "security": "ssl",
+                          "auth": "oauth2", "oauth_provider": "google"}),
+    ("Microsoft 365 (Graph)", {"protocol": "graph", "host": "", "auth": "oauth2", "oauth_provider": "microsoft"}),
+]
+# And for the outgoing server: submission with STARTTLS.
+OUTGOING_PRESETS = [
+    ("Microsoft 365", {"host": "smtp.office365.com", "port": "587", "security": "starttls"}),
+    ("Google Workspace", {"host": "smtp.gmail.com", "port": "587", "security": "starttls"}),
+]
+
+
+def outgoing_presets(mailbox_auth: str) -> list[tuple[str, dict]]:
+    """The outgoing presets; an OAuth2 mailbox's also sign in with its grant (only it has one)."""
+    if mailbox_auth != "oauth2":
+        return OUTGOING_PRESETS
+    return [(name, {**values, "auth": "oauth2"}) for name, values in OUTGOING_PRESETS]
 
 
 def lines(text: str | None, commas: bool = False) -> list[str]:
@@ -73,6 +98,22 @@ class MailboxForm(_Form):
     shared_mailbox = StringField("Shared mailbox to open",
                                  description="Log in as the user above but read this (shared) mailbox. Usually empty.")
     verify_tls = BooleanField("Check the server's TLS certificate")
+    api_url = StringField("Graph API URL", description=f"Empty: {GRAPH_API_URL}.")
+
+    auth = SelectField("Sign in with", choices=AUTH_CHOICES, default="password")
+    oauth_provider = SelectField("Provider", choices=OAUTH_PROVIDER_CHOICES, default="microsoft")
+    oauth_flow = SelectField("Flow", choices=OAUTH_FLOW_CHOICES, default="delegated")
+    oauth_tenant = StringField("Tenant", description="The customer's tenant id, a domain such as "
+                               "contoso.onmicrosoft.com, or organizations (any work account; delegated only).")
+    oauth_client_id = StringField("Client id", description="The app's client (application) id.")
+    oauth_client_secret = PasswordField("Client secret", description="Stored encrypted; never shown again. "
+                                        "A public app (delegated, PKCE) has none.")
+    oauth_secret_expires = StringField("Client secret expires", description="Optional, for the reminders, "
+                                       "e.g. 2027-06-30.")
+    oauth_authorize_url = StringField("Authorisation URL", description="Where a person signs in (delegated).")
+    oauth_token_url = StringField("Token URL")
+    oauth_scopes = TextAreaField("Scopes", description="One a line. Empty: what the provider needs for the "
+                                 "protocol (Microsoft, Google).")
 
     folders = TextAreaField("Folders to read", description="One a line; usually INBOX.")
     after_action_imap = SelectField("After processing", choices=[
@@ -108,8 +149,8 @@ class MailboxForm(_Form):
         self._offer(self.protocol.data)
 
     def _offer(self, protocol) -> None:
-        # Graph mailboxes come from the configuration file for now: the form keeps one it is shown.
-        if protocol == "graph" and ("graph", _LABELS["graph"]) not in self.protocol.choices:
+        # Graph is offered always: the "Microsoft 365 (Graph)" preset picks it.
+        if ("graph", _LABELS["graph"]) not in self.protocol.choices:
             self.protocol.choices = [*PROTOCOL_CHOICES, ("graph", _LABELS["graph"])]
 
     LIST_FIELDS = {"aliases": True, "alert_recipients": True, "ignore_senders": True, "ignore_subjects": False,
@@ -137,6 +178,21 @@ class MailboxForm(_Form):
             self.after_action_pop3.data = mailbox.after_action
         if mailbox.sync_start_date:
             self.sync_start_date.data = mailbox.sync_start_date.isoformat()
+        self.auth.data, self.api_url.data = mailbox.auth, mailbox.api_url or ""
+        self._fill_oauth(mailbox.oauth)
+
+    OAUTH_TEXT = ("tenant", "client_id", "authorize_url", "token_url")
+
+    def _fill_oauth(self, row) -> None:
+        """A stored mailbox's OAuth2 settings (never its client secret)."""
+        if row is None:
+            self.oauth_flow.data = "delegated"
+            return
+        self.oauth_provider.data, self.oauth_flow.data = row.provider, row.flow
+        for key in self.OAUTH_TEXT:
+            getattr(self, f"oauth_{key}").data = getattr(row, key) or ""
+        self.oauth_secret_expires.data = row.secret_expires.isoformat() if row.secret_expires else ""
+        self.oauth_scopes.data = "\n".join(row.scopes or [])
 
     def defaults(self) -> None:
         """A new mailbox: the model's defaults, shown."""
@@ -146,6 +202,7 @@ class MailboxForm(_Form):
         self.verify_tls.data = self.acknowledge.data = True
         self.default_status.data, self.default_priority.data, self.plus_addressing.data = "new", "normal", "off"
         self.poll_interval.data, self.timeout.data, self.max_tries.data, self.cool_off.data = "60", "30", "3", "900"
+        self.auth.data, self.oauth_provider.data, self.oauth_flow.data = "password", "microsoft", "delegated"
 
     def values(self) -> dict:
         """The settings by column name, as save_mailbox takes them."""
@@ -168,7 +225,31 @@ class MailboxForm(_Form):
         out["after_action"] = (self.after_action_pop3 if self.protocol.data == "pop3" else self.after_action_imap).data
         if self.password.data:
             out["password"] = self.password.data
+        out["auth"] = self.auth.data
+        if self.protocol.data == "graph":
+            # Graph is reached through its API URL: a server typed before switching does not count.
+            out["host"], out["api_url"] = "", (self.api_url.data or "").strip()
+        if self.auth.data == "oauth2":
+            out["oauth"] = self.oauth_values()
         return out
+
+    def oauth_values(self) -> dict:
+        """The `oauth` settings as save_mailbox takes them. Settings of another provider's (a
+        tenant, a generic server's URLs) are left out, so a hidden field neither errs nor changes
+        what is stored; an empty client secret keeps the stored one."""
+        provider = self.oauth_provider.data
+        given = {"provider": provider, "flow": self.oauth_flow.data,
+                 "client_id": (self.oauth_client_id.data or "").strip(),
+                 "secret_expires": (self.oauth_secret_expires.data or "").strip() or None,
+                 "scopes": lines(self.oauth_scopes.data)}
+        if provider == "microsoft":
+            given["tenant"] = (self.oauth_tenant.data or "").strip()
+        if provider == "generic":
+            given["authorize_url"] = (self.oauth_authorize_url.data or "").strip() or None
+            given["token_url"] = (self.oauth_token_url.data or "").strip() or None
+        if self.oauth_client_secret.data:
+            given["client_secret"] = self.oauth_client_secret.data
+        return given
 
     def place_errors(self, errors: dict) -> None:
         """Service messages by field; "after processing" has one select per protocol."""
@@ -176,7 +257,8 @@ class MailboxForm(_Form):
         if "after_action" in errors:
             key = "after_action_pop3" if self.protocol.data == "pop3" else "after_action_imap"
             errors[key] = errors.pop("after_action")
-        self.service_errors = place(errors, set(self._fields))
+        oauth = {key: key.replace(".", "_") for key in errors if key.startswith("oauth.")}
+        self.service_errors = place(errors, set(self._fields), oauth)
 
 
 class RouteForm(_Form):

@@ -8,7 +8,7 @@ from flask_login import current_user
 from portal.auth.access import admin_required
 from portal.extensions import db
 from portal.mailboxes.blueprint import bp
-from portal.mailboxes.forms import OutgoingForm, place
+from portal.mailboxes.forms import OutgoingForm, outgoing_presets, place
 from portal.mailboxes.lookup import keys, mailbox_or_404
 from portal.outbound import servers as svc
 from portal.outbound.servers import own_server, send_environment
@@ -40,7 +40,7 @@ def outgoing(mailbox_id: int):
             flash(f"Outgoing server of {mailbox.address} saved." if changes else "Nothing changed.", "success")
             return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox.id) + "#outgoing")
     return render_page("mailboxes/outgoing.html", "mailboxes/_outgoing_form.html", form=form, mailbox=mailbox,
-                       server=server), 422 if request.method == "POST" else 200
+                       server=server, presets=outgoing_presets(mailbox.auth)), 422 if request.method == "POST" else 200
 
 
 @bp.post("/<int:mailbox_id>/outgoing/remove")

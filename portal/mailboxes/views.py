@@ -10,7 +10,7 @@ from portal.auth.access import admin_required
 from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.mailboxes.blueprint import bp
-from portal.mailboxes.forms import MailboxForm
+from portal.mailboxes.forms import PRESETS, MailboxForm
 from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
 from portal.models.base import utcnow
 from portal.models.mailboxes import DEFAULT_PORTS
@@ -18,6 +18,8 @@ from portal.outbound.servers import own_server
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services import dashboard as board
+from portal.services import grant_expiry
+from portal.services import mailbox_connect as connect_svc
 from portal.services import mailboxes as svc
 from portal.inbound.health import stalled_ids
 
@@ -26,7 +28,8 @@ HISTORY_PAGE = 20
 
 def _form_page(form: MailboxForm, mailbox, status: int):
     return render_page("mailboxes/form.html", "mailboxes/_form.html", form=form, mailbox=mailbox,
-                       default_ports=DEFAULT_PORTS), status
+                       default_ports=DEFAULT_PORTS, presets=PRESETS,
+                       redirect_uri=connect_svc.redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"])), status
 
 
 @bp.get("")
@@ -61,9 +64,12 @@ def new():
 def detail(mailbox_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     entries, total = audit.history(g.msp_id, "mailbox", mailbox.id, per_page=HISTORY_PAGE)
+    if current_user.is_admin and (origin := connect_svc.sign_in_origin(mailbox, keys())):
+        g.form_targets = (origin,)  # Connect without script: the 303 to the sign-in is a form's redirect
     return render_template(
         "mailboxes/detail.html", mailbox=mailbox, server=own_server(mailbox), problems=svc.activation_problems(mailbox),
-        stalled=bool(stalled_ids([mailbox], utcnow())),
+        stalled=bool(stalled_ids([mailbox], utcnow())), sign_in=grant_expiry.sign_in(mailbox, utcnow()),
+        redirect_uri=connect_svc.redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"]),
         history=entries, history_total=total, history_page=1, history_pages=max(1, -(-total // HISTORY_PAGE)),
     )
 

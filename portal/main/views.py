@@ -22,6 +22,7 @@ def dashboard():
     cfg = current_app.config
     return render_page("main/dashboard.html", "main/_dashboard.html", client_count=clients, user_count=users,
                        open=board.open_tickets(g.msp_id), failing=board.failing_mailboxes(g.msp_id),
+                       sign_ins=board.sign_in_grants(g.msp_id),
                        unprocessed=board.unprocessed_waiting(g.msp_id),
                        jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]))
 

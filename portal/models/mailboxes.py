@@ -153,14 +153,16 @@ class FolderState(db.Model):
 
 
 class MailboxAlert(db.Model):
-    """An alert to a mailbox's alert recipients, recorded once per failure streak."""
+    """An alert to a mailbox's alert recipients (portal.services.mailbox_alerts): once per failure
+    or "reconnect needed" streak, and per expiry date and threshold for grants and client secrets."""
 
     __tablename__ = "mailbox_alerts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    kind: Mapped[str] = mapped_column(String(40))  # mailbox_failing, mailbox_recovered
+    # mailbox_failing, mailbox_recovered, reconnect_needed, grant_expiring, secret_expiring
+    kind: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text)
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

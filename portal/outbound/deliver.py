@@ -16,9 +16,10 @@ from portal.mail.refs import REPLY_MARKER, RefFormat, normalize_subject
 from portal.mail.render import RenderedEmail, TemplateError, render
 from portal.models import AutoMailLog, Client, Mailbox, MailboxAlert, Message, User
 from portal.models.base import utcnow
-from portal.outbound.servers import SendEnvironment, outgoing_settings
+from portal.outbound.servers import SendEnvironment, default_gateway, outgoing_settings
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
+from portal.services.mailbox_alerts import template_details
 from portal.transport.smtp import SmtpError, SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
@@ -68,9 +69,12 @@ def log_automatic_mail(msp_id: int, address: str, subject: str, message_id: int 
 def _hold_reason(msp_id: int, recipients: list[str], subject: str, now: datetime, ref_format: RefFormat,
                  details: dict) -> str | None:
     """Why this automatic mail must be held back (the first recipient a loop guard stops), or None."""
+    # Neither a person's action nor a mailbox alert (the portal's own finding: a failing mailbox,
+    # an expiring sign-in) answers mail, so neither can loop; their subject is the bare event,
+    # which would hold back a second mailbox's alert within the hour.
+    same_subject_rule = not (details.get("by_person") or details.get("alert_id"))
     for address in recipients:
-        reason = automatic_mail_hold(msp_id, address, subject, now, ref_format,
-                                     same_subject_rule=not details.get("by_person"))
+        reason = automatic_mail_hold(msp_id, address, subject, now, ref_format, same_subject_rule=same_subject_rule)
         if reason:
             return reason
     return None
@@ -132,8 +136,9 @@ def _context(message: Message, env: SendEnvironment) -> dict:
                               "date": (source.sent_at or source.created_at).isoformat() if (source.sent_at or source.created_at) else ""}
     if message.mailbox_id:
         mailbox = db.session.get(Mailbox, message.mailbox_id)
+        alert = db.session.get(MailboxAlert, message.details["alert_id"]) if message.details.get("alert_id") else None
         context["mailbox"] = {"address": mailbox.address, "last_error": mailbox.last_error or "",
-                              "failure_count": mailbox.failure_count}
+                              "failure_count": mailbox.failure_count, **template_details(alert)}
     return context
 
 
@@ -154,14 +159,22 @@ def _files(message: Message) -> tuple[list[FileAttachment], list[InlineImage]]:
     return files, images
 
 
+# Mail about a mailbox's own trouble goes through the default gateway when there is one: the
+# mailbox's own outgoing server may share the trouble (the same refused OAuth2 grant, the same host).
+ABOUT_ITS_MAILBOX = frozenset({"mailbox_failing", "reconnect_needed", "sign_in_expiring"})
+
+
 def _server(message: Message, mailbox: Mailbox | None, env: SendEnvironment,
             servers: dict | None) -> SmtpSettings | None:
-    """How to reach the server this message goes through; `servers` keeps it per mailbox across
-    the messages of one sending run."""
+    """How to reach the server this message goes through; `servers` keeps it per mailbox (None:
+    the gateway) across the messages of one sending run."""
     servers = {} if servers is None else servers
-    if message.mailbox_id not in servers:
-        servers[message.mailbox_id] = outgoing_settings(mailbox, env)
-    return servers[message.mailbox_id]
+    if message.details.get("event") in ABOUT_ITS_MAILBOX and default_gateway() is not None:
+        mailbox = None
+    key = mailbox.id if mailbox is not None else None
+    if key not in servers:
+        servers[key] = outgoing_settings(mailbox, env)
+    return servers[key]
 
 
 def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *, event: str, from_address: str,

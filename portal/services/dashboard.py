@@ -18,6 +18,7 @@ from portal.inbound.health import stalled_ids
 from portal.inbound.unprocessed import count_waiting
 from portal.models import Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
+from portal.services.grant_expiry import SignIn, sign_in, watched_mailboxes
 from portal.services.ticket_list import TODO_STATUSES
 
 # "Open" here is the ticket list's default "to do": the dashboard's numbers link into that list.
@@ -104,6 +105,19 @@ def failing_mailboxes(msp_id: int, now: datetime | None = None) -> list[MailboxH
             found.append(MailboxHealth(m, "failing"))
     found.sort(key=lambda h: (h.mailbox.failing_since or h.mailbox.next_poll_at or now, h.mailbox.address))
     return found
+
+
+def sign_in_grants(msp_id: int, now: datetime | None = None) -> list[SignIn]:
+    """The "Sign-in grants" section: the OAuth2 mailboxes (not disabled) that need a person, a
+    reconnect needed first, then the soonest expiry (grant or client secret, 14 days ahead or past)."""
+    now = now or utcnow()
+    found = [s for s in (sign_in(m, now) for m in watched_mailboxes(msp_id)) if s is not None and s.attention]
+
+    def urgency(s: SignIn):
+        left = min((e.days_left for e in (s.grant, s.secret) if e), default=0)
+        return (s.state != "reconnect needed", left, s.mailbox.address)
+
+    return sorted(found, key=urgency)
 
 
 def unprocessed_waiting(msp_id: int) -> int:

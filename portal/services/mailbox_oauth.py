@@ -299,13 +299,18 @@ def store_grant(row: MailboxOAuth, keys: str, *, access_token: str, access_expir
 
 def reconnect_needed(row: MailboxOAuth, reason: str, *, actor: User | None = None) -> bool:
     """The provider refused the grant (revoked, expired, wrong secret): the tokens go, the account
-    name stays for the page. Returns whether the state changed (once per streak)."""
+    name stays for the page. Returns whether the state changed: then, once per streak, the
+    mailbox's alert recipients hear of it with the reason (connecting again ends the streak)."""
     before = grant_label(row)
     row.access_token_encrypted = row.refresh_token_encrypted = None
     row.access_token_expires_at = None
     changed = _set_state(row, "reconnect needed", reason)
     if changed:
+        # Not at the top: the outbox -> outbound.settings -> servers -> services.mailboxes import this module.
+        from portal.services.mailbox_alerts import reconnect_alert  # noqa: PLC0415
+
         _record(row, actor, "reconnect needed", before, reason)
+        reconnect_alert(row, reason)
     db.session.flush()
     return changed
 

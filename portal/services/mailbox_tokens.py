@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 
 from portal import oauth
 from portal.extensions import db
-from portal.models import Mailbox, MailboxOAuth, SmtpServer
+from portal.models import Mailbox, MailboxOAuth, SmtpServer, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials, OAuthError, Provider
 from portal.services import mailbox_oauth, tenant_consent
@@ -105,10 +105,10 @@ def _hold_grant(row: MailboxOAuth) -> None:
     db.session.refresh(row, with_for_update=True)
 
 
-def _refused(mailbox: Mailbox, row: MailboxOAuth, error: OAuthError) -> TransportError:
+def _refused(mailbox: Mailbox, row: MailboxOAuth, error: OAuthError, actor: User | None) -> TransportError:
     """The TransportError a failed token request means; a refused grant needs reconnecting."""
     if error.kind in REFUSED_GRANT:
-        mailbox_oauth.reconnect_needed(row, error.message)
+        mailbox_oauth.reconnect_needed(row, error.message, actor=actor)
         return TransportError("auth", f"the sign-in service refused the OAuth2 grant of {mailbox.address}: "
                                       f"{error.message}", transient=False)
     if error.temporary:
@@ -124,8 +124,7 @@ def _not_usable(mailbox: Mailbox, row: MailboxOAuth | None) -> TransportError | 
         because = f" ({row.state_reason})" if row.state_reason else ""
         return TransportError("auth", f"{mailbox.address} needs reconnecting: its OAuth2 grant was refused"
                                       f"{because}. Reconnect it on the mailbox page.", transient=False)
-    if row.flow != "app" and (row.state != "connected" or row.refresh_token_encrypted is None) \
-            and row.access_token_encrypted is None:
+    if row.flow != "app" and row.state != "connected":
         return TransportError("auth", f"{mailbox.address}: {mailbox_oauth.NOT_CONNECTED}", transient=False)
     return None
 
@@ -146,6 +145,23 @@ def access_token(mailbox: Mailbox, keys: str, *, now: datetime | None = None, re
         return token  # refreshed by the job we waited for
     if (problem := _not_usable(mailbox, row)) is not None:
         raise problem
+    return _new_token(mailbox, row, keys, reach=reach)
+
+
+def connect_app(mailbox: Mailbox, keys: str, *, reach=None, actor: User | None = None) -> str:
+    """The app flow's Connect (nobody signs in): a token by client credentials now, whatever the
+    grant's state, so that a refusal an admin has mended (a new client secret, the tenant's
+    consent) is tried again. Raises TransportError as access_token does."""
+    row = mailbox.oauth
+    if mailbox.auth != "oauth2" or row is None or row.flow != "app":
+        raise TransportError("auth", f"{mailbox.address} does not use the app flow: connect it by signing in",
+                             transient=False)
+    _hold_grant(row)
+    return _new_token(mailbox, row, keys, reach=reach, actor=actor)
+
+
+def _new_token(mailbox: Mailbox, row: MailboxOAuth, keys: str, *, reach=None, actor: User | None = None) -> str:
+    """A token from the provider (refresh, or client credentials), stored; the grant held."""
     refresh_token = mailbox_oauth.refresh_token_of(row, keys)
     if row.flow != "app" and refresh_token is None:
         raise TransportError("auth", f"{mailbox.address}: its access token expired and the grant has no refresh "
@@ -158,8 +174,8 @@ def access_token(mailbox: Mailbox, keys: str, *, now: datetime | None = None, re
         else:
             grant = oauth.refresh(provider, app, refresh_token, scopes, reach=reach)
     except OAuthError as error:
-        raise _refused(mailbox, row, error) from None
+        raise _refused(mailbox, row, error, actor) from None
     mailbox_oauth.store_grant(row, keys, access_token=grant.access_token, access_expires_at=grant.expires_at,
                               refresh_token=grant.refresh_token if row.flow != "app" else None,
-                              grant_expires_at=grant.refresh_expires_at)
+                              grant_expires_at=grant.refresh_expires_at, actor=actor)
     return grant.access_token

@@ -56,6 +56,15 @@ def remember(purpose: str, *, msp_id: int, user_id: int, subject_id: int, author
     (connection or redis_connection()).set(_key(started.state), json.dumps(value), ex=LIFETIMES[purpose])
 
 
+def purpose_of(state: str | None, *, connection: Redis | None = None) -> str | None:
+    """What a started sign-in is for, without taking it; None when unknown or stale. The callback
+    asks first when nobody is signed in: a mailbox's Connect needs its person signed in again."""
+    if not state:
+        return None
+    raw = (connection or redis_connection()).get(_key(state))
+    return json.loads(raw)["purpose"] if raw is not None else None
+
+
 def take(state: str | None, *, user_id: int | None, connection: Redis | None = None) -> StartedSignIn | None:
     """The sign-in this callback belongs to, once; None when unknown, stale, already used or
     started by someone else (it is gone then too: a stolen state is not tried twice).

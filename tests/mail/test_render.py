@@ -12,7 +12,9 @@ from portal.mail.refs import REPLY_MARKER
 from portal.mail.render import (EVENTS, VARIABLES, RenderedEmail, TemplateError, TemplateProblem, load_default,
                                 render, sample_context, template_context, validate_template)
 
-CUSTOMER_EVENTS = [e for e in EVENTS if e not in ("alert", "mailbox_failing")]
+# Mail to the mailbox's alert recipients: about a mailbox, not a ticket.
+MAILBOX_EVENTS = ("mailbox_failing", "sign_in_expiring", "reconnect_needed")
+CUSTOMER_EVENTS = [e for e in EVENTS if e not in ("alert", *MAILBOX_EVENTS)]
 
 
 def _render_text(body: str, context=None, **kwargs) -> RenderedEmail:
@@ -36,7 +38,7 @@ def test_builtin_renders_and_validates_clean(event):
     out = render((text_source, html_source), sample_context())
     assert out.subject and "\n" not in out.subject
     assert out.text.strip() and out.html
-    if event != "mailbox_failing":
+    if event not in MAILBOX_EVENTS:
         assert "T-1042" in out.subject
     else:
         assert "support@harbor-it.example" in out.subject
@@ -363,3 +365,17 @@ def test_ordinary_template_features_still_work():
             "{{ [1, 2, 3]|join(',') }}|{{ contact.name|default('there') }}|{{ ticket.subject|truncate(12) }}")
     out = _render_text(body)
     assert out.text == ("1.PRINTER 2.ON 3.THE |T-007|1+2|1024|ababab|1,2,3|Anna Müller|Printer...\n")
+
+
+def test_the_sign_in_alerts_say_what_expires_when_and_why_to_reconnect():
+    expiring = render(load_default("sign_in_expiring"), sample_context())
+    assert expiring.subject == "The client secret of support@harbor-it.example expires on 2024-03-19"
+    assert "in 14 days" in expiring.text and "Create a new client secret" in expiring.text
+    context = sample_context()
+    context["mailbox"] = {**context["mailbox"], "expiring": "sign-in grant", "days_left": 1}
+    grant = render(load_default("sign_in_expiring"), context)
+    assert "in 1 day." in grant.text and "Connect the mailbox again" in grant.text
+    assert "Connect the mailbox again" in grant.html and "client secret" not in grant.html
+    reconnect = render(load_default("reconnect_needed"), sample_context())
+    assert reconnect.subject == "Mailbox support@harbor-it.example must be connected again"
+    assert "AADSTS7000222" in reconnect.text and "AADSTS7000222" in reconnect.html

@@ -230,7 +230,7 @@ def test_posts_without_csrf_are_refused(world, admin, msp):
 
 
 def test_an_oauth2_graph_mailbox_from_the_configuration_can_be_edited_in_the_form(app, admin, msp):
-    """The form has no OAuth2 fields yet: it must keep what it does not show (auth, oauth, api_url)."""
+    """The form shows the OAuth2 settings (never the client secret) and keeps them when saved as shown."""
     from portal.services import commit
     from portal.services.mailboxes import save_mailbox
 
@@ -243,8 +243,11 @@ def test_an_oauth2_graph_mailbox_from_the_configuration_can_be_edited_in_the_for
     commit()
     page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
     assert re.search(r'<option selected value="graph">|<option value="graph" selected', page), page
-    resp = admin.post(f"/mailboxes/{box.id}/edit", form(msp, address="graph@acme.example", protocol="graph", host="",
-                                                        port="443", password="", after_action_imap="move"))
+    assert 'value="app-1"' in page and 'value="http://127.0.0.1:9999/v1.0"' in page and "graph-secret-1" not in page
+    resp = admin.post(f"/mailboxes/{box.id}/edit", form(
+        msp, address="graph@acme.example", protocol="graph", host="", port="443", password="", after_action_imap="move",
+        auth="oauth2", api_url="http://127.0.0.1:9999/v1.0", oauth_provider="microsoft", oauth_flow="app",
+        oauth_tenant="organizations", oauth_client_id="app-1", oauth_client_secret=""))
     assert resp.status_code == 303, resp.get_data(as_text=True)
     db.session.expire_all()
     box = db.session.get(Mailbox, box.id)

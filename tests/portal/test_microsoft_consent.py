@@ -2,14 +2,14 @@
 link on a client's page, and the page the customer's admin lands on."""
 
 import re
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry, MspMicrosoftApp, TenantConsent
-from portal.services import commit, oauth_states
+from portal.services import oauth_states
 from portal.services import microsoft_app as app_svc
 
 APP_ID = "5f2b7c10-9d8e-4a6b-b1c2-0a9f8e7d6c5b"
@@ -124,36 +124,31 @@ def consent_started(admin, contoso):
     return parse_qs(urlsplit(url).query)["state"][0]
 
 
-def callback(app, state, **answer):
-    """The customer's admin comes back: no portal session (HANDLERS's "tenant consent")."""
-    from portal.clients import consent_callback
-
-    started = oauth_states.take(state, user_id=None)
-    if started is None:
-        return None
-    with app.test_request_context("/oauth/callback"):
-        body, *status = consent_callback.finish(started, {"state": state, **answer})
-        commit()
-        return body, (status or [200])[0]
+def callback(make_browser, state, **answer):
+    """The customer's admin comes back from Microsoft, in a browser with no portal session."""
+    resp = make_browser().get("/oauth/callback?" + urlencode({"state": state, **answer}))
+    return resp.get_data(as_text=True), resp.status_code
 
 
-def test_a_granted_consent_thanks_the_customers_admin_and_the_client_shows_its_tenant(app, two_msps, admin, redis):
+def test_a_granted_consent_thanks_the_customers_admin_and_the_client_shows_its_tenant(two_msps, admin, make_browser,
+                                                                                     redis):
     msp, contoso, _beta, _eve = two_msps
     state = consent_started(admin, contoso)
-    body, status = callback(app, state, admin_consent="True", tenant=TENANT_ID)
+    body, status = callback(make_browser, state, admin_consent="True", tenant=TENANT_ID)
     assert status == 200
     assert f"Your Microsoft 365 tenant <code>{TENANT_ID}</code> is connected to Acme MSP" in body
     assert db.session.scalar(select(TenantConsent)).tenant == TENANT_ID
     page = admin.get(f"/clients/{contoso.id}").get_data(as_text=True)
     assert f"Connected to tenant <code>{TENANT_ID}</code>" in page
     assert "Microsoft 365 tenant consented" in page and "customer&#39;s admin (link from ana@acme.example)" in page
-    assert callback(app, state, admin_consent="True", tenant=TENANT_ID) is None  # replayed: refused
+    body, status = callback(make_browser, state, admin_consent="True", tenant=TENANT_ID)  # replayed
+    assert status == 400 and "was already used" in body and "Sign in" not in body
 
 
-def test_a_declined_consent_is_told_in_plain_words_and_nothing_is_stored(app, two_msps, admin, redis):
+def test_a_declined_consent_is_told_in_plain_words_and_nothing_is_stored(two_msps, admin, make_browser, redis):
     _msp, contoso, _beta, _eve = two_msps
     state = consent_started(admin, contoso)
-    body, status = callback(app, state, error="access_denied", error_subcode="cancel",
+    body, status = callback(make_browser, state, error="access_denied", error_subcode="cancel",
                             error_description="AADSTS65004: User declined to consent to access the app.")
     assert status == 400
     assert "the person signing in declined the consent (AADSTS65004)" in body
@@ -170,3 +165,17 @@ def test_the_page_warns_before_the_secret_expires(two_msps, admin):
     past = (date.today() - timedelta(days=2)).isoformat()
     admin.post("/settings/microsoft-365", {**FORM, "client_secret": "", "secret_expires": past})
     assert "expired 2 days ago" in admin.get("/settings/microsoft-365").get_data(as_text=True)
+
+
+def test_an_unknown_state_is_refused_and_a_signed_in_admin_of_another_msp_may_pass_the_link_on(
+        two_msps, admin, make_browser, redis):
+    _msp, contoso, _beta, eve = two_msps
+    body, status = callback(make_browser, "never-made", admin_consent="True", tenant=TENANT_ID)
+    assert status == 400 and "Ask your service provider for a new one" in body
+    assert db.session.scalar(select(TenantConsent)) is None
+    # The link is the key, whoever's browser opens it (here one signed in to another MSP).
+    state = consent_started(admin, contoso)
+    resp = eve.get("/oauth/callback?" + urlencode({"state": state, "admin_consent": "True", "tenant": TENANT_ID}))
+    assert resp.status_code == 200 and "is connected to Acme MSP" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.scalar(select(TenantConsent)).client_id == contoso.id

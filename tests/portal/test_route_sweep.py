@@ -40,6 +40,8 @@ PUBLIC = {
     "main.healthz": "health for monitoring and load balancers; no tenant data",
     "invitation.accept": "the signed link in the invitation is the key; the invited person has no session yet",
     "static": "the app's own CSS and JavaScript",
+    "oauth_callback.callback": "a customer's global admin, who has no account, finishes a tenant consent here; "
+                               "the state is the key, and every other purpose still needs its person signed in",
 }
 # Not walked at all (files of the app, not of a tenant).
 SKIPPED = {"static"}

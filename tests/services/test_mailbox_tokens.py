@@ -5,6 +5,7 @@ and portal.inbound.fetch.run_fetch turns the mail into tickets."""
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -18,8 +19,8 @@ from portal.models import AuditEntry, Mailbox, Ticket
 from portal.models.base import utcnow
 from portal.services import ValidationError, commit
 from portal.services import mailbox_oauth as oauth_svc
-from portal.services.mailbox_tokens import access_token, app_credentials
-from portal.services.mailboxes import check_connection, probe_settings, set_status
+from portal.services.mailbox_tokens import access_token, app_credentials, connect_app
+from portal.services.mailboxes import check_connection, probe_settings, save_mailbox, set_status
 from portal.transport import open_session
 from portal.transport.base import TransportError
 from tests.mailfactory import email
@@ -285,3 +286,86 @@ def test_with_several_msps_a_job_does_not_send_the_grant_to_loopback(app, world,
     assert len(oauth_server.token_requests) == asked
     db.session.refresh(mailbox.oauth)
     assert mailbox.oauth.state == "connected"  # an admin's setting to fix, not a dead grant
+
+
+def test_two_jobs_refreshing_at_once_spend_the_refresh_token_once(app, world, msp, oauth_dovecot, oauth_server):
+    """A fetch and a send find the token stale together: the second waits on the grant and takes
+    the token the first stored, instead of a refresh token the first has rotated away."""
+    user = oauth_dovecot.new_user("ana")
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server)
+    connect(app, mailbox, oauth_server, user.name)
+    mailbox.oauth.access_token_expires_at = utcnow()
+    commit()
+    mailbox_id, tokens, errors = mailbox.id, [], []
+    start = threading.Barrier(2)
+
+    def job():
+        with app.app_context():
+            try:
+                box = db.session.get(Mailbox, mailbox_id)
+                start.wait(timeout=10)
+                tokens.append(access_token(box, keys(app)))
+                commit()
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and len(tokens) == 2 and tokens[0] == tokens[1]
+    assert [r["grant_type"] for r in oauth_server.token_requests].count("refresh_token") == 1
+    db.session.expire_all()
+    assert db.session.get(Mailbox, mailbox_id).oauth.state == "connected"
+
+
+def test_flask_mail_test_connection_signs_in_with_the_grant(app, world, msp, oauth_dovecot, oauth_server):
+    user = oauth_dovecot.new_user("ana")
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server)
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["mail", "test-connection", mailbox.address])
+    assert refused.exit_code == 1 and oauth_svc.NOT_CONNECTED in refused.output
+    connect(app, mailbox, oauth_server, user.name)
+    result = runner.invoke(args=["mail", "test-connection", mailbox.address])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Connected to 127.0.0.1:{oauth_dovecot.imap_port} without encryption as {user.name}")
+
+
+def test_a_shared_mailbox_is_fetched_with_the_connected_users_grant(app, world, msp, oauth_dovecot, oauth_server,
+                                                                    redis):
+    shared, ana = oauth_dovecot.new_user("helpdesk"), oauth_dovecot.new_user("ana")
+    oauth_dovecot.deliver(shared, email(subject="to the shared mailbox"))
+    oauth_dovecot.grant_mailbox(shared, ana.name)
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, ana, oauth_server, shared_mailbox=shared.name)
+    connect(app, mailbox, oauth_server, ana.name)
+    activate(app, mailbox)
+    report = fetch(app, mailbox)
+    assert report.error is None and report.fetched == 1
+    assert db.session.scalar(select(Ticket.subject)) == "to the shared mailbox"
+
+
+def test_an_app_mailbox_connects_again_once_its_secret_is_mended(app, world, msp, oauth_dovecot, oauth_server):
+    user = oauth_dovecot.new_user("app")
+    oauth_server.register_client(CLIENT_ID, "the-right-secret", grant_types=["client_credentials"],
+                                 app_username=user.name)
+    mailbox = oauth_mailbox(world, msp, oauth_dovecot, user, oauth_server, flow="app")
+    with pytest.raises(TransportError) as wrong:
+        access_token(mailbox, keys(app))
+    assert "(invalid_client)" in wrong.value.message and mailbox.oauth.state == "reconnect needed"
+    commit()
+    save_mailbox(msp, msp, {"oauth": {"client_secret": "the-right-secret"}}, keys=keys(app), actor=None,
+                 mailbox=mailbox)
+    with pytest.raises(TransportError, match="needs reconnecting"):
+        access_token(mailbox, keys(app))  # not tried again by itself
+    asked = len(oauth_server.token_requests)
+    admin = world.user(msp, "ana@acme.example")
+    token = connect_app(mailbox, keys(app), actor=admin)
+    commit()
+    assert len(oauth_server.token_requests) == asked + 1 and oauth_server.token(token) is not None
+    assert mailbox.oauth.state == "connected" and mailbox.oauth.state_reason is None
+    assert access_token(mailbox, keys(app)) == token
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "OAuth2 connected")).all()[-1]
+    assert entry.actor_id == admin.id

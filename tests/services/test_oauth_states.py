@@ -73,3 +73,10 @@ def test_a_consent_link_lasts_a_week_and_a_mailbox_sign_in_ten_minutes(app, redi
 
     assert 6 * 24 * 3600 < ttl("c") <= 7 * 24 * 3600
     assert 0 < ttl("m") <= 600
+
+
+def test_the_purpose_is_read_without_taking_the_sign_in(app):
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=42, authorisation=_started())
+    assert oauth_states.purpose_of("s-123") == "mailbox"
+    assert oauth_states.purpose_of("unknown") is None and oauth_states.purpose_of(None) is None
+    assert oauth_states.take("s-123", user_id=7) is not None  # still there

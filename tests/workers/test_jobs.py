@@ -81,8 +81,9 @@ def test_cron_schedules_its_jobs_on_the_queue(app, redis):
     scheduler = build_scheduler(redis, app.config["TIDEMARK_QUEUE"])
     enqueued = scheduler.enqueue_jobs()
     assert sorted(c.func_name for c in enqueued) == ["workers.fetch.enqueue_due_fetches",
+                                                     "workers.maintenance.alert_expiring_sign_ins",
                                                      "workers.maintenance.prune_sign_in_failures", SEND_JOB]
-    assert jobs.queue(redis).count == 3
+    assert jobs.queue(redis).count == 4
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed
 
 

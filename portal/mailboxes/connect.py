@@ -1,0 +1,53 @@
+"""Connect and Disconnect an OAuth2 mailbox (delegated): the sign-in starts here and comes back to
+the one callback of portal.oauth_callback, which hands a mailbox's to finish()."""
+
+from __future__ import annotations
+
+from flask import abort, current_app, flash, url_for
+from flask_login import current_user
+
+from portal.auth.access import admin_required
+from portal.mailboxes.blueprint import bp
+from portal.mailboxes.lookup import keys, mailbox_or_404
+from portal.oauth import OAuthError
+from portal.responses import hx_redirect
+from portal.services import mailbox_connect as svc
+from portal.services.oauth_states import StartedSignIn
+
+
+def _page(mailbox_id: int, anchor: str = ""):
+    # No anchor from the page itself: a location that differs only by its #fragment is not loaded again.
+    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id) + anchor)
+
+
+@bp.post("/<int:mailbox_id>/connect")
+@admin_required
+def connect(mailbox_id: int):
+    """Off to the provider's sign-in (htmx follows HX-Redirect; without script, a 303)."""
+    mailbox = mailbox_or_404(mailbox_id)
+    try:
+        url = svc.start_connect(mailbox, keys(), current_user, current_app.config["TIDEMARK_PORTAL_URL"])
+    except OAuthError as error:
+        flash(f"Cannot connect: {error.message}", "error")
+        return _page(mailbox.id)
+    return hx_redirect(url)
+
+
+@bp.post("/<int:mailbox_id>/disconnect")
+@admin_required
+def disconnect(mailbox_id: int):
+    mailbox = mailbox_or_404(mailbox_id)
+    outcome = svc.disconnect(mailbox, keys(), current_user)
+    flash(outcome.message, "success" if outcome.ok else "warning")
+    return _page(mailbox.id)
+
+
+def finish(started: StartedSignIn, answer: dict):
+    """The callback of a mailbox's Connect: the mailbox is looked up again within the signed-in
+    MSP (404 otherwise), and only an admin may still finish."""
+    mailbox = mailbox_or_404(started.subject_id)
+    if not current_user.is_admin:
+        abort(403)
+    outcome = svc.finish_connect(mailbox, keys(), started, answer, current_user)
+    flash(outcome.message, "success" if outcome.ok else "error")
+    return _page(mailbox.id, "#sign-in")
