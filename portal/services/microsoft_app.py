@@ -30,6 +30,12 @@ def msp_microsoft_app(msp_id: int) -> MspMicrosoftApp | None:
     return db.session.scalar(select(MspMicrosoftApp).where(MspMicrosoftApp.msp_id == msp_id))
 
 
+def borrows_msp_app(oauth_row) -> bool:
+    """Whether a mailbox's OAuth2 settings (a MailboxOAuth) sign in as its MSP's app: app-only
+    Microsoft with no client id of its own (services.mailbox_tokens.app_credentials)."""
+    return oauth_row.provider == "microsoft" and oauth_row.flow == "app" and not oauth_row.client_id
+
+
 def credentials(row: MspMicrosoftApp, keys: str) -> AppCredentials:
     secret = crypto.decrypt(keys, row.client_secret_encrypted) if row.client_secret_encrypted else ""
     return AppCredentials(row.client_id, secret)

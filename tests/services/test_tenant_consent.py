@@ -252,3 +252,19 @@ def test_app_credentials_take_the_msp_app_and_the_consented_tenant(app, db, worl
     app_svc.remove_microsoft_app(msp, actor=None)
     with pytest.raises(OAuthError, match="its MSP has no Microsoft 365 app"):
         app_credentials(mailbox, keys(app))
+
+
+def test_a_mailbox_signing_in_as_the_msp_app_is_warned_of_that_apps_secret(app, db, world, msp):
+    from datetime import datetime, timezone
+
+    from portal.services.grant_expiry import secret_expiry
+
+    contoso = world.client(msp, "Contoso")
+    with_app(app, msp, secret_expires="2027-06-30")
+    consent(db, contoso)
+    mailbox, _ = save_box(app, msp, contoso, APP_ONLY)
+    commit()
+    soon = secret_expiry(mailbox.oauth, datetime(2027, 6, 27, tzinfo=timezone.utc))
+    assert (str(soon.on), soon.days_left, soon.due_threshold()) == ("2027-06-30", 3, 3)
+    mailbox.oauth.client_id = "own-app"  # its own app: its own date (none given)
+    assert secret_expiry(mailbox.oauth, datetime(2027, 6, 27, tzinfo=timezone.utc)) is None
