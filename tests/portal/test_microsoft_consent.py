@@ -179,3 +179,16 @@ def test_an_unknown_state_is_refused_and_a_signed_in_admin_of_another_msp_may_pa
     assert resp.status_code == 200 and "is connected to Acme MSP" in resp.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.scalar(select(TenantConsent)).client_id == contoso.id
+
+
+def test_a_mailbox_signing_in_as_the_msp_app_says_so_on_its_page(app, two_msps, admin, world):
+    msp, contoso, _beta, _eve = two_msps
+    admin.post("/settings/microsoft-365", FORM)
+    db.session.add(TenantConsent(msp_id=msp.id, client_id=contoso.id, tenant=TENANT_ID, app_id=APP_ID))
+    db.session.commit()
+    box = world.mailbox(contoso, address="helpdesk@contoso.com", password=None, host="outlook.office365.com",
+                        auth="oauth2", oauth={"provider": "microsoft", "flow": "app"})
+    page = admin.get(f"/mailboxes/{box.id}").get_data(as_text=True)
+    assert "<dt>Client id</dt><dd>your MSP's Microsoft 365 app</dd>" in page
+    assert "Contoso</a> consented from" in page
+    assert "2027-06-30" in page  # the MSP app's secret expiry
