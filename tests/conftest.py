@@ -26,6 +26,7 @@ from portal.app import create_app
 from portal.extensions import db as _db
 from portal.models import Client, Mailbox, User
 from tests.dovecot import dovecot, mail_user, oauth_dovecot  # noqa: F401 - a real Dovecot for every test that asks
+from tests.graph_server import graph_server, graph_server_session  # noqa: F401 - Microsoft Graph, locally
 from tests.oauth_server import oauth_server, oauth_server_session  # noqa: F401 - an OAuth2 server (Authlib)
 from tests.smtp import smtp_server, smtp_server_session  # noqa: F401 - a real SMTP server (aiosmtpd)
 

@@ -95,7 +95,7 @@ def store_raw_batch(mailbox: Mailbox, fetched: Iterable, *, folder: str, uidvali
     return len(rows)
 
 
-def _in_folder(mailbox: Mailbox, folder: str, uidvalidity: int) -> tuple:
+def in_folder(mailbox: Mailbox, folder: str, uidvalidity: int) -> tuple:
     """The conditions for the raw rows of one folder under one UIDVALIDITY."""
     return RawMessage.mailbox_id == mailbox.id, RawMessage.folder == folder, RawMessage.uidvalidity == uidvalidity
 
@@ -103,7 +103,7 @@ def _in_folder(mailbox: Mailbox, folder: str, uidvalidity: int) -> tuple:
 def known_server_ids(mailbox: Mailbox, folder: str, uidvalidity: int, among: Iterable[str] | None = None) -> set[str]:
     """Server ids already stored; `among` limits the question to a batch (a big mailbox's
     whole history is not read once per batch)."""
-    query = select(RawMessage.server_id).where(*_in_folder(mailbox, folder, uidvalidity))
+    query = select(RawMessage.server_id).where(*in_folder(mailbox, folder, uidvalidity))
     if among is None:
         return set(db.session.scalars(query))
     found: set[str] = set()
@@ -290,7 +290,7 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
                 refresh_statistics()
                 commit()  # the bytes are safe: only now may the server be told
                 raw_by_server_id = {f.server_id[:255]: f.raw for f in fetched}
-                decider.hand(_stored_batch(mailbox, folder, folder_state.uidvalidity, raw_by_server_id))
+                decider.hand(stored_batch(mailbox, folder, folder_state.uidvalidity, raw_by_server_id))
                 # Told after the decisions the hand-over made: by then the next download is done.
                 with lock:
                     _finish_server_actions(mailbox, session, folder, folder_state.uidvalidity, commit)
@@ -301,18 +301,18 @@ def _download(session, lock: threading.Lock, uids: list[int], batch: int, max_si
         return list(session.fetch(uids, batch_size=batch, max_bytes=max_size))
 
 
-def _stored_batch(mailbox: Mailbox, folder: str, uidvalidity: int,
+def stored_batch(mailbox: Mailbox, folder: str, uidvalidity: int,
                   raw_by_server_id: dict[str, bytes | None]) -> list[tuple[int, bytes | None]]:
     """(raw id, bytes) in id order of the messages just stored, by their server ids."""
     rows = [row for condition in one_of(RawMessage.server_id, raw_by_server_id) for row in db.session.execute(
-        select(RawMessage.id, RawMessage.server_id).where(*_in_folder(mailbox, folder, uidvalidity), condition))]
+        select(RawMessage.id, RawMessage.server_id).where(*in_folder(mailbox, folder, uidvalidity), condition))]
     return sorted((stored_id, raw_by_server_id[server_id]) for stored_id, server_id in rows)
 
 
 def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: int, commit) -> None:
     """Tell the server about every stored message it has not been told of."""
     rows = db.session.execute(select(RawMessage.id, RawMessage.server_id).where(
-        *_in_folder(mailbox, folder, uidvalidity), RawMessage.server_done.is_(False))).all()
+        *in_folder(mailbox, folder, uidvalidity), RawMessage.server_done.is_(False))).all()
     if not rows:
         return
     uids = [int(r.server_id) for r in rows]
@@ -397,6 +397,11 @@ def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: by
                     raise TransportError("auth", ADDRESS_CLAIMED, transient=False)
                 if mailbox.protocol == "pop3":
                     fetch_pop3(mailbox, session, commit, max_size=max_size, report=report)
+                elif mailbox.protocol == "graph":
+                    # fetch_graph builds on this module's storing helpers: imported here, not at the top.
+                    from portal.inbound.fetch_graph import fetch_graph
+
+                    fetch_graph(mailbox, session, commit, decider=decider, max_size=max_size, report=report)
                 else:
                     fetch_imap(mailbox, session, commit, decider=decider, batch=batch, max_size=max_size,
                                report=report)

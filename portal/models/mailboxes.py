@@ -140,7 +140,8 @@ class Route(db.Model):
 
 
 class FolderState(db.Model):
-    """Where fetching stopped in one IMAP folder; a new UIDVALIDITY starts it over."""
+    """Where fetching stopped in one folder. IMAP: the last UID, and a new UIDVALIDITY starts it
+    over. Graph: the delta link of the last round (uidvalidity 0), stored once its mail is committed."""
 
     __tablename__ = "folder_states"
     __table_args__ = (UniqueConstraint("mailbox_id", "folder"),)
@@ -150,6 +151,7 @@ class FolderState(db.Model):
     folder: Mapped[str] = mapped_column(String(255))
     uidvalidity: Mapped[int] = mapped_column(Integer)
     last_uid: Mapped[int] = mapped_column(Integer, default=0)
+    delta_link: Mapped[str | None] = mapped_column(Text)
 
 
 class MailboxAlert(db.Model):

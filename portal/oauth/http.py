@@ -10,11 +10,9 @@ and its HTTP status reach errors.translate whole, and failures of the network re
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import socket
-import ssl
 from urllib.parse import quote_plus, urlsplit
 
 import requests
@@ -22,29 +20,19 @@ from authlib.integrations.requests_client import OAuth2Session
 
 from portal.oauth.errors import OAuthError, translate, who
 from portal.transport.reach import RefusedServer, pin
+from portal.transport.urls import is_loopback, trusted_cas, url_refusal
+
+__all__ = ["OAuthClient", "check_url", "is_loopback", "read_answer", "trusted_cas"]
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 20  # seconds; an unreachable sign-in service must not hold a fetch job for minutes
 
 
-def is_loopback(host: str | None) -> bool:
-    """This machine: the only place plain http may go (the tests' local servers)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str) -> str:
-    parts = urlsplit(url or "")
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and is_loopback(parts.hostname):
-        return url
-    raise OAuthError(f"{url!r} is not an https URL (plain http is allowed on loopback only)", kind="config")
+    if refusal := url_refusal(url):
+        raise OAuthError(refusal, kind="config")
+    return url
 
 
 def basic_auth(client_id: str, client_secret: str) -> str:
@@ -58,13 +46,6 @@ def _form_encoded_basic(client, method, uri, headers, body):
     # 6749 2.3.1), so a secret holding '%', '+' or ':' would be refused.
     headers["Authorization"] = basic_auth(client.client_id, client.client_secret)
     return uri, headers, body
-
-
-def _trusted_cas():
-    # The system's trust store (or SSL_CERT_FILE), as the standard library used before: a generic
-    # server may have a certificate from a private CA the system trusts but certifi does not.
-    paths = ssl.get_default_verify_paths()
-    return paths.cafile or paths.capath or True
 
 
 class OAuthClient(OAuth2Session):
@@ -95,7 +76,7 @@ class OAuthClient(OAuth2Session):
         another host or to plain http), network failures as OAuthError."""
         check_url(url)
         # verify per request: a session-wide one would yield to REQUESTS_CA_BUNDLE, which urllib ignored.
-        kwargs.update(timeout=self.wait, allow_redirects=False, verify=_trusted_cas())
+        kwargs.update(timeout=self.wait, allow_redirects=False, verify=trusted_cas())
         try:
             return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
         except RefusedServer as refused:  # nothing was sent

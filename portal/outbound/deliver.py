@@ -20,7 +20,10 @@ from portal.outbound.servers import SendEnvironment, default_gateway, outgoing_s
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
 from portal.services.mailbox_alerts import template_details
-from portal.transport.smtp import SmtpError, SmtpSettings
+from portal.services.mailbox_oauth import forget_access_token
+from portal.transport import graph
+from portal.transport.base import TransportError
+from portal.transport.smtp import SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
 # Minutes to wait before each further try after a temporary failure.
@@ -165,7 +168,7 @@ ABOUT_ITS_MAILBOX = frozenset({"mailbox_failing", "reconnect_needed", "sign_in_e
 
 
 def _server(message: Message, mailbox: Mailbox | None, env: SendEnvironment,
-            servers: dict | None) -> SmtpSettings | None:
+            servers: dict | None) -> SmtpSettings | graph.GraphSettings | None:
     """How to reach the server this message goes through; `servers` keeps it per mailbox (None:
     the gateway) across the messages of one sending run."""
     servers = {} if servers is None else servers
@@ -204,9 +207,9 @@ def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *,
     return email
 
 
-def _not_sent(message: Message, details: dict, exc: SmtpError, now: datetime) -> str:
+def _not_sent(message: Message, details: dict, exc: TransportError, now: datetime) -> str:
     """A server refused: try again later after a temporary error, while tries remain; else failed."""
-    if exc.temporary and details["attempts"] < len(BACKOFF_MINUTES) + 1:
+    if exc.transient and details["attempts"] < len(BACKOFF_MINUTES) + 1:
         wait = BACKOFF_MINUTES[details["attempts"] - 1]
         details["next_attempt"] = (now + timedelta(minutes=wait)).isoformat()
         message.details = details
@@ -241,7 +244,7 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
     mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
     try:
         server = _server(message, mailbox, env, servers)
-    except SmtpError as exc:  # its mailbox's grant gave no access token
+    except TransportError as exc:  # no access token: its mailbox's grant (Graph or the SMTP server's)
         details["attempts"] = details.get("attempts", 0) + 1
         return _not_sent(message, details, exc, now)
     if server is None:
@@ -273,8 +276,16 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         return _settle(message, "blocked", "blocked: outgoing mail is switched off (staging); recorded, not sent")
     details["attempts"] = details.get("attempts", 0) + 1
     try:
-        result = send(server, email)
-    except SmtpError as exc:
+        # A Graph mailbox sends the MIME we composed with sendMail, as the mailbox itself.
+        result = graph.send(server, email) if isinstance(server, graph.GraphSettings) else send(server, email)
+    except graph.TokenRefused as exc:
+        # Refused before it expired: the next try asks for a new token, and a grant the provider
+        # refuses then fails the mail with its words.
+        forget_access_token(mailbox.oauth)
+        if servers is not None:
+            servers.pop(message.mailbox_id, None)
+        return _not_sent(message, details, TransportError(exc.kind, exc.message, transient=True), now)
+    except TransportError as exc:
         return _not_sent(message, details, exc, now)
     message.details = details
     if details.get("automatic"):

@@ -1,5 +1,5 @@
-"""Which SMTP server sends: a mailbox's own outgoing server, else the installation's default
-gateway. How to reach a stored server (SmtpSettings) is built here and nowhere else, for the
+"""Which server sends: a mailbox's own outgoing server, else (a Graph mailbox) Graph's sendMail
+from the mailbox itself, else the installation's default gateway. How to reach a stored server (SmtpSettings) is built here and nowhere else, for the
 sending run and for test mail alike. Editing the servers, audited. Flush, never commit."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from portal.models import Mailbox, SmtpServer, User
 from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address
 from portal.services.mailbox_tokens import access_token
-from portal.services.mailboxes import HOST_PATTERN, RETYPE_PASSWORD, server_changed, server_reach
+from portal.services.mailboxes import HOST_PATTERN, RETYPE_PASSWORD, graph_settings, server_changed, server_reach
 from portal.transport.base import SECURITIES, TransportError
+from portal.transport.graph import GraphSettings
 from portal.transport.reach import Reach
 from portal.transport.smtp import SmtpError, SmtpSettings
 
@@ -88,9 +89,12 @@ def smtp_settings(server: SmtpServer, env: SendEnvironment) -> SmtpSettings:
                         from_address=server.from_address, reach=env.reach, token=token)
 
 
-def outgoing_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSettings | None:
+def outgoing_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSettings | GraphSettings | None:
     """How to reach the server the mailbox's mail goes through (None: the gateway's); None when
-    there is no server to use."""
+    there is no server to use. A Graph mailbox without an SMTP server of its own sends through
+    Graph (raises TransportError when it has no usable token)."""
+    if mailbox is not None and mailbox.protocol == "graph" and own_server(mailbox) is None:
+        return graph_settings(mailbox, env.keys, reach=env.reach)
     server = outgoing_server(mailbox)
     return smtp_settings(server, env) if server is not None else None
 

@@ -22,10 +22,12 @@ from redis.exceptions import RedisError
 from portal.jobs import redis_connection
 from portal.mail.compose import AddressError, parse_address
 from portal.models import Mailbox, User
-from portal.outbound.servers import SendEnvironment, outgoing_server, smtp_settings
+from portal.outbound.servers import SendEnvironment, outgoing_server, outgoing_settings, own_server, smtp_settings
 from portal.outbound.settings import get_setting
 from portal.services import audit
 from portal.services.mailboxes import record_secret_test
+from portal.transport import graph
+from portal.transport.base import TransportError
 from portal.transport.smtp import SmtpError, SmtpSettings
 from portal.transport.smtp import send as smtp_send
 
@@ -72,7 +74,7 @@ def _limit_problem(actor: User, msp_id: int) -> str | None:
 
 
 def send_test_mail(actor: User, msp_id: int, record: tuple[str, int], recipient: str,
-                   build: Callable[[str], EmailMessage], settings: SmtpSettings, via: str, *,
+                   build: Callable[[str], EmailMessage], settings: SmtpSettings | graph.GraphSettings, via: str, *,
                    send: Callable | None = None) -> str:
     """Send the email `build(address)` makes through `settings`; returns what happened in plain
     words. `record` is the (type, id) whose history notes the attempt; `via` names the server."""
@@ -95,7 +97,7 @@ def _send(actor, msp_id, address, build, settings, via, send) -> str:
     override = get_setting("override_recipient")
     try:
         send(settings, build(override or address))
-    except SmtpError as exc:
+    except TransportError as exc:
         return f"Not sent: {exc.message}"
     if override:
         return f"Sent to {override} instead of {address} (recipients are overridden on this installation) through {via}."
@@ -105,6 +107,8 @@ def _send(actor, msp_id, address, build, settings, via, send) -> str:
 def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, actor, *, send=None) -> str:
     """"Send test email" for a mailbox: a short mail, now, through the server its mail would
     use and from the address its mail would carry. Returns what happened in plain words."""
+    if mailbox.protocol == "graph" and own_server(mailbox) is None:
+        return _graph_test(mailbox, recipient, env, actor, send=send)
     server = outgoing_server(mailbox)
     if server is None:
         return "Not sent: this mailbox has no outgoing server and there is no default gateway."
@@ -130,17 +134,42 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, ac
                           f"{server.host} ({which})", send=send)
 
 
+def _graph_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, actor, *, send=None) -> str:
+    """The test email of a Graph mailbox without an SMTP server of its own: through sendMail, as its mail goes."""
+    try:
+        settings = outgoing_settings(mailbox, env)
+    except TransportError as exc:  # no token: the grant's words
+        return f"Not sent: {exc.message}"
+
+    def build(address: str) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = mailbox.response_address or mailbox.address
+        email["To"] = address
+        email["Subject"] = f"Tidemark test email for {mailbox.address}"
+        email["Date"] = formatdate(localtime=False)
+        email["Message-ID"] = make_msgid(domain=env.host)
+        email["Auto-Submitted"] = "auto-generated"
+        email.set_content(f"This is a test email from Tidemark, sent through Microsoft Graph as {settings.mailbox}. "
+                          "Nothing needs to be done.\n")
+        return email
+
+    return send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
+                          f"Microsoft Graph as {settings.mailbox}", send=send or graph.send)
+
+
 def send_outgoing_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, *, actor: User | None,
                        send=None) -> str:
-    """"Send test email" (send_mailbox_test), in the mailbox's history when it used a saved password."""
+    """"Send test email" (send_mailbox_test), in the mailbox's history when it used a saved
+    password or the mailbox's grant."""
     used = []
 
     def sending(settings, email):
         used.append(settings)
-        return (send or smtp_send)(settings, email)
+        chosen = send or (graph.send if isinstance(settings, graph.GraphSettings) else smtp_send)
+        return chosen(settings, email)
 
     result = send_mailbox_test(mailbox, recipient, env, actor, send=sending)
-    if used and (used[0].password or used[0].token):
+    if used and (getattr(used[0], "password", None) or getattr(used[0], "token", None)):
         record_secret_test(actor, mailbox, "test email", used[0].address, result,
-                           secret="OAuth2 grant" if used[0].token else "saved password")
+                           secret="OAuth2 grant" if getattr(used[0], "token", None) else "saved password")
     return result

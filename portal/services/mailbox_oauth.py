@@ -315,6 +315,14 @@ def reconnect_needed(row: MailboxOAuth, reason: str, *, actor: User | None = Non
     return changed
 
 
+def forget_access_token(row: MailboxOAuth) -> None:
+    """The service refused the access token before it expired (revoked, the app's consent withdrawn):
+    the next connection asks the provider for a new one, which tells whether the grant still works."""
+    row.access_token_encrypted = None
+    row.access_token_expires_at = None
+    db.session.flush()
+
+
 def drop_grant(row: MailboxOAuth, reason: str | None = None) -> None:
     """Forget the grant entirely (another app, or the admin disconnects): back to not connected."""
     row.access_token_encrypted = row.refresh_token_encrypted = None

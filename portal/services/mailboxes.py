@@ -18,6 +18,7 @@ from portal.models.mailboxes import (
     AFTER_ACTIONS,
     DEFAULT_PORTS,
     DIRECTIONS,
+    GRAPH_API_URL,
     MAILBOX_PROTOCOLS,
     MAILBOX_STATUSES,
     PLUS_MODES,
@@ -36,6 +37,7 @@ from portal.services.routes import (
 )
 from portal.services.mailbox_tokens import access_token
 from portal.transport.base import SECURITIES, ServerSettings, TransportError
+from portal.transport.graph import GraphSettings
 from portal.transport.probe import ProbeResult
 from portal.transport.probe import test_connection
 from portal.transport.reach import Reach
@@ -246,8 +248,6 @@ def activation_problems(mailbox: Mailbox) -> list[str]:
     return problems
 
 
-# Until the Graph transport is wired in here: a plain answer, not a login attempt.
-OAUTH_TEST_MISSING = ("This mailbox speaks Microsoft Graph; this version cannot test such a connection yet.")
 RETYPE_PASSWORD = ("The server or user name differs from the saved one: type the password again. "
                    "A saved password is only ever sent to the server it was saved for.")
 # What a stored secret is bound to: another value is another server that has not earned it.
@@ -280,6 +280,8 @@ def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None, *, 
     oauth2 mailbox logs in with a fresh access token as its username, opening `shared_mailbox`
     when set (mailbox_tokens.access_token: may refresh the grant, raises TransportError)."""
     reach = server_reach(actor)
+    if mailbox.protocol == "graph":
+        return graph_settings(mailbox, keys, reach=reach)
     token = access_token(mailbox, keys, reach=reach) if mailbox.auth == "oauth2" else None
     return ServerSettings(
         protocol=mailbox.protocol, host=mailbox.host, port=mailbox.port, security=mailbox.security,
@@ -287,6 +289,14 @@ def server_settings(mailbox: Mailbox, keys: str, ca_file: str | None = None, *, 
         auth_identity=mailbox.shared_mailbox, timeout=float(mailbox.timeout), verify_tls=mailbox.verify_tls,
         ca_file=ca_file, reach=reach, token=token,
     )
+
+
+def graph_settings(mailbox: Mailbox, keys: str, *, reach: Reach) -> GraphSettings:
+    """How to reach a Graph mailbox: its API URL, its own address in the URL (a shared mailbox's
+    address opens the shared mailbox with a delegate's or the app's token), a fresh token."""
+    return GraphSettings(api_url=mailbox.api_url or GRAPH_API_URL, mailbox=mailbox.shared_mailbox or mailbox.address,
+                         token=access_token(mailbox, keys, reach=reach), timeout=float(mailbox.timeout),
+                         verify_tls=mailbox.verify_tls, reach=reach)
 
 
 def record_secret_test(actor: User | None, mailbox: Mailbox, what: str, server: str, result: str,
@@ -322,8 +332,6 @@ def client_named(msp: Client, name: str) -> Client:
 def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None,
                      actor: User | None = None):
     """"Test connection": try the server now and keep the answer and its time on the mailbox."""
-    if mailbox.protocol == "graph":
-        return ProbeResult(ok=False, message=OAUTH_TEST_MISSING, kind="auth")
     try:
         settings = server_settings(mailbox, keys, ca_file, actor=actor)
     except TransportError as exc:  # no access token: the grant's words, and nothing sent to the server
@@ -368,7 +376,7 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     means the stored one, for the server it was stored for only; such a test is in the mailbox's
     history, nothing else is recorded. Raises ValidationError for unusable settings."""
     if values.get("protocol") == "graph":
-        raise ValidationError({"": [OAUTH_TEST_MISSING]})
+        return _probe_graph(values, keys, mailbox, probe, actor)
     wanted = {k: values.get(k) for k in ("protocol", "security", "host", "port", "timeout")}
     if wanted["timeout"] in (None, ""):
         wanted["timeout"] = mailbox.timeout if mailbox else 30
@@ -413,3 +421,31 @@ def _probe_token(mailbox: Mailbox | None, typed: dict[str, Any], keys: str, reac
     if server_changed(mailbox, typed):
         raise ValidationError({"": [SAVE_BEFORE_TOKEN_TEST]})
     return access_token(mailbox, keys, reach=reach)
+
+
+GRAPH_NEEDS_GRANT = "Graph is tested with the mailbox's token: save the mailbox and connect it first."
+GRAPH_URL_CHANGED = ("The API URL differs from the saved one: save it first. A mailbox's token is only ever sent "
+                     "to the API URL it was saved with.")
+
+
+def _probe_graph(values: dict[str, Any], keys: str, mailbox: Mailbox | None, probe, actor: User | None):
+    """"Test connection" of a Graph mailbox from the form: the saved grant's token, to the saved
+    API URL only; in the mailbox's history as every test with a stored secret is."""
+    if mailbox is None or mailbox.auth != "oauth2" or mailbox.oauth is None:
+        raise ValidationError({"": [GRAPH_NEEDS_GRANT]})
+    saved = (mailbox.api_url or GRAPH_API_URL).rstrip("/")
+    typed = (values.get("api_url") or "").strip().rstrip("/") or saved
+    if typed != saved:
+        raise ValidationError({"api_url": [GRAPH_URL_CHANGED]})
+    reach = server_reach(actor)
+    try:
+        token = access_token(mailbox, keys, reach=reach)
+    except TransportError as exc:  # no token: the grant's words, nothing sent to Graph
+        return ProbeResult(ok=False, message=exc.message, kind=exc.kind)
+    address = (values.get("shared_mailbox") or values.get("address") or "").strip().lower() or mailbox.address
+    timeout = values.get("timeout") if isinstance(values.get("timeout"), int) else mailbox.timeout
+    settings = GraphSettings(api_url=saved, mailbox=address, token=token, timeout=float(timeout),
+                             verify_tls=bool(values.get("verify_tls", True)), reach=reach)
+    result = (probe or test_connection)(settings)
+    record_secret_test(actor, mailbox, "form test", settings.address, result.message, secret="OAuth2 grant")
+    return result

@@ -1,6 +1,7 @@
-"""Mail transport: IMAP and POP3 sessions, the connection test. Plain Python (no Flask, SQLAlchemy or RQ)."""
+"""Mail transport: IMAP, POP3 and Microsoft Graph sessions, the connection test. Plain Python (no Flask, SQLAlchemy or RQ)."""
 
 from portal.transport.base import ServerSettings, TransportError
+from portal.transport.graph import GraphSession, GraphSettings
 from portal.transport.imap import FetchedMessage, FolderState, ImapSession
 from portal.transport.pop3 import Pop3Session
 from portal.transport.probe import ProbeResult, test_connection
@@ -8,6 +9,8 @@ from portal.transport.probe import ProbeResult, test_connection
 __all__ = [
     "FetchedMessage",
     "FolderState",
+    "GraphSession",
+    "GraphSettings",
     "ImapSession",
     "Pop3Session",
     "ProbeResult",
@@ -18,8 +21,10 @@ __all__ = [
 ]
 
 
-def open_session(settings: ServerSettings) -> ImapSession | Pop3Session:
+def open_session(settings: ServerSettings | GraphSettings) -> ImapSession | Pop3Session | GraphSession:
     """Connect and log in; returns a context manager. Raises TransportError."""
+    if settings.protocol == "graph":
+        return GraphSession(settings)
     if settings.protocol == "imap":
         return ImapSession(settings)
     return Pop3Session(settings)

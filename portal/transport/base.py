@@ -155,7 +155,7 @@ def server_text(exc: BaseException) -> str:
 
 
 def scrub(text: str, settings: ServerSettings) -> str:
-    for secret in (settings.password, getattr(settings, "token", None)):
+    for secret in (getattr(settings, "password", None), getattr(settings, "token", None)):
         if secret and secret in text:
             text = text.replace(secret, "********")
     return text

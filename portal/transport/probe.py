@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from portal.transport import graph
 from portal.transport.base import ServerSettings, TransportError, scrub
 from portal.transport.imap import ImapSession
 from portal.transport.pop3 import Pop3Session
@@ -30,10 +31,12 @@ def _count(n: int) -> str:
     return f"{n} message" if n == 1 else f"{n} messages"
 
 
-def test_connection(settings: ServerSettings) -> ProbeResult:
+def test_connection(settings: ServerSettings | graph.GraphSettings) -> ProbeResult:
     started = time.monotonic()
     try:
-        if settings.protocol == "imap":
+        if settings.protocol == "graph":
+            folders, messages, capabilities, where = graph.probe(settings)
+        elif settings.protocol == "imap":
             folders, messages, capabilities, where = _probe_imap(settings)
         else:
             folders, messages, capabilities, where = _probe_pop3(settings)
@@ -44,6 +47,9 @@ def test_connection(settings: ServerSettings) -> ProbeResult:
         message = scrub(f"unexpected error while testing {settings.address}: {type(exc).__name__}: {exc}",
                         settings)
         return ProbeResult(False, message, seconds=time.monotonic() - started, kind="protocol")
+    if settings.protocol == "graph":
+        message = f"Connected to Microsoft Graph at {settings.api_url} for {settings.mailbox}; {where} has {_count(messages)}."
+        return ProbeResult(True, message, folders, messages, capabilities, time.monotonic() - started)
     security = _SECURITY_WORDS[settings.security]
     with_ = "without encryption" if settings.security == "none" else f"with {security}"
     message = (f"Connected to {settings.address} {with_} as {settings.login_name}; "

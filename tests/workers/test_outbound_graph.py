@@ -1,0 +1,107 @@
+"""A Graph mailbox without an SMTP server of its own sends through sendMail, with the MIME we
+compose (the threading headers survive), as the mailbox itself: a shared mailbox's copy lands in
+its own Sent Items. The local Graph server (tests/graph_server.py) stands in for Microsoft."""
+
+from email import message_from_bytes, policy
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Message
+from portal.services import commit
+from portal.services import mailbox_oauth as oauth_svc
+from portal.services.ticket_replies import reply
+from tests.inbound.test_fetch_graph import ADDRESS, TOKEN, email, graph_mailbox
+from workers.sending import send_due
+
+
+@pytest.fixture
+def contoso(world):
+    msp = world.msp("Acme MSP")
+    world.client(msp, "Contoso", allow=["contoso.com"])
+    return msp
+
+
+@pytest.fixture
+def sender(app, redis):
+    app.config["TIDEMARK_JOBS_SYNC"] = False  # each test runs the sender by hand
+    app.config["TIDEMARK_MAIL_HOST"] = "tidemark.test"
+
+
+def outbox():
+    db.session.expire_all()
+    return list(db.session.scalars(select(Message).where(Message.direction == "out").order_by(Message.id)))
+
+
+def received(graph_server, index=-1):
+    user, raw = graph_server.sent[index]
+    return user, message_from_bytes(raw, policy=policy.default)
+
+
+def test_acknowledgement_and_reply_go_out_through_sendmail_threaded(app, world, contoso, graph_server, sender):
+    mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
+    first = world.deliver(mailbox, email(sender="Alice <alice@contoso.com>", subject="Printer on fire",
+                                         message_id="<c1@contoso.com>"))
+    assert send_due() == {"sent": 1}
+    user, ack = received(graph_server)
+    assert user == ADDRESS and ack["From"].addresses[0].addr_spec == ADDRESS
+    assert ack["In-Reply-To"] == "<c1@contoso.com>" and "<c1@contoso.com>" in ack["References"]
+    assert ack["Message-ID"] == outbox()[0].message_id and ack["Message-ID"].endswith("@tidemark.test>")
+    assert [str(m["Message-ID"]) for m in (message_from_bytes(x.raw) for x in graph_server.folder(ADDRESS, "sentitems"))] \
+        == [ack["Message-ID"]]
+
+    technician = world.user(db.session.get(type(contoso), contoso.id), email="tom@acme.example", role="technician")
+    reply(first.ticket, technician, to="alice@contoso.com", cc="", text="Unplug it, please.")
+    commit()
+    assert send_due() == {"sent": 1}
+    _user, answer = received(graph_server)
+    assert answer["In-Reply-To"] and answer["In-Reply-To"] in answer["References"]
+    assert "<c1@contoso.com>" in answer["References"]
+    assert answer["Message-ID"] == outbox()[1].message_id
+    assert "Unplug it, please." in answer.get_body(("plain",)).get_content()
+    assert [m.delivery for m in outbox()] == ["sent", "sent"]
+
+
+def test_a_shared_mailbox_sends_as_itself_and_keeps_the_copy(app, world, contoso, graph_server, sender):
+    shared = "support@contoso.com"
+    # Connected as the delegate helpdesk@ (the grant's account), opening the shared mailbox.
+    mailbox = graph_mailbox(app, world, contoso, graph_server, address=shared, shared=shared, acknowledge=True)
+    mailbox.oauth.account = ADDRESS
+    commit()
+    graph_server.add_mailbox(ADDRESS)  # the delegate's own mailbox must stay untouched
+    world.deliver(mailbox, email(sender="alice@contoso.com", to=(shared,)))
+    assert send_due() == {"sent": 1}
+    user, ack = received(graph_server)
+    assert user == shared and ack["From"].addresses[0].addr_spec == shared
+    assert len(graph_server.folder(shared, "sentitems")) == 1
+    assert graph_server.folder(ADDRESS, "sentitems") == []
+
+
+def test_a_refused_token_fails_the_mail_and_throttling_retries_it(app, world, contoso, graph_server, sender):
+    mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
+    world.deliver(mailbox, email(sender="alice@contoso.com", subject="one"))
+    graph_server.fail_next(429, retry_after=3600, path="/sendMail")
+    assert send_due() == {"retrying": 1}
+    assert "Microsoft Graph is busy" in outbox()[0].delivery_note and graph_server.sent == []
+
+    world.deliver(mailbox, email(sender="bob@contoso.com", subject="two"))
+    graph_server.refuse(TOKEN)
+    assert send_due() == {"retrying": 1}
+    note = outbox()[1].delivery_note
+    assert note.startswith("retrying in 1 min (try 1): Microsoft Graph refused the access token for helpdesk@")
+    assert "InvalidAuthenticationToken" in note and TOKEN not in note
+    db.session.refresh(mailbox.oauth)
+    assert mailbox.oauth.access_token_encrypted is None  # the next try asks for a new one
+
+
+def test_a_grant_that_gives_no_token_fails_the_mail_in_the_providers_words(app, world, contoso, graph_server, sender):
+    mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
+    oauth_svc.reconnect_needed(mailbox.oauth, "AADSTS7000222: The provided client secret keys are expired.")
+    commit()
+    world.deliver(mailbox, email(sender="alice@contoso.com"))
+    assert send_due() == {"failed": 1}
+    assert outbox()[0].delivery_note == (
+        "failed: helpdesk@contoso.com needs reconnecting: its OAuth2 grant was refused (AADSTS7000222: The "
+        "provided client secret keys are expired.). Reconnect it on the mailbox page.")
+    assert graph_server.requests == []
