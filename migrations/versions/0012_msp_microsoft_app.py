@@ -1,7 +1,7 @@
 """An MSP's Microsoft 365 app, and the customer tenants that consented to it
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 22:45:00
 
 `msp_microsoft_apps`: one row per MSP that registered a multi-tenant app (client id, encrypted
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import portal.models.base  # noqa: F401 - custom column types
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
