@@ -370,7 +370,8 @@ def as_config(row: MailboxOAuth | None, keys: str, with_secrets: bool) -> dict[s
     item: dict[str, Any] = {"provider": row.provider, "flow": row.flow}
     if row.tenant:
         item["tenant"] = row.tenant
-    item["client_id"] = row.client_id
+    if row.client_id:  # none: an app-only Microsoft mailbox signing in as its MSP's app
+        item["client_id"] = row.client_id
     if with_secrets and row.client_secret_encrypted:
         item["client_secret"] = client_secret_of(row, keys)
     for key in ("secret_expires", "token_url", "authorize_url"):

@@ -98,3 +98,7 @@ def test_an_app_only_mailbox_in_the_same_file_may_use_the_imported_app(app, db):
     run(app, text)
     box = db.session.scalar(db.select(consent_svc.Mailbox))
     assert (box.oauth.client_id, box.oauth.tenant) == ("", "contoso.onmicrosoft.com")
+    exported = config_io.export_config(keys=keys(app), msp_id=box.msp_id)
+    assert exported["mailboxes"][0]["oauth"] == {"provider": "microsoft", "flow": "app",
+                                                 "tenant": "contoso.onmicrosoft.com"}
+    assert run(app, config_io.dump(exported))["updated"] == 0
