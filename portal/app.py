@@ -36,7 +36,8 @@ from portal.users.views import bp as users_bp, invitation_bp
 ROOT = Path(__file__).resolve().parent.parent
 
 # Endpoints anyone may reach without signing in.
-PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static", "invitation.accept"}
+PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static", "invitation.accept",
+                    "oauth_callback.callback"}  # a customer's admin finishes a tenant consent
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
@@ -10,6 +10,7 @@ from portal.extensions import db
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services import clients as svc
+from portal.services import tenant_consent as consent_svc
 
 bp = Blueprint("clients", __name__, url_prefix="/clients")
 HISTORY_PAGE = 20
@@ -66,7 +67,10 @@ def new():
 
 @bp.get("/<int:client_id>")
 def detail(client_id: int):
-    client = client_or_404(client_id)
+    return _detail_page(client_or_404(client_id))
+
+
+def _detail_page(client, status: int = 200, **extra):
     entries, total = audit.history(g.msp_id, "client", client.id, per_page=HISTORY_PAGE)
     return render_template(
         "clients/detail.html",
@@ -78,7 +82,23 @@ def detail(client_id: int):
         history_total=total,
         history_page=1,
         history_pages=max(1, -(-total // HISTORY_PAGE)),
-    )
+        microsoft=consent_svc.overview(client),
+        **extra,
+    ), status
+
+
+@bp.post("/<int:client_id>/consent-link")
+@admin_required
+def consent_link(client_id: int):
+    """A fresh Microsoft 365 admin-consent link for this customer's global admin, shown once."""
+    client = client_or_404(client_id)
+    try:
+        link = consent_svc.create_consent_link(client, actor=current_user,
+                                               portal_url=current_app.config["TIDEMARK_PORTAL_URL"])
+    except ValidationError as exc:
+        db.session.rollback()
+        return _detail_page(client, 422, consent_errors=[m for ms in exc.errors.values() for m in ms])
+    return _detail_page(client, consent_link=link)
 
 
 @bp.get("/<int:client_id>/history")

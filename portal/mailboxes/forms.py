@@ -104,8 +104,10 @@ class MailboxForm(_Form):
     oauth_provider = SelectField("Provider", choices=OAUTH_PROVIDER_CHOICES, default="microsoft")
     oauth_flow = SelectField("Flow", choices=OAUTH_FLOW_CHOICES, default="delegated")
     oauth_tenant = StringField("Tenant", description="The customer's tenant id, a domain such as "
-                               "contoso.onmicrosoft.com, or organizations (any work account; delegated only).")
-    oauth_client_id = StringField("Client id", description="The app's client (application) id.")
+                               "contoso.onmicrosoft.com, or organizations (any work account; delegated only). "
+                               "App flow: leave it empty to use the tenant the client consented from.")
+    oauth_client_id = StringField("Client id", description="The app's client (application) id. App flow with "
+                                  "Microsoft: leave it empty to use your MSP's Microsoft 365 app.")
     oauth_client_secret = PasswordField("Client secret", description="Stored encrypted; never shown again. "
                                         "A public app (delegated, PKCE) has none.")
     oauth_secret_expires = StringField("Client secret expires", description="Optional, for the reminders, "

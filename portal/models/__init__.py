@@ -3,6 +3,7 @@
 from portal.models.audit import AuditEntry
 from portal.models.clients import INHERITED_SETTINGS, AllowEntry, Client
 from portal.models.mailboxes import FolderState, Mailbox, MailboxAlert, MailboxOAuth, Route
+from portal.models.microsoft import MspMicrosoftApp, TenantConsent
 from portal.models.outbound import AutoMailLog, CannedResponse, EmailTemplate, Setting, SmtpServer
 from portal.models.tickets import Attachment, Contact, Message, RawMessage, Ticket, TicketLink
 from portal.models.users import ROLES, SignInFailure, User
@@ -10,6 +11,6 @@ from portal.models.users import ROLES, SignInFailure, User
 __all__ = [
     "AutoMailLog", "CannedResponse", "EmailTemplate", "Setting", "SmtpServer",
     "AllowEntry", "Attachment", "AuditEntry", "Client", "Contact", "FolderState", "INHERITED_SETTINGS",
-    "Mailbox", "MailboxAlert", "MailboxOAuth", "Message", "ROLES", "RawMessage", "Route", "SignInFailure", "Ticket",
-    "TicketLink", "User",
+    "Mailbox", "MailboxAlert", "MailboxOAuth", "Message", "MspMicrosoftApp", "ROLES", "RawMessage", "Route", "SignInFailure", "Ticket",
+    "TenantConsent", "TicketLink", "User",
 ]

@@ -19,6 +19,7 @@ from portal.services import ValidationError
 from portal.services import clients as client_svc
 from portal.services import mailbox_oauth
 from portal.services import mailboxes as mailbox_svc
+from portal.services import microsoft_app
 from portal.services import users as user_svc
 from portal.services.routes import RouteInput
 
@@ -44,6 +45,9 @@ OAUTH_FIELDS = set(mailbox_oauth.OAUTH_KEYS)
 ROUTE_FIELDS = {"name", "client", *ROUTE_KEYS}
 SMTP_FIELDS = {"host", "port", "security", "username", "password", "from", "from_address", "timeout", "verify_tls",
                "auth"}
+# `msp` names the MSP whose app it is, where the file holds several (the command line's export).
+MICROSOFT_APP_FIELDS = {"msp", *microsoft_app.APP_KEYS}
+TOP_LEVEL = ("clients", "users", "mailboxes", "smtp", "microsoft_app")
 
 
 # In the portal, an address that has an account in another MSP must be answered like any other:
@@ -127,7 +131,7 @@ def load(text: str, *, strict: bool = False) -> dict:
         raise ConfigError({"": [_yaml_problem(exc)]}) from None
     if not isinstance(data, dict):
         raise ConfigError({"": ["The file must be a mapping with clients, users and mailboxes."]})
-    unknown = set(data) - {"clients", "users", "mailboxes", "smtp"}
+    unknown = set(data) - set(TOP_LEVEL)
     if unknown:
         raise ConfigError({"": [f"Unknown top-level keys: {', '.join(sorted(map(str, unknown)))}."]})
     if strict and (problems := unknown_fields(data)):
@@ -177,6 +181,15 @@ def unknown_fields(data: dict) -> dict[str, list[str]]:
         check(data["smtp"], "smtp", SMTP_FIELDS)
     elif data.get("smtp") is not None:
         problems["smtp"] = ["This must be a mapping (host, port, security, ...)."]
+    apps = data.get("microsoft_app")
+    for at, item in ([("microsoft_app", apps)] if isinstance(apps, dict) else
+                     [(f"microsoft_app[{i}]", a) for i, a in enumerate(apps)] if isinstance(apps, list) else []):
+        if isinstance(item, dict):
+            check(item, at, MICROSOFT_APP_FIELDS)
+        else:
+            problems[at] = ["This must be a mapping (client_id, client_secret, secret_expires)."]
+    if apps is not None and not isinstance(apps, (dict, list)):
+        problems["microsoft_app"] = ["This must be a mapping (client_id, client_secret, secret_expires)."]
     return problems
 
 
@@ -188,6 +201,8 @@ def import_config(data: dict, *, keys: str, actor: User | None = None, msp: Clie
     run = _Import(keys=keys, actor=actor, scope=msp, report=report)
     run.clients(data.get("clients") or [], None, None, "clients")
     run.users(data.get("users") or [])
+    if data.get("microsoft_app"):  # before the mailboxes: app-only ones may use it
+        run.microsoft_apps(data["microsoft_app"])
     run.mailboxes(data.get("mailboxes") or [])
     if data.get("smtp"):
         run.gateway(data["smtp"], gateway_allowed)
@@ -344,6 +359,38 @@ class _Import:
                 raise _fail(where, exc) from None
             self.note(existing is None, bool(changes), "mailbox", mailbox.address)
 
+    def microsoft_apps(self, value: Any) -> None:
+        entries = value if isinstance(value, list) else [value]
+        for i, item in enumerate(entries):
+            where = f"microsoft_app[{i}]" if isinstance(value, list) else "microsoft_app"
+            if not isinstance(item, dict):
+                raise ConfigError({where: ["This must be a mapping (client_id, client_secret, secret_expires)."]})
+            item = dict(item)
+            msp = self.app_owner(item.pop("msp", None), where)
+            try:
+                created, changed = microsoft_app.apply_config(msp, item, keys=self.keys, actor=self.actor)
+            except ValidationError as exc:
+                raise _fail(where, exc) from None
+            self.note(created, changed, "Microsoft 365 app", msp.name)
+
+    def app_owner(self, name: Any, where: str) -> Client:
+        """The MSP a `microsoft_app` belongs to: the page's, the one it names, or the only one."""
+        if self.scope is not None:
+            if name is not None and str(name).strip() != self.scope.name:
+                raise ConfigError({where + ".msp": [f"This file is {self.scope.name}'s; {name!r} is not."]})
+            return self.scope
+        if name is not None:
+            msp = client_svc.get_msp_by_name(str(name))
+            if msp is None:
+                raise ConfigError({where + ".msp": [f"There is no MSP called {name!r}."]})
+            return msp
+        in_file = {c.id: c for c in self.names.values() if c.is_msp}
+        msps = list(in_file.values()) if len(in_file) == 1 else db.session.scalars(
+            select(Client).where(Client.parent_id.is_(None)).limit(2)).all()
+        if len(msps) != 1:
+            raise ConfigError({where: ["Several MSPs could own this Microsoft 365 app: say whose with msp: NAME."]})
+        return msps[0]
+
     def gateway(self, smtp: dict, gateway_allowed: bool) -> None:
         if not gateway_allowed:
             raise ConfigError({"smtp": ["The default outgoing gateway serves the whole installation: only an "
@@ -421,6 +468,11 @@ def export_config(*, keys: str, with_secrets: bool = False, msp_id: int | None =
         if own is not None:
             item["outgoing"] = outbound_svc.smtp_server_as_config(own, keys, with_secrets)
         out["mailboxes"].append(item)
+    apps = [(c.name, item) for c in all_clients if c.is_msp
+            if (item := microsoft_app.as_config(c.id, keys, with_secrets)) is not None]
+    several = msp_id is None and client_svc.msp_count() > 1
+    if apps:  # one MSP's file holds its app; the whole installation's names each app's MSP
+        out["microsoft_app"] = [{"msp": name, **item} for name, item in apps] if several else apps[0][1]
     gateway = outbound_svc.default_gateway() if include_gateway else None
     if gateway is not None:
         out["smtp"] = outbound_svc.smtp_server_as_config(gateway, keys, with_secrets)

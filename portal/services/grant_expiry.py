@@ -19,6 +19,7 @@ from sqlalchemy.orm import contains_eager
 from portal.extensions import db
 from portal.models import Mailbox, MailboxOAuth
 from portal.services.mailbox_oauth import grant_label
+from portal.services.microsoft_app import borrows_msp_app, msp_microsoft_app
 
 # Alerts go out this many days before each expiry; the pages highlight from the first of them.
 THRESHOLDS = (14, 3, 1)
@@ -64,10 +65,15 @@ def grant_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
 
 
 def secret_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
-    if row.secret_expires is None:
+    expires = row.secret_expires
+    if expires is None and borrows_msp_app(row):
+        # The MSP's Microsoft 365 app signs this mailbox in: its secret's date is the one that counts.
+        app = msp_microsoft_app(row.mailbox.msp_id)
+        expires = app.secret_expires if app is not None else None
+    if expires is None:
         return None
-    left = (row.secret_expires - now.date()).days
-    return Expiry("secret_expiring", "client secret", row.secret_expires, left, left < 0)
+    left = (expires - now.date()).days
+    return Expiry("secret_expiring", "client secret", expires, left, left < 0)
 
 
 def expiries(row: MailboxOAuth | None, now: datetime) -> list[Expiry]:

@@ -17,11 +17,12 @@ from sqlalchemy import select
 
 from portal import crypto
 from portal.extensions import db
-from portal.models import Mailbox, MailboxOAuth, User
+from portal.models import Client, Mailbox, MailboxOAuth, User
 from portal.models.base import utcnow
 from portal.models.mailboxes import AUTH_METHODS, GRAPH_API_URL, OAUTH_FLOWS, OAUTH_PROVIDERS
 from portal.oauth.http import is_loopback
 from portal.services import audit
+from portal.services.tenant_consent import missing_for_app_only
 
 # The keys of the `oauth` mapping, in the configuration file and in save_mailbox's values.
 OAUTH_KEYS = ("provider", "flow", "tenant", "client_id", "client_secret", "secret_expires", "token_url",
@@ -102,11 +103,14 @@ def check_auth(values: dict[str, Any], out: dict[str, Any], mailbox: Mailbox | N
     out["api_url"] = api_url
 
 
-def checked_oauth(given: Any, mailbox: Mailbox | None, out: dict[str, Any], errors: dict) -> dict[str, Any] | None:
+def checked_oauth(given: Any, mailbox: Mailbox | None, out: dict[str, Any], errors: dict,
+                  client: Client | None = None) -> dict[str, Any] | None:
     """The OAuth2 settings the mailbox will have (the stored ones updated by the keys `given` holds),
     or None when it has none. Messages go under "oauth.<key>". `out` holds the cleaned mailbox
-    settings (auth, protocol). A client secret left empty keeps the stored one."""
+    settings (auth, protocol). A client secret left empty keeps the stored one. `client`: the
+    mailbox's (new) client, whose consented tenant and MSP app an app-only Microsoft mailbox may use."""
     row = mailbox.oauth if mailbox is not None else None
+    client = client if client is not None else (mailbox.client if mailbox is not None else None)
     auth = out.get("auth", mailbox.auth if mailbox else "password")
     protocol = out.get("protocol", mailbox.protocol if mailbox else "imap")
     if given is MISSING or given is None:
@@ -124,7 +128,8 @@ def checked_oauth(given: Any, mailbox: Mailbox | None, out: dict[str, Any], erro
         errors.setdefault("oauth", []).append(f"Unknown OAuth2 settings: {', '.join(unknown)}. "
                                               f"Known: {', '.join(OAUTH_KEYS)}.")
     merged = {**_current(row), **{k: v for k, v in given.items() if k != "client_secret"}}
-    clean = _checked_app(merged, errors)
+    borrowed, hints = _borrowed(merged, client)
+    clean = _checked_app(merged, errors, borrowed, hints)
     secret = given.get("client_secret")
     clean["client_secret"] = str(secret) if secret not in (None, "") else None
     if "tenant" in given and clean["provider"] != "microsoft" and _text(given["tenant"]):
@@ -132,7 +137,7 @@ def checked_oauth(given: Any, mailbox: Mailbox | None, out: dict[str, Any], erro
     if clean["provider"] != "microsoft":
         clean["tenant"] = None
     has_secret = bool(clean["client_secret"]) or (row is not None and row.client_secret_encrypted is not None)
-    if clean["flow"] == "app" and not has_secret:
+    if clean["flow"] == "app" and not has_secret and "client_id" not in borrowed:
         errors.setdefault("oauth.client_secret", []).append(
             "The app flow (client credentials) needs the app's client secret.")
     if auth == "oauth2" and protocol == "graph" and clean["provider"] != "microsoft":
@@ -140,8 +145,25 @@ def checked_oauth(given: Any, mailbox: Mailbox | None, out: dict[str, Any], erro
     return clean
 
 
-def _checked_app(merged: dict[str, Any], errors: dict) -> dict[str, Any]:
-    """Each setting of the app on its own, messages under "oauth.<key>"."""
+def _borrowed(merged: dict[str, Any], client: Client | None) -> tuple[set[str], dict[str, str]]:
+    """The settings an app-only Microsoft mailbox leaves empty and takes from elsewhere: the client
+    id (and secret) from its MSP's Microsoft 365 app, the tenant from its client's consent; and,
+    for those that cannot be taken, what is missing in plain words."""
+    if merged.get("provider") != "microsoft" or (merged.get("flow") or "delegated") != "app" or client is None:
+        return set(), {}
+    empty = {k for k in ("client_id", "tenant") if not _text(merged.get(k))}
+    if not empty:
+        return set(), {}
+    missing = missing_for_app_only(client, has_client_id="client_id" not in empty, has_tenant="tenant" not in empty)
+    return empty - set(missing), missing
+
+
+def _checked_app(merged: dict[str, Any], errors: dict, borrowed: set[str] = frozenset(),
+                 hints: dict[str, str] | None = None) -> dict[str, Any]:
+    """Each setting of the app on its own, messages under "oauth.<key>". `borrowed`: the empty
+    settings an app-only mailbox takes from its MSP's app and its client's consent; `hints`: what
+    to say instead when it cannot."""
+    hints = hints or {}
     clean = {k: merged.get(k) for k in OAUTH_KEYS if k != "client_secret"}
     provider, flow = merged.get("provider"), merged.get("flow") or "delegated"
     if provider not in OAUTH_PROVIDERS:
@@ -152,18 +174,21 @@ def _checked_app(merged: dict[str, Any], errors: dict) -> dict[str, Any]:
         errors.setdefault("oauth.flow", []).append(f"{flow!r} is not one of {', '.join(OAUTH_FLOWS)}.")
     clean["flow"] = flow
     tenant = _text(merged.get("tenant"))
-    if provider == "microsoft":
+    if provider == "microsoft" and "tenant" not in borrowed:
         if not tenant:
-            errors.setdefault("oauth.tenant", []).append(
+            errors.setdefault("oauth.tenant", []).append(hints.get("tenant") or (
                 "Microsoft needs the customer's tenant: its id, a domain such as contoso.onmicrosoft.com, "
-                "or organizations.")
+                "or organizations."))
         elif not (tenant == "organizations" or _GUID.match(tenant) or _DOMAIN.match(tenant)):
             errors.setdefault("oauth.tenant", []).append(
                 f"{tenant!r} is not a tenant id (a GUID), a domain, or organizations.")
     clean["tenant"] = tenant.lower() if tenant else None
     clean["client_id"] = _text(merged.get("client_id"))
-    if not clean["client_id"]:
-        errors.setdefault("oauth.client_id", []).append("Give the app's client id (application id).")
+    if "client_id" in borrowed:
+        clean["client_id"] = ""  # the MSP's app, looked up when a token is needed
+    elif not clean["client_id"]:
+        errors.setdefault("oauth.client_id", []).append(hints.get("client_id")
+                                                        or "Give the app's client id (application id).")
     for key in ("token_url", "authorize_url"):
         clean[key] = _text(merged.get(key))
         if clean[key] and (problem := url_problem(clean[key])):
@@ -345,7 +370,8 @@ def as_config(row: MailboxOAuth | None, keys: str, with_secrets: bool) -> dict[s
     item: dict[str, Any] = {"provider": row.provider, "flow": row.flow}
     if row.tenant:
         item["tenant"] = row.tenant
-    item["client_id"] = row.client_id
+    if row.client_id:  # none: an app-only Microsoft mailbox signing in as its MSP's app
+        item["client_id"] = row.client_id
     if with_secrets and row.client_secret_encrypted:
         item["client_secret"] = client_secret_of(row, keys)
     for key in ("secret_expires", "token_url", "authorize_url"):

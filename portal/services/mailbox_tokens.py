@@ -23,7 +23,7 @@ from portal.extensions import db
 from portal.models import Mailbox, MailboxOAuth, SmtpServer, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials, OAuthError, Provider
-from portal.services import mailbox_oauth
+from portal.services import mailbox_oauth, tenant_consent
 from portal.transport.base import TransportError
 
 # Refreshed this long before it expires: a login, and a fetch after it, must not outlive it.
@@ -38,9 +38,31 @@ def app_credentials(mailbox: Mailbox, keys: str) -> tuple[Provider, AppCredentia
     row = mailbox.oauth
     if row is None:
         raise OAuthError(f"{mailbox.address} has no OAuth2 settings (provider, client id)", kind="config")
-    provider = oauth.provider(row.provider, tenant=row.tenant, token_url=row.token_url,
+    tenant, app = row.tenant, AppCredentials(row.client_id, mailbox_oauth.client_secret_of(row, keys) or "")
+    if row.provider == "microsoft" and row.flow == "app" and not (row.tenant and row.client_id):
+        tenant, app = _borrowed_app(mailbox, tenant, app, keys)
+    provider = oauth.provider(row.provider, tenant=tenant, token_url=row.token_url,
                               authorize_url=row.authorize_url, scopes=row.scopes or ())
-    return provider, AppCredentials(row.client_id, mailbox_oauth.client_secret_of(row, keys) or "")
+    return provider, app
+
+
+def _borrowed_app(mailbox: Mailbox, tenant: str | None, app: AppCredentials,
+                  keys: str) -> tuple[str | None, AppCredentials]:
+    """An app-only Microsoft mailbox without a client id of its own signs in as its MSP's
+    Microsoft 365 app; without a tenant, in the tenant its client's customer consented from."""
+    fallback = tenant_consent.app_fallback(mailbox.client, keys)
+    if not app.client_id:
+        if fallback.app is None:
+            raise OAuthError(f"{mailbox.address} has no client id of its own and its MSP has no Microsoft 365 app: "
+                             "enter the app on Settings › Microsoft 365", kind="config")
+        app = fallback.app
+    if not tenant:
+        if fallback.tenant is None:
+            raise OAuthError(f"{mailbox.address} has no tenant of its own and {mailbox.client.name} is not connected "
+                             "to a Microsoft 365 tenant: send the customer's admin the consent link from the "
+                             "client's page", kind="config")
+        tenant = fallback.tenant
+    return tenant, app
 
 
 def token_protocols(mailbox: Mailbox) -> list[str]:

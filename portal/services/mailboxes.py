@@ -26,6 +26,7 @@ from portal.models.mailboxes import (
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
 from portal.services import ValidationError, audit
 from portal.services import mailbox_oauth as oauth_svc
+from portal.services import microsoft_app
 from portal.services.clients import get_client_by_name, msp_count
 from portal.services.routes import (
     RouteInput,
@@ -77,7 +78,8 @@ def claimed_elsewhere(mailbox: Mailbox) -> bool:
     ).limit(1)) is not None
 
 
-def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any = oauth_svc.MISSING) -> dict[str, Any]:
+def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any = oauth_svc.MISSING,
+                    client: Client | None = None) -> dict[str, Any]:
     """The settings as they are stored; every wrong one is named in one ValidationError. `oauth`:
     the OAuth2 settings as typed, checked into out["oauth"] (services.mailbox_oauth)."""
     errors: dict[str, list[str]] = {}
@@ -135,7 +137,7 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any 
             errors.setdefault("folders", []).append("Read at least one folder (usually INBOX).")
         out["folders"] = folders
     oauth_svc.check_auth(values, out, mailbox, errors)
-    out["oauth"] = oauth_svc.checked_oauth(oauth, mailbox, out, errors)
+    out["oauth"] = oauth_svc.checked_oauth(oauth, mailbox, out, errors, client)
     if errors:
         raise ValidationError(errors)
     return out
@@ -158,7 +160,7 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     if client.msp_id != msp.id:
         raise ValidationError({"client": ["That client is not in this MSP's tree."]})
     password = values.pop("password", None)
-    clean = _clean_settings(values, mailbox, values.pop("oauth", oauth_svc.MISSING))
+    clean = _clean_settings(values, mailbox, values.pop("oauth", oauth_svc.MISSING), client)
     oauth = clean.pop("oauth")
     password, forget_password = _new_password(mailbox, password, clean, keys)
     ordered = clean_routes(routes, msp.id) if routes is not None else None
@@ -315,6 +317,7 @@ def rotate_secrets(keys: str) -> int:
         server.password_encrypted = crypto.rotate(keys, server.password_encrypted)
         count += 1
     count += oauth_svc.rotate_secrets(keys)
+    count += microsoft_app.rotate_secrets(keys)
     db.session.flush()
     return count
 

@@ -1,5 +1,6 @@
 """Installation-wide mail settings: the default outgoing gateway and the staging switches;
-an MSP's configuration as YAML: download, and upload with a dry run before it is applied."""
+an MSP's configuration as YAML: download, and upload with a dry run before it is applied; the
+MSP's Microsoft 365 app."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from portal.extensions import db
 from portal.models.base import utcnow
 from portal.outbound import settings as svc
 from portal.responses import hx_redirect
-from portal.services import ValidationError, audit, config_io
+from portal.services import ValidationError, audit, config_io, microsoft_app
+from portal.services.tenant_consent import redirect_uri
 from portal.settings.forms import current_values, posted_values
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -128,3 +130,35 @@ def import_configuration():
               f"{counts['unchanged']} unchanged.", "success")
         return hx_redirect(url_for("settings.configuration"))
     return _configuration_page(preview=report, counts=counts, yaml_text=text)
+
+
+# --- the MSP's Microsoft 365 app ----------------------------------------------------------------------
+
+
+@bp.route("/microsoft-365", methods=["GET", "POST"])
+@admin_required
+def microsoft_365():
+    """The MSP's own app registration, which every customer tenant consents to. Per MSP: its
+    admins enter it (not operators only); the secret is never shown back."""
+    msp = current_user.msp
+    row = microsoft_app.msp_microsoft_app(g.msp_id)
+    form = {"client_id": row.client_id if row else "", "secret_expires": row.secret_expires if row else None}
+    errors: dict = {}
+    status = 200
+    if request.method == "POST":
+        values = {k: request.form.get(k, "") for k in microsoft_app.APP_KEYS}
+        try:
+            changes = microsoft_app.save_microsoft_app(msp, values, keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"],
+                                                       actor=current_user)
+        except ValidationError as exc:
+            db.session.rollback()
+            errors, status = exc.errors, 422
+            form.update(client_id=values["client_id"], secret_expires=values["secret_expires"])
+        else:
+            flash("Microsoft 365 app saved." if changes else "Nothing changed.", "success")
+            return hx_redirect(url_for("settings.microsoft_365"))
+    entries, _total = audit.history(g.msp_id, microsoft_app.RECORD, g.msp_id, per_page=CONFIG_HISTORY)
+    days_left = (row.secret_expires - utcnow().date()).days if row and row.secret_expires else None
+    return render_template("settings/microsoft.html", form=form, errors=errors, has_secret=bool(
+        row and row.client_secret_encrypted), history=entries, days_left=days_left,
+        redirect_uri=redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"])), status

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry, Mailbox, SmtpServer, User
-from portal.oauth import AppCredentials, Authorisation, generic, google, start_authorisation
+from portal.oauth import AppCredentials, generic, google, start_authorisation
 from portal.services import mailbox_connect, oauth_states
 from portal.services import mailbox_oauth as oauth_svc
 from tests.conftest import free_port
@@ -217,13 +217,13 @@ def test_a_failed_revocation_is_shown_and_the_grant_is_dropped_anyway(app, admin
     assert fresh(desk.id).oauth.state == "not connected"
 
 
-def test_the_tenant_consent_purpose_is_not_finished_here_yet(app, admin, desk):
-    started = Authorisation(url="https://login.example/x", state="consent-state", verifier="",
-                            redirect_uri="https://portal.example/oauth/callback")
-    oauth_states.remember("tenant consent", msp_id=desk.msp_id, user_id=_user_id("ana@acme.example"),
-                          subject_id=desk.msp_id, authorisation=started)
-    resp = callback(admin, {"state": "consent-state", "admin_consent": "True", "tenant": "x"})
-    assert resp.status_code == 400 and "not supported yet" in resp.get_data(as_text=True)
+def test_a_connect_coming_back_signed_out_signs_in_first_and_keeps_its_state(app, admin, make_browser, desk,
+                                                                             oauth_server):
+    answer = oauth_server.approve(start(admin, desk))
+    stranger = make_browser()  # the same callback, in a browser without the session
+    resp = callback(stranger, answer)
+    assert resp.status_code == 302 and "/sign-in" in resp.headers["Location"]
+    assert callback(admin, answer).status_code == 303  # still there for the person who started it
 
 
 def test_microsoft_asks_for_imap_and_smtp_when_the_outgoing_server_uses_the_grant(app, admin, world, msp, redis):

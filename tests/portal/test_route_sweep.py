@@ -40,6 +40,8 @@ PUBLIC = {
     "main.healthz": "health for monitoring and load balancers; no tenant data",
     "invitation.accept": "the signed link in the invitation is the key; the invited person has no session yet",
     "static": "the app's own CSS and JavaScript",
+    "oauth_callback.callback": "a customer's global admin, who has no account, finishes a tenant consent here; "
+                               "the state is the key, and every other purpose still needs its person signed in",
 }
 # Not walked at all (files of the app, not of a tenant).
 SKIPPED = {"static"}
@@ -57,8 +59,6 @@ TECHNICIAN_ROUTES = {
     "tickets.canned_body", "tickets.reply", "tickets.note", "tickets.status", "tickets.fields", "tickets.bulk",
     "unprocessed.index", "unprocessed.detail", "unprocessed.source", "unprocessed.check", "unprocessed.assign",
     "unprocessed.append", "unprocessed.rerun", "unprocessed.discard", "unprocessed.restore",
-    # the OAuth2 callback: whoever started a sign-in comes back here; what it finishes checks its own rights
-    "oauth_callback.callback",
 }
 # Admin-only routes whose check is inside the view rather than @admin_required (which the sweep
 # reads from the code, to check it against TECHNICIAN_ROUTES).

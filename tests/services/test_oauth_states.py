@@ -19,7 +19,7 @@ def test_taken_once_by_its_starter_with_everything_kept(app):
 
 
 def test_someone_else_cannot_use_it_and_it_is_gone_afterwards(app):
-    oauth_states.remember("tenant consent", msp_id=1, user_id=7, subject_id=3, authorisation=_started())
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=3, authorisation=_started())
     assert oauth_states.take("s-123", user_id=8) is None
     assert oauth_states.take("s-123", user_id=7) is None
 
@@ -45,3 +45,38 @@ def test_an_unknown_purpose_is_refused(app):
 
     with pytest.raises(ValueError):
         oauth_states.remember("password reset", msp_id=1, user_id=7, subject_id=1, authorisation=_started())
+
+
+def test_a_mailbox_sign_in_is_never_taken_without_its_signed_in_starter(app):
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=42, authorisation=_started())
+    assert oauth_states.take("s-123", user_id=None) is None
+    assert oauth_states.take("s-123", user_id=7) is None  # gone: a stolen state is not tried twice
+
+
+def test_a_tenant_consent_is_taken_once_by_whoever_opens_the_emailed_link(app):
+    oauth_states.remember("tenant consent", msp_id=1, user_id=7, subject_id=3, authorisation=_started())
+    found = oauth_states.take("s-123", user_id=None)  # the customer's admin: no portal user
+    assert (found.purpose, found.msp_id, found.user_id, found.subject_id) == ("tenant consent", 1, 7, 3)
+    assert oauth_states.take("s-123", user_id=None) is None
+    oauth_states.remember("tenant consent", msp_id=1, user_id=7, subject_id=3, authorisation=_started("s-2"))
+    assert oauth_states.take("s-2", user_id=99) is not None  # a portal user opening it: the same
+
+
+def test_a_consent_link_lasts_a_week_and_a_mailbox_sign_in_ten_minutes(app, redis):
+    import hashlib
+
+    oauth_states.remember("tenant consent", msp_id=1, user_id=7, subject_id=3, authorisation=_started("c"))
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=3, authorisation=_started("m"))
+
+    def ttl(state):
+        return redis.ttl("tidemark:oauth-state:" + hashlib.sha256(state.encode()).hexdigest())
+
+    assert 6 * 24 * 3600 < ttl("c") <= 7 * 24 * 3600
+    assert 0 < ttl("m") <= 600
+
+
+def test_the_purpose_is_read_without_taking_the_sign_in(app):
+    oauth_states.remember("mailbox", msp_id=1, user_id=7, subject_id=42, authorisation=_started())
+    assert oauth_states.purpose_of("s-123") == "mailbox"
+    assert oauth_states.purpose_of("unknown") is None and oauth_states.purpose_of(None) is None
+    assert oauth_states.take("s-123", user_id=7) is not None  # still there
