@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context, request
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import event
@@ -32,7 +32,10 @@ from portal.models import Message, Ticket
 log = logging.getLogger(__name__)
 
 _PENDING = "tidemark_live_pending"
-CONVERSATION, FIELDS, PRESENCE = "conversation", "fields", "presence"
+CONVERSATION, FIELDS, LIST, PRESENCE = "conversation", "fields", "list", "presence"
+# Sent by static/live.js with each request of a tab and with its stream: a tab is not told of
+# its own changes, which its answer has drawn already (a second drawing would lose its messages).
+TAB_HEADER = "X-Tidemark-Tab"
 # A colleague's composer: shown for this long after the last keystroke announced.
 TYPING_SECONDS = 8
 
@@ -80,19 +83,20 @@ def _after_rollback(session, previous_transaction) -> None:
 def _after_commit(session) -> None:
     pending = session.info.pop(_PENDING, None)
     if pending:
-        publish(pending)
+        publish(pending, tab=request.headers.get(TAB_HEADER, "")[:40] if has_request_context() else "")
 
 
-def publish(changes) -> None:
+def publish(changes, *, tab: str = "") -> None:
     """Tell the open pages; a page that misses it catches up when its stream reopens. Redis
     being away must not fail the work that was just committed."""
     try:
         redis = _redis()
         pipe = redis.pipeline(transaction=False)
         for msp_id in {m for m, _t, _p in changes}:
-            pipe.publish(msp_channel(msp_id), json.dumps(sorted({t for m, t, _p in changes if m == msp_id})))
+            tickets = sorted({t for m, t, _p in changes if m == msp_id})
+            pipe.publish(msp_channel(msp_id), json.dumps({"part": LIST, "tickets": tickets, "tab": tab}))
         for _msp_id, ticket_id, part in changes:
-            pipe.publish(ticket_channel(ticket_id), json.dumps({"part": part}))
+            pipe.publish(ticket_channel(ticket_id), json.dumps({"part": part, "tab": tab}))
         pipe.execute()
     except RedisError as exc:
         log.warning("live pages not told of a change: %s", exc)
@@ -154,8 +158,9 @@ class Stream:
     """One page's stream: everything it needs is taken now, while the request's context lives;
     `events()` runs after it, with Redis only."""
 
-    def __init__(self, channel: str, *, user_id: int, first: list[dict] = ()):
+    def __init__(self, channel: str, *, user_id: int, tab: str = "", first: list[dict] = ()):
         cfg = current_app.config
+        self.tab = tab
         self.redis = _redis()
         self.channel = channel
         self.user_id = user_id
@@ -176,7 +181,7 @@ class Stream:
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message["type"] == "message":
                     item = json.loads(message["data"])
-                    if not (isinstance(item, dict) and item.get("user") == self.user_id):
+                    if item.get("user") != self.user_id and not (self.tab and item.get("tab") == self.tab):
                         yield _event(item)
                         beat = now
                 elif now - beat >= self.heartbeat:
@@ -188,8 +193,7 @@ class Stream:
             pubsub.close()
 
 
-def _event(item) -> str:
-    if isinstance(item, list):  # an MSP's list: the tickets that changed
-        return f"event: changed\ndata: {json.dumps(item)}\n\n"
-    name = PRESENCE if item.get("part") == PRESENCE else "changed"
-    return f"event: {name}\ndata: {json.dumps(item) if name == PRESENCE else item['part']}\n\n"
+def _event(item: dict) -> str:
+    if item["part"] == PRESENCE:
+        return f"event: presence\ndata: {json.dumps(item)}\n\n"
+    return f"event: changed\ndata: {item['part']}\n\n"  # the page fetches that part again

@@ -14,6 +14,12 @@
   var replying = {};     // user id -> {name, until}: colleagues replying now
   var TYPING_MS = 8000;  // as portal.live.TYPING_SECONDS
   var sentAt = 0;
+  // This tab, so that its stream does not tell it of its own changes (portal.live.TAB_HEADER).
+  var tab = Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    event.detail.headers["X-Tidemark-Tab"] = tab;
+  });
 
   function editing(el) {
     return el.hasAttribute("data-live-edited") ||
@@ -64,15 +70,12 @@
     if (!wanted || document.hidden) { return; }
     if (wanted !== lastUrl) { catchUp = false; }  // another page: drawn just now
     url = lastUrl = wanted;
-    source = new EventSource(url);
+    source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") + "tab=" + tab);
     source.addEventListener("open", function () {
       if (catchUp) { refreshAll(); }
       catchUp = true;  // every later opening is a reconnection
     });
-    source.addEventListener("changed", function (event) {
-      var data = event.data;
-      if (data.charAt(0) === "[") { refresh("list"); } else { refresh(data); }
-    });
+    source.addEventListener("changed", function (event) { refresh(event.data); });
     source.addEventListener("presence", function (event) {
       var who = JSON.parse(event.data);
       if (who.stopped) { delete replying[who.user]; } else { replying[who.user] = {name: who.name, until: Date.now() + TYPING_MS}; }

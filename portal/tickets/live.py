@@ -16,6 +16,10 @@ from portal.tickets.blueprint import bp
 from portal.tickets.page import detail_context, ticket_or_404
 
 
+def _tab() -> str:
+    return request.args.get("tab", "")[:40]
+
+
 def _stream(stream: live.Stream) -> Response:
     # No buffering on the way (nginx honours X-Accel-Buffering), nothing cached.
     return Response(stream.events(), mimetype="text/event-stream",
@@ -25,14 +29,14 @@ def _stream(stream: live.Stream) -> Response:
 @bp.get("/events")
 def list_events():
     """The ticket list's stream: which of the MSP's tickets changed or arrived."""
-    return _stream(live.Stream(live.msp_channel(g.msp_id), user_id=current_user.id))
+    return _stream(live.Stream(live.msp_channel(g.msp_id), user_id=current_user.id, tab=_tab()))
 
 
 @bp.get("/<reference>/events")
 def events(reference: str):
     """One ticket page's stream: which part changed, and who is replying now."""
     ticket = ticket_or_404(reference)
-    return _stream(live.Stream(live.ticket_channel(ticket.id), user_id=current_user.id,
+    return _stream(live.Stream(live.ticket_channel(ticket.id), user_id=current_user.id, tab=_tab(),
                                first=live.who_is_typing(ticket.id, but=current_user.id)))
 
 

@@ -115,3 +115,26 @@ def test_colleagues_see_ana_replying_and_the_list_shows_a_new_ticket(live_server
     expect(page.locator("#ticket-list")).to_contain_text("Scanner offline", timeout=SHOWS)
     expect(page.locator("#ticket-list")).not_to_contain_text("Coffee machine")  # the search still applies
     assert page.evaluate("window.samePage") is True
+
+
+def test_assign_to_me_on_the_ticket_and_in_the_list(live_server, page, world, desk):
+    acme, ticket = desk
+    other = world.deliver(acme.box, email(sender="bob@contoso.com", subject="Scanner offline")).ticket
+    sign_in(page, live_server, "tom@acme.example")
+    page.goto(f"{live_server}/tickets/{ticket.reference}")
+    page.evaluate("window.samePage = true")
+    page.locator("#ticket-fields").get_by_role("button", name="Assign to me").click()
+    expect(page.locator("#ticket-facts")).to_contain_text("tom@acme.example")
+    expect(page.get_by_text(f"{ticket.reference} is assigned to you.")).to_be_visible()
+    expect(page.locator("#ticket-fields").get_by_role("button", name="Assign to me")).to_have_count(0)
+    expect(page.locator("#history")).to_contain_text("tom@acme.example")
+    assert page.evaluate("window.samePage") is True
+
+    page.goto(f"{live_server}/tickets?q=Scanner")
+    page.evaluate("window.samePage = true")
+    row = page.locator("#ticket-list tr", has_text=other.reference)
+    row.get_by_role("button", name=f"Assign {other.reference} to me").click()
+    expect(row).to_contain_text("you", timeout=SHOWS)
+    expect(page.locator("#ticket-list")).not_to_contain_text("Printer")  # the search still applies
+    assert page.evaluate("window.samePage") is True
+    assert fresh(other.id).assignee_id == acme.tom.id

@@ -46,8 +46,8 @@ def test_a_customer_reply_is_published_after_its_commit_to_the_ticket_and_the_li
     on_list = listener(live.msp_channel(acme.msp.id))
     world.deliver(acme.box, email(sender="alice@contoso.com", subject=f"Re: [{ticket.reference}] Printer",
                                   in_reply_to="<first@contoso.com>"))
-    assert {"part": "conversation"} in received(on_ticket)
-    assert [ticket.id] in received(on_list)
+    assert {"part": "conversation", "tab": ""} in received(on_ticket)
+    assert {"part": "list", "tickets": [ticket.id], "tab": ""} in received(on_list)
 
 
 def test_nothing_is_published_before_the_commit_nor_for_a_rollback(desk, listener):
@@ -61,7 +61,7 @@ def test_nothing_is_published_before_the_commit_nor_for_a_rollback(desk, listene
     assert received(on_ticket, 0.5) == []
     svc.change_priority(fresh(ticket.id), "high", acme.tom)
     commit()
-    assert received(on_ticket) == [{"part": "fields"}]
+    assert received(on_ticket) == [{"part": "fields", "tab": ""}]
 
 
 def test_a_delivery_change_is_published(desk, listener):
@@ -70,7 +70,7 @@ def test_a_delivery_change_is_published(desk, listener):
     on_ticket = listener(live.ticket_channel(ticket.id))
     message.delivery_note = "touched"  # any change of one of its messages
     commit()
-    assert received(on_ticket) == [{"part": "conversation"}]
+    assert received(on_ticket) == [{"part": "conversation", "tab": ""}]
 
 
 def open_stream(browser, url):
@@ -107,15 +107,26 @@ def test_the_ticket_stream_relays_changes_and_ends_after_its_lifetime(app, tech,
     assert seen[-1] == {"event": "end", "data": "lifetime"}
 
 
-def test_the_list_stream_names_the_tickets_that_changed(app, tech, world, desk):
+def test_the_list_stream_says_when_a_ticket_arrives(app, tech, world, desk, listener):
     acme, ticket = desk
     app.config.update(TIDEMARK_LIVE_STREAM_SECONDS=3)
+    on_list = listener(live.msp_channel(acme.msp.id))
     events = chunks(open_stream(tech, "/tickets/events"))
     next(events)
     world.deliver(acme.box, email(sender="bob@contoso.com", subject="Scanner"))
-    changed = [e for e in events if e.get("event") == "changed"]
-    assert changed and json.loads(changed[0]["data"]) != []
-    assert ticket.id not in json.loads(changed[0]["data"])  # the new ticket only
+    assert [e for e in events if e.get("event") == "changed"] == [{"event": "changed", "data": "list"}]
+    assert received(on_list)[0]["tickets"] == [ticket.id + 1]  # the new ticket only
+
+
+def test_a_tab_is_not_told_of_its_own_changes(app, tech, desk):
+    _acme, ticket = desk
+    app.config.update(TIDEMARK_LIVE_STREAM_SECONDS=3)
+    events = chunks(open_stream(tech, f"/tickets/{ticket.reference}/events?tab=mine"))
+    next(events)
+    url = f"/tickets/{ticket.reference}/fields"
+    tech.post(url, {"priority": "high"}, htmx=True, headers={"X-Tidemark-Tab": "mine"})  # its answer drew it
+    tech.post(url, {"priority": "low"}, htmx=True, headers={"X-Tidemark-Tab": "another"})
+    assert [e for e in events if e.get("data") == "fields"] == [{"event": "changed", "data": "fields"}]
 
 
 def test_colleagues_see_who_is_replying_but_not_themselves(app, tech, make_browser, desk):

@@ -249,7 +249,7 @@ def test_the_list_refreshes_what_it_shows_now(desk, tech):
     add_tickets(msp, [contoso], 3, subject="printer {i}")
     fragment = tech.hx_get("/tickets?q=printer&sort=reference").get_data(as_text=True)
     # Told by the list's stream (static/live.js), and every 2 minutes should the stream be away.
-    poll = re.search(r'<span hidden data-live="list" hx-get="([^"]+)" hx-trigger="live-refresh delay:500ms, every 120s"',
+    poll = re.search(r'<span hidden data-live="list" hx-get="([^"]+)" hx-trigger="live-refresh delay:500ms, ticket-changed from:body, every 120s"',
                      fragment)
     assert poll and poll.group(1) == "/tickets?q=printer&amp;sort=reference"
     page = tech.get("/tickets").get_data(as_text=True)
