@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
+from portal.mail import threads
 from portal.models import Message, Ticket, TicketLink, User
 from portal.models.base import utcnow
 from portal.models.tickets import PRIORITIES
@@ -31,6 +32,18 @@ def get_ticket(msp_id: int, reference: str) -> Ticket | None:
 def conversation(ticket: Ticket) -> list[Message]:
     return list(db.session.scalars(select(Message).where(Message.ticket_id == ticket.id)
                                    .options(selectinload(Message.attachments)).order_by(Message.id)))
+
+
+def staff_mail(messages: Sequence[Message]) -> set[int]:
+    """The ids of the messages on the staff's conversation (alerts to the on-call engineers and
+    their answers by mail, portal.mail.threads), which the page shows apart from the customer's.
+    Notes are neither; mail not sent yet has no Message-ID, and its event says where it goes."""
+    mails = [threads.Mail(message_id=m.message_id, direction=m.direction, event=m.details.get("event"),
+                          in_reply_to=m.in_reply_to, references=tuple(m.references or ()))
+             for m in messages if m.message_id and m.direction in ("in", "out")]
+    staff_ids = {m.message_id for m in threads.split_conversations(mails)[threads.STAFF]}
+    return {m.id for m in messages if (m.message_id in staff_ids if m.message_id else
+                                       m.direction == "out" and m.details.get("event") not in threads.CUSTOMER_EVENTS)}
 
 
 def linked_tickets(ticket: Ticket) -> list[tuple[str, Ticket]]:

@@ -41,7 +41,7 @@ def events(reference: str):
 
 
 # The parts a stream may ask for again, each drawn as on the whole page.
-PARTS = {"conversation": "tickets/_conversation.html", "facts": "tickets/_facts.html",
+PARTS = {"conversation": "tickets/_conversation.html", "staff": "tickets/_staff.html", "facts": "tickets/_facts.html",
          "fields": "tickets/_fields.html"}
 
 
