@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 
 from flask import Flask, current_app, has_request_context, request
@@ -43,6 +44,9 @@ TYPING_SECONDS = 8
 def init_app(app: Flask) -> None:
     app.config.setdefault("TIDEMARK_LIVE_STREAM_SECONDS", 300)
     app.config.setdefault("TIDEMARK_LIVE_HEARTBEAT_SECONDS", 15)
+    # One stream per tab; a person with more tabs than this open gets no more streams (those
+    # pages fall back to their slow refresh), so one browser cannot hold every thread.
+    app.config.setdefault("TIDEMARK_LIVE_STREAMS_PER_USER", 12)
     if event.contains(db.session, "after_commit", _after_commit):
         return  # every app of the process shares the one session factory
     event.listen(db.session, "before_flush", _before_flush)
@@ -167,6 +171,23 @@ class Stream:
         self.first = list(first)
         self.lifetime = cfg["TIDEMARK_LIVE_STREAM_SECONDS"]
         self.heartbeat = cfg["TIDEMARK_LIVE_HEARTBEAT_SECONDS"]
+        self.most = cfg["TIDEMARK_LIVE_STREAMS_PER_USER"]
+        self.open_key = f"{_prefix()}:streams:{user_id}"
+        self.me = uuid.uuid4().hex
+
+    def admit(self) -> bool:
+        """Whether the user may open one more stream: each open one is a member of a sorted set,
+        scored by when it ends at the latest (a stream whose process died counts until then)."""
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.zremrangebyscore(self.open_key, 0, now)
+        pipe.zadd(self.open_key, {self.me: now + self.lifetime + self.heartbeat + 5})
+        pipe.expire(self.open_key, int(self.lifetime + self.heartbeat + 5))
+        pipe.zcard(self.open_key)
+        if pipe.execute()[-1] <= self.most:
+            return True
+        self.redis.zrem(self.open_key, self.me)
+        return False
 
     def events(self) -> Iterator[str]:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -191,6 +212,7 @@ class Stream:
             yield "event: end\ndata: lifetime\n\n"
         finally:
             pubsub.close()
+            self.redis.zrem(self.open_key, self.me)
 
 
 def _event(item: dict) -> str:

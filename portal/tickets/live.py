@@ -21,6 +21,9 @@ def _tab() -> str:
 
 
 def _stream(stream: live.Stream) -> Response:
+    if not stream.admit():
+        # EventSource does not retry a refused stream: the page keeps its slower refresh.
+        return Response("Too many live pages open: close some tabs.", 429, mimetype="text/plain")
     # No buffering on the way (nginx honours X-Accel-Buffering), nothing cached.
     return Response(stream.events(), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

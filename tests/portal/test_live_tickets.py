@@ -177,3 +177,18 @@ def test_a_part_is_drawn_again_as_on_the_page(tech, world, desk):
     assert tech.get(f"/tickets/{ticket.reference}/parts/nothing").status_code == 404
     facts = tech.hx_get(f"/tickets/{ticket.reference}/parts/facts").get_data(as_text=True)
     assert "<dt>Status</dt>" in facts
+
+
+def test_a_person_holds_a_bounded_number_of_streams(app, tech, desk, redis):
+    _acme, ticket = desk
+    app.config.update(TIDEMARK_LIVE_STREAMS_PER_USER=2, TIDEMARK_LIVE_STREAM_SECONDS=30)
+    url = f"/tickets/{ticket.reference}/events"
+    first, second = open_stream(tech, url), open_stream(tech, url)
+    assert (first.status_code, second.status_code) == (200, 200)
+    refused = open_stream(tech, url)
+    assert refused.status_code == 429 and "close some tabs" in refused.get_data(as_text=True)
+    events = chunks(first)
+    next(events)
+    events.close()  # the tab went away: its place is free again
+    first.close()
+    assert open_stream(tech, url).status_code == 200
