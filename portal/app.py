@@ -14,7 +14,7 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
-from portal import display, unit_of_work
+from portal import display, live, unit_of_work
 from portal.auth.views import bp as auth_bp
 from portal.cli import register as register_cli
 from portal.clients.views import bp as clients_bp
@@ -68,6 +68,7 @@ def create_app(config_name: str | None = None, *, migrations: bool = True, **ove
     init_blueprints(app)
     init_security(app)
     unit_of_work.init_app(app)
+    live.init_app(app)
     init_templates(app)
     init_errors(app)
     init_cli(app)

@@ -20,7 +20,7 @@ document.addEventListener("htmx:responseError", function (event) {
 });
 
 // Ticket list bulk bar: "select all on this page", a count of what is ticked, and the list's
-// 30-second refresh held back while something is ticked (it would clear the selection).
+// live refresh held back while something is ticked (it would clear the selection).
 (function () {
   "use strict";
 
@@ -57,8 +57,9 @@ document.addEventListener("htmx:responseError", function (event) {
 
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt;
-    if (elt.id === "ticket-list" && event.detail.requestConfig.verb === "get" &&
-        elt.querySelector("input[name=ticket]:checked")) {
+    var list = document.getElementById("ticket-list");
+    if ((elt.id === "ticket-list" || elt.getAttribute("data-live") === "list") && list &&
+        event.detail.requestConfig.verb === "get" && list.querySelector("input[name=ticket]:checked")) {
       event.preventDefault();
     }
   });

@@ -189,3 +189,22 @@ def test_the_checks_see_what_they_look_for():
     assert _strongly_connected({"a": {"b"}, "b": set()}) == []
     function = next(n for n in ast.walk(module.tree) if isinstance(n, ast.FunctionDef))
     assert function.end_lineno - function.lineno + 1 > FUNCTION_LINES
+
+
+def test_no_merge_conflict_markers_are_left_in_the_tree():
+    """A merge resolved in a hurry once left <<<<<<< in static/app.css: the browser ignored the
+    rules after it, and no other test looks at the style sheet."""
+    root = Path(__file__).resolve().parents[1]
+    left = []
+    for folder in ("portal", "workers", "templates", "static", "tests", "docs", "migrations"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix not in {".py", ".html", ".css", ".js", ".md", ".txt", ".yaml", ".yml", ".cfg"}:
+                continue
+            for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "=======":
+                    left.append(f"{path.relative_to(root)}:{number}")
+    for name in ("README.md", "Makefile", "config.py", "wsgi.py"):
+        text = (root / name).read_text()
+        if "\n<<<<<<< " in text or "\n>>>>>>> " in text:
+            left.append(name)
+    assert left == []

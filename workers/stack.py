@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bind", default=os.environ.get("TIDEMARK_BIND", "127.0.0.1:5000"))
     parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    parser.add_argument("--web-threads", type=int, default=int(os.environ.get("TIDEMARK_WEB_THREADS", "16")))
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     def command(cmd: list[str]) -> Callable[[], subprocess.Popen]:
         return lambda: subprocess.Popen(cmd, env=env)
 
+    # Threads (gthread): an open ticket page's live stream holds a thread, not a whole worker.
     starters["web"] = command([PYTHON, "-m", "gunicorn", "--bind", args.bind, "--workers", str(args.web_workers),
+                               "--worker-class", "gthread", "--threads", str(args.web_threads),
                                "--access-logfile", "-", "wsgi:app"])
     starters["worker"] = command([PYTHON, "-m", "workers.worker"])
     starters["cron"] = command([PYTHON, "-m", "workers.cron"])

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
+from portal.mail import threads
 from portal.models import Message, Ticket, TicketLink, User
 from portal.models.base import utcnow
 from portal.models.tickets import PRIORITIES
@@ -31,6 +32,18 @@ def get_ticket(msp_id: int, reference: str) -> Ticket | None:
 def conversation(ticket: Ticket) -> list[Message]:
     return list(db.session.scalars(select(Message).where(Message.ticket_id == ticket.id)
                                    .options(selectinload(Message.attachments)).order_by(Message.id)))
+
+
+def staff_mail(messages: Sequence[Message]) -> set[int]:
+    """The ids of the messages on the staff's conversation (alerts to the on-call engineers and
+    their answers by mail, portal.mail.threads), which the page shows apart from the customer's.
+    Notes are neither; mail not sent yet has no Message-ID, and its event says where it goes."""
+    mails = [threads.Mail(message_id=m.message_id, direction=m.direction, event=m.details.get("event"),
+                          in_reply_to=m.in_reply_to, references=tuple(m.references or ()))
+             for m in messages if m.message_id and m.direction in ("in", "out")]
+    staff_ids = {m.message_id for m in threads.split_conversations(mails)[threads.STAFF]}
+    return {m.id for m in messages if (m.message_id in staff_ids if m.message_id else
+                                       m.direction == "out" and m.details.get("event") not in threads.CUSTOMER_EVENTS)}
 
 
 def linked_tickets(ticket: Ticket) -> list[tuple[str, Ticket]]:
@@ -127,20 +140,28 @@ _FIELDS = {
 }
 
 
-def change(name: str, ticket: Ticket, value, actor: User | None) -> bool:
-    """Set one of the ticket's fields (status, priority, assignee, type); False if it already
-    had that value. Each change is in the ticket's history and may tell the contact."""
+def _set(name: str, ticket: Ticket, value) -> tuple[Any, Any] | None:
+    """Set one of the ticket's fields, telling the contact if the mail settings say so;
+    (old, new) as the history shows them, or None if it already had that value."""
     rule = _FIELDS[name]
     new = rule.clean(ticket, value)
     old = getattr(ticket, rule.column)
     if new == old:
-        return False
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, rule.action,
-                 {name: [rule.shown(old), rule.shown(new)]})
+        return None
     setattr(ticket, rule.column, new)
     ticket.updated_at = utcnow()
     if event := rule.event(old, new):
         notify_contact(event, ticket)
+    return rule.shown(old), rule.shown(new)
+
+
+def change(name: str, ticket: Ticket, value, actor: User | None) -> bool:
+    """Set one of the ticket's fields (status, priority, assignee, type); False if it already
+    had that value. Each change is in the ticket's history and may tell the contact."""
+    changed = _set(name, ticket, value)
+    if changed is None:
+        return False
+    audit.record(actor, ticket.msp_id, "ticket", ticket.id, _FIELDS[name].action, {name: list(changed)})
     db.session.flush()
     return True
 
@@ -164,17 +185,22 @@ def _record_id(text: str) -> int | None:
 
 @dataclass
 class FieldsInput:
-    """The ticket page's fields as posted; assignee: a user id, or "" for nobody."""
+    """The ticket page's fields as posted; assignee: a user id, or "" for nobody; status: ""
+    leaves it as it is."""
 
     priority: str
     assignee: str = ""
     type: str = ""
+    status: str = ""
 
 
 def update_fields(ticket: Ticket, data: FieldsInput, actor: User | None) -> list[str]:
-    """Apply what changed, each field with its own history entry; returns the changed fields.
-    Nothing is applied unless every field is valid."""
+    """Apply what changed as one change: one history entry naming every field that changed
+    (the contact is told of each as the mail settings say). Returns the changed fields; nothing
+    is applied unless every field is valid."""
     errors: dict[str, list[str]] = {}
+    if data.status and data.status not in WORK_STATUSES:
+        errors["status"] = [f"The status is one of {', '.join(WORK_STATUSES)}."]
     if data.priority not in PRIORITIES:
         errors["priority"] = [f"The priority is one of {', '.join(PRIORITIES)}."]
     assignee_id = _record_id(data.assignee) if data.assignee else None
@@ -185,15 +211,19 @@ def update_fields(ticket: Ticket, data: FieldsInput, actor: User | None) -> list
         errors["type"] = [f"The type is at most {TYPE_MAX} characters."]
     if errors:
         raise ValidationError(errors)
-    changed = []
-    if change_priority(ticket, data.priority, actor):
-        changed.append("priority")
+    changes: dict[str, list] = {}
+    wanted = {"status": data.status or ticket.status, "priority": data.priority, "type": data.type}
     # A ticket kept with a user who was disabled since stays theirs until someone else takes it.
-    if assignee_id != ticket.assignee_id and change_assignee(ticket, assignee, actor):
-        changed.append("assignee")
-    if change_type(ticket, data.type, actor):
-        changed.append("type")
-    return changed
+    if assignee_id != ticket.assignee_id:
+        wanted["assignee"] = assignee
+    for name in ("status", "priority", "assignee", "type"):
+        if name in wanted and (changed := _set(name, ticket, wanted[name])) is not None:
+            changes[name] = list(changed)
+    if changes:
+        action = _FIELDS[next(iter(changes))].action if len(changes) == 1 else "changed"
+        audit.record(actor, ticket.msp_id, "ticket", ticket.id, action, changes)
+        db.session.flush()
+    return list(changes)
 
 
 def ticket_changes(ticket: Ticket, *, page: int = 1, per_page: int = 20):

@@ -24,6 +24,7 @@ class _Form(FlaskForm):
 
 
 class FieldsForm(_Form):
+    status = SelectField("Status", id="field-status")
     priority = SelectField("Priority", id="field-priority")
     assignee = SelectField("Assigned to", id="field-assignee")
     type = StringField("Type", id="field-type",
@@ -32,17 +33,18 @@ class FieldsForm(_Form):
     @classmethod
     def of(cls, ticket) -> FieldsForm:
         """The form as the ticket is now."""
-        return cls(formdata=None, data={"priority": ticket.priority, "type": ticket.type or "",
+        return cls(formdata=None, data={"status": ticket.status, "priority": ticket.priority, "type": ticket.type or "",
                                         "assignee": str(ticket.assignee_id) if ticket.assignee_id else ""})
 
     def offer(self, priorities, assignees) -> None:
+        self.status.choices = list(svc.WORK_STATUSES)
         self.priority.choices = list(priorities)
         self.assignee.choices = [("", "Nobody")] + [
             (str(u.id), f"{u.name or u.email} ({u.role}{', disabled' if u.disabled else ''})") for u in assignees]
 
     def values(self) -> svc.FieldsInput:
         return svc.FieldsInput(priority=self.priority.data or "", assignee=self.assignee.data or "",
-                               type=self.type.data or "")
+                               type=self.type.data or "", status=self.status.data or "")
 
 
 class ReplyForm(_Form):

@@ -71,9 +71,12 @@ def fields_context(ticket) -> dict:
 
 
 def conversation_context(ticket) -> dict:
-    messages = svc.conversation(ticket)
-    html, in_body = shown_html(ticket, messages)
-    return dict(messages=messages, shown_html=html, in_body=in_body)
+    """The customer's conversation with the notes, and the staff's mail (alerts) apart."""
+    everything = svc.conversation(ticket)
+    html, in_body = shown_html(ticket, everything)
+    staff = svc.staff_mail(everything)
+    return dict(messages=[m for m in everything if m.id not in staff],
+                staff_messages=[m for m in everything if m.id in staff], shown_html=html, in_body=in_body)
 
 
 def detail_context(ticket, *, reply_form: ReplyForm | None = None, files_lost=(), fields_form: FieldsForm | None = None,

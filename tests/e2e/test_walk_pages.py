@@ -279,11 +279,13 @@ def test_admin_walks_every_page(live_server, page, desk, viewport):
     # Times read in the admin's own time zone (Europe/Berlin), not the MSP's or UTC.
     page.goto(live_server + f"/tickets/{desk.ticket.reference}")
     expect(page.locator(".msg time").first).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d CES?T"))
-    # The mail, its acknowledgement and the alert, the reply, the customer's answer and the note, in order.
-    headers = page.locator(".conversation > li > header strong").all_inner_texts()
+    # The mail, its acknowledgement, the reply, the customer's answer and the note, in order; the
+    # alert to the on-call address apart, folded.
+    headers = page.locator("#ticket-conversation > li > header strong").all_inner_texts()
     assert [h.split(" <")[0] for h in headers] == [
-        "Alice Moreno", "ticket created to alice@contoso.com", "alert to dana@northwind.example",
+        "Alice Moreno", "ticket created to alice@contoso.com",
         "reply to alice@contoso.com", "Alice Moreno", "Internal note by Tom Reyes"]
+    expect(page.locator("#ticket-staff summary")).to_contain_text("alert to dana@northwind.example")
     expect(page.locator(".mail-html table td").first).to_have_text("LDS-LT-014")
 
     # The routing check answers in place, and its answer passes the same checks.

@@ -57,6 +57,7 @@ TECHNICIAN_ROUTES = {
     # the work: tickets and unprocessed mail
     "tickets.index", "tickets.detail", "tickets.history", "tickets.changes", "tickets.source", "tickets.attachment",
     "tickets.canned_body", "tickets.reply", "tickets.note", "tickets.status", "tickets.fields", "tickets.bulk",
+    "tickets.assign_to_me", "tickets.events", "tickets.list_events", "tickets.part", "tickets.typing",
     "unprocessed.index", "unprocessed.detail", "unprocessed.source", "unprocessed.check", "unprocessed.assign",
     "unprocessed.append", "unprocessed.rerun", "unprocessed.discard", "unprocessed.restore",
 }
@@ -85,6 +86,7 @@ ARGUMENTS = {
 # (blueprint, argument) -> value, where a name means another object in that blueprint.
 ARGUMENTS_IN = {
     ("unprocessed", "message_id"): lambda a: a.unprocessed.id,
+    ("tickets", "name"): lambda a: "conversation",  # a part of the ticket page drawn again
 }
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -129,6 +131,8 @@ def alpha(app, world):
     alpha = one_of_everything(app, world, "Alpha")
     # With several MSPs the installation-wide settings are the operators': Alpha's admin is one.
     app.config["TIDEMARK_OPERATORS"] = [alpha.admin.email]
+    # The live streams answer, then end at once instead of after minutes.
+    app.config["TIDEMARK_LIVE_STREAM_SECONDS"] = 0
     return alpha
 
 

@@ -248,10 +248,12 @@ def test_the_list_refreshes_what_it_shows_now(desk, tech):
     msp, contoso, _fabrikam, _box = desk
     add_tickets(msp, [contoso], 3, subject="printer {i}")
     fragment = tech.hx_get("/tickets?q=printer&sort=reference").get_data(as_text=True)
-    poll = re.search(r'<span hidden hx-get="([^"]+)" hx-trigger="every 30s"', fragment)
+    # Told by the list's stream (static/live.js), and every 2 minutes should the stream be away.
+    poll = re.search(r'<span hidden data-live="list" hx-get="([^"]+)" hx-trigger="live-refresh delay:500ms, ticket-changed from:body, every 120s"',
+                     fragment)
     assert poll and poll.group(1) == "/tickets?q=printer&amp;sort=reference"
     page = tech.get("/tickets").get_data(as_text=True)
-    assert page.count('hx-trigger="every 30s"') == 1
+    assert page.count('data-live="list"') == 1 and 'data-live-stream="/tickets/events"' in page
 
 
 def test_many_tickets_are_counted_no_further_than_the_limit(desk, monkeypatch, tech):
