@@ -9,10 +9,10 @@ from sqlalchemy import Date, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, utcnow
+from portal.models.base import CertificateCredential, UTCDateTime, utcnow
 
 
-class MspMicrosoftApp(db.Model):
+class MspMicrosoftApp(CertificateCredential, db.Model):
     """Entered once per MSP by its admins. A row of its own rather than columns of `clients`: only
     MSP roots have one, and most have none."""
 
@@ -23,26 +23,9 @@ class MspMicrosoftApp(db.Model):
     client_id: Mapped[str] = mapped_column(String(255))  # the app registration's application id
     client_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)  # portal.crypto
     secret_expires: Mapped[date | None] = mapped_column(Date)  # typed in by the admin, for the alerts
-    # A certificate instead of the secret (portal.oauth.certificate): the PEM with its private key,
-    # encrypted; its SHA-1 thumbprint as Entra ID shows it, and its notAfter.
-    certificate_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)  # portal.crypto
-    certificate_thumbprint: Mapped[str | None] = mapped_column(String(40))
-    certificate_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     SECRET_COLUMNS = ("client_secret_encrypted", "certificate_encrypted")
-
-    @property
-    def credential(self) -> str:
-        """What the app signs in with: the certificate wins over a secret."""
-        return "certificate" if self.certificate_encrypted else "client secret"
-
-    @property
-    def credential_expires(self) -> date | None:
-        """The certificate's notAfter, else the secret's typed-in date: what the alerts count down to."""
-        if self.certificate_encrypted and self.certificate_expires:
-            return self.certificate_expires.date()
-        return self.secret_expires
 
 
 class TenantConsent(db.Model):

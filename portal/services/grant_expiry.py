@@ -65,7 +65,7 @@ def grant_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
 
 
 def secret_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
-    expires, what = row.secret_expires, "client secret"
+    expires, what = row.credential_expires, row.credential
     if expires is None and borrows_msp_app(row):
         # The MSP's Microsoft 365 app signs this mailbox in: its secret's date, or its certificate's
         # notAfter, is the one that counts.

@@ -22,8 +22,7 @@ from portal.extensions import db
 from portal.models import Client, MspMicrosoftApp, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials
-from portal.oauth.certificate import Certificate, CertificateProblem, read_certificate
-from portal.services import ValidationError, audit
+from portal.services import ValidationError, app_certificate, audit
 
 # The keys of `microsoft_app` in the configuration file, and of save_microsoft_app's values.
 APP_KEYS = ("client_id", "client_secret", "secret_expires", "certificate")
@@ -42,8 +41,7 @@ def borrows_msp_app(oauth_row) -> bool:
 
 def credentials(row: MspMicrosoftApp, keys: str) -> AppCredentials:
     secret = crypto.decrypt(keys, row.client_secret_encrypted) if row.client_secret_encrypted else ""
-    pem = crypto.decrypt(keys, row.certificate_encrypted) if row.certificate_encrypted else ""
-    return AppCredentials(row.client_id, secret, pem)
+    return AppCredentials(row.client_id, secret, app_certificate.pem_of(row, keys))
 
 
 def _application_id(value: Any, errors: dict) -> str:
@@ -84,18 +82,6 @@ def snapshot(row: MspMicrosoftApp | None) -> dict[str, Any]:
             "certificate_expires": row.certificate_expires.date().isoformat() if row.certificate_expires else None}
 
 
-def _certificate(value: Any, errors: dict) -> tuple[str, Certificate | None]:
-    """The pasted or uploaded PEM, checked; ("", None) when none was given."""
-    pem = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
-    if not pem.strip():
-        return "", None
-    try:
-        return pem.strip() + "\n", read_certificate(pem)
-    except CertificateProblem as problem:
-        errors.setdefault("certificate", []).append(f"This certificate cannot sign the app in: {problem}.")
-        return "", None
-
-
 def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor: User | None) -> dict[str, list]:
     """Create or change the MSP's app. An empty client secret or certificate keeps the stored one;
     a new app needs one of them (app-only access is client credentials). A certificate must hold
@@ -107,7 +93,7 @@ def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor:
     client_id = _application_id(values.get("client_id"), errors)
     expires = _expiry(values.get("secret_expires"), errors)
     secret = str(values.get("client_secret") or "").strip()
-    pem, cert = _certificate(values.get("certificate"), errors)
+    pem, cert = app_certificate.checked(values.get("certificate"), errors, "certificate")
     if not (secret or pem) and (row is None or not (row.client_secret_encrypted or row.certificate_encrypted)) \
             and "certificate" not in errors:
         errors.setdefault("client_secret", []).append(
@@ -125,8 +111,7 @@ def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor:
     if secret_changed:
         row.client_secret_encrypted = crypto.encrypt(keys, secret)
     if cert is not None:
-        row.certificate_encrypted = crypto.encrypt(keys, pem)
-        row.certificate_thumbprint, row.certificate_expires = cert.thumbprint, cert.not_after
+        app_certificate.store(row, keys, pem, cert)
     changes = audit.diff(before, snapshot(row))
     if secret_changed and before.get("client_secret"):
         changes["client_secret"] = ["(set)", "(changed)"]
@@ -170,7 +155,7 @@ def as_config(msp_id: int, keys: str, with_secrets: bool) -> dict[str, Any] | No
     if row.secret_expires:
         item["secret_expires"] = row.secret_expires.isoformat()
     if with_secrets and row.certificate_encrypted:
-        item["certificate"] = crypto.decrypt(keys, row.certificate_encrypted)
+        item["certificate"] = app_certificate.pem_of(row, keys)
     return item
 
 
