@@ -7,6 +7,10 @@ Microsoft and Google cannot be reached from the tests, so this server speaks the
 - refresh tokens, rotated by default (the used refresh token stops working; `rotate_refresh_tokens
   = False` answers without a new one, as Google does);
 - client credentials; revocation (RFC 7009); introspection (RFC 7662);
+- `private_key_jwt` (RFC 7523) for a client registered with a `certificate` (PEM): the assertion's
+  RS256 signature checked with the certificate's public key, its `x5t` header against the
+  certificate's SHA-1 thumbprint, aud (the token URL), iss = sub = client id, exp and nbf; a
+  refusal answers as Microsoft does (AADSTS700027 for a bad signature);
 - with `openid` in the scope, an `id_token` (HS256 with the client secret) naming the account.
 
 Paths (`server.url` is `http://127.0.0.1:<port>`):
@@ -56,10 +60,16 @@ import pytest
 import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, InvalidRequestError, grants
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
@@ -67,6 +77,7 @@ __all__ = ["GOOGLE_INVALID_GRANT", "MICROSOFT_BAD_SECRET", "OAuthServer", "oauth
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ACCESS_LIFETIME = 3600
+ASSERTION_TYPE = JWTBearerClientAssertion.CLIENT_ASSERTION_TYPE
 DEFAULT_USER = "helpdesk@contoso.example"
 CONSENTING_TENANT = "7c0e5a1d-2b3f-4c6d-8e9f-0a1b2c3d4e5f"
 
@@ -108,6 +119,7 @@ class OAuthClient(ClientMixin):
     grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
     scope: str = ""  # empty: any scope
     app_username: str | None = None  # who a client-credentials token acts as, for introspection
+    certificate: str = ""  # PEM: the client signs in with private_key_jwt instead of a secret
 
     def get_client_id(self):
         return self.client_id
@@ -128,7 +140,9 @@ class OAuthClient(ClientMixin):
         return bool(self.client_secret) and hmac.compare_digest(self.client_secret, client_secret or "")
 
     def check_endpoint_auth_method(self, method, endpoint):
-        return method != "none" if self.client_secret else method == "none"
+        if method == "private_key_jwt":
+            return bool(self.certificate)
+        return method != "none" if self.client_secret else method == "none" and not self.certificate
 
     def check_response_type(self, response_type):
         return response_type == "code" and "authorization_code" in self.grant_types
@@ -265,7 +279,50 @@ class _RefreshGrant(grants.RefreshTokenGrant):
 
 
 class _ClientCredentialsGrant(grants.ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class _AssertionRefused(InvalidClientError):
+    """invalid_client with Microsoft's error code, as Entra ID answers a bad client assertion."""
+
+    def __init__(self, code: int, description: str):
+        super().__init__(description=f"AADSTS{code}: {description}")
+        self.code = code
+
+    def get_body(self):
+        return [*super().get_body(), ("error_codes", [self.code])]
+
+
+def check_client_assertion(query_client, req):
+    """Authlib's client authentication hook for `private_key_jwt` (RFC 7523 2.2)."""
+    form = req.form
+    if form.get("client_assertion_type") != ASSERTION_TYPE or not form.get("client_assertion"):
+        return None
+    assertion = form["client_assertion"]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(assertion.split(".")[0] + "=="))
+        claims = json.loads(base64.urlsafe_b64decode(assertion.split(".")[1] + "=="))
+    except (ValueError, IndexError):
+        raise _AssertionRefused(700024, "Client assertion is not a JWT.") from None
+    client = query_client(str(claims.get("iss") or ""))
+    if client is None or not client.certificate or claims.get("sub") != client.client_id:
+        raise _AssertionRefused(700016, "Application with the assertion's issuer was not found.")
+    cert = x509.load_pem_x509_certificate(client.certificate.encode())
+    if header.get("alg") != "RS256" or header.get("x5t") != _b64(cert.fingerprint(hashes.SHA1())):
+        raise _AssertionRefused(700027, "The certificate with the assertion's x5t is not registered on the "
+                                        "application.")
+    try:
+        jwt.decode(assertion, RSAKey.import_key(cert.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)), algorithms=["RS256"])
+    except JoseError:
+        raise _AssertionRefused(700027, "Client assertion failed signature validation.") from None
+    now = time.time()
+    token_url = req.uri.split("?")[0]
+    if claims.get("aud") != token_url:
+        raise _AssertionRefused(700024, f"The assertion's audience is not {token_url}.")
+    if not claims.get("jti") or int(claims.get("exp", 0)) <= now or int(claims.get("nbf", 0)) > now + 60:
+        raise _AssertionRefused(700024, "Client assertion is not within its valid time range.")
+    return client
 
 
 class _Revocation(RevocationEndpoint):
@@ -328,8 +385,12 @@ class OAuthServer:
     # --- test controls ---------------------------------------------------------------------------
 
     def register_client(self, client_id="tidemark", client_secret="s3cret-client", redirect_uris=(),
-                        grant_types=("authorization_code", "refresh_token"), scope="", app_username=None):
-        client = OAuthClient(client_id, client_secret, list(redirect_uris), list(grant_types), scope, app_username)
+                        grant_types=("authorization_code", "refresh_token"), scope="", app_username=None,
+                        certificate=""):
+        """`certificate`: a PEM certificate; the client then signs in with private_key_jwt (give
+        `client_secret=""` for a certificate alone)."""
+        client = OAuthClient(client_id, client_secret, list(redirect_uris), list(grant_types), scope, app_username,
+                             certificate)
         with self.lock:
             self.clients[client_id] = client
         return client
@@ -435,6 +496,7 @@ class OAuthServer:
         server.register_grant(_RefreshGrant)
         server.register_grant(_ClientCredentialsGrant)
         server.register_endpoint(_Revocation)
+        server.register_client_auth_method("private_key_jwt", check_client_assertion)
         self._routes(app, server)
         return app
 

@@ -71,6 +71,13 @@ def place(errors: dict, known: set[str], renamed: dict | None = None) -> dict:
     return out
 
 
+class SecretTextArea(TextAreaField):
+    """A pasted secret (a certificate's private key): taken, never rendered back, not even after an error."""
+
+    def _value(self):
+        return ""
+
+
 class _Form(FlaskForm):
     service_errors: dict
 
@@ -112,6 +119,9 @@ class MailboxForm(_Form):
                                         "A public app (delegated, PKCE) has none.")
     oauth_secret_expires = StringField("Client secret expires", description="Optional, for the reminders, "
                                        "e.g. 2027-06-30.")
+    oauth_certificate = SecretTextArea("Certificate instead of the secret (PEM)", description="The RSA private key "
+                                      "(2048 bits or more) and its certificate; its expiry is the certificate's "
+                                      "own. Stored encrypted; never shown again. Empty: keep the stored one.")
     oauth_authorize_url = StringField("Authorisation URL", description="Where a person signs in (delegated).")
     oauth_token_url = StringField("Token URL")
     oauth_scopes = TextAreaField("Scopes", description="One a line. Empty: what the provider needs for the "
@@ -251,6 +261,8 @@ class MailboxForm(_Form):
             given["token_url"] = (self.oauth_token_url.data or "").strip() or None
         if self.oauth_client_secret.data:
             given["client_secret"] = self.oauth_client_secret.data
+        if (self.oauth_certificate.data or "").strip():
+            given["certificate"] = self.oauth_certificate.data
         return given
 
     def place_errors(self, errors: dict) -> None:

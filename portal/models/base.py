@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 
@@ -29,3 +30,24 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc)
+
+
+class CertificateCredential:
+    """An app registration's certificate instead of its secret (services.app_certificate): the PEM
+    with its private key, encrypted; its SHA-1 thumbprint as Entra ID shows it, and its notAfter."""
+
+    certificate_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)  # portal.crypto
+    certificate_thumbprint: Mapped[str | None] = mapped_column(String(40))
+    certificate_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def credential(self) -> str:
+        """What the app signs in with: the certificate wins over a secret."""
+        return "certificate" if self.certificate_encrypted else "client secret"
+
+    @property
+    def credential_expires(self) -> date | None:
+        """The certificate's notAfter, else the secret's typed-in date: what the alerts count down to."""
+        if self.certificate_encrypted and self.certificate_expires:
+            return self.certificate_expires.date()
+        return self.secret_expires

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, LargeBinary, St
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, utcnow
+from portal.models.base import CertificateCredential, UTCDateTime, utcnow
 from portal.models.clients import Client
 
 MAILBOX_STATUSES = ("draft", "active", "disabled")
@@ -176,7 +176,7 @@ OAUTH_FLOWS = ("delegated", "app")
 GRANT_STATES = ("not connected", "connected", "reconnect needed")
 
 
-class MailboxOAuth(db.Model):
+class MailboxOAuth(CertificateCredential, db.Model):
     """A mailbox's OAuth2 app (provider, client, where its tokens come from) and its grant.
 
     A row of its own rather than columns of `mailboxes`: password mailboxes carry none of it, and
@@ -211,4 +211,5 @@ class MailboxOAuth(db.Model):
 
     mailbox: Mapped[Mailbox] = relationship(back_populates="oauth")
 
-    SECRET_COLUMNS = ("client_secret_encrypted", "refresh_token_encrypted", "access_token_encrypted")
+    SECRET_COLUMNS = ("client_secret_encrypted", "certificate_encrypted", "refresh_token_encrypted",
+                      "access_token_encrypted")

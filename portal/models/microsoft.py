@@ -9,10 +9,10 @@ from sqlalchemy import Date, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, utcnow
+from portal.models.base import CertificateCredential, UTCDateTime, utcnow
 
 
-class MspMicrosoftApp(db.Model):
+class MspMicrosoftApp(CertificateCredential, db.Model):
     """Entered once per MSP by its admins. A row of its own rather than columns of `clients`: only
     MSP roots have one, and most have none."""
 
@@ -25,7 +25,7 @@ class MspMicrosoftApp(db.Model):
     secret_expires: Mapped[date | None] = mapped_column(Date)  # typed in by the admin, for the alerts
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    SECRET_COLUMNS = ("client_secret_encrypted",)
+    SECRET_COLUMNS = ("client_secret_encrypted", "certificate_encrypted")
 
 
 class TenantConsent(db.Model):

@@ -29,6 +29,8 @@ MICROSOFT_CODES = {
     53003: ("refused", "blocked by the tenant's Conditional Access policies"),
     54005: ("refused", "the sign-in code was already used: start connecting again"),
     700024: ("client_secret", "the client assertion is not valid (certificate or secret)"),
+    700027: ("client_secret", "the certificate's signature was refused: the private key is not the one of a "
+                              "certificate uploaded to the app registration in Entra ID"),
 }
 
 

@@ -34,10 +34,12 @@ STATE_LENGTH = 32
 
 @dataclass(frozen=True)
 class AppCredentials:
-    """The app registration: its client id and, for a confidential client, its secret."""
+    """The app registration: its client id and, for a confidential client, its secret or its
+    certificate (a PEM with the private key, portal.oauth.certificate), which wins when both are set."""
 
     client_id: str
     client_secret: str = field(default="", repr=False)
+    certificate: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ def client_credentials(provider: Provider, app: AppCredentials, scopes, *, timeo
     if provider.name == "microsoft" and provider.tenant in SHARED_TENANTS:
         raise OAuthError("app-only access needs the customer's tenant id or domain, not "
                          f"{provider.tenant!r}", kind="config")
-    if not app.client_secret:
-        raise OAuthError("app-only access needs the app's client secret", kind="config")
+    if not (app.client_secret or app.certificate):
+        raise OAuthError("app-only access needs the app's client secret or certificate", kind="config")
     with OAuthClient(provider, app, timeout=timeout, reach=reach) as client:
         body = client.fetch_token(provider.token_url, grant_type="client_credentials", scope=" ".join(scopes) or None)
     return _grant(body, " ".join(scopes))

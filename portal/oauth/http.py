@@ -18,6 +18,7 @@ from urllib.parse import quote_plus, urlsplit
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
+from portal.oauth.certificate import CertificateAuth
 from portal.oauth.errors import OAuthError, translate, who
 from portal.transport.reach import RefusedServer, pin
 from portal.transport.urls import is_loopback, trusted_cas, url_refusal
@@ -57,7 +58,9 @@ class OAuthClient(OAuth2Session):
 
     def __init__(self, provider, app, *, timeout: float = TIMEOUT, secrets=(), redirect_uri: str | None = None,
                  scope=None, reach=None):
-        if not app.client_secret:
+        if app.certificate:
+            method = "private_key_jwt"  # RFC 7523 client assertion signed with the certificate's key
+        elif not app.client_secret:
             method = "none"  # a public client: its id in the form
         else:
             method = "client_secret_basic" if provider.client_auth == "basic" else "client_secret_post"
@@ -65,6 +68,8 @@ class OAuthClient(OAuth2Session):
                          revocation_endpoint_auth_method=method, code_challenge_method="S256",
                          redirect_uri=redirect_uri, scope=scope)
         self.register_client_auth_method(("client_secret_basic", _form_encoded_basic))
+        if app.certificate:
+            self.register_client_auth_method(CertificateAuth(app.certificate))
         self.provider = provider
         self.sent = (app.client_secret, *secrets)
         self.wait = timeout

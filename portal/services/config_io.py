@@ -187,9 +187,9 @@ def unknown_fields(data: dict) -> dict[str, list[str]]:
         if isinstance(item, dict):
             check(item, at, MICROSOFT_APP_FIELDS)
         else:
-            problems[at] = ["This must be a mapping (client_id, client_secret, secret_expires)."]
+            problems[at] = ["This must be a mapping (client_id, client_secret, secret_expires, certificate)."]
     if apps is not None and not isinstance(apps, (dict, list)):
-        problems["microsoft_app"] = ["This must be a mapping (client_id, client_secret, secret_expires)."]
+        problems["microsoft_app"] = ["This must be a mapping (client_id, client_secret, secret_expires, certificate)."]
     return problems
 
 
@@ -364,7 +364,7 @@ class _Import:
         for i, item in enumerate(entries):
             where = f"microsoft_app[{i}]" if isinstance(value, list) else "microsoft_app"
             if not isinstance(item, dict):
-                raise ConfigError({where: ["This must be a mapping (client_id, client_secret, secret_expires)."]})
+                raise ConfigError({where: ["This must be a mapping (client_id, client_secret, secret_expires, certificate)."]})
             item = dict(item)
             msp = self.app_owner(item.pop("msp", None), where)
             try:

@@ -65,15 +65,17 @@ def grant_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
 
 
 def secret_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
-    expires = row.secret_expires
+    expires, what = row.credential_expires, row.credential
     if expires is None and borrows_msp_app(row):
-        # The MSP's Microsoft 365 app signs this mailbox in: its secret's date is the one that counts.
+        # The MSP's Microsoft 365 app signs this mailbox in: its secret's date, or its certificate's
+        # notAfter, is the one that counts.
         app = msp_microsoft_app(row.mailbox.msp_id)
-        expires = app.secret_expires if app is not None else None
+        if app is not None:
+            expires, what = app.credential_expires, app.credential
     if expires is None:
         return None
     left = (expires - now.date()).days
-    return Expiry("secret_expiring", "client secret", expires, left, left < 0)
+    return Expiry("secret_expiring", what, expires, left, left < 0)
 
 
 def expiries(row: MailboxOAuth | None, now: datetime) -> list[Expiry]:

@@ -33,6 +33,9 @@ _DO_NEXT = {
     "grant_expiring": "Connect the mailbox again (the Connect button on its page) before then.",
     "secret_expiring": ("Create a new client secret for the app at the provider, then enter it on the mailbox "
                         "with its expiry date."),
+    # The MSP's Microsoft 365 app signing in with a certificate (services.microsoft_app).
+    "certificate": ("Make a new certificate, upload it to the app registration in Entra ID, then on "
+                    "Settings › Microsoft 365."),
 }
 
 
@@ -87,7 +90,7 @@ def send_expiry_alerts(now: datetime) -> list[MailboxAlert]:
 
 def _expiry_alert(mailbox: Mailbox, expiry: Expiry, threshold: int) -> MailboxAlert:
     text = (f"The {expiry.what} of {mailbox.address} expires on {expiry.on.isoformat()} ({expiry.words}). "
-            f"{_DO_NEXT[expiry.kind]}")
+            f"{_DO_NEXT.get(expiry.what, _DO_NEXT[expiry.kind])}")
     return alert(mailbox, expiry.kind, text, {
         "expiring": expiry.what, "expires_on": expiry.on.isoformat(), "days_left": max(expiry.days_left, 0),
         "threshold": threshold, "account": mailbox.oauth.account or ""})

@@ -21,12 +21,14 @@ from portal.models import Client, Mailbox, MailboxOAuth, User
 from portal.models.base import utcnow
 from portal.models.mailboxes import AUTH_METHODS, GRAPH_API_URL, OAUTH_FLOWS, OAUTH_PROVIDERS
 from portal.oauth.http import is_loopback
-from portal.services import audit
+from portal.services import app_certificate, audit
 from portal.services.tenant_consent import missing_for_app_only
 
 # The keys of the `oauth` mapping, in the configuration file and in save_mailbox's values.
 OAUTH_KEYS = ("provider", "flow", "tenant", "client_id", "client_secret", "secret_expires", "token_url",
-              "authorize_url", "scopes")
+              "authorize_url", "scopes", "certificate")
+# The ones stored encrypted, never read back into a form or a snapshot.
+SECRET_KEYS = ("client_secret", "certificate")
 # Tokens are issued to one app of one provider (and tenant): another one makes them worthless here.
 APP_IDENTITY = ("provider", "tenant", "client_id", "token_url")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -75,7 +77,7 @@ def _text(value: Any) -> str | None:
 def _current(row: MailboxOAuth | None) -> dict[str, Any]:
     if row is None:
         return {"flow": "delegated", "scopes": []}
-    return {k: getattr(row, k) for k in OAUTH_KEYS if k != "client_secret"}
+    return {k: getattr(row, k) for k in OAUTH_KEYS if k not in SECRET_KEYS}
 
 
 def check_auth(values: dict[str, Any], out: dict[str, Any], mailbox: Mailbox | None, errors: dict) -> None:
@@ -127,19 +129,21 @@ def checked_oauth(given: Any, mailbox: Mailbox | None, out: dict[str, Any], erro
     if unknown:
         errors.setdefault("oauth", []).append(f"Unknown OAuth2 settings: {', '.join(unknown)}. "
                                               f"Known: {', '.join(OAUTH_KEYS)}.")
-    merged = {**_current(row), **{k: v for k, v in given.items() if k != "client_secret"}}
+    merged = {**_current(row), **{k: v for k, v in given.items() if k not in SECRET_KEYS}}
     borrowed, hints = _borrowed(merged, client)
     clean = _checked_app(merged, errors, borrowed, hints)
     secret = given.get("client_secret")
     clean["client_secret"] = str(secret) if secret not in (None, "") else None
+    clean["certificate"] = app_certificate.checked(given.get("certificate"), errors, "oauth.certificate")
     if "tenant" in given and clean["provider"] != "microsoft" and _text(given["tenant"]):
         errors.setdefault("oauth.tenant", []).append("Only Microsoft has a tenant; leave it out for this provider.")
     if clean["provider"] != "microsoft":
         clean["tenant"] = None
-    has_secret = bool(clean["client_secret"]) or (row is not None and row.client_secret_encrypted is not None)
+    has_secret = bool(clean["client_secret"] or clean["certificate"][1]) or (row is not None and (
+        row.client_secret_encrypted is not None or row.certificate_encrypted is not None))
     if clean["flow"] == "app" and not has_secret and "client_id" not in borrowed:
         errors.setdefault("oauth.client_secret", []).append(
-            "The app flow (client credentials) needs the app's client secret.")
+            "The app flow (client credentials) needs the app's client secret or certificate.")
     if auth == "oauth2" and protocol == "graph" and clean["provider"] != "microsoft":
         errors.setdefault("oauth.provider", []).append("Microsoft Graph works with provider microsoft only.")
     return clean
@@ -164,7 +168,7 @@ def _checked_app(merged: dict[str, Any], errors: dict, borrowed: set[str] = froz
     settings an app-only mailbox takes from its MSP's app and its client's consent; `hints`: what
     to say instead when it cannot."""
     hints = hints or {}
-    clean = {k: merged.get(k) for k in OAUTH_KEYS if k != "client_secret"}
+    clean = {k: merged.get(k) for k in OAUTH_KEYS if k not in SECRET_KEYS}
     provider, flow = merged.get("provider"), merged.get("flow") or "delegated"
     if provider not in OAUTH_PROVIDERS:
         errors.setdefault("oauth.provider", []).append(
@@ -224,7 +228,7 @@ def apply_oauth(mailbox: Mailbox, clean: dict[str, Any] | None, keys: str) -> di
                                            scopes=[], state="not connected", state_changed_at=utcnow())
     other_app = [k.replace("_", " ") for k in APP_IDENTITY if getattr(row, k) != clean[k]]
     for key in OAUTH_KEYS:
-        if key != "client_secret":
+        if key not in SECRET_KEYS:
             setattr(row, key, clean[key])
     notes: dict[str, list[Any]] = {}
     secret = clean["client_secret"]
@@ -232,6 +236,9 @@ def apply_oauth(mailbox: Mailbox, clean: dict[str, Any] | None, keys: str) -> di
         if row.client_secret_encrypted is not None:
             notes["oauth.client_secret"] = ["(set)", "(changed)"]
         row.client_secret_encrypted = crypto.encrypt(keys, secret)
+    pem, cert = clean.get("certificate") or ("", None)
+    if cert is not None:
+        app_certificate.store(row, keys, pem, cert)
     if other_app and has_grant(row):
         drop_grant(row, f"The app changed ({', '.join(other_app)}): its tokens belong to the old one. Connect again.")
     return notes
@@ -241,9 +248,10 @@ def snapshot(row: MailboxOAuth | None) -> dict[str, Any]:
     """The settings and the grant's state as the history shows them: "(set)" for secrets."""
     if row is None:
         return {}
-    snap = {f"oauth.{k}": getattr(row, k) for k in OAUTH_KEYS if k != "client_secret"}
+    snap = {f"oauth.{k}": getattr(row, k) for k in OAUTH_KEYS if k not in SECRET_KEYS}
     snap["oauth.secret_expires"] = row.secret_expires.isoformat() if row.secret_expires else None
     snap["oauth.client_secret"] = "(set)" if row.client_secret_encrypted else None
+    snap["oauth.certificate"] = row.certificate_thumbprint  # the thumbprint only, never the PEM
     snap["oauth.grant"] = grant_label(row)
     return snap
 
@@ -374,6 +382,8 @@ def as_config(row: MailboxOAuth | None, keys: str, with_secrets: bool) -> dict[s
         item["client_id"] = row.client_id
     if with_secrets and row.client_secret_encrypted:
         item["client_secret"] = client_secret_of(row, keys)
+    if with_secrets and row.certificate_encrypted:
+        item["certificate"] = app_certificate.pem_of(row, keys)
     for key in ("secret_expires", "token_url", "authorize_url"):
         if getattr(row, key):
             item[key] = getattr(row, key)

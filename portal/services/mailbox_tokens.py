@@ -23,7 +23,7 @@ from portal.extensions import db
 from portal.models import Mailbox, MailboxOAuth, SmtpServer, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials, OAuthError, Provider
-from portal.services import mailbox_oauth, tenant_consent
+from portal.services import app_certificate, mailbox_oauth, tenant_consent
 from portal.transport.base import TransportError
 
 # Refreshed this long before it expires: a login, and a fetch after it, must not outlive it.
@@ -38,7 +38,8 @@ def app_credentials(mailbox: Mailbox, keys: str) -> tuple[Provider, AppCredentia
     row = mailbox.oauth
     if row is None:
         raise OAuthError(f"{mailbox.address} has no OAuth2 settings (provider, client id)", kind="config")
-    tenant, app = row.tenant, AppCredentials(row.client_id, mailbox_oauth.client_secret_of(row, keys) or "")
+    tenant, app = row.tenant, AppCredentials(row.client_id, mailbox_oauth.client_secret_of(row, keys) or "",
+                                             app_certificate.pem_of(row, keys))
     if row.provider == "microsoft" and row.flow == "app" and not (row.tenant and row.client_id):
         tenant, app = _borrowed_app(mailbox, tenant, app, keys)
     provider = oauth.provider(row.provider, tenant=tenant, token_url=row.token_url,

@@ -4,6 +4,9 @@ mailboxes need no app of their own. Flush, never commit.
 
 The client secret is a Fernet token (portal.crypto) like the mailbox passwords: never shown back,
 "(set)" or "(changed)" in the history, in the configuration file only with --with-secrets.
+Instead of a secret, a certificate (portal.oauth.certificate): the PEM with its private key is kept
+encrypted the same way; its thumbprint and notAfter are shown, and notAfter is the expiry the
+alerts count down to (services.grant_expiry).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from portal.extensions import db
 from portal.models import Client, MspMicrosoftApp, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials
-from portal.services import ValidationError, audit
+from portal.services import ValidationError, app_certificate, audit
 
 # The keys of `microsoft_app` in the configuration file, and of save_microsoft_app's values.
-APP_KEYS = ("client_id", "client_secret", "secret_expires")
+APP_KEYS = ("client_id", "client_secret", "secret_expires", "certificate")
 RECORD = "microsoft app"  # the history's record type; its id is the MSP's
 
 
@@ -38,7 +41,7 @@ def borrows_msp_app(oauth_row) -> bool:
 
 def credentials(row: MspMicrosoftApp, keys: str) -> AppCredentials:
     secret = crypto.decrypt(keys, row.client_secret_encrypted) if row.client_secret_encrypted else ""
-    return AppCredentials(row.client_id, secret)
+    return AppCredentials(row.client_id, secret, app_certificate.pem_of(row, keys))
 
 
 def _application_id(value: Any, errors: dict) -> str:
@@ -74,12 +77,15 @@ def snapshot(row: MspMicrosoftApp | None) -> dict[str, Any]:
     if row is None:
         return {}
     return {"client_id": row.client_id, "client_secret": "(set)" if row.client_secret_encrypted else None,
-            "secret_expires": row.secret_expires.isoformat() if row.secret_expires else None}
+            "secret_expires": row.secret_expires.isoformat() if row.secret_expires else None,
+            "certificate": row.certificate_thumbprint,
+            "certificate_expires": row.certificate_expires.date().isoformat() if row.certificate_expires else None}
 
 
 def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor: User | None) -> dict[str, list]:
-    """Create or change the MSP's app. An empty client secret keeps the stored one; a new app
-    needs one (app-only access is client credentials). Returns the history's changes."""
+    """Create or change the MSP's app. An empty client secret or certificate keeps the stored one;
+    a new app needs one of them (app-only access is client credentials). A certificate must hold
+    its RSA private key (2048 bits or more) and be valid now. Returns the history's changes."""
     if not msp.is_msp:
         raise ValueError("the Microsoft 365 app belongs to an MSP, not to one of its clients")
     errors: dict[str, list[str]] = {}
@@ -87,9 +93,12 @@ def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor:
     client_id = _application_id(values.get("client_id"), errors)
     expires = _expiry(values.get("secret_expires"), errors)
     secret = str(values.get("client_secret") or "").strip()
-    if not secret and (row is None or row.client_secret_encrypted is None):
+    pem, cert = app_certificate.checked(values.get("certificate"), errors, "certificate")
+    if not (secret or pem) and (row is None or not (row.client_secret_encrypted or row.certificate_encrypted)) \
+            and "certificate" not in errors:
         errors.setdefault("client_secret", []).append(
-            "Give the client secret's Value (not its Secret ID), from Certificates & secrets in Entra ID.")
+            "Give the client secret's Value (not its Secret ID), from Certificates & secrets in Entra ID, "
+            "or a certificate.")
     if errors:
         raise ValidationError(errors)
     before = snapshot(row)
@@ -101,6 +110,8 @@ def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor:
                                            and crypto.decrypt(keys, row.client_secret_encrypted) == secret)
     if secret_changed:
         row.client_secret_encrypted = crypto.encrypt(keys, secret)
+    if cert is not None:
+        app_certificate.store(row, keys, pem, cert)
     changes = audit.diff(before, snapshot(row))
     if secret_changed and before.get("client_secret"):
         changes["client_secret"] = ["(set)", "(changed)"]
@@ -122,16 +133,19 @@ def remove_microsoft_app(msp: Client, *, actor: User | None) -> bool:
 
 
 def rotate_secrets(keys: str) -> int:
-    """Re-encrypt every MSP's client secret with the first key; returns how many."""
+    """Re-encrypt every MSP's client secret and certificate with the first key; returns how many."""
     count = 0
-    for row in db.session.scalars(select(MspMicrosoftApp).where(MspMicrosoftApp.client_secret_encrypted.is_not(None))):
-        row.client_secret_encrypted = crypto.rotate(keys, row.client_secret_encrypted)
-        count += 1
+    for row in db.session.scalars(select(MspMicrosoftApp)):
+        for column in MspMicrosoftApp.SECRET_COLUMNS:
+            if (value := getattr(row, column)) is not None:
+                setattr(row, column, crypto.rotate(keys, value))
+                count += 1
     return count
 
 
 def as_config(msp_id: int, keys: str, with_secrets: bool) -> dict[str, Any] | None:
-    """The `microsoft_app` mapping of the configuration file; the secret only `with_secrets`."""
+    """The `microsoft_app` mapping of the configuration file; the secret and the certificate's PEM
+    only `with_secrets`."""
     row = msp_microsoft_app(msp_id)
     if row is None:
         return None
@@ -140,6 +154,8 @@ def as_config(msp_id: int, keys: str, with_secrets: bool) -> dict[str, Any] | No
         item["client_secret"] = crypto.decrypt(keys, row.client_secret_encrypted)
     if row.secret_expires:
         item["secret_expires"] = row.secret_expires.isoformat()
+    if with_secrets and row.certificate_encrypted:
+        item["certificate"] = app_certificate.pem_of(row, keys)
     return item
 
 
@@ -147,7 +163,7 @@ def apply_config(msp: Client, given: Any, *, keys: str, actor: User | None) -> t
     """The file's `microsoft_app` for this MSP: (created, changed). A file without the secret
     (exported without --with-secrets) keeps the stored one."""
     if not isinstance(given, dict):
-        raise ValidationError({"": ["This must be a mapping (client_id, client_secret, secret_expires)."]})
+        raise ValidationError({"": ["This must be a mapping (client_id, client_secret, secret_expires, certificate)."]})
     unknown = sorted(str(k) for k in given if k not in APP_KEYS)
     if unknown:
         raise ValidationError({"": [f"Unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "

@@ -135,6 +135,9 @@ def import_configuration():
 # --- the MSP's Microsoft 365 app ----------------------------------------------------------------------
 
 
+MAX_CERTIFICATE_BYTES = 64 * 1024  # a key and a certificate chain fit many times over
+
+
 @bp.route("/microsoft-365", methods=["GET", "POST"])
 @admin_required
 def microsoft_365():
@@ -147,6 +150,9 @@ def microsoft_365():
     status = 200
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in microsoft_app.APP_KEYS}
+        upload = request.files.get("certificate_file")
+        if upload and upload.filename and not values["certificate"].strip():
+            values["certificate"] = upload.read(MAX_CERTIFICATE_BYTES + 1)[:MAX_CERTIFICATE_BYTES]
         try:
             changes = microsoft_app.save_microsoft_app(msp, values, keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"],
                                                        actor=current_user)
@@ -158,7 +164,8 @@ def microsoft_365():
             flash("Microsoft 365 app saved." if changes else "Nothing changed.", "success")
             return hx_redirect(url_for("settings.microsoft_365"))
     entries, _total = audit.history(g.msp_id, microsoft_app.RECORD, g.msp_id, per_page=CONFIG_HISTORY)
-    days_left = (row.secret_expires - utcnow().date()).days if row and row.secret_expires else None
+    expires = row.credential_expires if row else None
+    days_left = (expires - utcnow().date()).days if expires else None
     return render_template("settings/microsoft.html", form=form, errors=errors, has_secret=bool(
-        row and row.client_secret_encrypted), history=entries, days_left=days_left,
+        row and row.client_secret_encrypted), app=row, history=entries, days_left=days_left,
         redirect_uri=redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"])), status
