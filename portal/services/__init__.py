@@ -4,6 +4,9 @@ a request or a flask command, workers.runtime after a job."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Any
+
 from portal.extensions import db
 from portal.jobs import dispatch_pending
 
@@ -14,6 +17,21 @@ class ValidationError(Exception):
     def __init__(self, errors: dict[str, list[str]]):
         super().__init__("; ".join(f"{k or 'form'}: {' '.join(v)}" for k, v in errors.items()))
         self.errors = errors
+
+
+def checked_date(value: Any, errors: dict[str, list[str]], key: str) -> date | None:
+    """A date typed in a form or a configuration file (2027-06-30); a message under `key` otherwise."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        errors.setdefault(key, []).append(f"{value!r} is not a date like 2027-06-30.")
+        return None
 
 
 def commit() -> None:

@@ -9,7 +9,7 @@ mailbox password; the history says "(set)" or "(changed)", never a value.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from portal.models import Client, Mailbox, MailboxOAuth, User
 from portal.models.base import utcnow
 from portal.models.mailboxes import AUTH_METHODS, GRAPH_API_URL, OAUTH_FLOWS, OAUTH_PROVIDERS
 from portal.oauth.http import is_loopback
-from portal.services import app_certificate, audit
+from portal.services import app_certificate, audit, checked_date
 from portal.services.tenant_consent import missing_for_app_only
 
 # The keys of the `oauth` mapping, in the configuration file and in save_mailbox's values.
@@ -53,21 +53,6 @@ def url_problem(value: Any) -> str | None:
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return f"{text!r} must use https: tokens and secrets travel through it."
     return None
-
-
-
-def _date(value: Any, errors: dict, key: str) -> date | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        errors.setdefault(key, []).append(f"{value!r} is not a date like 2027-06-30.")
-        return None
 
 
 def _text(value: Any) -> str | None:
@@ -213,7 +198,7 @@ def _checked_app(merged: dict[str, Any], errors: dict, borrowed: set[str] = froz
             "\"offline_access\"].")
         scopes = []
     clean["scopes"] = [s.strip() for s in scopes]
-    clean["secret_expires"] = _date(merged.get("secret_expires"), errors, "oauth.secret_expires")
+    clean["secret_expires"] = checked_date(merged.get("secret_expires"), errors, "oauth.secret_expires")
     return clean
 
 

@@ -12,7 +12,6 @@ alerts count down to (services.grant_expiry).
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +21,7 @@ from portal.extensions import db
 from portal.models import Client, MspMicrosoftApp, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials
-from portal.services import ValidationError, app_certificate, audit
+from portal.services import ValidationError, app_certificate, audit, checked_date
 
 # The keys of `microsoft_app` in the configuration file, and of save_microsoft_app's values.
 APP_KEYS = ("client_id", "client_secret", "secret_expires", "certificate")
@@ -58,20 +57,6 @@ def _application_id(value: Any, errors: dict) -> str:
         return text
 
 
-def _expiry(value: Any, errors: dict) -> date | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        errors.setdefault("secret_expires", []).append(f"{value!r} is not a date like 2027-06-30.")
-        return None
-
-
 def snapshot(row: MspMicrosoftApp | None) -> dict[str, Any]:
     """What the history shows: never the secret, only whether there is one."""
     if row is None:
@@ -91,7 +76,7 @@ def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor:
     errors: dict[str, list[str]] = {}
     row = msp_microsoft_app(msp.id)
     client_id = _application_id(values.get("client_id"), errors)
-    expires = _expiry(values.get("secret_expires"), errors)
+    expires = checked_date(values.get("secret_expires"), errors, "secret_expires")
     secret = str(values.get("client_secret") or "").strip()
     pem, cert = app_certificate.checked(values.get("certificate"), errors, "certificate")
     if not (secret or pem) and (row is None or not (row.client_secret_encrypted or row.certificate_encrypted)) \
