@@ -12,8 +12,8 @@ class ClientForm(FlaskForm):
     parent_id = SelectField("Sits below", coerce=int, validate_choice=True)
     allow = TextAreaField(
         "Allow-list",
-        description="Sender addresses and domains whose mail belongs to this client: one per line, "
-        "domains without @ (contoso.com, boss@gmail.com).",
+        description="Sender addresses and domains whose mail belongs to this client: one per line or "
+        "separated by spaces or commas, domains without @ (contoso.com boss@gmail.com).",
     )
     waterline = TextAreaField(
         "Waterline",
