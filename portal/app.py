@@ -152,6 +152,8 @@ def init_templates(app: Flask) -> None:
     app.jinja_env.filters["when"] = display.when
     app.jinja_env.filters["audit_value"] = display.audit_value
     app.jinja_env.globals["field_errors"] = display.field_errors
+    app.jinja_env.globals["retype_password"] = display.retype_password
+    app.jinja_env.globals["RETYPE_PASSWORD"] = display.RETYPE_PASSWORD
     app.jinja_env.globals["timezone_names"] = timezone_names
 
     def may_change_installation() -> bool:

@@ -38,6 +38,18 @@ def field_errors(form, name: str) -> list[str]:
     return found
 
 
+RETYPE_PASSWORD = "Type it again: a password is not kept when the form comes back with an error."
+
+
+def retype_password(form, name: str) -> bool:
+    """A password typed into a form that came back with errors: the field is empty again (we keep
+    no password between requests), so the page says it must be typed again."""
+    field = getattr(form, name, None)
+    if getattr(field, "type", None) != "PasswordField" or not any(field.raw_data or []):
+        return False
+    return bool(form.errors or getattr(form, "service_errors", None))
+
+
 def audit_value(value) -> str:
     """One side of an audited change, as a person reads it."""
     if value is None or value == [] or value == "":

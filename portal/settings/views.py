@@ -44,6 +44,7 @@ def mail():
             flash("Mail settings saved.", "success")
             return hx_redirect(url_for("settings.mail"))
     return render_template("settings/mail.html", form=form, errors=errors,
+                           password_typed=bool(request.form.get("password")),
                            customer_notifications=svc.CUSTOMER_NOTIFICATIONS), status
 
 
