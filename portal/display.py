@@ -50,6 +50,18 @@ def retype_password(form, name: str) -> bool:
     return bool(form.errors or getattr(form, "service_errors", None))
 
 
+def form_labels(*forms) -> dict[str, str]:
+    """Field name → label over some form classes: the history says "Client", as the form does,
+    not "client_id". The first form that has a field names it."""
+    labels: dict[str, str] = {}
+    for form in forms:
+        for name, field in vars(form).items():
+            label = getattr(field, "args", None)
+            if label and isinstance(label[0], str) and hasattr(field, "field_class"):
+                labels.setdefault(name, label[0])
+    return labels
+
+
 def audit_value(value) -> str:
     """One side of an audited change, as a person reads it."""
     if value is None or value == [] or value == "":
