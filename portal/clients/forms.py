@@ -20,7 +20,7 @@ class ClientForm(FlaskForm):
         validators=[Length(max=2000)],
         description="Everything from this text down is cut from an inbound email. Empty = inherited.",
     )
-    timezone = StringField("Time zone", description="e.g. Europe/Berlin. Empty = inherited.")
+    timezone = StringField("Time zone", description="Times in this client's emails are shown in it.")
     reference_prefix = StringField(
         "Ticket reference prefix", description="Ticket references read PREFIX-1042, e.g. T-1042 or DEMO-1042."
     )
