@@ -53,3 +53,11 @@ def test_an_invitation_to_no_address_is_said_plainly(admin):
     body = _body(resp)
     assert resp.status_code == 422 and "“nia@” is not an email address like name@contoso.com." in body
     _no_library_words(body)
+
+
+def test_a_test_email_to_no_address_is_said_plainly(app, admin, smtp_gateway):
+    body = _body(admin.post("/settings/mail/test", {"recipient": ""}, htmx=True))
+    assert "Not sent: type an email address, e.g. name@contoso.com." in body
+    body = _body(admin.post("/settings/mail/test", {"recipient": "qa@"}, htmx=True))
+    assert "Not sent: “qa@” is not an email address like name@contoso.com." in body
+    _no_library_words(body)
