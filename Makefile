@@ -61,7 +61,7 @@ run: system-run $(VENV)/.installed-run
 	@mkdir -p instance
 	$(FLASK) db upgrade
 	$(FLASK) demo seed
-	$(PY) -m workers.stack
+	$(PY) -m workers.stack --demo
 
 test: system-test $(VENV)/.installed-dev
 	@$(MAKE) --no-print-directory test-sqlite

@@ -7,6 +7,7 @@ so that `make run` and the `flask` command work on a fresh checkout.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -45,6 +46,20 @@ def kept_secret(filename: str, make: callable) -> str:
     return value
 
 
+def portal_url_for_bind(bind: str, *, local: bool = False) -> str | None:
+    """The portal's address for gunicorn's --bind (host:port, [v6]:port, or unix:path; None for
+    a socket). A wildcard host is this machine's name, or, with local, the loopback address the
+    stack itself can reach."""
+    if not bind or bind.startswith(("unix:", "fd://")):
+        return None
+    host, _, port = bind.rpartition(":")
+    if not host or bind.endswith("]"):  # gunicorn takes a bare host too, on its port 8000
+        host, port = bind, "8000"
+    if host in ("0.0.0.0", "", "[::]"):
+        host = ("[::1]" if host == "[::]" else "127.0.0.1") if local else socket.getfqdn()
+    return f"http://{host}" + ("" if port == "80" else f":{port}")
+
+
 class ConfigError(RuntimeError):
     """The environment is not fit to start this configuration."""
 
@@ -80,8 +95,11 @@ class Config:
     TIDEMARK_LOCK_SECONDS = env_int("TIDEMARK_LOCK_SECONDS", 60)
     # The right-hand side of our Message-IDs and the value of our loop header.
     TIDEMARK_MAIL_HOST = os.environ.get("TIDEMARK_MAIL_HOST") or socket.getfqdn() or "tidemark.localdomain"
-    # Where the portal is reached, for links in email.
-    TIDEMARK_PORTAL_URL = os.environ.get("TIDEMARK_PORTAL_URL", "http://127.0.0.1:5000")
+    # Where the portal is reached, for links in email. Unset, it follows the address `make run`
+    # serves on (workers.stack passes TIDEMARK_BIND to the portal and the worker).
+    TIDEMARK_PORTAL_URL = (os.environ.get("TIDEMARK_PORTAL_URL")
+                           or portal_url_for_bind(os.environ.get("TIDEMARK_BIND", "127.0.0.1:5000"))
+                           or "http://127.0.0.1:5000")
     # Who may change installation-wide settings (the default SMTP gateway, staging switches)
     # when the installation hosts several MSPs: comma-separated emails. With one MSP, its admins.
     TIDEMARK_OPERATORS = [e.strip().lower() for e in os.environ.get("TIDEMARK_OPERATORS", "").split(",") if e.strip()]
@@ -169,6 +187,10 @@ class ProductionConfig(Config):
             raise ConfigError(
                 "Production needs " + " and ".join(missing) + " in the environment; refusing to start."
             )
+        if not os.environ.get("TIDEMARK_PORTAL_URL"):
+            logging.getLogger("tidemark.config").warning(
+                "TIDEMARK_PORTAL_URL is not set: links in emails will point at %s. Set it to the address "
+                "people use to reach the portal, e.g. https://tickets.example.com.", cls.TIDEMARK_PORTAL_URL)
 
 
 CONFIGS = {

@@ -25,6 +25,9 @@ from portal.main.views import bp as main_bp
 from portal.oauth_callback import bp as oauth_callback_bp
 from portal.responses import hx_redirect, same_site_path
 from portal.outbound.settings import may_change_installation as allowed_to_change_installation
+from portal.clients.forms import ClientForm
+from portal.mailboxes.forms import MailboxForm, OutgoingForm, RouteForm
+from portal.services import audit
 from portal.services.clients import timezone_names
 from portal.services.users import user_for_session
 from portal.settings.views import bp as settings_bp
@@ -153,7 +156,11 @@ def init_templates(app: Flask) -> None:
     app.jinja_env.filters["when"] = display.when
     app.jinja_env.filters["audit_value"] = display.audit_value
     app.jinja_env.globals["field_errors"] = display.field_errors
+    app.jinja_env.globals["retype_password"] = display.retype_password
+    app.jinja_env.globals["RETYPE_PASSWORD"] = display.RETYPE_PASSWORD
     app.jinja_env.globals["timezone_names"] = timezone_names
+    labels = display.form_labels(ClientForm, MailboxForm, OutgoingForm, RouteForm)
+    app.jinja_env.globals["audit_changes"] = lambda entry: audit.readable_changes(entry, labels)
 
     def may_change_installation() -> bool:
         """Whether the nav offers the installation-wide mail settings (asked once a request)."""

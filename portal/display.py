@@ -38,6 +38,30 @@ def field_errors(form, name: str) -> list[str]:
     return found
 
 
+RETYPE_PASSWORD = "Type it again: a password is not kept when the form comes back with an error."
+
+
+def retype_password(form, name: str) -> bool:
+    """A password typed into a form that came back with errors: the field is empty again (we keep
+    no password between requests), so the page says it must be typed again."""
+    field = getattr(form, name, None)
+    if getattr(field, "type", None) != "PasswordField" or not any(field.raw_data or []):
+        return False
+    return bool(form.errors or getattr(form, "service_errors", None))
+
+
+def form_labels(*forms) -> dict[str, str]:
+    """Field name → label over some form classes: the history says "Client", as the form does,
+    not "client_id". The first form that has a field names it."""
+    labels: dict[str, str] = {}
+    for form in forms:
+        for name, field in vars(form).items():
+            label = getattr(field, "args", None)
+            if label and isinstance(label[0], str) and hasattr(field, "field_class"):
+                labels.setdefault(name, label[0])
+    return labels
+
+
 def audit_value(value) -> str:
     """One side of an audited change, as a person reads it."""
     if value is None or value == [] or value == "":

@@ -80,3 +80,40 @@ def test_server_networks_are_read_at_start_and_a_typo_stops_it(monkeypatch):
     monkeypatch.delenv("TIDEMARK_DENIED_SERVER_NETWORKS")
     monkeypatch.delenv("TIDEMARK_ALLOWED_SERVER_NETWORKS")
     assert create_app("testing").config["TIDEMARK_ALLOWED_SERVER_NETWORKS"] == ()
+
+
+def test_the_portal_address_follows_the_bind_address():
+    from config import portal_url_for_bind
+
+    assert portal_url_for_bind("127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert portal_url_for_bind("tickets.example.com:80") == "http://tickets.example.com"
+    assert portal_url_for_bind("[2001:db8::5]:5000") == "http://[2001:db8::5]:5000"
+    assert portal_url_for_bind("0.0.0.0:5000", local=True) == "http://127.0.0.1:5000"
+    assert portal_url_for_bind("[::]:5000", local=True) == "http://[::1]:5000"
+    assert portal_url_for_bind("0.0.0.0:5000").endswith(":5000") and "0.0.0.0" not in portal_url_for_bind("0.0.0.0:5000")
+    assert portal_url_for_bind("unix:/run/tidemark.sock") is None
+
+
+def _portal_url_at_start(tmp_path, **env) -> subprocess.CompletedProcess:
+    # A fresh interpreter, because the environment is read at import time; the worker's app, as it
+    # is the worker that writes the emails.
+    script = "from workers.runtime import get_app; print(get_app().config['TIDEMARK_PORTAL_URL'])"
+    full = {"TIDEMARK_INSTANCE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", **env}
+    return subprocess.run([sys.executable, "-c", script], env=full, capture_output=True, text=True, check=True)
+
+
+def test_links_in_email_follow_make_runs_bind_unless_the_portal_url_is_set(tmp_path):
+    assert _portal_url_at_start(tmp_path, TIDEMARK_BIND="127.0.0.1:8123").stdout.strip() == "http://127.0.0.1:8123"
+    given = _portal_url_at_start(tmp_path, TIDEMARK_BIND="127.0.0.1:8123",
+                                 TIDEMARK_PORTAL_URL="https://tickets.example.com")
+    assert given.stdout.strip() == "https://tickets.example.com"
+    assert _portal_url_at_start(tmp_path).stdout.strip() == "http://127.0.0.1:5000"  # make run's default
+
+
+def test_production_warns_at_start_when_the_portal_url_is_unset(tmp_path):
+    keys = {"TIDEMARK_ENV": "production", "SECRET_KEY": "x" * 32,
+            "TIDEMARK_ENCRYPTION_KEY": "bXR4dXZ3eHl6MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG0="}
+    unset = _portal_url_at_start(tmp_path, **keys)
+    assert "TIDEMARK_PORTAL_URL is not set: links in emails will point at http://127.0.0.1:5000" in unset.stderr
+    given = _portal_url_at_start(tmp_path, TIDEMARK_PORTAL_URL="https://tickets.example.com", **keys)
+    assert "TIDEMARK_PORTAL_URL" not in given.stderr and given.stdout.strip() == "https://tickets.example.com"

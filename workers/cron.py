@@ -17,7 +17,7 @@ from rq.cron import CronScheduler
 from portal.jobs import redis_connection
 from workers import fetch, maintenance, sending
 from workers.runtime import get_app
-from workers.worker import MAX_PAUSE, catch_stop, wait_for_redis
+from workers.worker import MAX_PAUSE, ROUTINE, catch_stop, quiet_routine_jobs, wait_for_redis
 
 log = logging.getLogger("rq.cron")
 
@@ -33,7 +33,9 @@ SCHEDULE = [
 def build_scheduler(connection, queue_name: str) -> CronScheduler:
     scheduler = CronScheduler(connection=connection, name="tidemark-cron")
     for func, interval in SCHEDULE:
-        scheduler.register(func, queue_name, interval=interval, failure_ttl=3600, result_ttl=0)
+        job = scheduler.register(func, queue_name, interval=interval, failure_ttl=3600, result_ttl=0)
+        # Marked, so that the worker logs them at debug level (workers.worker.QuietRoutineJobs).
+        job.job_options["description"] = f"{ROUTINE}{func.__module__}.{func.__name__}()"
     return scheduler
 
 
@@ -42,6 +44,7 @@ def main() -> None:
     with app.app_context():
         connection = redis_connection()
         queue_name = app.config["TIDEMARK_QUEUE"]
+    quiet_routine_jobs("rq.cron")
     pause = 1.0
     while True:
         began = time.monotonic()

@@ -13,9 +13,11 @@ import gc
 import importlib
 import logging
 import os
+import re
 import signal
 import threading
 import time
+from collections import deque
 
 from redis.exceptions import RedisError
 from rq import Worker
@@ -24,6 +26,38 @@ from portal.jobs import queue, redis_connection
 from workers.runtime import get_app
 
 log = logging.getLogger("rq.worker")
+
+# The start of the description the cron gives its routine jobs (workers.cron.build_scheduler).
+ROUTINE = "routine: "
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class QuietRoutineJobs(logging.Filter):
+    """The cron's routine jobs (every few seconds) log at debug level, so that the worker's real
+    work and every warning or error stay readable. RQ names a job by its description in the line
+    that starts it and by its id in the later ones (some in the forked work horse, which inherits
+    the ids seen here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.job_ids: deque[str] = deque(maxlen=50)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.getMessage()
+        if ROUTINE in message:
+            self.job_ids.extend(_JOB_ID.findall(message))
+        elif not message.startswith("Enqueued job ") and not any(i in message for i in self.job_ids):
+            return True  # only the cron logs "Enqueued job", and it enqueues nothing but routine jobs
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_routine_jobs(logger_name: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, QuietRoutineJobs) for f in logger.filters):
+        logger.addFilter(QuietRoutineJobs())
 
 # Every module that holds jobs (portal.jobs.enqueue only takes functions from workers.*).
 JOB_MODULES = ("workers.fetch", "workers.sending", "workers.maintenance")
@@ -58,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         connection = redis_connection()
         q = queue(connection)
     prepare_process()
+    quiet_routine_jobs("rq.worker")
     pause = 1.0
     while True:
         worker = StoppableWorker([q], connection=connection)

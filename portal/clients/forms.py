@@ -12,15 +12,15 @@ class ClientForm(FlaskForm):
     parent_id = SelectField("Sits below", coerce=int, validate_choice=True)
     allow = TextAreaField(
         "Allow-list",
-        description="Sender addresses and domains whose mail belongs to this client: one per line, "
-        "domains without @ (contoso.com, boss@gmail.com).",
+        description="Sender addresses and domains whose mail belongs to this client: one per line or "
+        "separated by spaces or commas, domains without @ (contoso.com boss@gmail.com).",
     )
     waterline = TextAreaField(
         "Waterline",
         validators=[Length(max=2000)],
         description="Everything from this text down is cut from an inbound email. Empty = inherited.",
     )
-    timezone = StringField("Time zone", description="e.g. Europe/Berlin. Empty = inherited.")
+    timezone = StringField("Time zone", description="Times in this client's emails are shown in it.")
     reference_prefix = StringField(
         "Ticket reference prefix", description="Ticket references read PREFIX-1042, e.g. T-1042 or DEMO-1042."
     )

@@ -119,21 +119,23 @@ def parse_address(value: str | tuple[str | None, str] | Address) -> Address:
             name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     spec = spec.strip()
     if any(ch in (name or "") for ch in "\r\n\0"):
-        raise AddressError(f"the name for {spec!r} contains a line break")
+        raise AddressError(f"the name for “{spec}” contains a line break")
     local, at, domain = spec.rpartition("@")
+    if not spec:
+        raise AddressError("type an email address, e.g. name@contoso.com")
     if not at or not local or not domain:
-        raise AddressError(f"not an email address: {spec!r}")
+        raise AddressError(f"“{spec}” is not an email address like name@contoso.com")
     if not _LOCAL_RE.match(local) or len(local) > 64:
         if not local.isascii():
-            raise AddressError(f"addresses with non-ASCII characters before the @ cannot be sent to: {spec!r}")
-        raise AddressError(f"not an email address: {spec!r}")
+            raise AddressError(f"“{spec}” cannot be sent to: the address has non-ASCII characters before the @")
+        raise AddressError(f"“{spec}” is not an email address like name@contoso.com")
     try:
         ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise AddressError(f"not a valid domain in {spec!r}") from None
+        raise AddressError(f"“{spec}” is not an email address like name@contoso.com") from None
     labels = ascii_domain.split(".")
     if len(labels) < 2 or not all(_LABEL_RE.match(label) for label in labels) or len(ascii_domain) > 253:
-        raise AddressError(f"not an email address: {spec!r}")
+        raise AddressError(f"“{spec}” is not an email address like name@contoso.com")
     return Address(display_name=name or "", username=local, domain=ascii_domain)
 
 

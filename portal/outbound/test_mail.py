@@ -1,4 +1,5 @@
-"""Test emails ("send test email" on a template, on a mailbox and its outgoing server): the one
+"""Test emails ("send test email" on a template, on a mailbox and its outgoing server, on the
+default gateway): the one
 place they are sent. Every test email
 - is limited to PER_USER_PER_MINUTE for the person and PER_MSP_PER_HOUR for their MSP, counted
   in Redis so that every web worker shares the count (an MSP admin must not be able to use the
@@ -22,7 +23,8 @@ from redis.exceptions import RedisError
 from portal.jobs import redis_connection
 from portal.mail.compose import AddressError, parse_address
 from portal.models import Mailbox, User
-from portal.outbound.servers import SendEnvironment, outgoing_server, outgoing_settings, own_server, smtp_settings
+from portal.outbound.servers import (SendEnvironment, default_gateway, outgoing_server, outgoing_settings, own_server,
+                                    smtp_settings)
 from portal.outbound.settings import get_setting
 from portal.services import audit
 from portal.services.mailboxes import record_secret_test
@@ -168,3 +170,27 @@ def send_outgoing_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, *
         record_secret_test(actor, mailbox, "test email", used[0].address, result,
                            secret="OAuth2 grant" if getattr(used[0], "token", None) else "saved password")
     return result
+
+
+def send_gateway_test(recipient: str, env: SendEnvironment, actor: User, *, send=None) -> str:
+    """"Send test email" on the mail settings: through the saved default gateway, from its From
+    address, noted in the mail settings' history (as saving them is)."""
+    server = default_gateway()
+    if server is None:
+        return "Not sent: there is no default gateway yet. Save its host first."
+    settings = smtp_settings(server, env)
+    via = f"{server.host} (the default gateway)"
+
+    def build(address: str) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = server.from_address or f"tidemark@{env.host}"
+        email["To"] = address
+        email["Subject"] = "Tidemark test email for the default gateway"
+        email["Date"] = formatdate(localtime=False)
+        email["Message-ID"] = make_msgid(domain=env.host)
+        email["Auto-Submitted"] = "auto-generated"
+        email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port}, the "
+                          "default gateway. Nothing needs to be done.\n")
+        return email
+
+    return send_test_mail(actor, actor.msp_id, ("installation", 0), recipient, build, settings, via, send=send)

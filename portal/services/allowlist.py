@@ -15,7 +15,24 @@ _SPLIT = re.compile(r"[\s,;]+")
 
 
 class AllowEntryError(ValueError):
-    pass
+    """An entry that is not an address or a domain, said in the product's words (never the
+    library's: idna and email_validator speak of code points and @-signs)."""
+
+
+def _not_a_domain(raw: str) -> AllowEntryError:
+    text = raw.strip()
+    if "://" in text or "/" in text:
+        return AllowEntryError(f"“{text}” is not a domain name: type only the name, e.g. contoso.com "
+                               "(no http:// and no path).")
+    return AllowEntryError(f"“{text}” is not a domain name like contoso.com: use letters, digits, hyphens "
+                           "and dots, with a dot between the parts.")
+
+
+def _not_an_address(raw: str) -> AllowEntryError:
+    text = raw.strip()
+    if not text:
+        return AllowEntryError("Type an email address, e.g. name@contoso.com.")
+    return AllowEntryError(f"“{text}” is not an email address like name@contoso.com.")
 
 
 def normalise_domain(raw: str) -> str:
@@ -24,16 +41,16 @@ def normalise_domain(raw: str) -> str:
     if text.startswith("@"):
         text = text[1:]
     if not text:
-        raise AllowEntryError("is empty")
+        raise AllowEntryError("Type a domain name, e.g. contoso.com.")
     if "@" in text:
-        raise AllowEntryError(f"{raw!r} is not a domain")
+        raise AllowEntryError(f"“{raw.strip()}” is not a domain name: a domain has no @, e.g. contoso.com.")
     try:
         ascii_form = idna.encode(text, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
-        raise AllowEntryError(f"{raw!r} is not a valid domain name ({exc})") from None
+    except idna.IDNAError:
+        raise _not_a_domain(raw) from None
     labels = ascii_form.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
-        raise AllowEntryError(f"{raw!r} is not a valid domain name")
+        raise _not_a_domain(raw)
     return ascii_form
 
 
@@ -44,8 +61,8 @@ def normalise_address(raw: str) -> str:
         # Special-use domains (.local, .test, .internal) are real on MSP networks.
         checked = validate_email(text, check_deliverability=False, allow_smtputf8=True,
                                  globally_deliverable=False, test_environment=True)
-    except EmailNotValidError as exc:
-        raise AllowEntryError(f"{raw!r} is not a valid email address ({exc})") from None
+    except EmailNotValidError:
+        raise _not_an_address(raw) from None
     local = checked.local_part.lower()
     return f"{local}@{normalise_domain(checked.domain)}"
 
@@ -59,7 +76,7 @@ def normalise_entry(raw: str) -> tuple[str, str]:
 
 
 def parse_allow_list(text: str | list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Normalise a pasted list (one per line, or separated by commas/spaces).
+    """Normalise a pasted list (one per line, or separated by spaces, commas or semicolons).
 
     Returns the unique entries in input order and one message per entry that is not valid.
     """

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from portal.extensions import db
-from portal.models import AuditEntry, User
+from portal.models import AuditEntry, Client, User
 from portal.models.base import utcnow
 
 COMMAND_LINE = "command line"
@@ -73,3 +73,33 @@ def history(msp_id: int, record_type: str, record_id: int, *, page: int = 1, per
         .offset((page - 1) * per_page)
     ).all()
     return entries, total
+
+
+# History names whose values are a client's id (mailboxes and routes record their columns).
+CLIENT_IDS = ("client_id", "parent_id")
+
+
+def field_label(name: str, labels: dict[str, str]) -> str:
+    """The form's label of a recorded field, else its name in words ("poll_interval" → "Poll interval")."""
+    if name in labels:
+        return labels[name]
+    words = name.removesuffix("_id").replace("_", " ").replace("-", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def readable_changes(entry: AuditEntry, labels: dict[str, str]) -> list[tuple[str, Any, Any]]:
+    """(label, before, after) for each change of a history entry, as people read them: a field's
+    label instead of its name and a client's name instead of its id (only this MSP's clients)."""
+    changes = entry.changes or {}
+    ids = {v for k in CLIENT_IDS for v in changes.get(k, []) if isinstance(v, int)}
+    names = dict(db.session.execute(
+        select(Client.id, Client.name).where(Client.id.in_(ids),
+                                             or_(Client.msp_id == entry.msp_id, Client.id == entry.msp_id))
+    ).all()) if ids else {}
+
+    def value(key: str, v: Any) -> Any:
+        if key in CLIENT_IDS and isinstance(v, int):
+            return names.get(v, "a deleted client")
+        return v
+
+    return [(field_label(k, labels), value(k, pair[0]), value(k, pair[1])) for k, pair in changes.items()]

@@ -178,7 +178,7 @@ def _validate(msp_id: int | None, data: ClientInput, client: Client | None) -> d
 
     tz = data.timezone.strip() or None
     if tz is not None and tz not in _timezones():
-        errors.setdefault("timezone", []).append(f"{tz} is not a time zone name such as Europe/Berlin.")
+        errors.setdefault("timezone", []).append(f"{tz} is not a time zone. Pick one from the list, e.g. Europe/Berlin.")
 
     waterline = data.waterline.strip() or None
     if waterline is not None and len(waterline) > 2000:

@@ -54,7 +54,7 @@ def checked_sender_pattern(value: str, errors: dict, where: str) -> str | None:
             return normalise_address(text)
         return normalise_domain(text)
     except AllowEntryError as exc:
-        errors.setdefault("routes", []).append(f"{where}: sender {exc}")
+        errors.setdefault("routes", []).append(f"{where}, sender: {exc}")
         return None
 
 

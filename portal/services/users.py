@@ -131,8 +131,10 @@ def validate_password(password: str) -> list[str]:
 def normalise_email(raw: str) -> str:
     try:
         checked = validate_email((raw or "").strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValidationError({"email": [f"{raw!r} is not a valid email address ({exc})."]}) from None
+    except EmailNotValidError:
+        text = (raw or "").strip()
+        raise ValidationError({"email": [f"“{text}” is not an email address like name@contoso.com." if text
+                                         else "Type an email address, e.g. name@contoso.com."]}) from None
     return checked.normalized.lower()
 
 

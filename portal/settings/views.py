@@ -13,6 +13,8 @@ from portal.auth.access import admin_required
 from portal.extensions import db
 from portal.models.base import utcnow
 from portal.outbound import settings as svc
+from portal.outbound.servers import send_environment
+from portal.outbound.test_mail import send_gateway_test
 from portal.responses import hx_redirect
 from portal.services import ValidationError, audit, config_io, microsoft_app
 from portal.services.tenant_consent import redirect_uri
@@ -44,7 +46,16 @@ def mail():
             flash("Mail settings saved.", "success")
             return hx_redirect(url_for("settings.mail"))
     return render_template("settings/mail.html", form=form, errors=errors,
+                           password_typed=bool(request.form.get("password")),
                            customer_notifications=svc.CUSTOMER_NOTIFICATIONS), status
+
+
+@bp.post("/mail/test")
+def test_gateway():
+    """"Send test email" through the saved default gateway (the same test as a mailbox's)."""
+    _allowed()
+    result = send_gateway_test(request.form.get("recipient", ""), send_environment(current_user), current_user)
+    return render_template("mailboxes/_send_result.html", result=result)
 
 
 # --- configuration as YAML ------------------------------------------------------------------------------

@@ -173,6 +173,13 @@ def _os_error_words(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+# The checkbox on the mailbox and outgoing server forms that allows a certificate no CA vouches
+# for (portal/mailboxes/forms.py labels it with these words).
+VERIFY_TLS_LABEL = "Check the server's TLS certificate"
+UNTRUSTED_HINT = (f". If this is your own server with a self-signed certificate, untick “{VERIFY_TLS_LABEL}” "
+                  "on its form (or give its CA in TIDEMARK_CA_FILE)")
+
+
 def translate(exc: BaseException, settings: ServerSettings, stage: str) -> TransportError:
     """Turn a low-level exception into a TransportError.
 
@@ -188,7 +195,7 @@ def translate(exc: BaseException, settings: ServerSettings, stage: str) -> Trans
         if "hostname" in str(reason).lower() or "ip address mismatch" in str(reason).lower():
             message = f"the TLS certificate of {host} does not match that name: {reason}"
         else:
-            message = f"the TLS certificate of {host} is not trusted: {reason}"
+            message = f"the TLS certificate of {host} is not trusted: {reason}{UNTRUSTED_HINT}"
         return TransportError("tls", scrub(message, settings), transient=False)
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or exc.strerror or str(exc)

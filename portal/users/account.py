@@ -22,8 +22,6 @@ def _profile_form(formdata=True) -> ProfileForm:
         form = ProfileForm()
     else:
         form = ProfileForm(formdata=None, name=user.name, timezone=user.timezone or "")
-    msp_zone = user.msp.timezone or "UTC"
-    form.timezone.choices = [("", f"My MSP's time zone ({msp_zone})")] + [(z, z) for z in timezone_names()]
     return form
 
 

@@ -34,8 +34,8 @@ class SetPasswordForm(_ServiceErrors, FlaskForm):
 
 class ProfileForm(_ServiceErrors, FlaskForm):
     name = StringField("Name", validators=[Length(max=200)])
-    # Checked by the service against the system's zone list, with a clearer message than WTForms'.
-    timezone = SelectField("Time zone", validate_choice=False,
+    # A list of zone names (templates/_macros.html timezone_field), checked by the service.
+    timezone = StringField("Time zone",
                            description="Times in the portal are shown in this zone.")
 
 

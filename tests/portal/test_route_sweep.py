@@ -65,6 +65,7 @@ TECHNICIAN_ROUTES = {
 # reads from the code, to check it against TECHNICIAN_ROUTES).
 ADMIN_INSIDE_VIEW = {
     "settings.mail": "installation-wide mail settings: the operators only (may_change_installation)",
+    "settings.test_gateway": "a test email through the installation's default gateway: the same check as settings.mail",
 }
 
 # Routes that end the session: walked last in a signed-in pass.

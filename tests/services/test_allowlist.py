@@ -22,7 +22,7 @@ def test_entries_are_normalised(raw, expected):
 def test_invalid_entries_are_refused_with_the_entry_named(raw):
     with pytest.raises(AllowEntryError) as err:
         normalise_entry(raw)
-    assert raw.strip() in str(err.value) or "empty" in str(err.value)
+    assert f"“{raw.strip()}”" in str(err.value) or str(err.value).startswith("Type a")
 
 
 def test_a_pasted_list_is_split_deduplicated_and_reports_each_bad_entry():

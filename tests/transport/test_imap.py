@@ -6,7 +6,9 @@ import datetime as dt
 
 import pytest
 
+from portal.mailboxes.forms import MailboxForm, OutgoingForm
 from portal.transport import ImapSession, TransportError, open_session
+from portal.transport.base import VERIFY_TLS_LABEL
 from tests.dovecot import DroppingProxy
 from tests.transport.helpers import make_message, sha
 
@@ -49,6 +51,9 @@ def test_untrusted_certificate_is_a_tls_error(dovecot, mail_user, security):
     error = caught.value
     assert error.kind == "tls" and not error.transient
     assert error.message.startswith("the TLS certificate of 127.0.0.1 is not trusted: ")
+    # It names the checkbox that allows a self-signed certificate, with the forms' own words.
+    assert f"untick “{VERIFY_TLS_LABEL}” on its form" in error.message
+    assert MailboxForm.verify_tls.args[0] == OutgoingForm.verify_tls.args[0] == VERIFY_TLS_LABEL
 
 
 def test_verify_tls_off_accepts_the_untrusted_certificate(dovecot, mail_user):

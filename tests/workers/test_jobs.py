@@ -112,3 +112,40 @@ def test_the_send_job_path_names_the_sender():
 
     module, _, name = SEND_JOB.rpartition(".")
     assert getattr(importlib.import_module(module), name) is workers.sending.send_due
+
+
+def test_the_crons_routine_jobs_log_at_debug_level_and_real_work_at_info(app, redis, caplog):
+    """`make run` shows the worker's output: the cron's jobs every 10 s would bury everything else.
+    The same send job is real work when a reply enqueues it, and stays visible then."""
+    import logging
+
+    from workers.worker import QuietRoutineJobs, quiet_routine_jobs
+
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    build_scheduler(redis, app.config["TIDEMARK_QUEUE"]).enqueue_jobs()
+    jobs.enqueue(SEND_JOB, options={"job_id": "11111111-2222-4333-8444-555555555555"})
+    commit()
+    routine_ids = [j for j in jobs.queue(redis).job_ids if not j.startswith("1111")]
+    assert all(jobs.queue(redis).fetch_job(j).description.startswith("routine: ") for j in routine_ids)
+    worker_log = logging.getLogger("rq.worker")
+    quiet_routine_jobs("rq.worker")
+    try:
+        caplog.set_level(logging.INFO, logger="rq.worker")
+        SimpleWorker([jobs.queue(redis)], connection=redis).work(burst=True)
+        info = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+        assert "Successfully completed workers.sending.send_due() job" in info
+        assert "11111111-2222-4333-8444-555555555555" in info
+        assert "routine: " not in info and not any(j in info for j in routine_ids), info
+        assert "enqueue_due_fetches" not in info
+        # With debug logging asked for, they are there, at debug level.
+        worker_log.setLevel(logging.DEBUG)
+        record = logging.LogRecord("rq.worker", logging.INFO, __file__, 1, "Worker %s: %s: %s (%s)",
+                                   ("w", "tidemark", "routine: x()", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"), None)
+        filt = next(f for f in worker_log.filters if isinstance(f, QuietRoutineJobs))
+        assert filt.filter(record) and record.levelno == logging.DEBUG
+        failed = logging.LogRecord("rq.worker", logging.ERROR, __file__, 1,
+                                   "job aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee failed", (), None)
+        assert filt.filter(failed) and failed.levelno == logging.ERROR  # errors are never hidden
+    finally:
+        worker_log.filters[:] = [f for f in worker_log.filters if not isinstance(f, QuietRoutineJobs)]
+        worker_log.setLevel(logging.NOTSET)

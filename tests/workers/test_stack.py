@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -87,3 +88,55 @@ def test_make_run_starts_a_killed_worker_again(tmp_path):
         output = stack.communicate(timeout=60)[0]
     assert stack.returncode == 0, output
     assert "worker stopped (exit -9); starting it again in 1 s." in output and "Stopped." in output
+
+
+def _read_lines(proc: subprocess.Popen, lines: list[str]) -> threading.Thread:
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def test_ctrl_c_in_the_terminal_stops_everything_quietly_and_the_sign_in_comes_last(tmp_path):
+    """Ctrl-C reaches the whole foreground process group, as a terminal sends it: each child is in
+    its own group, so the stack stops them in reverse order (Redis last), and nobody prints a
+    traceback. The sign-in is printed once the portal is ready, below the start-up noise, and the
+    cron's routine jobs (every 10 s) are not logged."""
+    env = _env(tmp_path / "instance")
+    flask = [sys.executable, "-m", "flask"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([*flask, "demo", "seed"], cwd=ROOT, env=env, check=True, capture_output=True)
+    port = free_port()
+    stack = subprocess.Popen([sys.executable, "-m", "workers.stack", "--bind", f"127.0.0.1:{port}",
+                              "--web-workers", "1", "--demo"], cwd=ROOT, env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = _read_lines(stack, lines)
+    sign_in = "Sign in as admin@demo.example with the password tidemark-demo\n"
+    try:
+        deadline = time.monotonic() + 60
+        while sign_in not in lines and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sign_in in lines, "".join(lines)
+        # The cron enqueues its routine jobs as it starts; the worker runs them within seconds.
+        deadline = time.monotonic() + 30
+        while not any("CronScheduler tidemark-cron: starting" in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        time.sleep(4)
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        stack.wait(timeout=60)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert stack.returncode == 0, output
+    ready = lines.index(f"Tidemark is ready: open http://127.0.0.1:{port} (Ctrl-C stops everything)\n")
+    assert lines.index(sign_in) == ready + 1
+    assert all("Booting worker" not in line and "Listening on" not in line for line in lines[ready:]), output
+    assert "Traceback" not in output and "Error" not in output, output
+    assert "Enqueued job" not in output and "Job OK" not in output and "routine:" not in output, output
+    assert output.rstrip().endswith("Stopped.") and lines.index("Stopping…\n") > ready, output
+    assert not _port_open(port)
