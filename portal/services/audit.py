@@ -43,11 +43,14 @@ def record(
     record_id: int,
     action: str,
     changes: dict[str, list[Any]] | None = None,
+    *,
+    label: str | None = None,
 ) -> AuditEntry:
+    """`label`: who the history names when no person acted (default: the command line)."""
     entry = AuditEntry(
         msp_id=msp_id,
         actor_id=actor.id if actor else None,
-        actor_label=actor.email if actor else COMMAND_LINE,
+        actor_label=actor.email if actor else (label or COMMAND_LINE),
         record_type=record_type,
         record_id=record_id,
         action=action,
