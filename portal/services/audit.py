@@ -12,6 +12,7 @@ from portal.models import AuditEntry, User
 from portal.models.base import utcnow
 
 COMMAND_LINE = "command line"
+ACTION_LENGTH = 40  # audit_entries.action
 
 Row = TypeVar("Row")
 
@@ -53,7 +54,8 @@ def record(
         actor_label=actor.email if actor else (label or COMMAND_LINE),
         record_type=record_type,
         record_id=record_id,
-        action=action,
+        # The column holds 40 characters; an action naming a long route name would not fit.
+        action=action if len(action) <= ACTION_LENGTH else action[:ACTION_LENGTH - 1] + "…",
         changes=changes or {},
     )
     db.session.add(entry)
