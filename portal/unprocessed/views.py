@@ -92,7 +92,9 @@ def _forms(message, assign=None, append=None, teach=None, bcc=None, new_client=N
         counts[scope] = len(svc.same_sender(g.msp_id, value))
         label = (f"everyone at {value}" if scope == "domain" else f"only {value}")
         scopes.append((scope, label))
-    teach.scope.choices = bcc.scope.choices = scopes
+    teach.scope.choices = scopes
+    bcc.scope.choices = [(s, f"anyone at {v}" if s == "domain" else f"{v} only")
+                         for s, v in ((s, svc.sender_entry(message, s)) for s, _ in scopes)]
     for form in (teach, bcc):
         if scopes and form.scope.data not in dict(scopes):
             form.scope.data = scopes[0][0]

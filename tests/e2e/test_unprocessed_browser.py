@@ -88,7 +88,7 @@ def test_the_bcc_trap_is_named_and_the_wildcard_route_fixes_it(live_server, page
     expect(cause).to_contain_text("sent to desk@acme.example by BCC")
     expect(cause).to_contain_text("no wildcard route for this sender")
     expect(cause.get_by_label("Client the sender's mail goes to")).to_have_value(str(newco.id))
-    cause.get_by_label("everyone at newcustomer.example").check()
+    cause.get_by_label("anyone at newcustomer.example").check()
     cause.get_by_role("button", name="Add the wildcard route and decide again").click()
 
     expect(page.get_by_text("Added the wildcard route 'BCC from newcustomer.example'")).to_be_visible()
