@@ -25,6 +25,12 @@ from portal.mail.fingerprint import Fingerprints, fingerprints
 from portal.mail.parse import ParsedEmail, parse_email
 from portal.mail.route import MailFacts, RouteChoice, choose_by_default_order, choose_route, sender_matches, strip_plus
 from portal.models import Mailbox, Message, RawMessage, Ticket
+from portal.services import audit
+
+# The reason an automatic mail that answers no ticket waits among the unprocessed mail.
+AUTOMATIC_NO_TICKET = "automatic mail, no ticket"
+# Who the mailbox's history names for what the pipeline recorded.
+PIPELINE = "inbound mail"
 
 
 @dataclass
@@ -70,7 +76,11 @@ def _decide(item: Prepared, ctx: IngestContext) -> IngestResult:
         ticket = apply_to_ticket(matched, how, message, item, quiet, ctx, trace)
         if ticket is not None:
             return _finish(message, trace, ticket)
-    # 8. new mail routed to a client, or left unprocessed
+    # 8. new mail: automatic mail that answers no ticket is recorded, unless the mailbox routes it
+    if item.cls.auto_generated and ctx.mailbox.automatic_mail != "ticket":
+        _record_automatic(item, ctx, message, trace)
+        return _finish(message, trace, None)
+    # ... else routed to a client, or left unprocessed
     client_id, choice = _route(item, ctx, message, trace)
     if client_id is None:
         return _finish(message, trace, None)
@@ -175,6 +185,21 @@ def _ignore_reason(mailbox: Mailbox, sender: str, subject: str) -> str | None:
         if keyword and keyword.lower() in lowered:
             return f"subject contains the ignored keyword {keyword!r}"
     return None
+
+
+def _record_automatic(item: Prepared, ctx: IngestContext, message: Message, trace: list[str]) -> None:
+    """An auto-reply, out-of-office or bounce that threaded to no ticket waits among the
+    unprocessed mail: no ticket, so no alert and no open work. Its first decision is also noted
+    in the mailbox's history, where an admin looks when asking where such mail went."""
+    message.outcome = "unprocessed"
+    message.body_html = item.parsed.html_safe
+    message.details = {**(message.details or {}), "automatic_no_ticket": True}
+    trace.append("automatic mail that threads to no ticket opens none: this mailbox records it")
+    trace.append(f"unprocessed: {AUTOMATIC_NO_TICKET}")
+    if message.id is None:  # not when a person decides it again
+        shown = f"{item.sender or 'unknown sender'}: {item.parsed.subject or '(no subject)'}"[:300]
+        audit.record(None, ctx.mailbox.msp_id, "mailbox", ctx.mailbox.id, "recorded automatic mail",
+                     {"automatic mail, no ticket": [None, shown]}, label=PIPELINE)
 
 
 def _route(item: Prepared, ctx: IngestContext, message: Message,

@@ -23,6 +23,7 @@ from portal.extensions import db
 from portal.inbound.context import IngestContext
 from portal.inbound.decide import IngestResult, decide, refresh_on_ticket
 from portal.mail.explain import explain_message
+from portal.mail.route import BCC_CAUSE
 from portal.models import Mailbox, Message, RawMessage, Ticket
 from portal.models.base import utcnow
 from portal.services import ValidationError
@@ -118,6 +119,10 @@ class CheckResult:
     acknowledge: bool | None
     trace: list[str]
     reads: dict  # what the email logic reads in it (portal.mail.explain)
+    mailbox_id: int | None = None
+    # The email only reached the mailbox by BCC, and no wildcard route takes its sender: the
+    # sender's domain, for the fix the page offers.
+    bcc_sender: str | None = None
 
 
 def _split(text: str) -> list[str]:
@@ -139,6 +144,13 @@ def compose_check_email(data: CheckInput) -> bytes:
     msg["Message-ID"] = make_msgid(domain="routing-check.invalid")
     msg.set_content(data.body or "(routing check)")
     return msg.as_bytes()
+
+
+def _bcc_sender(result: IngestResult) -> str | None:
+    sender = result.message.from_address or ""
+    if result.outcome != "unprocessed" or "@" not in sender or BCC_CAUSE not in (result.trace or [""])[-1]:
+        return None
+    return sender.rpartition("@")[2].lower()
 
 
 def check_routing(msp_id: int, data: CheckInput, pipeline: Pipeline) -> CheckResult:
@@ -186,6 +198,8 @@ def check_routing(msp_id: int, data: CheckInput, pipeline: Pipeline) -> CheckRes
             status=ticket.status if ticket else None,
             acknowledge=(result.message.details or {}).get("acknowledge") if ticket else None,
             trace=list(result.trace),
+            mailbox_id=mailbox.id,
+            bcc_sender=_bcc_sender(result),
             reads=explain_message(raw_bytes, file="routing check",
                                   waterlines=[w for w in [ctx.waterline(client_id or mailbox.client_id)] if w],
                                   ref_format=ctx.ref_format, secret=pipeline.secret),

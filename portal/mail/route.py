@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 from portal.mail.allowlist import allow_list_match
 
+# How a reason for BCC'd mail starts: the pages recognise it and offer the wildcard route.
+BCC_CAUSE = "only BCC'd to this mailbox"
+
 
 @dataclass(frozen=True)
 class RouteRule:
@@ -121,7 +124,8 @@ def choose_route(rules: Sequence[RouteRule], facts: MailFacts, primary: str, ali
         choice.trace.append(f"route {rule.name!r} skipped: {why}")
 
     if not visible:
-        choice.reason = "only BCC'd to this mailbox and no wildcard route matched"
+        choice.reason = (f"{BCC_CAUSE}: no route matches its To/Cc addresses, and the mailbox has no wildcard "
+                         f"route for {facts.sender or 'this sender'}")
         return choice
     routed_aliases = {a.lower() for r in active for a in r.recipients if a != "*"}
     if primary not in visible and not routed_aliases & set(visible):
@@ -149,7 +153,9 @@ def choose_by_default_order(
     mailbox's tree (normalised values → client id)."""
     ours = {primary.lower(), *(a.lower() for a in aliases)}
     if not ours & set(facts.recipients):
-        return RouteChoice(None, reason="only BCC'd to this mailbox and it has no wildcard route")
+        return RouteChoice(None, reason=f"{BCC_CAUSE}: none of its To/Cc addresses is the mailbox's, and the "
+                                        "mailbox has no wildcard route (it decides by allow-lists, which cannot "
+                                        "place BCC'd mail)")
     claim = allow_list_match(facts.sender, allowed_addresses, allowed_domains)
     if claim is not None:
         client_id, entry = claim

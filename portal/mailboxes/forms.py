@@ -148,6 +148,11 @@ class MailboxForm(_Form):
         ("off", "off"), ("mixed", "mixed: the ticket tag, then the other ways to find a ticket"),
         ("only", "only: the ticket tag alone finds a ticket")])
     keep_raw_attachment = BooleanField("Attach the original email (.eml) to new tickets")
+    automatic_mail = SelectField("Automatic mail that answers no ticket", default="record", choices=[
+        ("record", "record it among the unprocessed mail: no ticket, no alert"),
+        ("ticket", "open a ticket, as for any other mail")],
+        description="Out-of-office replies, auto-replies and bounces. Automatic mail that answers a ticket "
+                    "always goes onto that ticket.")
 
     poll_interval = StringField("Fetch every (seconds)")
     timeout = StringField("Connection timeout (seconds)")
@@ -180,7 +185,7 @@ class MailboxForm(_Form):
         for key in self.NUMBER_FIELDS:
             getattr(self, key).data = str(getattr(mailbox, key))
         for key in ("status", "direction", "protocol", "security", "client_id", "verify_tls", "acknowledge",
-                    "default_status", "default_priority", "plus_addressing", "keep_raw_attachment"):
+                    "default_status", "default_priority", "plus_addressing", "keep_raw_attachment", "automatic_mail"):
             getattr(self, key).data = getattr(mailbox, key)
         self.port.data = str(mailbox.port)
         self._offer(mailbox.protocol)
@@ -213,6 +218,7 @@ class MailboxForm(_Form):
         self.folders.data = "INBOX"
         self.verify_tls.data = self.acknowledge.data = True
         self.default_status.data, self.default_priority.data, self.plus_addressing.data = "new", "normal", "off"
+        self.automatic_mail.data = "record"
         self.poll_interval.data, self.timeout.data, self.max_tries.data, self.cool_off.data = "60", "30", "3", "900"
         self.auth.data, self.oauth_provider.data, self.oauth_flow.data = "password", "microsoft", "delegated"
 
@@ -230,7 +236,7 @@ class MailboxForm(_Form):
             out[key] = number(getattr(self, key).data)
         out["port"] = number(self.port.data) if (self.port.data or "").strip() else None
         for key in ("status", "direction", "protocol", "security", "default_status", "default_priority",
-                    "plus_addressing"):
+                    "plus_addressing", "automatic_mail"):
             out[key] = getattr(self, key).data
         for key in ("verify_tls", "acknowledge", "keep_raw_attachment"):
             out[key] = bool(getattr(self, key).data)

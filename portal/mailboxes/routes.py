@@ -38,6 +38,10 @@ def _save(mailbox, route):
             form.fallback.data = not mailbox.routes
             form.client_id.data = mailbox.client_id
             form.enabled.data = form.acknowledge.data = True
+            if request.args.get("bcc_sender") and mailbox.routes:
+                # The routing check's fix for BCC'd mail: a wildcard route for that sender.
+                form.recipients.data, form.senders.data = "*", request.args["bcc_sender"].strip()[:320]
+                form.name.data = f"BCC from {form.senders.data}"
     if form.validate_on_submit():
         try:
             saved = svc.save_route(mailbox, form.route_input(client_or_404(form.client_id.data)),

@@ -20,6 +20,9 @@ GRAPH_API_URL = "https://graph.microsoft.com/v1.0"
 # Graph marks a message read or moves it after the commit, as IMAP does.
 AFTER_ACTIONS = {"imap": ("seen", "move", "delete"), "pop3": ("keep", "delete"), "graph": ("seen", "move")}
 PLUS_MODES = ("off", "mixed", "only")
+# Automatic mail (auto-reply, out-of-office, bounce) that threads to no ticket: "record" keeps it
+# among the unprocessed mail, with no ticket and no alert; "ticket" routes it like other mail.
+AUTOMATIC_MAIL_MODES = ("record", "ticket")
 DIRECTIONS = ("incoming", "outgoing", "both")
 DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
                  ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
@@ -70,6 +73,7 @@ class Mailbox(db.Model):
     ignore_subjects: Mapped[list[str]] = mapped_column(JSON, default=list)
     plus_addressing: Mapped[str] = mapped_column(String(10), default="off")
     keep_raw_attachment: Mapped[bool] = mapped_column(Boolean, default=False)
+    automatic_mail: Mapped[str] = mapped_column(String(10), default="record", server_default="record")
 
     poll_interval: Mapped[int] = mapped_column(Integer, default=60)  # seconds
     timeout: Mapped[int] = mapped_column(Integer, default=30)  # seconds

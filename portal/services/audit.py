@@ -12,6 +12,7 @@ from portal.models import AuditEntry, Client, User
 from portal.models.base import utcnow
 
 COMMAND_LINE = "command line"
+ACTION_LENGTH = 40  # audit_entries.action
 
 Row = TypeVar("Row")
 
@@ -43,14 +44,18 @@ def record(
     record_id: int,
     action: str,
     changes: dict[str, list[Any]] | None = None,
+    *,
+    label: str | None = None,
 ) -> AuditEntry:
+    """`label`: who the history names when no person acted (default: the command line)."""
     entry = AuditEntry(
         msp_id=msp_id,
         actor_id=actor.id if actor else None,
-        actor_label=actor.email if actor else COMMAND_LINE,
+        actor_label=actor.email if actor else (label or COMMAND_LINE),
         record_type=record_type,
         record_id=record_id,
-        action=action,
+        # The column holds 40 characters; an action naming a long route name would not fit.
+        action=action if len(action) <= ACTION_LENGTH else action[:ACTION_LENGTH - 1] + "…",
         changes=changes or {},
     )
     db.session.add(entry)

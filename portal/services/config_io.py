@@ -28,7 +28,7 @@ MAILBOX_KEYS = (
     "verify_tls", "folders", "after_action", "processed_folder", "aliases", "response_address", "acknowledge",
     "alert_recipients", "default_status", "default_priority", "default_type", "ignore_senders", "ignore_subjects",
     "plus_addressing", "keep_raw_attachment", "poll_interval", "timeout", "max_tries", "cool_off", "skip_windows",
-    "sync_start_date", "api_url",
+    "sync_start_date", "api_url", "automatic_mail",
 )
 # Graph is reached through api_url: a mail server's host, port and security mean nothing there.
 GRAPH_LEAVES_OUT = {"host", "port", "security"}

@@ -16,6 +16,7 @@ from portal.models import Client, Mailbox, MailboxAlert, Message, RawMessage, Ro
 from portal.models.base import utcnow
 from portal.models.mailboxes import (
     AFTER_ACTIONS,
+    AUTOMATIC_MAIL_MODES,
     DEFAULT_PORTS,
     DIRECTIONS,
     GRAPH_API_URL,
@@ -88,6 +89,7 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any 
         out["address"] = checked_address(values["address"], "address", errors)
     for key, allowed in (("protocol", MAILBOX_PROTOCOLS), ("security", SECURITIES), ("status", MAILBOX_STATUSES),
                          ("plus_addressing", PLUS_MODES), ("direction", DIRECTIONS),
+                         ("automatic_mail", AUTOMATIC_MAIL_MODES),
                          ("default_priority", PRIORITIES), ("default_status", TICKET_STATUSES[:3])):
         if key in values and values[key] not in allowed:
             errors.setdefault(key, []).append(f"{values[key]!r} is not one of {', '.join(allowed)}.")

@@ -243,3 +243,30 @@ def move_route(mailbox: Mailbox, route: Route, step: int, *, actor: User | None)
         return False
     ids[i], ids[j] = ids[j], ids[i]
     return reorder_routes(mailbox, ids, actor=actor)
+
+
+NO_ROUTES_FOR_BCC = ("This mailbox has no routes: it decides by the allow-lists, which cannot place BCC'd mail. "
+                     "A wildcard route needs the mailbox's other routes and a fallback route; set them up on the "
+                     "mailbox's page.")
+
+
+def add_bcc_route(mailbox: Mailbox, client: Client, sender: str, *, actor: User | None) -> tuple[Route, bool]:
+    """The fix for BCC'd mail from a sender (an address or a domain): a wildcard route taking its
+    mail to `client`, tried after the exact routes and before the fallback. (route, added): a
+    wildcard route already taking this sender to this client is kept, not doubled."""
+    if client.msp_id != mailbox.msp_id:
+        raise ValidationError({"client_id": ["Choose one of your clients."]})
+    if not mailbox.routes:
+        raise ValidationError({"": [NO_ROUTES_FOR_BCC]})
+    errors: dict[str, list[str]] = {}
+    pattern = checked_sender_pattern(sender, errors, "wildcard route")
+    if pattern is None or pattern == "*":
+        raise ValidationError({"scope": errors.get("routes") or ["A wildcard route needs a sender or domain."]})
+    for route in mailbox.routes:
+        if route.wildcard and route.enabled and route.client_id == client.id and pattern in route.senders:
+            return route, False
+    names = {r.name for r in mailbox.routes}
+    name = f"BCC from {pattern}"
+    name = next(n for n in (name, *(f"{name} ({i})" for i in range(2, 100))) if n not in names)
+    data = RouteInput(name=name, client=client, recipients=["*"], senders=[pattern])
+    return save_route(mailbox, data, actor=actor), True

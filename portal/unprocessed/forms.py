@@ -43,3 +43,14 @@ class CheckForm(_Form):
                         description="Headers and body as received (e.g. from \"show original\"). "
                                     "When given, the fields above are not used.")
     upload = FileField("Or upload an .eml file", description="A saved email; it wins over pasted text.")
+
+
+class BccRouteForm(_Form):
+    client_id = SelectField("Client the sender's mail goes to", coerce=int, validate_choice=True)
+    scope = RadioField("Whose BCC'd mail", default="domain",
+                       validators=[DataRequired("Choose the address or the domain.")])
+
+
+class NewClientForm(_Form):
+    name = StringField("Name", validators=[DataRequired("Give the client a name."), Length(max=200)],
+                       description="A new client of your MSP, with the sender's domain on its allow-list.")

@@ -14,7 +14,8 @@ from portal.models import Mailbox
 from portal.responses import hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services.clients import get_client
-from portal.unprocessed.forms import AppendForm, AssignForm, CheckForm, TeachForm
+from portal.inbound import unprocessed_fixes as fixes
+from portal.unprocessed.forms import AppendForm, AssignForm, BccRouteForm, CheckForm, NewClientForm, TeachForm
 
 bp = Blueprint("unprocessed", __name__, url_prefix="/unprocessed")
 UNDO_KEY = "unprocessed_undo"
@@ -74,12 +75,14 @@ def index():
 # --- one email -----------------------------------------------------------------------------------
 
 
-def _forms(message, assign=None, append=None, teach=None) -> dict:
+def _forms(message, assign=None, append=None, teach=None, bcc=None, new_client=None) -> dict:
     clients = [(c.id, c.name) for c in svc.choices(g.msp_id)]
     assign = assign or AssignForm(prefix="assign")
     append = append or AppendForm(prefix="append")
     teach = teach or TeachForm(prefix="teach")
-    assign.client_id.choices = teach.client_id.choices = [(0, "Choose a client…"), *clients]
+    bcc = bcc or BccRouteForm(prefix="bcc")
+    new_client = new_client or NewClientForm(prefix="client", data={"name": fixes.client_name_for(message)})
+    assign.client_id.choices = teach.client_id.choices = bcc.client_id.choices = [(0, "Choose a client…"), *clients]
     scopes, counts = [], {}
     for scope in ("domain", "address"):
         try:
@@ -90,9 +93,16 @@ def _forms(message, assign=None, append=None, teach=None) -> dict:
         label = (f"everyone at {value}" if scope == "domain" else f"only {value}")
         scopes.append((scope, label))
     teach.scope.choices = scopes
-    if scopes and teach.scope.data not in dict(scopes):
-        teach.scope.data = scopes[0][0]
-    return dict(assign_form=assign, append_form=append, teach_form=teach, teach_counts=counts)
+    bcc.scope.choices = [(s, f"anyone at {v}" if s == "domain" else f"{v} only")
+                         for s, v in ((s, svc.sender_entry(message, s)) for s, _ in scopes)]
+    for form in (teach, bcc):
+        if scopes and form.scope.data not in dict(scopes):
+            form.scope.data = scopes[0][0]
+    cause = fixes.bcc_cause(message)
+    if cause is not None and cause.claimed_by and not bcc.client_id.data:
+        bcc.client_id.data = cause.claimed_by  # the client the allow-list already names
+    return dict(assign_form=assign, append_form=append, teach_form=teach, teach_counts=counts, bcc_cause=cause,
+                bcc_form=bcc, client_form=new_client)
 
 
 def _detail_context(message, **forms) -> dict:
@@ -197,6 +207,62 @@ def teach(message_id: int):
         flash(f"{head} None of the {len(lesson.outcomes)} waiting email{'' if len(lesson.outcomes) == 1 else 's'} "
               "from this sender could be placed; open one to see why.", "warning")
     return hx_redirect(url_for("unprocessed.index"))
+
+
+def _decided_again(message, outcome, head: str):
+    """Where to go once a fix has decided the email again, with what happened."""
+    if outcome.error:
+        flash(f"{head} Deciding the email again failed: {outcome.error}", "error")
+    elif outcome.placed:
+        flash(f"{head} The email is now on {outcome.ticket.reference}.", "success")
+        return hx_redirect(url_for("tickets.detail", reference=outcome.ticket.reference))
+    else:
+        flash(f"{head} The email is still unprocessed: {svc.why(message)}", "warning")
+    return hx_redirect(url_for("unprocessed.detail", message_id=message.id))
+
+
+@bp.post("/<int:message_id>/bcc-route")
+@admin_required
+def bcc_route(message_id: int):
+    """The fix for BCC'd mail: a wildcard route for the sender, then the email decided again."""
+    message = _mail_or_404(message_id)
+    form = BccRouteForm(prefix="bcc")
+    form.client_id.choices = [(0, ""), *[(c.id, c.name) for c in svc.choices(g.msp_id)]]
+    form.scope.choices = [("domain", "domain"), ("address", "address")]
+    if not form.validate_on_submit() or not form.client_id.data:
+        if not form.client_id.errors and not form.client_id.data:
+            form.client_id.errors = ["Choose one of your clients."]
+        return _invalid(message_id, bcc=form)
+    try:
+        route, added, outcome = fixes.fix_bcc(message, _client_from(form), form.scope.data, current_user,
+                                              _pipeline())
+    except ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for key, messages in exc.errors.items():  # what the form has no field for goes above it
+            errors.setdefault(key if key in ("client_id", "scope") else "", []).extend(messages)
+        exc.errors = errors
+        return _invalid(message_id, exc, bcc=form)
+    head = (f"Added the wildcard route {route.name!r} to {route.mailbox.address}." if added
+            else f"The wildcard route {route.name!r} was there already.")
+    return _decided_again(message, outcome, head)
+
+
+@bp.post("/<int:message_id>/new-client")
+@admin_required
+def new_client(message_id: int):
+    """A client for a sender no client knows, with its domain on the allow-list; then decided again."""
+    message = _mail_or_404(message_id)
+    form = NewClientForm(prefix="client")
+    if not form.validate_on_submit():
+        return _invalid(message_id, new_client=form)
+    try:
+        client, outcome = fixes.create_client_for(message, form.name.data, current_user, _pipeline())
+    except ValidationError as exc:
+        if "allow" in exc.errors:  # the form has no allow-list field: say it above the name
+            exc.errors = {"name": exc.errors.pop("allow"), **exc.errors}
+        return _invalid(message_id, exc, new_client=form)
+    return _decided_again(message, outcome, f"Created the client {client.name}, allowing "
+                                            f"{', '.join(e.value for e in client.allow_entries)}.")
 
 
 @bp.post("/<int:message_id>/rerun")

@@ -71,3 +71,28 @@ def test_discard_and_undo_in_place(live_server, page, world, bcc_desk):
     expect(page.get_by_role("link", name="Real work")).to_be_visible()
     expect(page.locator(".toast")).to_have_count(0)
     expect(badge).to_have_text("1")
+
+
+def test_the_bcc_trap_is_named_and_the_wildcard_route_fixes_it(live_server, page, world, bcc_desk):
+    msp, _contoso, box = bcc_desk
+    newco = world.client(msp, "Newco", allow=["newcustomer.example"])  # the allow-list was taught already
+    world.deliver(box, email(sender="it@newcustomer.example", to=["someone@elsewhere.example"],
+                             subject="Still waiting after teaching"))
+    confirmations = []
+    page.on("dialog", lambda d: (confirmations.append(d.message), d.accept()))
+
+    sign_in(page, live_server)
+    page.goto(live_server + "/unprocessed")
+    page.get_by_role("link", name="Still waiting after teaching").click()
+    cause = page.locator(".bcc-cause")
+    expect(cause).to_contain_text("sent to desk@acme.example by BCC")
+    expect(cause).to_contain_text("no wildcard route for this sender")
+    expect(cause.get_by_label("Client the sender's mail goes to")).to_have_value(str(newco.id))
+    cause.get_by_label("anyone at newcustomer.example").check()
+    cause.get_by_role("button", name="Add the wildcard route and decide again").click()
+
+    expect(page.get_by_text("Added the wildcard route 'BCC from newcustomer.example'")).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Still waiting after teaching")
+    expect(page.locator(".facts")).to_contain_text("Newco")
+    assert confirmations and "wildcard route" in confirmations[0]
+    expect(page.get_by_role("navigation", name="Main").locator("#unprocessed-badge")).to_have_text("")

@@ -257,3 +257,17 @@ def test_an_oauth2_graph_mailbox_from_the_configuration_can_be_edited_in_the_for
     # Tested with the app's token, which this app cannot have: the sign-in service's words, nothing sent to Graph.
     assert "no access token for graph@acme.example: app-only access needs the customer&#39;s tenant id" \
         in checked.get_data(as_text=True)
+
+
+def test_what_automatic_mail_does_is_chosen_on_the_form_shown_and_audited(admin, msp):
+    admin.post("/mailboxes/new", form(msp))
+    box = db.session.scalar(select(Mailbox))
+    assert box.automatic_mail == "record"  # not posted: the default, record only
+    page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
+    assert re.search(r'<option selected value="record">|<option value="record" selected', page)
+    assert admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="", automatic_mail="ticket")).status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Mailbox, box.id).automatic_mail == "ticket"
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "updated"))
+    assert entry.changes == {"automatic_mail": ["record", "ticket"]}
+    assert admin.post(f"/mailboxes/{box.id}/edit", form(msp, password="", automatic_mail="never")).status_code == 422
