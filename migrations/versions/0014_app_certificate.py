@@ -1,7 +1,7 @@
 """A certificate instead of a client secret for an MSP's Microsoft 365 app and a mailbox's own app
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 23:40:00
 
 `msp_microsoft_apps` and `mailbox_oauth` gain the certificate's PEM (private key and certificate, encrypted like the
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import portal.models.base  # noqa: F401 - custom column types
 
 revision = '0014'
-down_revision = '0012'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

@@ -76,8 +76,10 @@ def _decide(item: Prepared, ctx: IngestContext) -> IngestResult:
         ticket = apply_to_ticket(matched, how, message, item, quiet, ctx, trace)
         if ticket is not None:
             return _finish(message, trace, ticket)
-    # 8. new mail: automatic mail that answers no ticket is recorded, unless the mailbox routes it
-    if item.cls.auto_generated and ctx.mailbox.automatic_mail != "ticket":
+    # 8. new mail: an auto-reply that answers no ticket is recorded, unless the mailbox tickets it.
+    # Only auto-replies: monitoring alerts, list mail and bounces are automatic too, and MSPs
+    # expect tickets from them (the corpora's expected results open tickets for those).
+    if item.cls.out_of_office and not item.cls.bounce and ctx.mailbox.automatic_mail != "ticket":
         _record_automatic(item, ctx, message, trace)
         return _finish(message, trace, None)
     # ... else routed to a client, or left unprocessed
@@ -188,7 +190,7 @@ def _ignore_reason(mailbox: Mailbox, sender: str, subject: str) -> str | None:
 
 
 def _record_automatic(item: Prepared, ctx: IngestContext, message: Message, trace: list[str]) -> None:
-    """An auto-reply, out-of-office or bounce that threaded to no ticket waits among the
+    """An auto-reply or out-of-office that threaded to no ticket waits among the
     unprocessed mail: no ticket, so no alert and no open work. Its first decision is also noted
     in the mailbox's history, where an admin looks when asking where such mail went."""
     message.outcome = "unprocessed"

@@ -148,11 +148,11 @@ class MailboxForm(_Form):
         ("off", "off"), ("mixed", "mixed: the ticket tag, then the other ways to find a ticket"),
         ("only", "only: the ticket tag alone finds a ticket")])
     keep_raw_attachment = BooleanField("Attach the original email (.eml) to new tickets")
-    automatic_mail = SelectField("Automatic mail that answers no ticket", default="record", choices=[
+    automatic_mail = SelectField("Auto-replies that answer no ticket", default="record", choices=[
         ("record", "record it among the unprocessed mail: no ticket, no alert"),
         ("ticket", "open a ticket, as for any other mail")],
-        description="Out-of-office replies, auto-replies and bounces. Automatic mail that answers a ticket "
-                    "always goes onto that ticket.")
+        description="Out-of-office replies and other auto-replies. One that answers a ticket always goes onto "
+                    "that ticket; monitoring alerts, list mail and bounces are not auto-replies and open tickets.")
 
     poll_interval = StringField("Fetch every (seconds)")
     timeout = StringField("Connection timeout (seconds)")

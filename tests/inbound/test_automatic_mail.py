@@ -1,4 +1,4 @@
-"""Automatic mail (out-of-office, auto-reply) that threads to no ticket is recorded, not made
+"""An auto-reply (out-of-office) that threads to no ticket is recorded, not made
 into work: no ticket, no alert, a line in the mailbox's history and a waiting unprocessed email
 with its reason. The mailbox's `automatic_mail` setting brings back tickets for it. Mail we send
 goes inline to a real SMTP server, so an alert that went out would be seen there."""
@@ -82,6 +82,18 @@ def test_with_the_setting_on_tickets_an_out_of_office_opens_one_and_alerts_as_be
     assert result.outcome == "created" and result.ticket.subject == "Automatic reply: Printer on fire"
     (alert,) = sent_to(smtp_server, ONCALL)
     assert sent_to(smtp_server, "alice@contoso.com") == []  # automatic mail is never acknowledged
+    assert svc.count_waiting(msp.id) == 0
+    assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "recorded automatic mail")) is None
+
+
+@pytest.mark.parametrize("headers", [{"Auto-Submitted": "auto-generated"}, {"Precedence": "bulk"}],
+                         ids=["monitoring", "bulk"])
+def test_other_automatic_mail_answering_no_ticket_still_opens_one(world, desk, smtp_server, headers):
+    """Monitoring alerts and list mail are automatic too, but they are work: only auto-replies wait."""
+    msp, box = desk
+    result = world.deliver(box, email(sender="nagios@contoso.com", subject="PROBLEM: disk full on srv1",
+                                      body="Disk / is 98% full.", headers=headers))
+    assert result.outcome == "created" and result.ticket.subject == "PROBLEM: disk full on srv1"
     assert svc.count_waiting(msp.id) == 0
     assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "recorded automatic mail")) is None
 
