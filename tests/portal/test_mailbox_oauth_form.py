@@ -95,3 +95,17 @@ def test_the_presets_are_offered_for_script_to_fill(admin, msp, world):
                         oauth={"provider": "google", "client_id": "app-1"})
     outgoing = admin.get(f"/mailboxes/{box.id}/outgoing").get_data(as_text=True)
     assert '"auth": "oauth2"' in outgoing and "smtp.gmail.com" in outgoing
+
+
+def test_a_graph_mailbox_sets_its_folders_and_after_action_in_the_form(admin, msp):
+    graph = {**MICROSOFT, "protocol": "graph", "api_url": "", "folders": "inbox\nSupport",
+             "after_action_imap": "move", "processed_folder": "Archive"}
+    resp = admin.post("/mailboxes/new", form(msp, **graph))
+    assert resp.status_code == 303, resp.get_data(as_text=True)
+    box = stored()
+    assert (box.folders, box.after_action, box.processed_folder) == (["inbox", "Support"], "move", "Archive")
+    page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
+    fetching = page.split("<legend>Fetching</legend>")[1].split("</fieldset>")[0]
+    block = fetching.split('data-show-when="protocol=imap graph"')[1].split(">")[0]
+    assert "hidden" not in block  # shown for a Graph mailbox, not only for IMAP
+    assert "Support" in fetching
