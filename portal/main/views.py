@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify
+from flask_login import current_user
 from redis.exceptions import RedisError
 from rq import Worker
 from sqlalchemy import func, select, text
 
+from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.jobs import queue, redis_connection
+from portal.main.charts import Series, daily_bars
 from portal.models import Client, User
+from portal.outbound.settings import may_change_installation
 from portal.responses import render_page
 from portal.services import dashboard as board
+from portal.services.first_run import checklist
 
 bp = Blueprint("main", __name__)
 
@@ -24,7 +29,16 @@ def dashboard():
                        open=board.open_tickets(g.msp_id), failing=board.failing_mailboxes(g.msp_id),
                        sign_ins=board.sign_in_grants(g.msp_id),
                        unprocessed=board.unprocessed_waiting(g.msp_id),
-                       jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]))
+                       jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]),
+                       first_run=checklist(g.msp_id), charts=_ticket_charts(),
+                       gateway_allowed=may_change_installation(current_user, cfg["TIDEMARK_OPERATORS"]))
+
+
+def _ticket_charts() -> list[tuple[Client, object]]:
+    days, rows = board.tickets_per_day(g.msp_id, viewer_timezone())
+    return [(row.client, daily_bars(f"chart-{row.client.id}", f"Tickets opened and closed at {row.client.name}", days,
+                                    [Series("opened", row.opened), Series("closed", row.closed)]))
+            for row in rows]
 
 
 def _health() -> dict:

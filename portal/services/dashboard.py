@@ -3,8 +3,9 @@ and its workers, mail per mailbox today. Reads only."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -16,7 +17,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.inbound.health import stalled_ids
 from portal.inbound.unprocessed import count_waiting
-from portal.models import Client, Mailbox, RawMessage, Ticket
+from portal.models import AuditEntry, Client, Mailbox, RawMessage, Ticket
 from portal.models.base import utcnow
 from portal.services.grant_expiry import SignIn, sign_in, watched_mailboxes
 from portal.services.ticket_list import TODO_STATUSES
@@ -141,6 +142,17 @@ class QueueState:
     workers: list[WorkerSeen] = field(default_factory=list)
 
 
+_RQ_GENERATED = re.compile(r"[0-9a-f]{32}")
+
+
+def worker_name(name: str, hostname: str | None, pid: int | None) -> str:
+    """What a person recognises: the name the worker was given, else (RQ made up a UUID) the
+    machine and process it runs as."""
+    if not _RQ_GENERATED.fullmatch(name or "") or not hostname:
+        return name
+    return f"{hostname}, process {pid}" if pid else hostname
+
+
 def queue_state(redis_url: str, queue_name: str, *, timeout: float = REDIS_TIMEOUT) -> QueueState:
     """The job queue as Redis sees it: waiting, failed and scheduled jobs, and the workers that
     listen on this queue with their last heartbeat. Never raises: an unreachable Redis is an answer."""
@@ -149,7 +161,7 @@ def queue_state(redis_url: str, queue_name: str, *, timeout: float = REDIS_TIMEO
                                 retry=Retry(NoBackoff(), 0))
     try:
         q = Queue(queue_name, connection=connection)
-        workers = [WorkerSeen(w.name, str(w.get_state()), w.last_heartbeat)
+        workers = [WorkerSeen(worker_name(w.name, w.hostname, w.pid), str(w.get_state()), w.last_heartbeat)
                    for w in Worker.all(queue=q)]
         workers.sort(key=lambda w: w.name)
         return QueueState(True, queued=q.count, failed=q.failed_job_registry.count,
@@ -209,3 +221,60 @@ def mailbox_figures(msp_id: int, tz: tzinfo, now: datetime | None = None) -> dic
         figures[box_id] = MailboxFigures(counts.get(box_id, 0), lag,
                                          status == "active" and lag is not None and lag > allowed)
     return figures
+
+
+# --- tickets opened and closed per day per client -------------------------------------------------
+
+CHART_DAYS = 30
+CHART_CLIENTS = 8  # the busiest; more charts than that is a list nobody reads
+
+
+@dataclass
+class ClientDays:
+    client: Client
+    opened: list[int]
+    closed: list[int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.opened) + sum(self.closed)
+
+
+def tickets_per_day(msp_id: int, tz: tzinfo, now: datetime | None = None,
+                    days: int = CHART_DAYS) -> tuple[list[date], list[ClientDays]]:
+    """The last `days` days (today included, where the viewer is) and, per client with any,
+    the tickets opened (created) and closed (a status change to closed in the ticket's history)
+    each day; the busiest clients first."""
+    now = now or utcnow()
+    first = start_of_day(now, tz) - timedelta(days=days - 1)
+    day_list = [first.date() + timedelta(days=i) for i in range(days)]
+    index = {d: i for i, d in enumerate(day_list)}
+    counts: dict[int, ClientDays] = {}
+
+    def count(client_id: int, at: datetime, which: str) -> None:
+        i = index.get(at.astimezone(tz).date())
+        if i is not None:
+            row = counts.setdefault(client_id, ClientDays(None, [0] * days, [0] * days))  # type: ignore[arg-type]
+            getattr(row, which)[i] += 1
+
+    for client_id, created in db.session.execute(
+            select(Ticket.client_id, Ticket.created_at).where(Ticket.msp_id == msp_id, Ticket.created_at >= first)):
+        count(client_id, created, "opened")
+    for client_id, at, changes in db.session.execute(
+            select(Ticket.client_id, AuditEntry.at, AuditEntry.changes)
+            .join(Ticket, Ticket.id == AuditEntry.record_id)
+            .where(AuditEntry.msp_id == msp_id, AuditEntry.record_type == "ticket", AuditEntry.at >= first,
+                   Ticket.msp_id == msp_id)):
+        status = (changes or {}).get("status")
+        if isinstance(status, list) and len(status) == 2 and status[1] == "closed":
+            count(client_id, at, "closed")
+    clients = {c.id: c for c in db.session.scalars(
+        select(Client).where(Client.id.in_(counts), Client.msp_id == msp_id))} \
+        if counts else {}
+    rows = []
+    for client_id, row in counts.items():
+        if client_id in clients:
+            row.client = clients[client_id]
+            rows.append(row)
+    rows.sort(key=lambda r: (-r.total, r.client.name.lower()))
+    return day_list, rows[:CHART_CLIENTS]

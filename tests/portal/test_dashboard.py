@@ -178,3 +178,18 @@ def test_a_mailbox_that_misses_its_polls_is_stalled_on_the_list_its_page_and_the
     rows = {r.split('">', 1)[0]: r for r in listing.split('<tr class="state-')[1:]}
     assert "support@acme.example" in rows["healthy"]
     assert "fresh@acme.example" in rows["stalled"] and "since it was activated" in rows["stalled"]
+
+
+def test_a_worker_rq_named_with_a_uuid_shows_as_its_machine_and_process(browser, desk, redis):
+    q = queue(redis)
+    worker = Worker([q], connection=redis)  # no name given: RQ makes up a UUID
+    assert re.fullmatch(r"[0-9a-f]{32}", worker.name)
+    worker.register_birth()
+    browser.sign_in("ana@acme.example")
+    try:
+        page = browser.get("/").get_data(as_text=True)
+    finally:
+        worker.register_death()
+    assert worker.name not in page
+    assert f"<td>{worker.hostname}, process {worker.pid}</td>" in page
+    assert board.worker_name("tidemark-web-1", "host", 12) == "tidemark-web-1"  # a given name stays

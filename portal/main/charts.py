@@ -1,0 +1,78 @@
+"""Charts drawn on the server as SVG: no script, no library, no CDN. Plain Python (no Flask):
+a series in, escaped markup out, with a title and description for screen readers and the same
+figures as a table for whoever would rather read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from markupsafe import Markup, escape
+
+WIDTH, HEIGHT = 640, 180
+LEFT, RIGHT, TOP, BOTTOM = 36, 8, 10, 28  # room for the axis labels
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str  # "opened", "closed": also the bars' CSS class
+    values: list[int]  # one per day
+
+
+def _nice_top(peak: int) -> int:
+    """The y axis' top: the peak rounded up to 1, 2 or 5 times a power of ten (at least 1)."""
+    step = 1
+    while True:
+        for k in (1, 2, 5):
+            if peak <= k * step:
+                return k * step
+        step *= 10
+
+
+def bar_geometry(days: int, series: int, value: int, top: int, day: int, index: int) -> tuple[float, float, float, float]:
+    """(x, y, width, height) of one bar: day `day` of `days`, series `index` of `series`, side by side."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    slot = plot_w / days
+    width = slot * 0.8 / series
+    height = plot_h * value / top
+    x = LEFT + day * slot + slot * 0.1 + index * width
+    return round(x, 2), round(TOP + plot_h - height, 2), round(width, 2), round(height, 2)
+
+
+def daily_bars(chart_id: str, title: str, days: list[date], series: list[Series]) -> Markup:
+    """A bar chart of counts per day (bars side by side per day; a zero draws no bar), its
+    axes labelled (counts on the left, the first, middle and last day below), then a table."""
+    top = _nice_top(max((v for s in series for v in s.values), default=0))
+    plot_h = HEIGHT - TOP - BOTTOM
+    totals = ", ".join(f"{sum(s.values)} {s.label}" for s in series)
+    desc = f"Per day from {days[0]:%d %b} to {days[-1]:%d %b}: {totals}." if days else "No days."
+    out = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+           f'aria-labelledby="{chart_id}-title {chart_id}-desc" xmlns="http://www.w3.org/2000/svg">',
+           f'<title id="{chart_id}-title">{escape(title)}</title>',
+           f'<desc id="{chart_id}-desc">{escape(desc)}</desc>',
+           f'<line class="axis" x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}"/>',
+           f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}"/>']
+    for value in (0, top // 2, top) if top > 1 else (0, top):
+        y = round(TOP + plot_h - plot_h * value / top, 2)
+        out.append(f'<text class="tick" x="{LEFT - 4}" y="{y}" text-anchor="end" dominant-baseline="middle">{value}</text>')
+    for day in sorted({0, len(days) // 2, len(days) - 1}) if days else ():
+        x = bar_geometry(len(days), 1, 0, top, day, 0)[0] + (WIDTH - LEFT - RIGHT) / len(days) * 0.4
+        out.append(f'<text class="tick" x="{round(x, 2)}" y="{HEIGHT - 8}" text-anchor="middle">{days[day]:%d %b}</text>')
+    for index, s in enumerate(series):
+        for day, value in enumerate(s.values):
+            if value:
+                x, y, w, h = bar_geometry(len(days), len(series), value, top, day, index)
+                out.append(f'<rect class="bar {escape(s.label)}" x="{x}" y="{y}" width="{w}" height="{h}" '
+                           f'data-value="{value}"><title>{days[day]:%d %b}: {value} {escape(s.label)}</title></rect>')
+    out.append("</svg>")
+    return Markup("".join(out)) + _table(title, days, series)
+
+
+def _table(title: str, days: list[date], series: list[Series]) -> Markup:
+    head = "".join(f'<th scope="col" class="num">{escape(s.label)}</th>' for s in series)
+    rows = "".join(f'<tr><th scope="row">{d:%d %b}</th>'
+                   + "".join(f'<td class="num">{s.values[i]}</td>' for s in series) + "</tr>"
+                   for i, d in enumerate(days) if any(s.values[i] for s in series))
+    body = rows or f'<tr><td colspan="{len(series) + 1}">None in these days.</td></tr>'
+    return Markup(f'<details class="chart-table"><summary>{escape(title)} as a table</summary>'
+                  f'<table><thead><tr><th scope="col">Day</th>{head}</tr></thead><tbody>{body}</tbody></table></details>')
