@@ -76,3 +76,43 @@ def _table(title: str, days: list[date], series: list[Series]) -> Markup:
     body = rows or f'<tr><td colspan="{len(series) + 1}">None in these days.</td></tr>'
     return Markup(f'<details class="chart-table"><summary>{escape(title)} as a table</summary>'
                   f'<table><thead><tr><th scope="col">Day</th>{head}</tr></thead><tbody>{body}</tbody></table></details>')
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str  # what the bar is about, on its left
+    value: float | None  # None: nothing to draw (the words say why)
+    words: str  # the value as a person reads it, on its right
+    late: bool = False  # drawn in the warning colour
+
+
+ROW, LABEL_W, WORDS_W = 22, 200, 130
+
+
+def horizontal_bars(chart_id: str, title: str, bars: list[Bar]) -> Markup:
+    """One bar per row, the longest value the full width; each row labelled on the left and its
+    value in words on the right, then the same as a table."""
+    top = max((b.value for b in bars if b.value), default=0) or 1
+    plot_w = WIDTH - LABEL_W - WORDS_W
+    height = max(1, len(bars)) * ROW + 4
+    desc = "; ".join(f"{b.label}: {b.words}" for b in bars) or "Nothing to show."
+    out = [f'<svg class="chart bars" viewBox="0 0 {WIDTH} {height}" role="img" '
+           f'aria-labelledby="{chart_id}-title {chart_id}-desc" xmlns="http://www.w3.org/2000/svg">',
+           f'<title id="{chart_id}-title">{escape(title)}</title>',
+           f'<desc id="{chart_id}-desc">{escape(desc)}</desc>',
+           f'<line class="axis" x1="{LABEL_W}" y1="0" x2="{LABEL_W}" y2="{height}"/>']
+    for i, b in enumerate(bars):
+        middle = i * ROW + ROW / 2 + 2
+        out.append(f'<text class="tick" x="{LABEL_W - 6}" y="{middle}" text-anchor="end" '
+                   f'dominant-baseline="middle">{escape(b.label)}</text>')
+        width = round(plot_w * (b.value or 0) / top, 2)
+        if b.value:
+            out.append(f'<rect class="bar{" late" if b.late else ""}" x="{LABEL_W}" y="{i * ROW + 5}" '
+                       f'width="{width}" height="{ROW - 6}" data-value="{b.value:g}"/>')
+        out.append(f'<text class="tick" x="{LABEL_W + width + 6}" y="{middle}" '
+                   f'dominant-baseline="middle">{escape(b.words)}</text>')
+    out.append("</svg>")
+    rows = "".join(f'<tr><th scope="row">{escape(b.label)}</th><td>{escape(b.words)}</td></tr>' for b in bars)
+    table = (f'<details class="chart-table"><summary>{escape(title)} as a table</summary>'
+             f'<table><tbody>{rows}</tbody></table></details>')
+    return Markup("".join(out)) + Markup(table)

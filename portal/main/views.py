@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.jobs import queue, redis_connection
-from portal.main.charts import Series, daily_bars
+from portal.main.charts import Bar, Series, daily_bars, horizontal_bars
 from portal.models import Client, User
 from portal.outbound.settings import may_change_installation
 from portal.responses import render_page
@@ -30,7 +30,7 @@ def dashboard():
                        sign_ins=board.sign_in_grants(g.msp_id),
                        unprocessed=board.unprocessed_waiting(g.msp_id),
                        jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]),
-                       first_run=checklist(g.msp_id), charts=_ticket_charts(),
+                       first_run=checklist(g.msp_id), charts=_ticket_charts(), lag_chart=_lag_chart(),
                        gateway_allowed=may_change_installation(current_user, cfg["TIDEMARK_OPERATORS"]))
 
 
@@ -39,6 +39,16 @@ def _ticket_charts() -> list[tuple[Client, object]]:
     return [(row.client, daily_bars(f"chart-{row.client.id}", f"Tickets opened and closed at {row.client.name}", days,
                                     [Series("opened", row.opened), Series("closed", row.closed)]))
             for row in rows]
+
+
+def _lag_chart():
+    """How long since each active mailbox last fetched without error; None without one."""
+    figures = board.mailbox_figures(g.msp_id, viewer_timezone())
+    bars = [Bar(h.mailbox.address, f.lag.total_seconds() if f.lag else None,
+                f.lag_words + (" (late)" if f.late else ""), f.late)
+            for h in board.mailbox_health(g.msp_id) if h.mailbox.status == "active"
+            for f in [figures[h.mailbox.id]]]
+    return horizontal_bars("fetch-lag", "Time since each mailbox's last good fetch", bars) if bars else None
 
 
 def _health() -> dict:

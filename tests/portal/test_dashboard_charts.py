@@ -1,4 +1,4 @@
-"""Tickets opened and closed per day per client: the figures (services.dashboard.tickets_per_day,
+"""Tickets opened and closed per day per client, and fetch lag per mailbox: the figures (services.dashboard.tickets_per_day,
 scoped to the MSP) and the SVG drawn from them (portal/main/charts.py)."""
 
 import re
@@ -7,11 +7,15 @@ from datetime import date, timedelta, timezone
 from portal.main.charts import (
     BOTTOM,
     HEIGHT,
+    LABEL_W,
     LEFT,
     TOP,
+    WORDS_W,
+    Bar,
     Series,
     bar_geometry,
     daily_bars,
+    horizontal_bars,
 )
 from portal.models.base import utcnow
 from portal.services import commit
@@ -88,3 +92,38 @@ def test_tickets_opened_and_closed_per_day_per_client_of_this_msp_only(world, br
     assert "Tickets opened and closed at Contoso &lt;Ltd&gt;" in page
     contoso_chart = page[page.index(f'id="chart-{contoso.id}-title"'):]
     assert len(bars(contoso_chart[:contoso_chart.index("</svg>")])) == 3  # two days opened, one closed
+
+
+def test_lag_bars_are_as_long_as_their_lag_and_say_it_in_words():
+    svg = str(horizontal_bars("lag", "Lag", [Bar("a@x.example", 600, "10 minutes", late=True),
+                                             Bar("<b>@x.example", 150, "2 minutes"),
+                                             Bar("new@x.example", None, "never fetched")]))
+    drawn = bars(svg)
+    full = 640 - LABEL_W - WORDS_W
+    assert [(b["class"], float(b["width"])) for b in drawn] == [("bar late", full), ("bar", full / 4)]
+    assert float(drawn[1]["y"]) > float(drawn[0]["y"])  # in the order given
+    assert "never fetched" in svg and "&lt;b&gt;@x.example" in svg and "<b>@" not in svg
+    assert '<desc id="lag-desc">a@x.example: 10 minutes; &lt;b&gt;@x.example: 2 minutes; ' in svg
+
+
+def test_the_dashboard_charts_the_fetch_lag_of_this_msps_active_mailboxes(world, browser):
+    msp = world.msp("Acme MSP")
+    world.user(msp, email="ana@acme.example")
+    fresh = world.mailbox(msp, address="fresh@acme.example", status="active", poll_interval=60)
+    late = world.mailbox(msp, address="late@acme.example", status="active", poll_interval=60)
+    world.mailbox(msp, address="draft@acme.example")  # a draft is not fetched: not charted
+    other = world.msp("Other MSP")
+    theirs = world.mailbox(other, address="help@other.example", status="active")
+    now = utcnow()
+    fresh.last_success_at, late.last_success_at = now - timedelta(minutes=2), now - timedelta(minutes=20)
+    theirs.last_success_at = now - timedelta(hours=3)
+    commit()
+    browser.sign_in("ana@acme.example")
+    page = browser.get("/").get_data(as_text=True)
+    chart = page[page.index('id="fetch-lag-title"'):]
+    chart = chart[:chart.index("</svg>")]
+    assert "help@other.example" not in chart and "draft@acme.example" not in chart
+    drawn = bars(chart)
+    assert [b["class"] for b in drawn] == ["bar", "bar late"]  # by address: fresh, then late
+    assert float(drawn[1]["width"]) == 640 - LABEL_W - WORDS_W and float(drawn[0]["width"]) < float(drawn[1]["width"])
+    assert "20 minutes (late)" in chart
