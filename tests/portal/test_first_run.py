@@ -63,3 +63,12 @@ def test_another_msps_setup_never_counts(world):
     assert all(s.done for s in checklist(other.id).steps if s.key != "outgoing")
     mine = checklist(acme.id)
     assert [s.key for s in mine.steps if s.done] == [] and mine.first_mailbox_id is None
+
+
+def test_a_technician_sees_the_steps_without_links_to_admin_pages(world, browser):
+    msp = world.msp("Acme MSP")
+    world.user(msp, email="tom@acme.example", role="technician")
+    browser.sign_in("tom@acme.example")
+    page = browser.get("/").get_data(as_text=True)
+    assert steps(page)["mailbox"] == "to-do" and "An admin of your MSP sets these up." in page
+    assert 'href="/mailboxes/new">Add your first mailbox' not in page
