@@ -6,6 +6,7 @@ on purpose."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,7 +77,8 @@ def ask_to_fetch(mailbox: Mailbox) -> None:
         what = "a draft: activate it" if mailbox.status == "draft" else "disabled: enable it"
         raise FetchRefused(f"the mailbox {mailbox.address} is {what} before fetching it")
     try:
-        redis_connection().set(ASKED_PREFIX + str(mailbox.id), json.dumps({"done": False}), ex=ASKED_SECONDS)
+        redis_connection().set(ASKED_PREFIX + str(mailbox.id), json.dumps({"done": False, "asked": time.time()}),
+                               ex=ASKED_SECONDS)
     except (RedisError, OSError) as exc:
         raise FetchRefused(f"Redis cannot be reached ({exc}), so the fetch could not be queued") from None
     enqueue("workers.fetch.fetch_mailbox_now", mailbox.id,
@@ -97,7 +99,17 @@ def asked_state(mailbox_id: int) -> dict | None:
         found = redis_connection().get(ASKED_PREFIX + str(mailbox_id))
     except (RedisError, OSError):
         return None
-    return json.loads(found) if found else None
+    return _read(found) if found else None
+
+
+# A fetch not started within this many seconds is waiting for a worker that may not run.
+SLOW_SECONDS = 60
+
+
+def _read(found: bytes) -> dict:
+    state = json.loads(found)
+    state["slow"] = not state["done"] and time.time() - state.get("asked", time.time()) > SLOW_SECONDS
+    return state
 
 
 def asked_states(mailbox_ids: list[int]) -> dict[int, dict]:
@@ -108,7 +120,7 @@ def asked_states(mailbox_ids: list[int]) -> dict[int, dict]:
         found = redis_connection().mget([ASKED_PREFIX + str(i) for i in mailbox_ids])
     except (RedisError, OSError):
         return {}
-    return {i: json.loads(v) for i, v in zip(mailbox_ids, found) if v}
+    return {i: _read(v) for i, v in zip(mailbox_ids, found) if v}
 
 
 def in_words(fetched: FetchedNow) -> tuple[str, bool]:

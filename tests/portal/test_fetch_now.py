@@ -2,11 +2,15 @@
 TIDEMARK_JOBS_SYNC), the same fetch and lock as the schedule's, against a real Dovecot; the page
 asks for the outcome until the job has told it."""
 
+import json
 import re
+import time
 
+from rq import Queue
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.inbound.fetch_now import ASKED_PREFIX, SLOW_SECONDS
 from portal.inbound.health import fetch_lock
 from portal.jobs import exclusive
 from portal.models import Ticket
@@ -99,3 +103,19 @@ def test_a_draft_is_not_fetched_and_others_mailboxes_are_out_of_reach(
     assert admin.hx_get(f"/mailboxes/{theirs.id}/fetch").status_code == 404
     assert admin.post(f"/mailboxes/{box.id}/fetch", htmx=True, token=False).status_code in (302, 400)  # CSRF
     assert not re.search(r"Done: ", admin.hx_get(f"/mailboxes/{box.id}/fetch").get_data(as_text=True))
+
+
+def test_a_fetch_no_worker_takes_says_what_to_check(app, world, msp, admin, dovecot, mail_user, redis):
+    box = _box(app, world, msp, dovecot, mail_user)
+    app.config["TIDEMARK_JOBS_SYNC"] = False  # queued in Redis, and no worker here takes it
+    try:
+        answer = admin.post(f"/mailboxes/{box.id}/fetch", htmx=True).get_data(as_text=True)
+        assert "Fetching…" in answer
+        assert "Fetching…" in admin.hx_get(f"/mailboxes/{box.id}/fetch").get_data(as_text=True)
+        key = ASKED_PREFIX + str(box.id)
+        state = json.loads(redis.get(key))
+        redis.set(key, json.dumps({**state, "asked": time.time() - SLOW_SECONDS - 1}))
+        later = admin.hx_get(f"/mailboxes/{box.id}/fetch").get_data(as_text=True)
+        assert "Still waiting for a worker to start the fetch" in later and "hx-get" in later  # it keeps asking
+    finally:
+        Queue(app.config["TIDEMARK_QUEUE"], connection=redis).empty()
