@@ -49,6 +49,7 @@ def test_on_a_phone_the_first_ticket_is_on_the_first_screen(live_server, page, d
     expect(page.locator("table.tickets tbody tr")).to_have_count(3)
     expect(page.locator("table.tickets td[data-label=Client]")).to_have_text(["Fabrikam"] * 3)
     expect(page).to_have_url(re.compile(r"client=\d+"))
+    expect(page.locator("label.filters-button")).to_have_text("Filters (1)")  # the number follows
     assert page.evaluate(SIDEWAYS) <= 0, page.evaluate(TOO_WIDE)
 
     # The menu opens and navigates; the next page starts with it closed.
