@@ -12,6 +12,7 @@ from portal.models.base import utcnow
 from portal.outbound.outbox import ask_for_send
 from portal.services import commit
 from portal.inbound.fetch import run_fetch
+from portal.inbound.fetch_now import FetchRefused, fetch_now, in_words, tell_outcome
 from portal.inbound.health import due_mailboxes, fetch_lock, record_failure, stopped_in_words
 from portal.transport import open_session
 from workers.runtime import current_app, job
@@ -48,6 +49,30 @@ def fetch_mailbox(mailbox_id: int) -> dict:
     # Acknowledgements and alerts went into the outbox with the tickets: send them now.
     ask_for_send()
     return asdict(report)
+
+
+@job
+def fetch_mailbox_now(mailbox_id: int) -> dict:
+    """"Fetch now" from the portal: one fetch whatever the schedule (`fetch_now`, the scheduled
+    fetch's lock), its outcome told to the page that asked."""
+    mailbox = db.session.get(Mailbox, mailbox_id)
+    cfg = current_app.config
+    try:
+        if mailbox is None:
+            raise FetchRefused("the mailbox no longer exists")
+        fetched = fetch_now(mailbox, keys=cfg["TIDEMARK_ENCRYPTION_KEY"], secret=cfg["SECRET_KEY"].encode(),
+                            commit=commit, ca_file=cfg["TIDEMARK_CA_FILE"], host=cfg["TIDEMARK_MAIL_HOST"])
+    except FetchRefused as exc:
+        tell_outcome(mailbox_id, str(exc), ok=False)
+        return {"mailbox_id": mailbox_id, "skipped": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - told on the mailbox and to the page, then RQ hears of it
+        _record_stopped(mailbox_id, exc)
+        tell_outcome(mailbox_id, stopped_in_words(exc), ok=False)
+        raise
+    ask_for_send()
+    words, ok = in_words(fetched)
+    tell_outcome(mailbox_id, words, ok=ok)
+    return asdict(fetched.report)
 
 
 def _record_stopped(mailbox_id: int, exc: Exception) -> None:

@@ -5,6 +5,8 @@ on purpose."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,7 +16,7 @@ from sqlalchemy import func, or_, select
 from portal.extensions import db
 from portal.inbound.fetch import FetchReport, run_fetch
 from portal.inbound.health import fetch_lock
-from portal.jobs import exclusive, redis_connection
+from portal.jobs import enqueue, exclusive, redis_connection
 from portal.models import Mailbox, Message, RawMessage
 from portal.transport import open_session
 
@@ -59,3 +61,75 @@ def fetch_now(mailbox: Mailbox, *, keys: str, secret: bytes, commit: Callable[[]
     messages = {m.raw_message_id: m for m in db.session.scalars(
         select(Message).where(Message.raw_message_id.in_([s.id for s in stored]), Message.direction == "in"))}
     return FetchedNow(report, [(s, messages.get(s.id)) for s in stored])
+
+
+# --- "Fetch now" from the portal: queued as a job, its outcome kept a while for the page to show --
+
+ASKED_PREFIX = "tidemark:fetch-now:"
+# Long enough for a slow server's fetch to be read when it ends; a page asks only while it waits.
+ASKED_SECONDS = 3600
+
+
+def ask_to_fetch(mailbox: Mailbox) -> None:
+    """Queue one fetch of this mailbox now (after the commit); its page shows "waiting" until the
+    job tells its outcome. The job takes the same lock as the scheduled fetch."""
+    if mailbox.status != "active":
+        what = "a draft: activate it" if mailbox.status == "draft" else "disabled: enable it"
+        raise FetchRefused(f"the mailbox {mailbox.address} is {what} before fetching it")
+    try:
+        redis_connection().set(ASKED_PREFIX + str(mailbox.id), json.dumps({"done": False, "asked": time.time()}),
+                               ex=ASKED_SECONDS)
+    except (RedisError, OSError) as exc:
+        raise FetchRefused(f"Redis cannot be reached ({exc}), so the fetch could not be queued") from None
+    enqueue("workers.fetch.fetch_mailbox_now", mailbox.id,
+            options={"job_id": f"fetch-now-{mailbox.id}", "unique": True, "result_ttl": 0, "failure_ttl": 300})
+
+
+def tell_outcome(mailbox_id: int, words: str, *, ok: bool) -> None:
+    try:
+        redis_connection().set(ASKED_PREFIX + str(mailbox_id), json.dumps({"done": True, "ok": ok, "words": words}),
+                               ex=ASKED_SECONDS)
+    except (RedisError, OSError):
+        pass  # the page keeps waiting until it gives up; the mailbox shows the fetch's result anyway
+
+
+def asked_state(mailbox_id: int) -> dict | None:
+    """None: nothing asked lately; {"done": False}: waiting; else its outcome, "ok" and "words"."""
+    try:
+        found = redis_connection().get(ASKED_PREFIX + str(mailbox_id))
+    except (RedisError, OSError):
+        return None
+    return _read(found) if found else None
+
+
+# A fetch not started within this many seconds is waiting for a worker that may not run.
+SLOW_SECONDS = 60
+
+
+def _read(found: bytes) -> dict:
+    state = json.loads(found)
+    state["slow"] = not state["done"] and time.time() - state.get("asked", time.time()) > SLOW_SECONDS
+    return state
+
+
+def asked_states(mailbox_ids: list[int]) -> dict[int, dict]:
+    """`asked_state` of several mailboxes in one round trip, for a page that lists them."""
+    if not mailbox_ids:
+        return {}
+    try:
+        found = redis_connection().mget([ASKED_PREFIX + str(i) for i in mailbox_ids])
+    except (RedisError, OSError):
+        return {}
+    return {i: _read(v) for i, v in zip(mailbox_ids, found) if v}
+
+
+def in_words(fetched: FetchedNow) -> tuple[str, bool]:
+    """("fetched 3, 2 new tickets", True), or the server's error in plain words."""
+    report = fetched.report
+    if report.error:
+        return report.error, False
+    tickets = sum(1 for _, message in fetched.decided if message is not None and message.outcome == "created")
+    words = f"fetched {report.fetched}, {tickets} new ticket{'' if tickets == 1 else 's'}"
+    if report.failed:
+        words += f"; {report.failed} could not be decided and will be tried again"
+    return words, True

@@ -3,20 +3,21 @@ Routes and the outgoing server have their own modules on the same blueprint."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, g, render_template, request, url_for
+from flask import current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
 from portal.display import viewer_timezone
-from portal.extensions import db
+from portal.extensions import db, htmx
+from portal.inbound import fetch_now
 from portal.mailboxes.blueprint import bp
 from portal.mailboxes.forms import PRESETS, MailboxForm
 from portal.mailboxes.lookup import client_choices, client_or_404, keys, mailbox_or_404
 from portal.models.base import utcnow
 from portal.models.mailboxes import DEFAULT_PORTS
 from portal.outbound.servers import own_server
-from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, audit
+from portal.responses import hx_redirect, render_page, same_site_path
+from portal.services import ValidationError, audit, commit
 from portal.services import dashboard as board
 from portal.services import grant_expiry
 from portal.services import mailbox_connect as connect_svc
@@ -34,8 +35,9 @@ def _form_page(form: MailboxForm, mailbox, status: int):
 
 @bp.get("")
 def index():
-    return render_template("mailboxes/index.html", rows=board.mailbox_health(g.msp_id),
-                           figures=board.mailbox_figures(g.msp_id, viewer_timezone()))
+    rows = board.mailbox_health(g.msp_id)
+    return render_template("mailboxes/index.html", rows=rows, figures=board.mailbox_figures(g.msp_id, viewer_timezone()),
+                           fetch_states=fetch_now.asked_states([r.mailbox.id for r in rows]))
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -67,7 +69,7 @@ def detail(mailbox_id: int):
     if current_user.is_admin and (origin := connect_svc.sign_in_origin(mailbox, keys())):
         g.form_targets = (origin,)  # Connect without script: the 303 to the sign-in is a form's redirect
     return render_template(
-        "mailboxes/detail.html", mailbox=mailbox, server=own_server(mailbox), problems=svc.activation_problems(mailbox),
+        "mailboxes/detail.html", mailbox=mailbox, fetch_states=fetch_now.asked_states([mailbox.id]), server=own_server(mailbox), problems=svc.activation_problems(mailbox),
         stalled=bool(stalled_ids([mailbox], utcnow())), sign_in=grant_expiry.sign_in(mailbox, utcnow()),
         redirect_uri=connect_svc.redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"]),
         history=entries, history_total=total, history_page=1, history_pages=max(1, -(-total // HISTORY_PAGE)),
@@ -171,3 +173,30 @@ def delete(mailbox_id: int):
     flash(f"Mailbox {address} deleted.{kept}", "success")
     return hx_redirect(url_for("mailboxes.index"))
 
+
+
+@bp.post("/<int:mailbox_id>/fetch")
+def fetch(mailbox_id: int):
+    """"Fetch now": queued for a worker (admins and technicians: it does what the schedule does);
+    the answer waits for its outcome. Without script, back to the page it came from."""
+    mailbox = mailbox_or_404(mailbox_id)
+    refused = None
+    try:
+        fetch_now.ask_to_fetch(mailbox)
+        # Nothing was written, so the request would not commit: this commit hands over the job.
+        commit()
+    except fetch_now.FetchRefused as exc:
+        refused = str(exc)
+    if htmx:
+        return render_template("mailboxes/_fetch_now.html", box=mailbox, state={"done": False}, refused=refused)
+    if refused:
+        flash(f"Not fetched: {refused}.", "error")
+    back = same_site_path(request.form.get("next")) or url_for("mailboxes.detail", mailbox_id=mailbox.id)
+    return redirect(back, 303)
+
+
+@bp.get("/<int:mailbox_id>/fetch")
+def fetch_state(mailbox_id: int):
+    """The outcome of the last "Fetch now", asked for again every second while it is waited for."""
+    mailbox = mailbox_or_404(mailbox_id)
+    return render_template("mailboxes/_fetch_now.html", box=mailbox, state=fetch_now.asked_state(mailbox.id))
