@@ -60,6 +60,8 @@ TECHNICIAN_ROUTES = {
     "tickets.assign_to_me", "tickets.events", "tickets.list_events", "tickets.part", "tickets.typing",
     "unprocessed.index", "unprocessed.detail", "unprocessed.source", "unprocessed.check", "unprocessed.assign",
     "unprocessed.append", "unprocessed.rerun", "unprocessed.discard", "unprocessed.restore",
+    # Fetch now does what the schedule does anyway; technicians may ask for it and watch it.
+    "mailboxes.fetch", "mailboxes.fetch_state",
 }
 # Admin-only routes whose check is inside the view rather than @admin_required (which the sweep
 # reads from the code, to check it against TECHNICIAN_ROUTES).
