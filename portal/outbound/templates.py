@@ -51,6 +51,7 @@ def preview_context(client: Client) -> dict:
     msp = client if client.is_msp else db.session.get(Client, client.msp_id)
     context = sample_context()
     context["msp"] = {**context["msp"], "name": msp.name}
+    context["message"] = {**context["message"], "signature": f"Sam Patel\n{msp.name}"}
     if not client.is_msp:
         context["client"] = {**context["client"], "name": client.name}
     return context

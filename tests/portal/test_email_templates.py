@@ -5,6 +5,8 @@ import io
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.mail.render import render
+from portal.outbound.templates import preview_context, template_in_effect
 from portal.models import AuditEntry, EmailTemplate
 from portal.services import commit
 from portal.outbound import servers as outbound_svc
@@ -104,9 +106,6 @@ def test_technicians_read_but_do_not_edit_and_other_msps_get_404(make_browser, w
 
 def test_a_template_set_on_the_msp_applies_to_clients_without_their_own(admin, tree):
     """No "share" tick needed on the MSP, and rows saved unshared before still apply."""
-    from portal.mail.render import render
-    from portal.outbound.templates import preview_context, template_in_effect
-
     msp, contoso, berlin = tree
     page = admin.get(f"/clients/{msp.id}/emails/closed").get_data(as_text=True)
     assert 'name="shared"' not in page and "Every client without its own closed template uses this one" in page
