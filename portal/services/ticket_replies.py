@@ -23,6 +23,7 @@ from portal.models import Attachment, Client, Mailbox, Message, Ticket, User
 from portal.models.base import utcnow
 from portal.services import ValidationError
 from portal.outbound.outbox import conversation_thread, queue_mail
+from portal.outbound.templates import template_in_effect
 from portal.services.tickets import WORK_STATUSES, change_status
 
 
@@ -51,6 +52,13 @@ def default_signature(author: User, msp_name: str) -> str:
 
 def reply_signature(ticket: Ticket, author: User) -> str:
     return default_signature(author, db.session.get(Client, ticket.msp_id).name)
+
+
+def template_shows_signature(ticket: Ticket) -> bool:
+    """Whether the reply template in effect for the ticket's client places the composer's
+    signature; a custom one written before it did not, and signs off in its own way."""
+    texts = template_in_effect(ticket.client, "reply")
+    return "message.signature" in f"{texts.text_source or ''}{texts.html_source or ''}"
 
 
 def _addresses(text: str, field_name: str, errors: dict) -> list[str]:

@@ -90,6 +90,7 @@ def detail_context(ticket, *, reply_form: ReplyForm | None = None, files_lost=()
     fields_form = fields_form or FieldsForm.of(ticket)
     fields_form.offer(svc.PRIORITIES, fields["assignees"])
     return dict(ticket=ticket, links=svc.linked_tickets(ticket), reply_form=reply_form, files_lost=list(files_lost),
+                shows_signature=ticket_replies.template_shows_signature(ticket),
                 fields_form=fields_form, note_form=note_form or NoteForm(formdata=None), statuses=svc.WORK_STATUSES,
                 canned=canned.in_effect(ticket.client), limits=limits, **conversation_context(ticket), **fields)
 

@@ -245,3 +245,10 @@ def test_the_msps_reply_template_reaches_a_client_without_its_own_through_delive
     mail = smtp_server.last().message
     assert mail["Subject"].endswith(f"From the MSP: {ticket.reference}")
     assert plain(mail).startswith("Done.\nTom")
+
+
+def test_a_custom_reply_template_without_the_signature_says_so_instead_of_offering_it(tech, desk, ticket):
+    save_template(desk[0], "reply", "Re: {{ ticket.subject }}\n{{ message.text }}\n-- \nThe Acme desk", "", True, None)
+    commit()
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    assert 'id="reply-signature"' not in page and "signs off in its own way" in page
