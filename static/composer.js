@@ -113,11 +113,12 @@
     });
   }
 
+  // [label, action, the format whose on/off state the button shows (aria-pressed)]
   var BUTTONS = [
-    ["Bold", function (e) { if (e.hasFormat("B")) { e.removeBold(); } else { e.bold(); } }],
-    ["Italic", function (e) { if (e.hasFormat("I")) { e.removeItalic(); } else { e.italic(); } }],
-    ["Bulleted list", function (e) { if (e.hasFormat("UL")) { e.removeList(); } else { e.makeUnorderedList(); } }],
-    ["Numbered list", function (e) { if (e.hasFormat("OL")) { e.removeList(); } else { e.makeOrderedList(); } }],
+    ["Bold", function (e) { if (e.hasFormat("B")) { e.removeBold(); } else { e.bold(); } }, "B"],
+    ["Italic", function (e) { if (e.hasFormat("I")) { e.removeItalic(); } else { e.italic(); } }, "I"],
+    ["Bulleted list", function (e) { if (e.hasFormat("UL")) { e.removeList(); } else { e.makeUnorderedList(); } }, "UL"],
+    ["Numbered list", function (e) { if (e.hasFormat("OL")) { e.removeList(); } else { e.makeOrderedList(); } }, "OL"],
     ["Quote", function (e) { e.increaseQuoteLevel(); }],
     ["Unquote", function (e) { e.decreaseQuoteLevel(); }],
     ["Link", function (e) {
@@ -191,13 +192,38 @@
       bar.className = "composer-toolbar";
       bar.setAttribute("role", "toolbar");
       bar.setAttribute("aria-label", "Formatting");
+      var toggles = [];
+      var showState = function () {
+        toggles.forEach(function (t) {
+          t[0].setAttribute("aria-pressed", editor.hasFormat(t[1]) ? "true" : "false");
+        });
+      };
       BUTTONS.forEach(function (b) {
         var button = document.createElement("button");
         button.type = "button";
         button.textContent = b[0];
-        button.addEventListener("click", function () { b[1](editor); editor.focus(); });
+        if (b[2]) {
+          button.setAttribute("aria-pressed", "false");
+          toggles.push([button, b[2]]);
+        }
+        button.addEventListener("click", function () { b[1](editor); editor.focus(); showState(); });
         bar.appendChild(button);
       });
+      ["pathChange", "select", "cursor", "input"].forEach(function (name) {
+        editor.addEventListener(name, showState);
+      });
+      // Squire's Enter moves the caret into the bold/italic the previous line ended with, even
+      // when the technician had switched it off: what was off before a line break stays off.
+      root.addEventListener("keydown", function (event) {
+        if (event.key !== "Enter") { return; }
+        var before = { B: editor.hasFormat("B"), I: editor.hasFormat("I") };
+        // The line is split after this handler (Squire's own handlers): look once it is done.
+        window.setTimeout(function () {
+          if (!before.I && editor.hasFormat("I")) { editor.removeItalic(); }
+          if (!before.B && editor.hasFormat("B")) { editor.removeBold(); }
+          showState();
+        }, 0);
+      }, true);
       tools.insertBefore(bar, tools.firstChild);
       var canned = tools.querySelector("[data-composer-canned]");
       if (canned) {

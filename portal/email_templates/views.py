@@ -9,7 +9,7 @@ from portal.auth.access import admin_required
 from portal.clients.lookup import client_or_404
 from portal.email_templates.blueprint import bp
 from portal.extensions import db
-from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, sample_context, validate_template
+from portal.mail.render import EVENTS, VARIABLES, TemplateError, render, validate_template
 from portal.outbound import templates as svc
 from portal.outbound.servers import send_environment
 from portal.outbound.templates import send_test_email
@@ -52,7 +52,8 @@ def edit(client_id: int, event: str):
     current = svc.template_in_effect(client, event)
     errors: dict = {}
     form = {"text_source": current.text_source or "", "html_source": current.html_source or "",
-            "shared": bool(current.template and current.template.shared and current.source is client)}
+            # A new template is shared with sub-clients unless unticked: what people expect.
+            "shared": current.source is not client or current.template.shared}
     status = 200
     if request.method == "POST":
         text, html = _sources_from_request()
@@ -73,12 +74,12 @@ def edit(client_id: int, event: str):
 @admin_required
 def preview(client_id: int, event: str):
     """The HTML part rendered for the sample ticket, as its own document (for the frame)."""
-    client_or_404(client_id)
+    client = client_or_404(client_id)
     _event_or_404(event)
     text, html = _sources_from_request()
     rendered, error = None, None
     try:
-        rendered = render((text or None, html or None), sample_context())
+        rendered = render((text or None, html or None), svc.preview_context(client))
     except TemplateError as exc:
         error = str(exc)
     resp = Response(render_template("email_templates/_preview.html", rendered=rendered, error=error),
@@ -92,14 +93,14 @@ def preview(client_id: int, event: str):
 @admin_required
 def check(client_id: int, event: str):
     """As the editor types: the problems with their lines, and the subject and text rendered."""
-    client_or_404(client_id)
+    client = client_or_404(client_id)
     _event_or_404(event)
     text, html = _sources_from_request()
     problems = validate_template(text or None, html or None)
     rendered = None
     if not problems:
         try:
-            rendered = render((text or None, html or None), sample_context())
+            rendered = render((text or None, html or None), svc.preview_context(client))
         except TemplateError as exc:
             problems = [exc.problem]
     return render_template("email_templates/_check.html", problems=problems, rendered=rendered)

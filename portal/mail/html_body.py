@@ -5,7 +5,19 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.html_properties import Display
+from inscriptis.model.config import ParserConfig
+from inscriptis.model.html_element import HtmlElement
+
 from portal.mail.charset import scrub
+
+# inscriptis's "relaxed" profile indents the content of every <div> by two spaces; editors
+# (ours, Outlook, Gmail) write one <div> per line, so every line of a reply's plain-text part
+# after the first (the first is stripped) came out indented. Divs are plain blocks here.
+_CSS = {**CSS_PROFILES["relaxed"], "div": HtmlElement(display=Display.block)}
+_CONFIG = ParserConfig(css=_CSS)
 
 
 _CID_RE = re.compile(r"cid:\s*<?([^\"'\s<>()]+)", re.IGNORECASE)
@@ -26,9 +38,7 @@ def html_to_text(html: str) -> str:
     if not html or not html.strip():
         return ""
     try:
-        from inscriptis import get_text
-
-        return scrub(get_text(html)).strip("\n")
+        return scrub(get_text(html, _CONFIG)).strip("\n")
     except Exception:
         # inscriptis/lxml can choke on hostile markup: strip tags crudely instead.
         text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)

@@ -25,8 +25,8 @@ class EmailTemplate(db.Model):
     event: Mapped[str] = mapped_column(String(40))
     text_source: Mapped[str | None] = mapped_column(Text)
     html_source: Mapped[str | None] = mapped_column(Text)
-    # Sub-clients without their own template for this event use this one.
-    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Sub-clients without their own template for this event use this one (always for the MSP's).
+    shared: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

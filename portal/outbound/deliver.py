@@ -136,6 +136,7 @@ def _context(message: Message, env: SendEnvironment) -> dict:
     if source is not None:
         context["message"] = {"text": source.body_text, "html": source.body_html,
                               "author": source.from_name or source.from_address,
+                              "signature": _signature(source, msp),
                               "date": (source.sent_at or source.created_at).isoformat() if (source.sent_at or source.created_at) else ""}
     if message.mailbox_id:
         mailbox = db.session.get(Mailbox, message.mailbox_id)
@@ -143,6 +144,16 @@ def _context(message: Message, env: SendEnvironment) -> dict:
         context["mailbox"] = {"address": mailbox.address, "last_error": mailbox.last_error or "",
                               "failure_count": mailbox.failure_count, **template_details(alert)}
     return context
+
+
+def _signature(source: Message, msp: Client) -> str:
+    """A reply's sign-off as the composer showed it; replies queued before the composer showed
+    it get the one the reply template appended then (the author's name and the MSP's)."""
+    if source.details.get("event") != "reply":
+        return ""
+    if "signature" in source.details:
+        return source.details["signature"] or ""
+    return "\n".join(p for p in (source.from_name or source.from_address, msp.name) if p)
 
 
 def _settle(message: Message, delivery: str, note: str) -> str:

@@ -19,10 +19,11 @@ from portal.extensions import db
 from portal.mail.compose import AddressError, parse_addresses
 from portal.mail.html_body import html_to_text
 from portal.mail.sanitize import sanitize_html
-from portal.models import Attachment, Mailbox, Message, Ticket, User
+from portal.models import Attachment, Client, Mailbox, Message, Ticket, User
 from portal.models.base import utcnow
 from portal.services import ValidationError
 from portal.outbound.outbox import conversation_thread, queue_mail
+from portal.outbound.templates import template_in_effect
 from portal.services.tickets import WORK_STATUSES, change_status
 
 
@@ -38,6 +39,26 @@ def reply_defaults(ticket: Ticket) -> tuple[list[str], list[str]]:
     to = [last.from_address] if last.from_address else []
     cc = [p["address"] for p in (*last.to, *last.cc) if p["address"].lower() not in ours and p["address"] not in to]
     return to, cc
+
+
+MAX_SIGNATURE_CHARS = 2000
+
+
+def default_signature(author: User, msp_name: str) -> str:
+    """The sign-off a reply carries unless the technician edits it in the composer: their name and
+    the MSP's (what the built-in reply template used to append without showing it)."""
+    return "\n".join(part for part in (author.name or author.email, msp_name) if part)
+
+
+def reply_signature(ticket: Ticket, author: User) -> str:
+    return default_signature(author, db.session.get(Client, ticket.msp_id).name)
+
+
+def template_shows_signature(ticket: Ticket) -> bool:
+    """Whether the reply template in effect for the ticket's client places the composer's
+    signature; a custom one written before it did not, and signs off in its own way."""
+    texts = template_in_effect(ticket.client, "reply")
+    return "message.signature" in f"{texts.text_source or ''}{texts.html_source or ''}"
 
 
 def _addresses(text: str, field_name: str, errors: dict) -> list[str]:
@@ -156,23 +177,29 @@ def reply_body(text: str, html: str, files: Sequence[ReplyFile], limits: FileLim
 
 
 def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_status: str = "", html: str = "",
-          files: Sequence[ReplyFile] = (), limits: FileLimits | None = None) -> Message:
+          files: Sequence[ReplyFile] = (), limits: FileLimits | None = None, signature: str | None = None) -> Message:
     """A technician's public reply: into the outbox (the reply template wraps the text).
     html: what the editor wrote (sanitised here; the plain-text part is derived from it);
-    files: attachments, and the images the HTML shows as cid: (those with a content_id)."""
+    files: attachments, and the images the HTML shows as cid: (those with a content_id);
+    signature: the sign-off as shown (and perhaps edited) in the composer, sent as it is ("" for
+    none); None: the default one."""
     errors: dict[str, list[str]] = {}
     to_list = _addresses(to, "to", errors)
     cc_list = _addresses(cc, "cc", errors)
     if not to_list and "to" not in errors:
         errors["to"] = ["Send the reply to at least one address."]
     body = reply_body(text, html, files, limits or FileLimits(), errors)
+    signature = reply_signature(ticket, author) if signature is None else _clean_signature(signature)
+    if len(signature) > MAX_SIGNATURE_CHARS:
+        errors["signature"] = [f"The signature is longer than {MAX_SIGNATURE_CHARS:,} characters."]
     if set_status and set_status not in WORK_STATUSES:
         errors["set_status"] = [f"The status is one of {', '.join(WORK_STATUSES)}."]
     if errors:
         raise ValidationError(errors)
     in_reply_to, thread = conversation_thread(ticket)
     message = queue_mail("reply", msp_id=ticket.msp_id, ticket=ticket, to=to_list, cc=cc_list, author_id=author.id,
-                         in_reply_to=in_reply_to, references=thread, body_text=body.text, body_html=body.html)
+                         in_reply_to=in_reply_to, references=thread, body_text=body.text, body_html=body.html,
+                         details={"signature": signature})
     message.from_name, message.from_address = author.name or author.email, author.email
     for f in body.files:
         name = clean_filename(f.filename)
@@ -186,6 +213,11 @@ def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_stat
         change_status(ticket, set_status, author)
     db.session.flush()
     return message
+
+
+def _clean_signature(text: str) -> str:
+    lines = [line.rstrip() for line in (text or "").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return "\n".join(lines).strip("\n")
 
 
 HISTORY_LIMIT = 50

@@ -53,14 +53,18 @@ class ReplyForm(_Form):
     # The composer wraps the text and keeps its HTML in `html`: drawn by hand in _reply.html.
     text = TextAreaField("Message", id="reply-text")
     html = TextAreaField()
+    # Shown and editable: exactly what is sent under the reply (empty: none).
+    signature = TextAreaField("Signature", id="reply-signature",
+                              description="Sent under your reply as shown here; clear it to send none.")
     attachments = MultipleFileField("Attach files", id="reply-files")
     set_status = SelectField("and set status", id="reply-status")
 
     @classmethod
-    def of(cls, ticket) -> ReplyForm:
-        """An empty reply to whoever wrote last, with the ticket's CC."""
+    def of(cls, ticket, author) -> ReplyForm:
+        """An empty reply to whoever wrote last, with the ticket's CC and the author's signature."""
         to, cc = ticket_replies.reply_defaults(ticket)
-        return cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": ""})
+        return cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": "",
+                                        "signature": ticket_replies.reply_signature(ticket, author)})
 
     def offer(self, ticket, limits: ticket_replies.FileLimits, filesize) -> None:
         self.set_status.choices = [("", f"(leave as {ticket.status})")] + [(s, s) for s in svc.WORK_STATUSES]
@@ -68,7 +72,10 @@ class ReplyForm(_Form):
                                         "images pasted into the text included.")
 
     def values(self) -> dict[str, str]:
-        return {k: getattr(self, k).data or "" for k in ("to", "cc", "text", "html", "set_status")}
+        values: dict = {k: getattr(self, k).data or "" for k in ("to", "cc", "text", "html", "set_status")}
+        # Not posted at all (a client without the field): the default signature; posted empty: none.
+        values["signature"] = (self.signature.data or "") if self.signature.raw_data else None
+        return values
 
 
 class NoteForm(_Form):

@@ -5,6 +5,7 @@ answer to a form: its fragment for htmx, the whole page (or a redirect) without 
 from __future__ import annotations
 
 from flask import abort, current_app, g, render_template, url_for
+from flask_login import current_user
 from flask_htmx.responses import make_response
 
 from portal.extensions import db, htmx
@@ -83,12 +84,13 @@ def detail_context(ticket, *, reply_form: ReplyForm | None = None, files_lost=()
                    note_form: NoteForm | None = None) -> dict:
     """Everything the whole page draws; a form posted back with errors comes in as it was typed."""
     limits = file_limits()
-    reply_form = reply_form or ReplyForm.of(ticket)
+    reply_form = reply_form or ReplyForm.of(ticket, current_user)
     reply_form.offer(ticket, limits, filesize)
     fields = fields_context(ticket)
     fields_form = fields_form or FieldsForm.of(ticket)
     fields_form.offer(svc.PRIORITIES, fields["assignees"])
     return dict(ticket=ticket, links=svc.linked_tickets(ticket), reply_form=reply_form, files_lost=list(files_lost),
+                shows_signature=ticket_replies.template_shows_signature(ticket),
                 fields_form=fields_form, note_form=note_form or NoteForm(formdata=None), statuses=svc.WORK_STATUSES,
                 canned=canned.in_effect(ticket.client), limits=limits, **conversation_context(ticket), **fields)
 

@@ -5,6 +5,8 @@ import io
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.mail.render import render
+from portal.outbound.templates import preview_context, template_in_effect
 from portal.models import AuditEntry, EmailTemplate
 from portal.services import commit
 from portal.outbound import servers as outbound_svc
@@ -100,3 +102,32 @@ def test_technicians_read_but_do_not_edit_and_other_msps_get_404(make_browser, w
     eve.sign_in("eve@other.example")
     assert eve.get(f"/clients/{contoso.id}/emails").status_code == 404
     assert eve.get(f"/clients/{contoso.id}/emails/reply").status_code == 404  # Eve is an admin of her own MSP
+
+
+def test_a_template_set_on_the_msp_applies_to_clients_without_their_own(admin, tree):
+    """No "share" tick needed on the MSP, and rows saved unshared before still apply."""
+    msp, contoso, berlin = tree
+    page = admin.get(f"/clients/{msp.id}/emails/closed").get_data(as_text=True)
+    assert 'name="shared"' not in page and "Every client without its own closed template uses this one" in page
+    admin.post(f"/clients/{msp.id}/emails/closed", {"text_source": "MSP closed {{ ticket.reference }}\nBye from {{ msp.name }}",
+                                                    "html_source": ""})
+    row = db.session.scalar(select(EmailTemplate))
+    assert row.shared is True
+    row.shared = False  # as saved before the rule
+    commit()
+    effect = template_in_effect(berlin, "closed")
+    assert effect.source.id == msp.id
+    assert render((effect.text_source, effect.html_source), preview_context(berlin)).subject == "MSP closed T-1042"
+    admin.post(f"/clients/{contoso.id}/emails/closed", {"text_source": GOOD, "html_source": ""})
+    assert template_in_effect(contoso, "closed").source.id == contoso.id  # its own wins
+    assert template_in_effect(berlin, "closed").source.id == msp.id  # contoso's is not shared
+
+
+def test_the_preview_and_check_sign_with_the_edited_msps_name(admin, tree):
+    msp, contoso, _ = tree
+    source = {"text_source": "Hi {{ ticket.reference }}\nRegards, {{ msp.name }} for {{ client.name }}",
+              "html_source": "Hi\n<p>Regards, {{ msp.name }}</p>"}
+    preview = admin.post(f"/clients/{contoso.id}/emails/closed/preview", source).get_data(as_text=True)
+    assert f"Regards, {msp.name}" in preview and "Harbor IT" not in preview
+    check = admin.post(f"/clients/{contoso.id}/emails/closed/check", source, htmx=True).get_data(as_text=True)
+    assert f"Regards, {msp.name} for Contoso" in check and "Harbor IT" not in check

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Attachment, Message
 from portal.models.base import utcnow
+from portal.outbound.templates import save_template
 from portal.services import commit, ticket_replies
 from tests.mailfactory import email
 
@@ -200,3 +201,54 @@ def test_automatic_mail_is_not_shown_as_html_only_replies_are(app, tech, ticket)
     commit()
     page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
     assert "We got your mail." in page and "<style>" not in page and "display:none" not in page
+
+
+def plain(mail) -> str:
+    return mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_the_signature_is_shown_editable_and_sent_exactly_as_shown(tech, ticket, smtp_server):
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    assert re.search(r'<textarea[^>]*id="reply-signature"[^>]*>\s*tom@acme.example\nAcme MSP</textarea>', page)
+    resp = reply(tech, ticket, html="<div>Hello Alice,</div><div><br></div><div>please restart it.</div>"
+                                    "<div>Then print a test page.</div>",
+                 signature="Tom (2nd line)\r\nAcme MSP · on call\r\n")
+    assert resp.status_code == 303
+    mail = smtp_server.last().message
+    text = plain(mail)
+    assert "Hello Alice,\n\nplease restart it.\nThen print a test page.\n\n--\nTom (2nd line)\nAcme MSP · on call\n" in text
+    assert not [line for line in text.splitlines() if line.startswith(" ")]  # nothing indented
+    assert text.count("tom@acme.example") == 0  # no second, hidden sign-off
+    html = mail.get_body(("html",)).get_content()
+    assert "Tom (2nd line)<br>Acme MSP · on call" in html and "tom@acme.example" not in html
+
+
+def test_a_cleared_signature_sends_none_and_a_client_without_the_field_gets_the_default(tech, ticket, smtp_server):
+    reply(tech, ticket, text="First.", signature="")
+    text = plain(smtp_server.last().message)
+    assert "First." in text and "--" not in text and "Acme MSP" not in text.split("First.")[1]
+    form = {"to": "alice@contoso.com", "cc": "", "text": "Second.", "html": "", "set_status": ""}
+    tech.post(f"/tickets/{ticket.reference}/reply", form, content_type="multipart/form-data")
+    assert "Second.\n\n--\ntom@acme.example\nAcme MSP\n" in plain(smtp_server.last().message)
+
+
+def test_the_msps_reply_template_reaches_a_client_without_its_own_through_delivery(world, tech, desk, ticket,
+                                                                                  smtp_server):
+    msp = desk[0]
+    assert ticket.client_id != msp.id
+    row = save_template(msp, "reply", "From the MSP: {{ ticket.reference }}\n{{ message.text }}\n{{ message.signature }}",
+                        "", False, None)
+    assert row.shared is True
+    row.shared = False  # saved unshared before the rule: still the MSP's, still applies
+    commit()
+    reply(tech, ticket, text="Done.", signature="Tom")
+    mail = smtp_server.last().message
+    assert mail["Subject"].endswith(f"From the MSP: {ticket.reference}")
+    assert plain(mail).startswith("Done.\nTom")
+
+
+def test_a_custom_reply_template_without_the_signature_says_so_instead_of_offering_it(tech, desk, ticket):
+    save_template(desk[0], "reply", "Re: {{ ticket.subject }}\n{{ message.text }}\n-- \nThe Acme desk", "", True, None)
+    commit()
+    page = tech.get(f"/tickets/{ticket.reference}").get_data(as_text=True)
+    assert 'id="reply-signature"' not in page and "signs off in its own way" in page
