@@ -97,7 +97,7 @@ def test_after_processing_is_checked_for_the_protocol_in_use(admin, msp):
     assert (box.protocol, box.after_action, box.port) == ("pop3", "delete", 995)
     # Editing it shows the POP3 choices; the IMAP ones are there, hidden, for a switch back.
     page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
-    assert '<div data-protocol="imap" hidden>' in page and '<div data-protocol="pop3" >' in page
+    assert '<div data-show-when="protocol=imap graph" hidden>' in page and '<div data-protocol="pop3" >' in page
     assert re.search(r'<option selected value="delete">delete from the server</option>\s*</select>', page)
 
 
