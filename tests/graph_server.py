@@ -189,6 +189,13 @@ class GraphServer:
                 return folder, folder.messages[mid]
         return None
 
+    def _message(self, user: str, mid: str) -> tuple[Folder, Msg] | Response:
+        """The message and its folder, or Graph's refusal (token, mailbox) or its 404."""
+        found = self._gate(user) or self._find(user.lower(), mid)
+        if found is None:
+            return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        return found
+
     def _resource(self, msg: Msg, folder: Folder) -> dict:
         parsed = email.message_from_bytes(msg.raw)
         return {"@odata.type": "#microsoft.graph.message", "@odata.etag": f'W/"CQAAABYAAA{msg.seq}"',
@@ -300,20 +307,16 @@ class GraphServer:
 
         def value(user, mid):
             with self.lock:
-                found = self._gate(user) or self._find(user.lower(), mid)
+                found = self._message(user, mid)
                 if isinstance(found, Response):
                     return found
-                if found is None:
-                    return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
                 return Response(found[1].raw, content_type="text/plain")
 
         def patch(user, mid):
             with self.lock:
-                found = self._gate(user) or self._find(user.lower(), mid)
+                found = self._message(user, mid)
                 if isinstance(found, Response):
                     return found
-                if found is None:
-                    return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
                 folder, msg = found
                 if "isRead" in (request.get_json(silent=True) or {}):
                     msg.is_read = bool(request.get_json()["isRead"])
@@ -322,11 +325,9 @@ class GraphServer:
 
         def move(user, mid):
             with self.lock:
-                found = self._gate(user) or self._find(user.lower(), mid)
+                found = self._message(user, mid)
                 if isinstance(found, Response):
                     return found
-                if found is None:
-                    return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
                 destination = (request.get_json(silent=True) or {}).get("destinationId", "")
                 try:
                     target = self._folder(user.lower(), destination)
