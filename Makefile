@@ -12,12 +12,13 @@ export FLASK_APP := wsgi
 # Where `make test` looks for PostgreSQL when TEST_DATABASE_URL is not set.
 TEST_PG_PROBE ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help run test test-sqlite test-postgres bench corpus-report system-run system-test clean
+.PHONY: help run test test-sqlite test-postgres bench soak corpus-report system-run system-test clean
 
 help:
 	@echo "make run            set up, then start the portal, a worker and (if needed) Redis on http://127.0.0.1:5000"
 	@echo "make test           set up, then run every test (SQLite, and PostgreSQL when one is reachable)"
 	@echo "make bench          print benchmark figures"
+	@echo "make soak           the long runs (faults, load, scale, mail bombs, fuzzing): minutes, before a release"
 	@echo "make corpus-report  how many public corpus expectations the email logic meets"
 
 # --- setting up ---------------------------------------------------------------------------------
@@ -63,9 +64,17 @@ run: system-run $(VENV)/.installed-run
 	$(FLASK) demo seed
 	$(PY) -m workers.stack --demo
 
+# Both databases at once: each run is one process, so two cores take the pair in the time of
+# the slower one. PostgreSQL's output is kept in $(TEST_LOG_DIR) and printed when both have ended.
+TEST_LOG_DIR ?= test-results
 test: system-test $(VENV)/.installed-dev
-	@$(MAKE) --no-print-directory test-sqlite
-	@$(MAKE) --no-print-directory test-postgres
+	@mkdir -p $(TEST_LOG_DIR); \
+	$(MAKE) --no-print-directory test-postgres > $(TEST_LOG_DIR)/postgres.log 2>&1 & pg=$$!; \
+	$(MAKE) --no-print-directory test-sqlite; sqlite=$$?; \
+	wait $$pg; postgres=$$?; \
+	cat $(TEST_LOG_DIR)/postgres.log; \
+	echo "== SQLite: $$([ $$sqlite -eq 0 ] && echo passed || echo FAILED); PostgreSQL: $$([ $$postgres -eq 0 ] && echo passed or skipped || echo FAILED) =="; \
+	[ $$sqlite -eq 0 ] && [ $$postgres -eq 0 ]
 
 test-sqlite:
 	@echo "== tests on SQLite =="
@@ -87,8 +96,21 @@ test-postgres:
 bench: system-test $(VENV)/.installed-dev
 	$(PY) -m tests.bench.bench_parse $(BENCH_ARGS)
 	$(PY) -m tests.bench.bench_ingest $(BENCH_INGEST_ARGS)
+	$(PY) -m tests.bench.bench_scale $(BENCH_SCALE_ARGS)
+	$(PY) -m tests.bench.bench_alerts $(BENCH_ALERTS_ARGS)
 	$(PY) -m tests.bench.bench_outbound
 	$(PY) -m tests.bench.bench_portal $(BENCH_PORTAL_ARGS)
+	$(PY) -m tests.bench.bench_push $(BENCH_PUSH_ARGS)
+
+# The long runs, by hand and before a release; each prints a table (README: "Performance and
+# reliability"). PostgreSQL at SOAK_DATABASE_URL (default: the local one). Smaller runs:
+# SOAK_ARGS="--messages 300 --only sigkill" (faults), SOAK_SCALE_ARGS="--tickets 200000" and the like.
+soak: system-test $(VENV)/.installed-dev
+	$(PY) -m tests.soak.faults $(SOAK_ARGS)
+	$(PY) -m tests.soak.load $(SOAK_LOAD_ARGS)
+	$(PY) -m tests.soak.scale $(SOAK_SCALE_ARGS)
+	$(PY) -m tests.soak.bombs $(SOAK_BOMBS_ARGS)
+	$(PY) -m tests.soak.fuzz $(SOAK_FUZZ_ARGS)
 
 corpus-report: $(VENV)/.installed-dev
 	$(PY) -m tests.corpus.report

@@ -13,6 +13,7 @@ import secrets
 import socket
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -93,8 +94,12 @@ class Config:
     # Seconds a lock on a mailbox's fetch or on the sending run lasts; its holder renews it every
     # third of that, so a lock left by a killed worker is free again within this time.
     TIDEMARK_LOCK_SECONDS = env_int("TIDEMARK_LOCK_SECONDS", 60)
-    # The right-hand side of our Message-IDs and the value of our loop header.
-    TIDEMARK_MAIL_HOST = os.environ.get("TIDEMARK_MAIL_HOST") or socket.getfqdn() or "tidemark.localdomain"
+    # The right-hand side of our Message-IDs and the value of our loop header. Every machine must
+    # give the same one (a worker tells our own mail by the header another machine's worker wrote):
+    # the portal's host when its address is given, as it must be for links anyway; else this machine's.
+    TIDEMARK_MAIL_HOST = (os.environ.get("TIDEMARK_MAIL_HOST")
+                          or urlsplit(os.environ.get("TIDEMARK_PORTAL_URL", "")).hostname
+                          or socket.getfqdn() or "tidemark.localdomain")
     # Where the portal is reached, for links in email. Unset, it follows the address `make run`
     # serves on (workers.stack passes TIDEMARK_BIND to the portal and the worker).
     TIDEMARK_PORTAL_URL = (os.environ.get("TIDEMARK_PORTAL_URL")
@@ -103,6 +108,11 @@ class Config:
     # Who may change installation-wide settings (the default SMTP gateway, staging switches)
     # when the installation hosts several MSPs: comma-separated emails. With one MSP, its admins.
     TIDEMARK_OPERATORS = [e.strip().lower() for e in os.environ.get("TIDEMARK_OPERATORS", "").split(",") if e.strip()]
+    # Where the LMTP listener (python -m workers.lmtp) listens, HOST:PORT or unix:/path: its default
+    # --listen, and what an LMTP mailbox's page shows and its "Test connection" tries.
+    TIDEMARK_LMTP_LISTEN = os.environ.get("TIDEMARK_LMTP_LISTEN") or None
+    # Operators' token for GET /metrics (Prometheus text); unset, /metrics answers 404.
+    TIDEMARK_METRICS_TOKEN = os.environ.get("TIDEMARK_METRICS_TOKEN") or None
     # Extra CA certificates (PEM) trusted for mailbox servers, e.g. an MSP's internal CA.
     TIDEMARK_CA_FILE = os.environ.get("TIDEMARK_CA_FILE") or None
     # With several MSPs, servers they type in may not be loopback, link-local, unspecified,
@@ -131,6 +141,8 @@ class Config:
     # Number of proxies in front of the app whose X-Forwarded-For we trust (0 = none).
     TIDEMARK_PROXY_COUNT = env_int("TIDEMARK_PROXY_COUNT", 0)
     TIDEMARK_PAGE_SIZE = env_int("TIDEMARK_PAGE_SIZE", 50)
+    # gunicorn's threads per worker process (workers/stack.py): each open live stream holds one.
+    TIDEMARK_WEB_THREADS = env_int("TIDEMARK_WEB_THREADS", 16)
     # Files a technician attaches to one reply (inline images count too): each, and all together.
     TIDEMARK_REPLY_FILE_MAX_BYTES = env_int("TIDEMARK_REPLY_FILE_MAX_MB", 10) * 1024 * 1024
     TIDEMARK_REPLY_FILES_MAX_BYTES = env_int("TIDEMARK_REPLY_FILES_MAX_MB", 25) * 1024 * 1024

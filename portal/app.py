@@ -19,6 +19,7 @@ from portal.auth.views import bp as auth_bp
 from portal.cli import register as register_cli
 from portal.clients.views import bp as clients_bp
 from portal.email_templates import bp as email_templates_bp
+from portal.graph_notifications import bp as graph_notifications_bp
 from portal.extensions import csrf, db, htmx, login_manager
 from portal.mailboxes import bp as mailboxes_bp
 from portal.main.views import bp as main_bp
@@ -27,10 +28,14 @@ from portal.responses import hx_redirect, same_site_path
 from portal.outbound.settings import may_change_installation as allowed_to_change_installation
 from portal.clients.forms import ClientForm
 from portal.mailboxes.forms import MailboxForm, OutgoingForm, RouteForm
-from portal.services import audit
+from portal.tickets.forms import FieldsForm
+from portal.users.forms import InviteForm, ProfileForm, RoleForm
+from portal.services import audit, sla
 from portal.services.clients import timezone_names
 from portal.services.users import user_for_session
 from portal.settings.views import bp as settings_bp
+import portal.settings.custom_fields  # noqa: F401,E402 - its routes go on the settings blueprint
+from portal.settings import sla as _sla_pages  # noqa: F401 - its routes join the settings blueprint
 from portal.tickets import bp as tickets_bp
 from portal.unprocessed.views import bp as unprocessed_bp
 from portal.users.account import bp as account_bp
@@ -39,8 +44,9 @@ from portal.users.views import bp as users_bp, invitation_bp
 ROOT = Path(__file__).resolve().parent.parent
 
 # Endpoints anyone may reach without signing in.
-PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "static", "invitation.accept",
-                    "oauth_callback.callback"}  # a customer's admin finishes a tenant consent
+PUBLIC_ENDPOINTS = {"auth.sign_in", "main.healthz", "main.metrics", "static", "invitation.accept",
+                    "oauth_callback.callback",  # a customer's admin finishes a tenant consent
+                    "graph_notifications.notifications", "graph_notifications.lifecycle"}  # Microsoft Graph calls
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -125,6 +131,7 @@ def init_blueprints(app: Flask) -> None:
     app.register_blueprint(invitation_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(oauth_callback_bp)
+    app.register_blueprint(graph_notifications_bp)
 
 
 def init_security(app: Flask) -> None:
@@ -152,15 +159,19 @@ def init_security(app: Flask) -> None:
 
 
 def init_templates(app: Flask) -> None:
-    app.jinja_env.filters["localtime"] = display.localtime
     app.jinja_env.filters["when"] = display.when
+    app.jinja_env.filters["duration"] = display.duration
     app.jinja_env.filters["audit_value"] = display.audit_value
     app.jinja_env.globals["field_errors"] = display.field_errors
     app.jinja_env.globals["retype_password"] = display.retype_password
     app.jinja_env.globals["RETYPE_PASSWORD"] = display.RETYPE_PASSWORD
     app.jinja_env.globals["timezone_names"] = timezone_names
-    labels = display.form_labels(ClientForm, MailboxForm, OutgoingForm, RouteForm)
-    app.jinja_env.globals["audit_changes"] = lambda entry: audit.readable_changes(entry, labels)
+    app.jinja_env.globals["sla_due"] = sla.list_due
+    # A history's labels are those of the form of the record's own type ("Server" is a
+    # mailbox's, "Assigned to" a ticket's).
+    labels = {"client": display.form_labels(ClientForm), "mailbox": display.form_labels(MailboxForm, OutgoingForm, RouteForm),
+              "user": display.form_labels(InviteForm, ProfileForm, RoleForm), "ticket": display.form_labels(FieldsForm)}
+    app.jinja_env.globals["audit_changes"] = lambda entries: audit.readable_history(entries, labels)
 
     def may_change_installation() -> bool:
         """Whether the nav offers the installation-wide mail settings (asked once a request)."""

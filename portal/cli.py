@@ -13,7 +13,7 @@ from flask.cli import AppGroup
 
 from portal.crypto import SecretError
 from portal.extensions import db
-from portal.inbound import batch, context, fetch
+from portal.inbound import context, fetch
 from portal.inbound.fetch_now import FetchRefused, fetch_now
 from portal.inbound.replay import Pipeline, context_for, replay
 from portal.mail.explain import iter_explain_paths
@@ -23,8 +23,9 @@ from portal.services import ValidationError, commit
 from portal.services import clients as client_svc
 from portal.services import users as user_svc
 from portal.services.config_io import dump, export_config, import_config, load
-from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, seed_demo
-from portal.services.mailboxes import check_connection, get_mailbox_by_address, rotate_secrets
+from portal.services.demo import DEMO_ADMIN, DEMO_PASSWORD, demo_mailbox, seed_demo, seed_samples
+from portal.services.mailbox_checks import test_mailbox
+from portal.services.mailboxes import get_mailbox_by_address, rotate_secrets
 from portal.unit_of_work import commits
 
 users_cli = AppGroup("users", help="Manage the people who sign in.")
@@ -61,12 +62,20 @@ def create_admin(email: str, msp_name: str, name: str, password: str) -> None:
 @demo_cli.command("seed")
 @commits
 def seed() -> None:
-    """Create the demo MSP and its admin (does nothing when they exist)."""
+    """Create the demo MSP, its admin and mailbox unless they exist, and run the sample emails
+    through the pipeline (again: each is a duplicate and creates nothing)."""
     if current_app.config["ENV_NAME"] == "production":
         click.echo("error: the demo MSP has a published password; it is not seeded in production.", err=True)
         raise SystemExit(1)
     msp, _admin, created = seed_demo()
+    mailbox, _new = demo_mailbox(msp, keys=_keys())
     click.echo(("Seeded" if created else "Found") + f" the demo MSP {msp.name!r}.")
+    # Each sample is committed as it is decided, as `mail ingest` commits each message.
+    results = seed_samples(mailbox, secret=_secret(), host=current_app.config["TIDEMARK_MAIL_HOST"], commit=commit)
+    click.echo(f"Sample emails into {mailbox.address} (a draft that sends nothing):")
+    for r in results:
+        click.echo(f"  {r.name}: {r.outcome}" + (f" {r.reference}" if r.reference else "")
+                   + (f" ({r.error})" if r.error else ""))
     click.echo(f"Sign in as {DEMO_ADMIN} with the password {DEMO_PASSWORD}")
 
 
@@ -157,21 +166,11 @@ def mail_ingest(address: str, paths: tuple[str, ...]) -> None:
     mailbox = _mailbox(address)
     ctx = context.IngestContext(mailbox, _secret(), current_app.config["TIDEMARK_MAIL_HOST"])
     for name, raw in _mail_sources(paths):
-        stored = fetch.store_raw(mailbox, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
-        db.session.flush()
-        result = batch.decide_one(stored, ctx, max_tries=1)
+        stored, result = fetch.ingest_given(ctx, raw, server_id=f"cli:{uuid.uuid4().hex}", folder="cli")
         # Each message on its own, as a fetch does: its line is printed once it is kept, and a
         # later message that fails takes nothing back.
         commit()
-        if result is None:
-            line = {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None,
-                    "body": None, "trace": [stored.last_error]}
-        else:
-            t = result.ticket
-            line = {"file": name, "outcome": result.outcome, "ticket": t.reference if t else None,
-                    "client": t.client.name if t else None, "status": t.status if t else None,
-                    "body": result.message.body_text if t else None, "trace": result.trace}
-        click.echo(json.dumps(line, ensure_ascii=False))
+        click.echo(json.dumps(_mail_line(name, stored, result.message if result else None), ensure_ascii=False))
 
 
 @mail_cli.command("fetch")
@@ -189,14 +188,15 @@ def mail_fetch(address: str) -> None:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
     for stored, message in fetched.decided:
-        click.echo(json.dumps(_fetched_line(stored, message), ensure_ascii=False))
+        name = f"{stored.folder}/{stored.server_id}" if stored.folder else stored.server_id
+        click.echo(json.dumps(_mail_line(name, stored, message), ensure_ascii=False))
     if fetched.report.error:
         click.echo(f"error: {fetched.report.error}", err=True)
         raise SystemExit(1)
 
 
-def _fetched_line(stored: RawMessage, message: Message | None) -> dict:
-    name = f"{stored.folder}/{stored.server_id}" if stored.folder else stored.server_id
+def _mail_line(name: str, stored: RawMessage, message: Message | None) -> dict:
+    """The JSON line `mail ingest` and `mail fetch` print for one email (None: deciding it failed)."""
     if message is None:
         return {"file": name, "outcome": "failed", "ticket": None, "client": None, "status": None, "body": None,
                 "trace": [stored.last_error]}
@@ -215,7 +215,10 @@ def mail_reprocess(raw_id: int) -> None:
     if stored is None or stored.mailbox is None:
         click.echo(f"error: there is no stored message {raw_id} with a mailbox", err=True)
         raise SystemExit(1)
-    result = replay(stored, context_for(stored, Pipeline(_secret())))
+    try:
+        result = replay(stored, context_for(stored, Pipeline(_secret())))
+    except ValidationError as exc:
+        _fail(exc)
     t = result.ticket
     click.echo(json.dumps({"raw": raw_id, "outcome": result.outcome, "ticket": t.reference if t else None,
                            "status": t.status if t else None, "trace": result.trace}, ensure_ascii=False))
@@ -224,9 +227,9 @@ def mail_reprocess(raw_id: int) -> None:
 @mail_cli.command("test-connection")
 @click.argument("address")
 def mail_test_connection(address: str) -> None:
-    """Connect to a mailbox's server now and say what happened (the answer is kept)."""
+    """Connect to a mailbox's servers now, as its direction uses them, and say what happened (the answer is kept)."""
     mailbox = _mailbox(address)
-    result = check_connection(mailbox, _keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
+    result = test_mailbox(mailbox, _keys(), ca_file=current_app.config["TIDEMARK_CA_FILE"])
     # Here, not @commits: the exit status says whether the server answered, and the answer is
     # kept either way.
     commit()

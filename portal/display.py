@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask_login import current_user
+from markupsafe import Markup
+
+from portal.mail.times import UTC, as_utc, local_time, utc_time, zone_named
 
 
 def viewer_timezone() -> ZoneInfo:
     """The signed-in user's own time zone ("My settings"), else their MSP's, else UTC."""
     if current_user and current_user.is_authenticated:
-        for name in (current_user.timezone, current_user.msp.timezone):
-            if not name:
-                continue
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue  # a name this system no longer knows: try the next one
-    return ZoneInfo("UTC")
+        return zone_named(current_user.timezone, current_user.msp.timezone)
+    return UTC
 
 
-def localtime(value: datetime | None) -> datetime | None:
-    return value.astimezone(viewer_timezone()) if value else None
+def duration(amount: timedelta | int) -> str:
+    """A span of business time (or a number of minutes) as "2 h 05 min": days are business
+    days of unequal length, so hours are not folded into them."""
+    minutes = int(abs(amount).total_seconds() // 60) if isinstance(amount, timedelta) else abs(int(amount))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def when(value: datetime | None) -> str:
-    local = localtime(value)
-    return local.strftime("%Y-%m-%d %H:%M %Z") if local else "never"
+def when(value: datetime | None) -> Markup | str:
+    """A moment on a page (the `when` filter, the one way pages show a time): in the viewer's
+    zone with its abbreviation, the same moment in UTC as the title, machine-readable in
+    `datetime`. "never" when there is none."""
+    if value is None:
+        return "never"
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ"), utc_time(value), local_time(value, viewer_timezone()))
+
+
+def place(errors: dict, known: set[str], renamed: dict | None = None) -> dict:
+    """A service's messages by field: those for fields the form has (under their own name, or
+    the form's name for it in `renamed`) stay by their field; the rest go to the form as a whole."""
+    out: dict[str, list[str]] = {}
+    for key, messages in errors.items():
+        key = (renamed or {}).get(key, key)
+        out.setdefault(key if key in known else "", []).extend(messages)
+    return out
 
 
 def field_errors(form, name: str) -> list[str]:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq import Queue
 from rq.exceptions import DuplicateJobError
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 
 from portal.extensions import db
 
@@ -45,8 +45,28 @@ def redis_connection() -> Redis:
     return Redis.from_url(current_app.config["REDIS_URL"], socket_connect_timeout=5)
 
 
+# What a request asks of Redis on the side (publish to live pages, count a stream in, "is
+# replying") must not hold the request: half a second, and no retries.
+QUICK_TIMEOUT = 0.5
+
+
+def app_redis(*, quick: bool = False) -> Redis:
+    """The app's own Redis client, made once: its pool of connections serves every request (a
+    page that asks every few seconds, live pages), instead of a new pool each time. `quick`: one
+    that gives up within QUICK_TIMEOUT, for what is only a courtesy to other pages."""
+    app = current_app._get_current_object()
+    url = app.config["REDIS_URL"]
+    made = app.extensions.setdefault("tidemark_redis", {})
+    if (url, quick) not in made:
+        made[url, quick] = Redis.from_url(url, socket_connect_timeout=QUICK_TIMEOUT, socket_timeout=QUICK_TIMEOUT,
+                                          retry=Retry(NoBackoff(), 0)) if quick else redis_connection()
+    return made[url, quick]
+
+
 def queue(connection: Redis | None = None) -> Queue:
-    return Queue(current_app.config["TIDEMARK_QUEUE"], connection=connection or redis_connection())
+    # The app's shared client: a new one per commit cost a TCP connection and a handshake for
+    # every job queued (most of the time an LMTP delivery took).
+    return Queue(current_app.config["TIDEMARK_QUEUE"], connection=connection or app_redis())
 
 
 RQ_OPTIONS = {"job_id", "unique", "retry", "result_ttl", "failure_ttl", "job_timeout"}
@@ -67,6 +87,16 @@ def discard_pending() -> None:
     db.session.info.pop(_PENDING, None)
 
 
+def pending_count(session=None) -> int:
+    """How many jobs wait for the next commit of this session (the request's by default)."""
+    return len((session or db.session).info.get(_PENDING, []))
+
+
+def keep_pending(count: int, session=None) -> None:
+    """Forget the jobs queued after the first `count` (a savepoint that asked for them was rolled back)."""
+    del (session or db.session).info.get(_PENDING, [])[count:]
+
+
 def dispatch_pending() -> None:
     pending: list[JobRequest] = _once(db.session.info.pop(_PENDING, []))
     if not pending:
@@ -77,15 +107,43 @@ def dispatch_pending() -> None:
         return
     q = queue()
     for req in pending:
+        _push(q, req)
+
+
+def enqueue_now(func: str, *args, options: dict[str, Any] | None = None, connection: Redis | None = None) -> str:
+    """Queue a job at once, outside any transaction (a process that changes no rows, such as the
+    IMAP IDLE watcher). Says what became of it: "queued"; "waiting", the same unique job waits
+    in the queue (it will see what this one would have); "running", the same unique job is under
+    way (it may have looked before what this one was asked for: ask again when it ends)."""
+    if not func.startswith("workers."):
+        raise ValueError(f"jobs live in workers.*, not {func}")
+    req = JobRequest(func, args, {}, dict(options or {}))
+    return _push(queue(connection), req)
+
+
+def _push(q: Queue, req: JobRequest) -> str:
+    if req.options.get("unique") and _waiting(q, req.options["job_id"]):
+        # One round trip instead of RQ's refused enqueue and two reads of the job: the job has
+        # not started, so it will see what was committed before this call.
+        return "waiting"
+    try:
+        q.enqueue(req.func, args=req.args, kwargs=req.kwargs, **req.options)
+        return "queued"
+    except DuplicateJobError:
+        if not _replace_if_dead(q, req.options["job_id"]):
+            # the same job is waiting or running: once is enough
+            job = q.fetch_job(req.options["job_id"])
+            started = job is not None and job.get_status(refresh=False) == JobStatus.STARTED
+            return "running" if started else "waiting"
         try:
             q.enqueue(req.func, args=req.args, kwargs=req.kwargs, **req.options)
+            return "queued"
         except DuplicateJobError:
-            if not _replace_if_dead(q, req.options["job_id"]):
-                continue  # the same job is waiting or running: once is enough
-            try:
-                q.enqueue(req.func, args=req.args, kwargs=req.kwargs, **req.options)
-            except DuplicateJobError:
-                pass  # another process queued it again first
+            return "waiting"  # another process queued it again first
+
+
+def _waiting(q: Queue, job_id: str) -> bool:
+    return q.connection.hget(Job.key_for(job_id), "status") == JobStatus.QUEUED.value.encode()
 
 
 # A job with a fixed id in one of these states will never run again, yet holds its id.
@@ -110,7 +168,13 @@ def _replace_if_dead(q: Queue, job_id: str) -> bool:
     if status is not None and status not in _ENDED:
         return False
     log.warning("job %s was %s; queueing it again", job_id, status.value if status else "lost")
-    job.delete()
+    try:
+        job.delete()
+    except ValueError:
+        # RQ lists a run of the job whose record Redis no longer has (lost in a restart, or
+        # expired), and will not delete the job until that list is gone.
+        q.connection.delete(job.execution_registry.key)
+        job.delete()
     return True
 
 

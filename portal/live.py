@@ -7,8 +7,9 @@ status, priority, assignee or type), and one per MSP for its ticket list. The pa
 server-sent-events stream per tab (portal/tickets/live.py), which only relays these names: the
 page then fetches the changed part through the ordinary views, scoped to the signed-in MSP.
 
-"Ana is replying": a Redis key per ticket and user with a short time to live, refreshed while
-she types, and announced on the ticket's channel.
+"Ana is replying": a sorted set per ticket, its members the users replying scored by when that
+lapses (a few seconds after the last keystroke announced), trimmed by score when read, and
+announced on the ticket's channel.
 
 Streams run after the request's context is gone: they hold no database connection, only Redis.
 """
@@ -17,17 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 from flask import Flask, current_app, has_request_context, request
-from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import event
 
 from portal.extensions import db
-from portal.jobs import redis_connection
+from portal.jobs import app_redis
 from portal.models import Message, Ticket
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ TYPING_SECONDS = 8
 def init_app(app: Flask) -> None:
     app.config.setdefault("TIDEMARK_LIVE_STREAM_SECONDS", 300)
     app.config.setdefault("TIDEMARK_LIVE_HEARTBEAT_SECONDS", 15)
-    # One stream per tab; a person with more tabs than this open gets no more streams (those
-    # pages fall back to their slow refresh), so one browser cannot hold every thread.
-    app.config.setdefault("TIDEMARK_LIVE_STREAMS_PER_USER", 12)
+    # A stream holds one of gunicorn's threads for its lifetime: at most half of a process's
+    # threads stream, so the other half always answers ordinary requests. One MSP's desk and one
+    # person (tabs) are capped too. A refused page falls back to its slower refresh (static/live.js).
+    app.config.setdefault("TIDEMARK_LIVE_STREAMS_PER_PROCESS", max(1, app.config.get("TIDEMARK_WEB_THREADS", 16) // 2))
+    app.config.setdefault("TIDEMARK_LIVE_STREAMS_PER_MSP", 40)
+    app.config.setdefault("TIDEMARK_LIVE_STREAMS_PER_USER", 4)
     if event.contains(db.session, "after_commit", _after_commit):
         return  # every app of the process shares the one session factory
     event.listen(db.session, "before_flush", _before_flush)
@@ -92,26 +96,20 @@ def _after_commit(session) -> None:
 
 def publish(changes, *, tab: str = "") -> None:
     """Tell the open pages; a page that misses it catches up when its stream reopens. Redis
-    being away must not fail the work that was just committed."""
+    being away or slow must not fail, nor hold, the work that was just committed.
+
+    The list hears of a ticket's own changes only: what its rows show (status, priority,
+    assignee, updated, new information) are the ticket's columns, and a message that arrives
+    updates those too; a message's delivery changing alone leaves every row as it was."""
     try:
-        redis = _redis()
-        pipe = redis.pipeline(transaction=False)
-        for msp_id in {m for m, _t, _p in changes}:
-            tickets = sorted({t for m, t, _p in changes if m == msp_id})
-            pipe.publish(msp_channel(msp_id), json.dumps({"part": LIST, "tickets": tickets, "tab": tab}))
+        pipe = app_redis(quick=True).pipeline(transaction=False)
+        for msp_id in sorted({m for m, _t, p in changes if p == FIELDS}):
+            pipe.publish(msp_channel(msp_id), json.dumps({"part": LIST, "tab": tab}))
         for _msp_id, ticket_id, part in changes:
             pipe.publish(ticket_channel(ticket_id), json.dumps({"part": part, "tab": tab}))
         pipe.execute()
-    except RedisError as exc:
+    except (RedisError, OSError) as exc:
         log.warning("live pages not told of a change: %s", exc)
-
-
-def _redis() -> Redis:
-    app = current_app._get_current_object()
-    found = app.extensions.get("tidemark_live_redis")
-    if found is None:
-        found = app.extensions["tidemark_live_redis"] = redis_connection()
-    return found
 
 
 def _prefix() -> str:
@@ -129,65 +127,137 @@ def msp_channel(msp_id: int) -> str:
 # --- "Ana is replying" ------------------------------------------------------------------------------
 
 
-def _typing_key(ticket_id: int, user_id: int) -> str:
-    return f"{_prefix()}:typing:{ticket_id}:{user_id}"
+def _typing_key(ticket_id: int) -> str:
+    """Who is replying on this ticket: a sorted set of user ids scored by when it lapses, and
+    beside it (key + ":names") a hash of their names."""
+    return f"{_prefix()}:typing:{ticket_id}"
 
 
 def typing(ticket_id: int, user_id: int, name: str, *, stopped: bool = False) -> None:
-    """The user's composer on this ticket is open (refreshed while typing), or was closed."""
-    redis = _redis()
-    if stopped:
-        redis.delete(_typing_key(ticket_id, user_id))
-    else:
-        redis.set(_typing_key(ticket_id, user_id), name, ex=TYPING_SECONDS)
-    redis.publish(ticket_channel(ticket_id), json.dumps(
-        {"part": PRESENCE, "user": user_id, "name": name, "stopped": stopped}))
+    """The user's composer on this ticket is open (refreshed while typing), or was closed. Only
+    a courtesy to colleagues: Redis being away or slow is logged, never the request's failure."""
+    key, names = _typing_key(ticket_id), _typing_key(ticket_id) + ":names"
+    try:
+        pipe = app_redis(quick=True).pipeline()
+        if stopped:
+            pipe.zrem(key, user_id)
+            pipe.hdel(names, user_id)
+        else:
+            pipe.zadd(key, {user_id: time.time() + TYPING_SECONDS})
+            pipe.hset(names, user_id, name)
+            pipe.expire(key, TYPING_SECONDS + 1)
+            pipe.expire(names, TYPING_SECONDS + 1)
+        pipe.publish(ticket_channel(ticket_id), json.dumps(
+            {"part": PRESENCE, "user": user_id, "name": name, "stopped": stopped}))
+        pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("colleagues not told who is replying: %s", exc)
 
 
 def who_is_typing(ticket_id: int, *, but: int) -> list[dict]:
-    redis = _redis()
-    found = []
-    for key in redis.scan_iter(match=_typing_key(ticket_id, 0)[:-1] + "*", count=100):
-        user_id = int(key.rsplit(b":", 1)[1])
-        name = redis.get(key)
-        if user_id != but and name:
-            found.append({"part": PRESENCE, "user": user_id, "name": name.decode(), "stopped": False})
-    return found
+    """Those replying on this ticket now, but the one asking; the lapsed are trimmed away."""
+    key, now = _typing_key(ticket_id), time.time()
+    try:
+        pipe = app_redis(quick=True).pipeline()
+        pipe.zremrangebyscore(key, 0, now)
+        pipe.zrangebyscore(key, now, "+inf")
+        ids = [int(i) for i in pipe.execute()[1] if int(i) != but]
+        found = app_redis(quick=True).hmget(key + ":names", ids) if ids else []
+    except (RedisError, OSError) as exc:
+        log.warning("who is replying not known: %s", exc)
+        return []
+    return [{"part": PRESENCE, "user": i, "name": n.decode(), "stopped": False}
+            for i, n in zip(ids, found, strict=True) if n]
 
 
 # --- the stream -------------------------------------------------------------------------------------
+
+
+class _ProcessSlots:
+    """The streams open in this process (threads of one gunicorn worker)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def take(self, most: int) -> bool:
+        with self._lock:
+            if self.open >= most:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open = max(0, self.open - 1)
+
+
+def _process_slots() -> _ProcessSlots:
+    app = current_app._get_current_object()
+    return app.extensions.setdefault("tidemark_live_slots", _ProcessSlots())
 
 
 class Stream:
     """One page's stream: everything it needs is taken now, while the request's context lives;
     `events()` runs after it, with Redis only."""
 
-    def __init__(self, channel: str, *, user_id: int, tab: str = "", first: list[dict] = ()):
+    def __init__(self, channel: str, *, msp_id: int, user_id: int, tab: str = "", first: list[dict] = ()):
         cfg = current_app.config
         self.tab = tab
-        self.redis = _redis()
+        self.redis, self.quick = app_redis(), app_redis(quick=True)
         self.channel = channel
         self.user_id = user_id
         self.first = list(first)
         self.lifetime = cfg["TIDEMARK_LIVE_STREAM_SECONDS"]
         self.heartbeat = cfg["TIDEMARK_LIVE_HEARTBEAT_SECONDS"]
-        self.most = cfg["TIDEMARK_LIVE_STREAMS_PER_USER"]
-        self.open_key = f"{_prefix()}:streams:{user_id}"
+        self.process_most = cfg["TIDEMARK_LIVE_STREAMS_PER_PROCESS"]
+        # Each open stream is a member of a sorted set, scored by when it ends at the latest (a
+        # stream whose process died counts until then): (key, most) for the person and the MSP.
+        self.caps = ((f"{_prefix()}:streams:{user_id}", cfg["TIDEMARK_LIVE_STREAMS_PER_USER"]),
+                     (f"{_prefix()}:streams:msp:{msp_id}", cfg["TIDEMARK_LIVE_STREAMS_PER_MSP"]))
+        self.slots = _process_slots()
         self.me = uuid.uuid4().hex
+        self._held = False
 
     def admit(self) -> bool:
-        """Whether the user may open one more stream: each open one is a member of a sorted set,
-        scored by when it ends at the latest (a stream whose process died counts until then)."""
+        """Whether one more stream may open here, for this MSP and this person. An admitted
+        stream holds its places until `release()`, which the response calls when it is closed
+        (whether or not its events were ever read) and `events()` when it ends."""
+        if not self.slots.take(self.process_most):
+            return False
         now = time.time()
-        pipe = self.redis.pipeline()
-        pipe.zremrangebyscore(self.open_key, 0, now)
-        pipe.zadd(self.open_key, {self.me: now + self.lifetime + self.heartbeat + 5})
-        pipe.expire(self.open_key, int(self.lifetime + self.heartbeat + 5))
-        pipe.zcard(self.open_key)
-        if pipe.execute()[-1] <= self.most:
+        until = now + self.lifetime + self.heartbeat + 5
+        pipe = self.quick.pipeline()
+        for key, _most in self.caps:
+            pipe.zremrangebyscore(key, 0, now)
+            pipe.zadd(key, {self.me: until})
+            pipe.expire(key, int(until - now))
+            pipe.zcard(key)
+        try:
+            counts = pipe.execute()[3::4]
+        except (RedisError, OSError) as exc:
+            log.warning("live stream refused, Redis did not answer: %s", exc)
+            self.slots.give_back()
+            return False  # the page refreshes itself instead
+        self._held = True
+        if all(n <= most for n, (_key, most) in zip(counts, self.caps, strict=True)):
             return True
-        self.redis.zrem(self.open_key, self.me)
+        self.release()
         return False
+
+    def release(self) -> None:
+        """Give the places back; safe to call more than once."""
+        if not self._held:
+            return
+        self._held = False
+        self.slots.give_back()
+        try:
+            pipe = self.quick.pipeline(transaction=False)
+            for key, _most in self.caps:
+                pipe.zrem(key, self.me)
+            pipe.execute()
+        except (RedisError, OSError) as exc:  # the places lapse by their score
+            log.warning("live stream places not given back: %s", exc)
 
     def events(self) -> Iterator[str]:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -212,7 +282,7 @@ class Stream:
             yield "event: end\ndata: lifetime\n\n"
         finally:
             pubsub.close()
-            self.redis.zrem(self.open_key, self.me)
+            self.release()
 
 
 def _event(item: dict) -> str:

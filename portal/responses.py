@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import wraps
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import redirect, render_template, request
@@ -39,3 +40,20 @@ def same_site_path(target: str | None) -> str | None:
     if not parts.path.startswith("/") or parts.path.startswith("//"):
         return None
     return urlunsplit(("", "", parts.path, parts.query, ""))
+
+
+def asks_first(action: str):
+    """For a POST whose form asks with hx-confirm: htmx asked in the browser before it sent the
+    request; a plain submit (script off, or a click before the page's script had loaded) has not
+    asked anyone, so it gets a page that asks, and acts only on that page's "yes"."""
+    def decorate(view):
+        @wraps(view)
+        def asking(*args, **kwargs):
+            if htmx or request.form.get("confirmed") == "yes":
+                return view(*args, **kwargs)
+            fields = [(k, v) for k, v in request.form.items(multi=True) if k not in ("csrf_token", "confirmed")]
+            back = same_site_path(request.referrer) or "/"
+            return render_template("confirm.html", action=action, fields=fields, back=back)
+        asking.asks_first = action
+        return asking
+    return decorate

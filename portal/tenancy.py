@@ -1,6 +1,8 @@
 """The rules of an MSP's client tree (DESIGN "Words": client, allow-list, template), in one place:
 
-- a setting is inherited from the nearest client up the chain that sets it;
+- a setting is inherited from the nearest client up the chain that sets it (the time zone and the
+  language a client's mail reads in too: the nearest that sets one this system knows, else UTC
+  and English);
 - a client is disabled when it or any ancestor is disabled;
 - a template or canned response is the client's own, or one an ancestor shares down, the
   nearest winning;
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from portal.mail.allowlist import allow_list_claims, allow_list_match, domain_suffixes
+from portal.mail.language import language_named
+from portal.mail.times import zone_named
 
 __all__ = ["allow_list_claims", "allow_list_match", "descendant_ids", "disabled_by", "domain_suffixes",
-           "inherited", "lineage", "lineage_in", "nearest", "shared_down"]
+           "inherited", "language_of", "lineage", "lineage_in", "nearest", "shared_down", "timezone_of"]
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -54,6 +59,19 @@ def inherited(chain: Iterable[Any], name: str) -> Any:
     """The value in effect for the chain's first client; None = the built-in default."""
     source = nearest(chain, name)
     return getattr(source, name) if source is not None else None
+
+
+def timezone_of(client: Any) -> ZoneInfo:
+    """The zone the client's mail reads its times in: its own, else the nearest ancestor's, the
+    MSP's last; a zone name the system no longer knows is passed over; UTC when none is set."""
+    return zone_named(*(c.timezone for c in lineage(client)))
+
+
+def language_of(client: Any) -> str:
+    """The language of the client's customer-facing mail, found as its time zone is: its own, else
+    the nearest ancestor's, the MSP's last; a code the product does not speak is passed over;
+    English when none is set."""
+    return language_named(*(c.language for c in lineage(client)))
 
 
 def disabled_by(chain: Iterable[C]) -> C | None:

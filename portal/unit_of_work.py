@@ -2,10 +2,12 @@
 of a request is committed once, after its view has answered:
 
 - an answer below 400 commits (portal.services.commit(), which then dispatches the jobs the
-  request queued), when the session wrote something that is still there;
+  request queued), when the session wrote something that is still there or queued a job (a
+  job asked for by a request that wrote nothing, "Fetch now", is dispatched too);
 - an answer of 400 or more commits nothing: a form refused with 422 leaves the database as it was;
 - an exception rolls back (and the 500 page says so).
 
+A savepoint rolled back takes back its writes and the jobs queued inside it (a dry run).
 A flask command that writes is marked @commits: it commits once when it returns; a refusal
 (SystemExit) or an error commits nothing. The few views and commands that commit earlier say
 why next to their commit(). Workers commit per job in workers.runtime.job.
@@ -19,11 +21,11 @@ from flask import Flask, Response
 from sqlalchemy import event
 
 from portal.extensions import db
-from portal.jobs import discard_pending
+from portal.jobs import discard_pending, keep_pending, pending_count
 from portal.services import commit
 
-# session.info keys: whether the transaction holds writes, and that answer when each open
-# savepoint began (its rollback takes back what was written after it).
+# session.info keys: whether the transaction holds writes, and that answer and the number of
+# queued jobs when each open savepoint began (its rollback takes back what came after it).
 _WROTE = "tidemark_wrote"
 _AT_SAVEPOINT = "tidemark_wrote_at_savepoint"
 
@@ -35,7 +37,7 @@ def init_app(app: Flask) -> None:
 
 
 def _commit_success(response: Response) -> Response:
-    if response.status_code < 400 and has_writes():
+    if response.status_code < 400 and (has_writes() or pending_count()):
         commit()
     return response
 
@@ -91,12 +93,15 @@ def _executed(state) -> None:
 
 def _began(session, transaction) -> None:
     if transaction.nested:
-        session.info.setdefault(_AT_SAVEPOINT, {})[transaction] = session.info.get(_WROTE, False)
+        at_start = (session.info.get(_WROTE, False), pending_count(session))
+        session.info.setdefault(_AT_SAVEPOINT, {})[transaction] = at_start
 
 
 def _rolled_back(session, previous_transaction) -> None:
     if previous_transaction.nested:
-        session.info[_WROTE] = session.info.get(_AT_SAVEPOINT, {}).pop(previous_transaction, False)
+        at_start = session.info.get(_AT_SAVEPOINT, {}).pop(previous_transaction, None)
+        session.info[_WROTE], queued = at_start or (False, pending_count(session))
+        keep_pending(queued, session)
 
 
 def _ended(session, transaction) -> None:

@@ -7,6 +7,7 @@
 //     [data-composer-tools]         hidden until the editor runs; the toolbar is added here
 //       select[data-composer-canned]   options whose values are URLs of canned response bodies
 //       button[data-composer-insert]   inserts the HTML its URL answers (the ticket history)
+//       button[data-composer-snippet]  inserts its text as typed (an email template's {{ variable }})
 //     textarea[data-composer-text]  plain text (the form without JavaScript)
 //     textarea[data-composer-html]  hidden; the editor's HTML is put here when the form is sent
 //   [data-composer-cid]             pasted images are sent as files referred to by cid: (replies);
@@ -158,6 +159,14 @@
     var editor = new window.Squire(root, { sanitizeToDOMFragment: clean });
     field.composer = editor;
     editor.setHTML(html.value.trim() ? html.value : escapeText(text.value));
+    // Without pasted images to turn into files, the HTML field follows the editor as it changes,
+    // so that checks as you type (htmx on the form's input events) see the body.
+    var sync = function () {
+      if (field.hasAttribute("data-composer-cid")) { return; }
+      html.value = editor.getHTML();
+      html.dispatchEvent(new Event("input", { bubbles: true }));
+    };
+    editor.addEventListener("input", sync);
     // Squire's image-resize handles set style attributes, which the page's policy refuses.
     root.addEventListener("click", function (event) {
       if (event.target.nodeName === "IMG") { event.stopPropagation(); }
@@ -233,6 +242,13 @@
           if (url) { fetchHtml(url, field, function (body) { editor.focus(); editor.insertHTML(body); }); }
         });
       }
+      Array.prototype.forEach.call(tools.querySelectorAll("[data-composer-snippet]"), function (button) {
+        button.addEventListener("click", function () {
+          editor.focus();
+          editor.insertPlainText(button.getAttribute("data-composer-snippet"), false);
+          sync();
+        });
+      });
       Array.prototype.forEach.call(tools.querySelectorAll("[data-composer-insert]"), function (button) {
         button.addEventListener("click", function () {
           fetchHtml(button.getAttribute("data-composer-insert"), field, function (body) {

@@ -55,10 +55,30 @@
     el.hidden = names.length === 0;
   }
 
+  // A refused stream (too many open: portal.live.Stream.admit) is not retried by EventSource:
+  // the page then refreshes its live parts every 30 s, and asks for a stream again after 2 minutes.
+  var POLL_MS = 30000, RETRY_MS = 120000;
+  var pollTimer = null, retryTimer = null;
+
+  function stopPolling() {
+    window.clearInterval(pollTimer);
+    window.clearTimeout(retryTimer);
+    pollTimer = retryTimer = null;
+  }
+
+  function poll() {
+    if (pollTimer) { return; }
+    document.documentElement.setAttribute("data-live-polling", "");
+    pollTimer = window.setInterval(refreshAll, POLL_MS);
+    retryTimer = window.setTimeout(function () { close(); connect(); }, RETRY_MS);
+  }
+
   function close() {
     if (source) { source.close(); }
     source = null;
     url = null;
+    stopPolling();
+    document.documentElement.removeAttribute("data-live-polling");
   }
 
   function connect() {
@@ -71,7 +91,13 @@
     if (wanted !== lastUrl) { catchUp = false; }  // another page: drawn just now
     url = lastUrl = wanted;
     source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") + "tab=" + tab);
+    source.addEventListener("error", function () {
+      // CLOSED: refused (or the server is away), and EventSource gives up; otherwise it reconnects.
+      if (source && source.readyState === EventSource.CLOSED) { catchUp = true; poll(); }
+    });
     source.addEventListener("open", function () {
+      stopPolling();
+      document.documentElement.removeAttribute("data-live-polling");
       if (catchUp) { refreshAll(); }
       catchUp = true;  // every later opening is a reconnection
     });

@@ -96,11 +96,18 @@
     }
   });
 
-  // After a move with the keyboard, stay on the button that moved the route.
-  document.addEventListener("htmx:afterSettle", function () {
+  // After a move with the keyboard, stay on the button that moved the route: after the htmx
+  // swap, or on the page a move made without htmx came back to.
+  function focusMoved() {
     var focus = document.querySelector("#routes [data-focus]");
     if (focus) { focus.focus(); }
-  });
+  }
+  document.addEventListener("htmx:afterSettle", focusMoved);
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", focusMoved);
+  } else {
+    focusMoved();
+  }
 
   // Drag and drop within a group (exact, wildcard); the server keeps the groups in order.
   var dragged = null;

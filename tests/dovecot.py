@@ -34,7 +34,8 @@ import pytest
 
 from portal.transport.base import ServerSettings
 
-__all__ = ["DovecotServer", "DroppingProxy", "MailUser", "dovecot", "mail_user", "oauth_dovecot"]
+__all__ = ["DovecotServer", "DroppingProxy", "MailUser", "children_of", "dovecot", "dovecot_without_idle", "mail_user",
+           "oauth_dovecot"]
 
 DOVECOT = os.environ.get("TIDEMARK_DOVECOT", "/usr/sbin/dovecot")
 # Dovecot's auth worker runs the delegation checker; it may not reach a virtualenv's Python.
@@ -121,8 +122,16 @@ service pop3-login {{
   }}
 {login_chroot}
 }}
+# One imap process per connection: room for a watcher's hundreds of IDLE connections.
+service imap {{
+  process_limit = 1024
+}}
+# IDLE learns of new mail by inotify; past the kernel's inotify instances per user (128 by
+# default, shared by every Dovecot of the machine) it looks every this often instead (30 s).
+mailbox_idle_check_interval = 1 secs
 protocol imap {{
   mail_max_userip_connections = 200
+{imap_extra}
 }}
 protocol pop3 {{
   mail_max_userip_connections = 200
@@ -236,8 +245,10 @@ class DovecotServer:
     """One private Dovecot. Start with start(), stop with stop(); see the module docstring."""
 
     def __init__(self, root: Path, introspection_url: str | None = None,
-                 token_mechanisms: str = "xoauth2 oauthbearer"):
+                 token_mechanisms: str = "xoauth2 oauthbearer", imap_capability: str | None = None):
         self.root = root
+        # The capabilities Dovecot announces after login (None: its own, IDLE among them).
+        self.imap_capability = imap_capability
         # Where Dovecot's oauth2 passdb checks access tokens; None: passwords only.
         self.introspection_url = introspection_url
         self.token_mechanisms = token_mechanisms
@@ -293,11 +304,17 @@ class DovecotServer:
             imap_port=self.imap_port, imaps_port=self.imaps_port,
             pop3_port=self.pop3_port, pop3s_port=self.pop3s_port,
             user_settings=user_settings, login_chroot=login_chroot,
+            imap_extra=f"  imap_capability = {self.imap_capability}" if self.imap_capability else "",
         ))
-        stderr = open(root / "dovecot.stderr", "wb")  # noqa: SIM115 - kept open for the child
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        root = self.root
+        stderr = open(root / "dovecot.stderr", "ab")  # noqa: SIM115 - kept open for the child
         # -F: stay in the foreground, so this Popen is the master and we stop exactly it.
-        self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(config)], stdout=stderr, stderr=stderr,
-                                      stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")], stdout=stderr,
+                                      stderr=stderr, stdin=subprocess.DEVNULL)
         stderr.close()
         deadline = time.monotonic() + 15
         pending = {self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port}
@@ -313,7 +330,26 @@ class DovecotServer:
                     pass
             if pending:
                 time.sleep(0.05)
-        return self
+
+    def kill(self) -> None:
+        """Every Dovecot process dies at once (SIGKILL), as in a crash: open connections break."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        family = [proc.pid]
+        for pid in family:  # grows while it is walked: children, then theirs
+            family += children_of(pid)
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Start again on the same ports, with the same users and mail (after kill() or stop())."""
+        if self._proc is None:
+            self._launch()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -325,6 +361,12 @@ class DovecotServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+    def kick(self, user: MailUser | str) -> None:
+        """The server ends every connection of this user (`doveadm kick`): as a server that drops
+        an idling client, or restarts, does."""
+        subprocess.run(["doveadm", "-c", str(self.root / "dovecot.conf"), "kick", self._user(user).name],
+                       check=True, capture_output=True, timeout=30)
 
     def log_tail(self, lines: int = 40) -> str:
         out = []
@@ -470,14 +512,26 @@ class DovecotServer:
         return ServerSettings(**values)
 
 
-def _running_dovecot(introspection_url: str | None = None):
+def children_of(pid: int) -> list[int]:
+    """The ids of a process's children (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _running_dovecot(introspection_url: str | None = None, imap_capability: str | None = None):
     if not os.path.exists(DOVECOT):
         pytest.skip("dovecot is not installed; make test installs dovecot-imapd and dovecot-pop3d")
     # Not pytest's tmp dir: that one is 0700 root-only, and Dovecot's mail and auth processes
     # (other uids) must reach their files. Short, too: unix socket paths are limited to 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="tmdc-"))
     root.chmod(0o755)
-    server = DovecotServer(root, introspection_url)
+    server = DovecotServer(root, introspection_url, imap_capability=imap_capability)
     try:
         server.start()
         yield server
@@ -496,6 +550,12 @@ def oauth_dovecot(oauth_server_session):
     """A second Dovecot that also takes access tokens (XOAUTH2, OAUTHBEARER) issued by the test
     authorisation server (tests/oauth_server.py), checked by introspection; passwords work too."""
     yield from _running_dovecot(oauth_server_session.introspection_url)
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_idle():
+    """A Dovecot that does not announce IDLE (as some servers and proxies do not)."""
+    yield from _running_dovecot(imap_capability="IMAP4rev1 SASL-IR LITERAL+ ID ENABLE UIDPLUS MOVE")
 
 
 @pytest.fixture
@@ -544,7 +604,7 @@ class DroppingProxy:
         except OSError:
             pass
         for sock in list(self._sockets):
-            _close(sock)
+            close_socket(sock)
         for thread in [self._accepter, *self._threads]:
             thread.join(timeout=5)
 
@@ -560,7 +620,7 @@ class DroppingProxy:
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
-                _close(client)
+                close_socket(client)
                 continue
             self._sockets += [client, server]
             thread = threading.Thread(target=self._pump, args=(client, server), daemon=True)
@@ -596,11 +656,13 @@ class DroppingProxy:
             return
         finally:
             if not stalled or self._stop.is_set():
-                _close(client)
-                _close(server)
+                close_socket(client)
+                close_socket(server)
 
 
-def _close(sock: socket.socket) -> None:
+def close_socket(sock: socket.socket) -> None:
+    """Shut down, then close: a socket closed while another thread waits in recv() on it stays
+    open in the kernel."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:

@@ -17,27 +17,49 @@ is `http://127.0.0.1:<port>/v1.0`):
 - `POST /users/{id}/sendMail` with a base64 MIME body (`Content-Type: text/plain`): 202, and a copy
   in that user's (that shared mailbox's) Sent Items; every send is in `sent` as (user, bytes).
 
+- `POST /subscriptions` (change notifications): `changeType`, `notificationUrl` and
+  `lifecycleNotificationUrl` (https), `resource` (`users/{id}/mailFolders('{folder}')/messages`),
+  `expirationDateTime` (in the future, at most MAX_MAIL_MINUTES ahead), `clientState` (at most
+  128 characters). Before answering, it does Graph's validation handshake against each URL
+  (`POST <url>?validationToken=<token>`, text/plain; it wants 200 and the token back as
+  text/plain within 10 s, TLS checked against `notification_ca`) and refuses the subscription
+  (400 `ValidationError`) when that fails. 201 with the subscription resource.
+  `PATCH /subscriptions/{id}` with `expirationDateTime` (renewal), `POST /subscriptions/{id}/reauthorize`
+  (204), `DELETE /subscriptions/{id}` (204); an unknown id answers 404 `ResourceNotFound`.
+  While a subscription lives, `deliver()` into its folder POSTs a change notification
+  (`{"value": [{"subscriptionId", "subscriptionExpirationDateTime", "changeType": "created",
+  "resource", "resourceData", "clientState", "tenantId"}]}`) to its notificationUrl, and
+  `lifecycle(id, event)` a lifecycle notification (`lifecycleEvent`: reauthorizationRequired,
+  missed, subscriptionRemoved; a removed subscription is gone) to its lifecycleNotificationUrl;
+  each such POST is in `notifications` as (url, body, status).
+
 Every request needs `Authorization: Bearer <token>`: a token in `tokens`, or one the `oauth_server`
 fixture issued when `introspection_url` names its introspection endpoint. Errors have Graph's shape
 `{"error": {"code", "message", "innerError"}}`: 401 `InvalidAuthenticationToken`, 403
 `ErrorAccessDenied` (`deny(user)`), 404 `ErrorInvalidUser` (a mailbox never added), 404
 `ErrorItemNotFound`.
 
-Test controls: `add_mailbox(user)`, `deliver(user, raw, folder="inbox")`, `add_folder(user, name)`,
-`folder(user, name)` (the messages there), `fail_next(status, retry_after=..., times=N, path=...)`
+Test controls: `add_mailbox(user)`, `deliver(user, raw, folder="inbox")` (notifies subscribers),
+`lifecycle(subscription_id, event)`, `notify(subscription_id, client_state=...)`, `subscriptions`,
+`notification_ca`, `add_folder(user, name)`, `folder(user, name)` (the messages there),
+`fail_next(status, retry_after=..., times=N, path=...)`
 (throttling: 429 `TooManyRequests`, 503 `ServiceUnavailable`), `refuse(token)` (401 for it),
-`delay` (seconds each request takes, to see concurrency), `max_in_flight`, `requests` (method,
+`delay` (seconds each request takes, to see concurrency), `endless_delta` ("same": every delta
+page's next link is itself; "new": a fresh next link forever), `max_in_flight`, `requests` (method,
 path, query), `reset()`. Fixtures: `graph_server_session` (one per run), `graph_server` (emptied).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import itertools
+import re
 import secrets
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -47,11 +69,14 @@ import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-__all__ = ["GraphServer", "graph_server", "graph_server_session"]
+__all__ = ["GraphServer", "graph_server", "graph_server_session", "running_graph_server"]
 
 WELL_KNOWN = {"inbox": "Inbox", "archive": "Archive", "sentitems": "Sent Items", "deleteditems": "Deleted Items",
               "drafts": "Drafts", "junkemail": "Junk Email"}
 DEFAULT_PAGE = 10  # Exchange's own default for message delta pages
+# Microsoft's documented maximum lifetime of a subscription to Outlook messages (7 days less a minute).
+MAX_MAIL_MINUTES = 10080
+TENANT = "5f1c3d8e-2b7a-4c1e-9f3a-0d6b8e2a4c71"
 
 
 def graph_id(prefix: str = "AAMkAGI2") -> str:
@@ -66,6 +91,19 @@ class Msg:
     received: datetime
     is_read: bool = False
     seq: int = 0  # the change number of its last change
+
+
+@dataclass
+class Subscription:
+    id: str
+    user: str
+    folder_id: str
+    resource: str
+    notification_url: str
+    lifecycle_url: str | None
+    client_state: str | None
+    expires: datetime
+    needs_reauthorization: bool = False
 
 
 @dataclass
@@ -116,6 +154,13 @@ class GraphServer:
             self.changes = itertools.count(1)
             self.pages: dict[str, tuple[list[dict], str]] = {}  # skiptoken: (entries left, delta token)
             self.deltas: dict[str, tuple[str, str, int]] = {}  # deltatoken: (user, folder id, change number)
+            # "same": every delta page links to itself; "new": to a fresh page, forever (a server gone wrong)
+            self.endless_delta: str | None = None
+            self.subscriptions: dict[str, Subscription] = {}
+            self.notifications: list[tuple[str, dict, int | None]] = []  # (url, body, status or None)
+            self.handshakes: list[tuple[str, int | None]] = []  # (url, status or None)
+            # The CA (or self-signed certificate) that the portal's https address is checked against.
+            self.notification_ca: str | bool = True
 
     # --- test controls -----------------------------------------------------------------------------
 
@@ -133,17 +178,79 @@ class GraphServer:
             self.mailboxes[user.lower()][folder.id] = folder
             return folder.id
 
-    def deliver(self, user: str, raw: bytes, folder: str = "inbox", is_read: bool = False) -> str:
+    def deliver(self, user: str, raw: bytes, folder: str = "inbox", is_read: bool = False,
+                received: datetime | None = None) -> str:
+        """`received`: its receivedDateTime (default: the Date header, else now)."""
         with self.lock:
             self.add_mailbox(user)
             target = self._folder(user.lower(), folder)
             try:
-                received = parsedate_to_datetime(email.message_from_bytes(raw)["Date"])
+                received = received or parsedate_to_datetime(email.message_from_bytes(raw)["Date"])
             except (TypeError, ValueError):
                 received = datetime.now(timezone.utc)
             msg = Msg(graph_id(), raw, received.astimezone(timezone.utc), is_read, next(self.changes))
             target.messages[msg.id] = msg
-            return msg.id
+            now = datetime.now(timezone.utc)
+            subscribed = [sub for sub in self.subscriptions.values()
+                          if sub.user == user.lower() and sub.folder_id == target.id and sub.expires > now]
+        for sub in subscribed:  # outside the lock: the portal may call back
+            self._post(sub.notification_url, {"value": [self._notification(sub, msg.id)]})
+        return msg.id
+
+    def _notification(self, sub: Subscription, mid: str, client_state: str | None = None) -> dict:
+        resource = f"Users/{sub.user}/Messages/{mid}"
+        return {"subscriptionId": sub.id, "subscriptionExpirationDateTime": _graph_time(sub.expires),
+                "changeType": "created", "resource": resource,
+                "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "@odata.id": resource,
+                                 "@odata.etag": 'W/"CQAAABYAAAD"', "id": mid},
+                "clientState": sub.client_state if client_state is None else client_state, "tenantId": TENANT}
+
+    def notify(self, subscription_id: str, client_state: str | None = None, mid: str | None = None) -> int | None:
+        """A change notification for the subscription (by default with its own clientState), as
+        Graph sends it; the portal's status."""
+        sub = self.subscriptions[subscription_id]
+        return self._post(sub.notification_url, {"value": [self._notification(sub, mid or graph_id(), client_state)]})
+
+    def lifecycle(self, subscription_id: str, event: str, client_state: str | None = None) -> int | None:
+        """A lifecycle notification to the subscription's lifecycleNotificationUrl; the portal's status.
+        subscriptionRemoved: Graph has removed it (renewing it answers 404); reauthorizationRequired:
+        it sends nothing more until reauthorized or renewed."""
+        with self.lock:
+            sub = self.subscriptions[subscription_id]
+            if event == "subscriptionRemoved":
+                del self.subscriptions[subscription_id]
+            elif event == "reauthorizationRequired":
+                sub.needs_reauthorization = True
+        body = {"value": [{"subscriptionId": sub.id, "subscriptionExpirationDateTime": _graph_time(sub.expires),
+                           "tenantId": TENANT,
+                           "clientState": sub.client_state if client_state is None else client_state,
+                           "lifecycleEvent": event}]}
+        return self._post(sub.lifecycle_url or sub.notification_url, body)
+
+    def _post(self, url: str, body: dict) -> int | None:
+        try:
+            status = requests.post(url, json=body, timeout=10, verify=self.notification_ca).status_code
+        except requests.RequestException:
+            status = None
+        with self.lock:
+            self.notifications.append((url, body, status))
+        return status
+
+    def _handshake(self, url: str) -> bool:
+        """Graph's validation of a notification URL: the token back, as text/plain, within 10 s."""
+        token = ("Validation: Testing client application reachability for subscription Request-Id: "
+                 + secrets.token_hex(8))
+        try:
+            answer = requests.post(url, params={"validationToken": token}, headers={"Content-Type": "text/plain"},
+                                   timeout=10, verify=self.notification_ca)
+        except requests.RequestException:
+            with self.lock:
+                self.handshakes.append((url, None))
+            return False
+        with self.lock:
+            self.handshakes.append((url, answer.status_code))
+        return (answer.status_code == 200 and answer.headers.get("Content-Type", "").startswith("text/plain")
+                and answer.text == token)
 
     def folder(self, user: str, name: str = "inbox") -> list[Msg]:
         """The messages in a folder named by its id, well-known name or display name."""
@@ -253,7 +360,11 @@ class GraphServer:
             name, _, value = part.strip().partition("=")
             if name == "odata.maxpagesize" and value.isdigit():
                 page_size = int(value)
+        base = f"{self.api_url}/users/{user}/mailFolders/{folder_name}/messages/delta"
         with self.lock:
+            if self.endless_delta:
+                skip = "again" if self.endless_delta == "same" else secrets.token_urlsafe(8)
+                return jsonify({"value": [], "@odata.nextLink": f"{base}?$skiptoken={skip}"})
             if "$skiptoken" in request.args:
                 entries, delta = self.pages.pop(request.args["$skiptoken"], (None, None))
                 if entries is None:
@@ -269,7 +380,6 @@ class GraphServer:
                 delta = secrets.token_urlsafe(24)
                 self.deltas[delta] = (user, folder.id, next(self.changes))
             page, rest = entries[:page_size], entries[page_size:]
-            base = f"{self.api_url}/users/{user}/mailFolders/{folder_name}/messages/delta"
             body = {"@odata.context": f"{self.api_url}/$metadata#Collection(message)", "value": page}
             if rest:
                 skip = secrets.token_urlsafe(24)
@@ -377,6 +487,64 @@ class GraphServer:
                 self.deliver(user, raw, folder="sentitems", is_read=True)
                 return Response(status=202)
 
+        def create_subscription():
+            refused = self._gate(None)
+            if refused:
+                return refused
+            body = request.get_json(silent=True) or {}
+            problem = self._subscription_problem(body)
+            if isinstance(problem, Response):
+                return problem
+            user, folder_id = problem
+            for url in filter(None, (body["notificationUrl"], body.get("lifecycleNotificationUrl"))):
+                if not self._handshake(url):
+                    return error(400, "ValidationError", "Subscription validation request failed. Notification "
+                                 "endpoint must respond with 200 OK to validation request.")
+            with self.lock:
+                sub = Subscription(str(uuid.uuid4()), user, folder_id,
+                                   body["resource"], body["notificationUrl"], body.get("lifecycleNotificationUrl"),
+                                   body.get("clientState"), _parse_time(body["expirationDateTime"]))
+                self.subscriptions[sub.id] = sub
+                return jsonify(self._subscription_resource(sub)), 201
+
+        def known_subscription(sid):
+            """(the subscription, None) or (None, the answer Graph gives instead)."""
+            refused = self._gate(None)
+            if refused:
+                return None, refused
+            sub = self.subscriptions.get(sid)
+            return (sub, None) if sub is not None else (None, error(404, "ResourceNotFound",
+                                                                    "The object was not found."))
+
+        def one_subscription(sid):
+            with self.lock:
+                sub, answer = known_subscription(sid)
+                if sub is None:
+                    return answer
+                if request.method == "DELETE":
+                    del self.subscriptions[sid]
+                    return Response(status=204)
+                if request.method == "PATCH":
+                    when = (request.get_json(silent=True) or {}).get("expirationDateTime")
+                    problem = self._expiry_problem(when)
+                    if problem:
+                        return problem
+                    sub.expires = _parse_time(when)
+                    sub.needs_reauthorization = False  # a renewal reauthorizes too
+                return jsonify(self._subscription_resource(sub))
+
+        def reauthorize(sid):
+            with self.lock:
+                sub, answer = known_subscription(sid)
+                if sub is None:
+                    return answer
+                sub.needs_reauthorization = False
+                return Response(status=204)
+
+        app.add_url_rule("/v1.0/subscriptions", "create_subscription", create_subscription, methods=["POST"])
+        app.add_url_rule("/v1.0/subscriptions/<sid>", "one_subscription", one_subscription,
+                         methods=["GET", "PATCH", "DELETE"])
+        app.add_url_rule("/v1.0/subscriptions/<sid>/reauthorize", "reauthorize", reauthorize, methods=["POST"])
         app.add_url_rule(f"{api}/mailFolders/<folder>/messages/delta", "delta", delta)
         app.add_url_rule(f"{api}/messages/<mid>/$value", "value", value)
         app.add_url_rule(f"{api}/messages/<mid>", "patch", patch, methods=["PATCH"])
@@ -386,6 +554,56 @@ class GraphServer:
         app.add_url_rule(f"{api}/sendMail", "send_mail", send_mail, methods=["POST"])
         app.wsgi_app = self._counting(app.wsgi_app)
         return app
+
+    def _subscription_problem(self, body: dict):
+        """(user, folder id) of a valid subscription request, else Graph's 400."""
+        def bad(message):
+            return error(400, "InvalidRequest", message)
+        if body.get("changeType") != "created":
+            return bad("This test server only supports changeType 'created' on messages.")
+        for name in ("notificationUrl", "lifecycleNotificationUrl"):
+            url = body.get(name)
+            if (url or name == "notificationUrl") and not str(url or "").startswith("https://"):
+                return bad(f"Subscription {name} must be an https URL.")
+        client_state = body.get("clientState")
+        if client_state is not None and (not isinstance(client_state, str) or len(client_state) > 128):
+            return bad("clientState must be a string of at most 128 characters.")
+        problem = self._expiry_problem(body.get("expirationDateTime"))
+        if problem:
+            return problem
+        match = re.fullmatch(r"/?users/([^/]+)/mailFolders\('([^']+)'\)/messages", body.get("resource") or "")
+        if not match:
+            return error(400, "ExtensionError", "Operation: Create; Exception: [Status Code: BadRequest; Reason: "
+                         "The resource is not supported]")
+        user = match.group(1).lower()
+        with self.lock:
+            if user not in self.mailboxes:
+                return error(404, "ErrorInvalidUser", f"The requested user '{user}' is invalid.")
+            try:
+                folder = self._folder(user, match.group(2))
+            except KeyError:
+                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        return user, folder.id
+
+    def _expiry_problem(self, value) -> Response | None:
+        try:
+            when = _parse_time(value)
+        except (TypeError, ValueError):
+            return error(400, "InvalidRequest", "expirationDateTime is required and must be a date and time.")
+        now = datetime.now(timezone.utc)
+        if when <= now:
+            return error(400, "InvalidRequest", "Subscription expiration can only be in the future.")
+        if (when - now).total_seconds() > MAX_MAIL_MINUTES * 60:
+            return error(400, "InvalidRequest", f"Subscription expiration can only be {MAX_MAIL_MINUTES} minutes in "
+                         "the future.")
+        return None
+
+    def _subscription_resource(self, sub: Subscription) -> dict:
+        return {"@odata.context": f"{self.api_url}/$metadata#subscriptions/$entity", "id": sub.id,
+                "resource": sub.resource, "applicationId": "app-1", "changeType": "created",
+                "clientState": sub.client_state, "notificationUrl": sub.notification_url,
+                "lifecycleNotificationUrl": sub.lifecycle_url, "expirationDateTime": _graph_time(sub.expires),
+                "creatorId": "creator-1", "latestSupportedTlsVersion": "v1_2"}
 
     def _counting(self, wsgi):
         """Counts the requests in flight (the most at once in `max_in_flight`); `delay` each."""
@@ -403,21 +621,46 @@ class GraphServer:
         return counted
 
 
+def _graph_time(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
+def _parse_time(value) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("not a time")
+    text = value.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Graph writes seven digits of fractions; Python reads six
+        digits = "".join(itertools.takewhile(str.isdigit, rest))
+        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 class _Quiet(WSGIRequestHandler):
     def log_request(self, *args, **kwargs):  # hundreds of requests a test: `requests` tells them
         return None
 
 
-@pytest.fixture(scope="session")
-def graph_server_session():
+@contextlib.contextmanager
+def running_graph_server():
+    """A Graph server on a free loopback port, in a thread, stopped afterwards."""
     state = GraphServer()
     http = make_server("127.0.0.1", 0, state.create_app(), threaded=True, request_handler=_Quiet)
     state.url = f"http://127.0.0.1:{http.server_port}"
     thread = threading.Thread(target=http.serve_forever, name="graph-server", daemon=True)
     thread.start()
-    yield state
-    http.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield state
+    finally:
+        http.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def graph_server_session():
+    with running_graph_server() as state:
+        yield state
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ page with `requests` and returns the redirect's query; `expire(token)` (an acces
 lapses now); `revoke_grant(token)` (every token of the grant that issued it); `fail_next(body,
 status)` (the next token request answers that JSON instead, e.g. `MICROSOFT_BAD_SECRET`,
 `GOOGLE_INVALID_GRANT`); `rotate_refresh_tokens`, `access_lifetime`, `refresh_lifetime`,
-`token_requests` (every token request's form); `reset()`.
+`token_requests` (every token request's form); `require_admin_consent` (client credentials in a
+Microsoft tenant only after its admin consent here); `reset()`.
 Fixtures: `oauth_server_session` (one per run) and `oauth_server` (emptied per test).
 """
 
@@ -73,7 +74,10 @@ from joserfc.jwk import RSAKey
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
-__all__ = ["GOOGLE_INVALID_GRANT", "MICROSOFT_BAD_SECRET", "OAuthServer", "oauth_server", "oauth_server_session"]
+from portal.oauth import providers
+
+__all__ = ["GOOGLE_INVALID_GRANT", "MICROSOFT_BAD_SECRET", "OAuthServer", "microsoft_login", "oauth_server",
+           "oauth_server_session"]
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ACCESS_LIFETIME = 3600
@@ -381,6 +385,9 @@ class OAuthServer:
             self.default_username = DEFAULT_USER
             self.tenant_id = CONSENTING_TENANT  # what admin consent answers as the customer's tenant
             self.admin_consents: list[tuple[str, str]] = []  # (client id, tenant id) consented
+            # True: a client-credentials token at /<tenant>/oauth2/v2.0/token only for a tenant that
+            # has consented here (else AADSTS700016, as Entra ID answers for an app not in the tenant).
+            self.require_admin_consent = False
 
     # --- test controls ---------------------------------------------------------------------------
 
@@ -526,6 +533,11 @@ class OAuthServer:
         answer["state"] = args.get("state", "")
         return Response(status=302, headers={"Location": f"{redirect_uri}?{urlencode(answer)}"})
 
+    def _not_consented(self, tenant: str | None) -> bool:
+        return (self.require_admin_consent and tenant is not None
+                and request.form.get("grant_type") == "client_credentials"
+                and tenant not in {t for _, t in self.admin_consents})
+
     def _routes(self, app: Flask, server: AuthorizationServer):
         def authorize(tenant=None):
             if request.method == "GET":
@@ -552,6 +564,9 @@ class OAuthServer:
             with self.lock:
                 self.token_requests.append(dict(request.form))
                 failure = self.failures.pop(0) if self.failures else None
+                if failure is None and self._not_consented(tenant):
+                    failure = (400, {**MICROSOFT_APP_NOT_IN_TENANT, "error_description":
+                                     f"AADSTS700016: Application was not found in the directory '{tenant}'."})
             if failure:
                 status, body = failure
                 return jsonify(body), status
@@ -602,3 +617,12 @@ def oauth_server(oauth_server_session):
     oauth_server_session.reset()
     yield oauth_server_session
     oauth_server_session.reset()
+
+
+@pytest.fixture
+def microsoft_login(oauth_server, monkeypatch):
+    """Microsoft's sign-in (login.microsoftonline.com) is the emptied test server, which gives a
+    tenant app-only tokens only once its admin has consented there."""
+    monkeypatch.setattr(providers, "MICROSOFT_LOGIN", oauth_server.url)
+    oauth_server.require_admin_consent = True
+    return oauth_server

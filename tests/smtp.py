@@ -16,15 +16,18 @@ Gmail sends: a 334 challenge holding a JSON error, then 535 after the client's e
 Chosen answers: `server.rcpt_replies["busy"] = "450 4.2.1 Mailbox busy"` refuses every recipient
 whose local part is `busy` (or a whole address as the key) with that reply; `mail_reply` and
 `data_reply` do the same for MAIL FROM and the end of DATA. By default busy@ gets 450 and gone@
-gets 550.
+gets 550. `drop_after_data = N`: the next N messages are received whole, then the connection
+breaks before the server answers (nothing kept).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email
 import json
+import shutil
 import ssl
 import tempfile
 import threading
@@ -149,6 +152,12 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp, session, envelope):
+        if self.server.drop_after_data:
+            # The connection breaks before the answer to DATA: nothing was accepted, the client
+            # cannot know, and must try again (RFC 5321 4.1.1.4: the server keeps nothing).
+            self.server.drop_after_data -= 1
+            smtp.transport.abort()
+            return "421 4.4.2 Connection dropped"
         if self.server.data_reply:
             return self.server.data_reply
         auth = session.auth_data
@@ -165,6 +174,8 @@ class _Handler:
         with self.server.lock:
             self.server.messages.append(received)
             self.server.count += 1
+        if self.server.on_message:
+            self.server.on_message()  # before the answer: e.g. the client's database goes away now
         if self.server.keep is False:
             self.server.messages.clear()
         return f"250 2.0.0 Ok: queued as Q{self.server.count}"
@@ -195,6 +206,8 @@ class SmtpServer:
             self.messages.clear()
         self.rcpt_replies = dict(DEFAULT_RCPT_REPLIES)
         self.mail_reply = self.data_reply = None
+        self.drop_after_data = 0  # the next N transactions: the connection breaks after DATA
+        self.on_message = None  # called with nothing once a message is kept, before the 250
         self.auth_attempts = []
         self.token_check = None
         self.keep = True
@@ -244,17 +257,22 @@ class SmtpServer:
         return self.messages[-1]
 
 
-@pytest.fixture(scope="session")
-def smtp_server_session():
+@contextlib.contextmanager
+def running_smtp_server():
+    """An aiosmtpd on loopback in a folder of its own, stopped and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="tmsmtp-"))
     server = SmtpServer(root).start()
     try:
         yield server
     finally:
         server.stop()
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smtp_server_session():
+    with running_smtp_server() as server:
+        yield server
 
 
 @pytest.fixture

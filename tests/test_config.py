@@ -117,3 +117,21 @@ def test_production_warns_at_start_when_the_portal_url_is_unset(tmp_path):
     assert "TIDEMARK_PORTAL_URL is not set: links in emails will point at http://127.0.0.1:5000" in unset.stderr
     given = _portal_url_at_start(tmp_path, TIDEMARK_PORTAL_URL="https://tickets.example.com", **keys)
     assert "TIDEMARK_PORTAL_URL" not in given.stderr and given.stdout.strip() == "https://tickets.example.com"
+
+
+def _mail_host_at_start(tmp_path, **env) -> str:
+    script = "from workers.runtime import get_app; print(get_app().config['TIDEMARK_MAIL_HOST'])"
+    full = {"TIDEMARK_INSTANCE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", **env}
+    return subprocess.run([sys.executable, "-c", script], env=full, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_workers_on_several_machines_write_the_same_mail_host(tmp_path):
+    # Our Message-IDs and loop header name the portal's host, not the machine's: a worker tells our
+    # own mail by the header a worker on another machine wrote (README, Production deployment).
+    portal = {"TIDEMARK_PORTAL_URL": "https://Desk.MSP.example:8443/"}
+    assert _mail_host_at_start(tmp_path, **portal) == "desk.msp.example"
+    assert _mail_host_at_start(tmp_path, TIDEMARK_MAIL_HOST="mail.msp.example", **portal) == "mail.msp.example"
+    import socket
+
+    assert _mail_host_at_start(tmp_path) == (socket.getfqdn() or "tidemark.localdomain")

@@ -13,9 +13,6 @@ from tests.dovecot import unused_port
 from tests.mailfactory import email
 from tests.smtp import *  # noqa: F403 - the smtp_server fixtures
 
-INGEST_KEYS = {"file", "outcome", "ticket", "client", "status", "body", "trace"}
-
-
 def lines(output):
     return [json.loads(line) for line in output.splitlines() if line.strip().startswith("{")]
 
@@ -47,7 +44,6 @@ def test_fetch_decides_now_prints_a_line_per_message_and_sends_the_acknowledgeme
     result = runner.invoke(args=["mail", "fetch", "support@acme.example"])
     assert result.exit_code == 0, result.output
     first, second = lines(result.output)
-    assert INGEST_KEYS <= set(first)
     assert {k: first[k] for k in ("outcome", "ticket", "client", "status")} == {
         "outcome": "created", "ticket": "T-1", "client": "Contoso", "status": "new"}
     assert first["body"].strip() == "It burns." and first["trace"] and first["file"].startswith("INBOX/")
@@ -60,6 +56,40 @@ def test_fetch_decides_now_prints_a_line_per_message_and_sends_the_acknowledgeme
     # Again: nothing new on the server, no line, nothing sent twice.
     again = runner.invoke(args=["mail", "fetch", "support@acme.example"])
     assert again.exit_code == 0 and lines(again.output) == [] and len(smtp_server.messages) == 2
+    # The keys of `mail ingest`, exactly: a script reads both commands' lines the same way.
+    ingested = runner.invoke(args=["mail", "ingest", "--mailbox", "support@acme.example", "-"],
+                             input=email(sender="carol@contoso.com", subject="Monitor"))
+    (ingest_line,) = lines(ingested.output)
+    assert set(first) == set(second) == set(ingest_line)
+
+
+def test_a_message_that_cannot_be_decided_has_a_failed_line_with_the_keys_of_ingest(
+        app, world, dovecot, mail_user, smtp_server, redis, monkeypatch):
+    from portal.inbound import batch
+
+    _desk(app, world, smtp_server, dovecot, mail_user)
+    dovecot.deliver(mail_user, email(sender="alice@contoso.com", subject="Printer", message_id="<p1@contoso.com>"))
+    dovecot.deliver(mail_user, email(sender="bob@contoso.com", subject="Boom", message_id="<b1@contoso.com>"))
+    decide = batch.decide
+
+    def failing(stored, ctx, *args):
+        if b"Subject: Boom" in stored.raw:
+            raise RuntimeError("the decision broke")
+        return decide(stored, ctx, *args)
+
+    monkeypatch.setattr(batch, "decide", failing)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["mail", "fetch", "support@acme.example"])
+    assert result.exit_code == 0, result.output
+    printer, boom = lines(result.output)
+    assert printer["outcome"] == "created"
+    assert {k: boom[k] for k in ("outcome", "ticket", "client", "status", "body", "trace")} == {
+        "outcome": "failed", "ticket": None, "client": None, "status": None, "body": None,
+        "trace": ["RuntimeError: the decision broke"]}
+    ingested = runner.invoke(args=["mail", "ingest", "--mailbox", "support@acme.example", "-"],
+                             input=email(subject="Boom"))
+    (ingest_line,) = lines(ingested.output)
+    assert ingest_line["outcome"] == "failed" and set(ingest_line) == set(boom)
 
 
 def test_fetch_from_a_server_that_cannot_be_reached_says_so_and_exits_non_zero(

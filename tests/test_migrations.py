@@ -110,3 +110,36 @@ def test_mailbox_oauth_upgrade_keeps_password_mailboxes_and_downgrade_removes_it
     upgrade()
     db.engine.dispose()
     assert {"auth", "api_url"} <= columns() and "mailbox_oauth" in inspect(db.engine).get_table_names()
+
+
+def test_rich_templates_upgrade_adds_body_and_layouts_and_downgrade_keeps_raw_templates(app):
+    """0015: templates gain subject and body, MSPs a layout table; downgrade drops both and deletes
+    the rich-text templates (the older code could not send them) but keeps raw-source ones."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import inspect, text
+
+    def columns():
+        return {c["name"] for c in inspect(db.engine).get_columns("email_templates")}
+
+    assert {"subject", "body"} <= columns() and "email_layouts" in inspect(db.engine).get_table_names()
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO clients (name, disabled, reference_prefix, last_ticket_number, created_at)"
+                          " VALUES ('M', false, 'T', 0, CURRENT_TIMESTAMP)"))
+        msp = conn.execute(text("SELECT id FROM clients")).scalar()
+        conn.execute(text(f"UPDATE clients SET msp_id = {msp}"))
+        conn.execute(text("INSERT INTO email_templates (msp_id, client_id, event, text_source, shared, updated_at)"
+                          f" VALUES ({msp}, {msp}, 'reply', 'Re\nraw', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO email_templates (msp_id, client_id, event, subject, body, shared, updated_at)"
+                          f" VALUES ({msp}, {msp}, 'closed', 'Closed', '<p>rich</p>', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO email_layouts (msp_id, css, header, footer, updated_at)"
+                          f" VALUES ({msp}, 'p {{}}', '', '', CURRENT_TIMESTAMP)"))
+    downgrade(revision="0014")
+    db.engine.dispose()
+    assert not {"subject", "body"} & columns() and "email_layouts" not in inspect(db.engine).get_table_names()
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT event, text_source FROM email_templates")).all() == [("reply", "Re\nraw")]
+    upgrade()
+    db.engine.dispose()
+    assert {"subject", "body"} <= columns() and "email_layouts" in inspect(db.engine).get_table_names()
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT body FROM email_templates")).all() == [(None,)]

@@ -15,7 +15,8 @@ from redis.exceptions import RedisError
 from rq.cron import CronScheduler
 
 from portal.jobs import redis_connection
-from workers import fetch, maintenance, sending
+from portal.inbound.graph_push import RENEW_EVERY
+from workers import fetch, graph_push, maintenance, sending
 from workers.runtime import get_app
 from workers.worker import MAX_PAUSE, ROUTINE, catch_stop, quiet_routine_jobs, wait_for_redis
 
@@ -27,6 +28,9 @@ SCHEDULE = [
     (sending.send_due, 30),  # retries come due; everything new is sent right after its fetch
     (maintenance.prune_sign_in_failures, 3600),
     (maintenance.alert_expiring_sign_ins, 3600),  # the thresholds are days apart: an hour late is on time
+    (maintenance.purge_old_mail, 3600),
+    (graph_push.keep_graph_subscriptions, RENEW_EVERY),  # Graph notifications: renewed a day before expiry
+    (maintenance.alert_service_levels, 60),  # SLA warnings and breaches: each ticket's thresholds once  # retention is counted in days; each run does a bounded batch
 ]
 
 

@@ -12,23 +12,13 @@ from portal.models.base import utcnow
 from portal.outbound.outbox import ask_for_send
 from portal.services import commit
 from portal.inbound.fetch import run_fetch
+from portal.inbound.push import ask_again
 from portal.inbound.fetch_now import FetchRefused, fetch_now, in_words, tell_outcome
-from portal.inbound.health import due_mailboxes, fetch_lock, record_failure, stopped_in_words
+from portal.inbound.health import due_mailboxes, fetch_lock, fetch_options, record_failure, stopped_in_words
 from portal.transport import open_session
-from workers.runtime import current_app, job
+from workers.runtime import current_app, job, outage_in_words
 
 log = logging.getLogger(__name__)
-
-# A finished fetch leaves no job behind (result_ttl 0), so the next one can use the same id;
-# a failed one is kept briefly for inspection, not for RQ's default of a year, and replaced by
-# the next poll (portal.jobs.dispatch_pending), as is one whose worker died.
-FETCH_OPTIONS = {"unique": True, "result_ttl": 0, "failure_ttl": 300, "job_timeout": 3600}
-
-
-def fetch_options(mailbox_id: int) -> dict:
-    # The job's id is also the name of the lock it holds: portal.jobs tells a dead job by it.
-    return {**FETCH_OPTIONS, "job_id": fetch_lock(mailbox_id)}
-
 
 @job
 def fetch_mailbox(mailbox_id: int) -> dict:
@@ -86,8 +76,10 @@ def _record_stopped(mailbox_id: int, exc: Exception) -> None:
         if mailbox is not None:
             record_failure(mailbox, stopped_in_words(exc), utcnow())
             commit()
-    except Exception:  # noqa: BLE001 - the original error is the one to raise
-        log.warning("could not record the failed fetch of mailbox %s", mailbox_id, exc_info=True)
+    except Exception as failed:  # noqa: BLE001 - the original error is the one to raise
+        words = outage_in_words(failed)  # the database still away: one line, not a traceback
+        log.warning("could not record the failed fetch of mailbox %s%s", mailbox_id, f": {words}" if words else "",
+                    exc_info=words is None)
         db.session.rollback()
         discard_pending()
 
@@ -98,4 +90,5 @@ def enqueue_due_fetches() -> int:
     due = due_mailboxes(utcnow())
     for mailbox in due:
         enqueue("workers.fetch.fetch_mailbox", mailbox.id, options=fetch_options(mailbox.id))
+    ask_again()  # notified while a fetch ran (a Graph notification): its mail may be after that fetch's look
     return len(due)

@@ -7,6 +7,9 @@ import functools
 import os
 
 from flask import Flask, current_app, has_app_context
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from portal.app import create_app
 from portal.extensions import db
@@ -54,4 +57,19 @@ def _in_transaction(fn, args, kwargs):
         raise
 
 
-__all__ = ["current_app", "get_app", "job"]
+def outage_in_words(exc: BaseException) -> str | None:
+    """The database or Redis could not be reached (a restart, a network cut): an expected fault,
+    which the next poll or sending run rides out, told in one line and not as a traceback. None
+    for anything else, which keeps its traceback. A server-side database error (a constraint, a
+    deadlock) has an SQLSTATE; a lost or refused connection has none."""
+    if isinstance(exc, DisconnectionError) or (
+            isinstance(exc, (OperationalError, InterfaceError)) and isinstance(exc, DBAPIError)
+            and (exc.connection_invalidated or getattr(exc.orig, "sqlstate", "") is None)):
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return f"the database could not be reached ({detail[0] if detail else type(exc).__name__})"
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return f"Redis could not be reached ({exc})"
+    return None
+
+
+__all__ = ["current_app", "get_app", "job", "outage_in_words"]

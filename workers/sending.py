@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from portal.extensions import db
 from portal.jobs import exclusive
+from portal.models import Message
 from portal.models.base import utcnow
-from portal.outbound.deliver import deliver, due_batches
+from portal.outbound.deliver import accepted, deliver, due_batches
 from portal.outbound.outbox import SEND_OPTIONS
 from portal.outbound.servers import send_environment
 from portal.services import commit
-from workers.runtime import job
+from workers.runtime import job, outage_in_words
+
+log = logging.getLogger(__name__)
+
+# How long a run waits for the database to come back to record mail a server has accepted.
+RECORD_PATIENCE_SECONDS = 300.0
+RECORD_RETRY_SECONDS = 2.0
 
 # A run stops taking new mail after this long, well inside RQ's job timeout (180 s by default);
 # what is left goes out on the scheduler's next tick.
@@ -42,8 +50,12 @@ def one_sender():
                 yield ours
             finally:
                 if ours:
-                    conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), dict(zip(("ns", "id"), _SENDER_LOCK)))
-                    conn.commit()
+                    try:
+                        conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), dict(zip(("ns", "id"), _SENDER_LOCK)))
+                        conn.commit()
+                    except Exception as exc:
+                        if outage_in_words(exc) is None:
+                            raise  # a lost connection took its session, and the lock, with it
         return
     path = engine.url.database
     if not path or path == ":memory:":
@@ -78,8 +90,44 @@ def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
                     return counts  # the job commits what this batch settled
                 tries = message.details.get("attempts", 0)
                 state = deliver(message, env, servers=servers)
-                if message.details.get("attempts", 0) != tries:
-                    commit()
                 counts[state] = counts.get(state, 0) + 1
+                if state == "sent":
+                    if not record_accepted(message):
+                        return counts  # recorded after an outage: the next run goes on
+                elif message.details.get("attempts", 0) != tries:
+                    commit()
             commit()
     return counts
+
+
+def record_accepted(message: Message) -> bool:
+    """Commit a message its server has accepted. If the database is away just then, its row is
+    kept in memory and written (with what the acceptance changes beside it) once the database
+    answers again, for up to RECORD_PATIENCE_SECONDS: forgotten, the mail would go out a second
+    time. False: it was recorded that way (the session was rolled back meanwhile)."""
+    row = {attr.key: getattr(message, attr.key) for attr in inspect(Message).column_attrs}
+    try:
+        commit()
+        return True
+    except Exception as exc:
+        if outage_in_words(exc) is None:
+            raise
+        log.warning("message %s was accepted by its server but not recorded: %s; trying again until it is",
+                    row["id"], outage_in_words(exc))
+    deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
+    while True:
+        db.session.rollback()
+        time.sleep(RECORD_RETRY_SECONDS)
+        try:
+            again = db.session.get(Message, row["id"])
+            for key, value in row.items():
+                setattr(again, key, value)
+            accepted(again, utcnow())
+            commit()
+            log.warning("message %s is recorded as sent now that the database answers again", row["id"])
+            return False
+        except Exception as exc:
+            if outage_in_words(exc) is None or time.monotonic() > deadline:
+                log.error("message %s was accepted by its server and could not be recorded: it may go out twice",
+                          row["id"])
+                raise

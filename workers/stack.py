@@ -3,7 +3,9 @@
 - a private Redis on a socket in instance/ when REDIS_URL is not set,
 - the portal under gunicorn,
 - one RQ worker (with RQ's scheduler for delayed and retried jobs),
-- the cron scheduler (exactly one per installation).
+- the cron scheduler (exactly one per installation),
+- the IMAP IDLE watcher (workers.watcher: new mail in an IMAP mailbox is fetched at once), once
+  the portal is ready.
 
     python -m workers.stack [--bind 127.0.0.1:5000] [--web-workers 2] [--demo]
 
@@ -80,7 +82,7 @@ def announce(url: str, demo: bool) -> None:
 
 
 def stop_all(children: dict[str, subprocess.Popen | None]) -> None:
-    """The last started first: the cron and the worker before Redis, so none of them meets a
+    """The last started first: the watcher, the cron and the worker before Redis, so none of them meets a
     vanished Redis on its way out."""
     for proc in reversed(children.values()):
         if proc is not None and proc.poll() is None:
@@ -92,13 +94,24 @@ def stop_all(children: dict[str, subprocess.Popen | None]) -> None:
                 proc.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bind", default=os.environ.get("TIDEMARK_BIND", "127.0.0.1:5000"))
     parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     parser.add_argument("--web-threads", type=int, default=int(os.environ.get("TIDEMARK_WEB_THREADS", "16")))
     parser.add_argument("--demo", action="store_true", help="print the demo's sign-in when ready")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def web_command(args: argparse.Namespace) -> list[str]:
+    """The portal under gunicorn. Threads (gthread): an open ticket page's live stream holds a
+    thread, not a whole worker (and at most half of them: portal.live)."""
+    return [PYTHON, "-m", "gunicorn", "--bind", args.bind, "--workers", str(args.web_workers),
+            "--worker-class", "gthread", "--threads", str(args.web_threads), "--access-logfile", "-", "wsgi:app"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     stopping = False
 
     def stop(signum, frame):
@@ -120,21 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     def command(cmd: list[str]) -> Callable[[], subprocess.Popen]:
         return lambda: subprocess.Popen(cmd, env=env, process_group=0)
 
-    # Threads (gthread): an open ticket page's live stream holds a thread, not a whole worker.
-    starters["web"] = command([PYTHON, "-m", "gunicorn", "--bind", args.bind, "--workers", str(args.web_workers),
-                               "--worker-class", "gthread", "--threads", str(args.web_threads),
-                               "--access-logfile", "-", "wsgi:app"])
+    starters["web"] = command(web_command(args))
     starters["worker"] = command([PYTHON, "-m", "workers.worker"])
     starters["cron"] = command([PYTHON, "-m", "workers.cron"])
+    starters["watcher"] = command([PYTHON, "-m", "workers.watcher"])
     now = time.monotonic()
+    # The watcher only makes new mail come sooner: it starts once the portal is ready (or after
+    # a minute), not in the crowd that competes for the processor at start-up.
+    later = {"watcher"}
     children: dict[str, subprocess.Popen | None] = {
-        name: redis_proc if name == "redis" else start() for name, start in starters.items()}
+        name: redis_proc if name == "redis" else None if name in later else start()
+        for name, start in starters.items()}
     started = dict.fromkeys(starters, now)
     pauses = dict.fromkeys(starters, 0.0)
-    due: dict[str, float] = {}  # name → when a stopped child starts again
+    due: dict[str, float] = dict.fromkeys(later, now + RESTART_RESET)  # name → when a stopped child starts (again)
     url = portal_url_for_bind(args.bind, local=True)
     print(f"Tidemark is starting on {url or args.bind} (Ctrl-C stops everything)", flush=True)
     ready, next_check = url is None, 0.0  # behind a socket: nothing to ask
+    if ready:
+        due.update(dict.fromkeys(later, now))
     while not stopping:
         now = time.monotonic()
         for name, proc in children.items():
@@ -156,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             ready, next_check = is_ready(url), now + 1.0
             if ready:
                 announce(url, args.demo)
+                due.update({name: now for name in later if children[name] is None})
         time.sleep(0.2)
 
     print("Stopping…", flush=True)

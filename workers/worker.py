@@ -21,9 +21,12 @@ from collections import deque
 
 from redis.exceptions import RedisError
 from rq import Worker
+from rq import scheduler as rq_scheduler
+from rq.job_lifecycle import call_exception_handlers
 
+from portal import faults
 from portal.jobs import queue, redis_connection
-from workers.runtime import get_app
+from workers.runtime import get_app, outage_in_words
 
 log = logging.getLogger("rq.worker")
 
@@ -58,9 +61,41 @@ def quiet_routine_jobs(logger_name: str) -> None:
     logger = logging.getLogger(logger_name)
     if not any(isinstance(f, QuietRoutineJobs) for f in logger.filters):
         logger.addFilter(QuietRoutineJobs())
+    if not any(isinstance(f, OutagesInOneLine) for f in logger.filters):
+        logger.addFilter(OutagesInOneLine())
+
+
+class OutagesInOneLine(logging.Filter):
+    """RQ logs a Redis outage that ends its loop with a traceback; it is an expected fault
+    (main() waits for Redis and starts again), told in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        words = outage_in_words(record.exc_info[1]) if record.exc_info else None
+        if words:
+            record.msg, record.args = f"{record.getMessage()}: {words}", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _run_scheduler(scheduler) -> None:
+    """The body of RQ's scheduler process (in place of rq.scheduler.run): a Redis outage ends it
+    in one line instead of two tracebacks, and the worker starts it again once Redis answers.
+    Anything else keeps its traceback."""
+    try:
+        scheduler.work()
+    except Exception as exc:
+        words = outage_in_words(exc)
+        if words is None:
+            raise
+        scheduler.log.warning("the scheduler stopped: %s; its worker starts it again", words)
+
+
+def quiet_scheduler_outages() -> None:
+    rq_scheduler.run = _run_scheduler  # RQ's scheduler process runs rq.scheduler.run
 
 # Every module that holds jobs (portal.jobs.enqueue only takes functions from workers.*).
-JOB_MODULES = ("workers.fetch", "workers.sending", "workers.maintenance")
+JOB_MODULES = ("workers.fetch", "workers.sending", "workers.maintenance", "workers.graph_push")
 
 
 def prepare_process() -> None:
@@ -82,17 +117,29 @@ class StoppableWorker(Worker):
         self.asked_to_stop = True
         super().request_stop(signum, frame)
 
+    def handle_exception(self, job, *exc_info):
+        """A job stopped by a database or Redis outage is told in one line, not a traceback: the
+        fault is expected, the mailbox shows it, and the next poll or sending run resumes."""
+        words = outage_in_words(exc_info[1])
+        if words is None:
+            return super().handle_exception(job, *exc_info)
+        self.log.warning("job %s (%s) stopped: %s; it runs again at its next turn", job.id,
+                         job.description, words)
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--burst", action="store_true", help="stop when the queue is empty")
     args = parser.parse_args(argv)
+    faults.arm(os.environ.get("TIDEMARK_FAULT_AT"))  # a soak run's fault hook (portal.faults)
     app = get_app()
     with app.app_context():
         connection = redis_connection()
         q = queue(connection)
     prepare_process()
     quiet_routine_jobs("rq.worker")
+    quiet_scheduler_outages()
     pause = 1.0
     while True:
         worker = StoppableWorker([q], connection=connection)

@@ -7,9 +7,11 @@ from portal.auth.access import admin_required
 from portal.clients.forms import ClientForm
 from portal.clients.lookup import client_or_404
 from portal.extensions import db
-from portal.responses import hx_redirect, render_page
+from portal.outbound import settings as outbound_settings
+from portal.responses import asks_first, hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services import clients as svc
+from portal.services import sla
 from portal.services import tenant_consent as consent_svc
 
 bp = Blueprint("clients", __name__, url_prefix="/clients")
@@ -27,12 +29,32 @@ def _parent_choices(exclude=None) -> list[tuple[int, str]]:
     ]
 
 
+def _offer_policies(form: ClientForm, client=None, parent=None) -> None:
+    """The MSP's policies, and "inherit" saying what would be inherited (from the parent)."""
+    if client is not None:
+        inherited, source = sla.inherited_by(client)
+    else:
+        parent = parent or client_or_404(g.msp_id)
+        inherited, source = (sla.get_policy(g.msp_id, parent.sla_policy_id), parent) if parent.sla_policy_id \
+            else sla.inherited_by(parent)
+    label = f"Inherit: {inherited.name} (from {source.name})" if inherited else "Inherit: none"
+    form.sla_policy_id.choices = [("", label)] + [(str(p.id), p.name) for p in sla.policies(g.msp_id)]
+    if client is not None and request.method == "GET":
+        form.sla_policy_id.data = str(client.sla_policy_id or "")
+
+
+def _choose_policy(form: ClientForm, client) -> bool:
+    chosen = form.sla_policy_id.data or ""
+    return sla.choose(client, sla.get_policy(g.msp_id, int(chosen)) if chosen else None, current_user, g.msp_id)
+
+
 def _input_from(form: ClientForm, is_msp: bool) -> svc.ClientInput:
     return svc.ClientInput(
         name=form.name.data or "",
         code=form.code.data or "",
         waterline=form.waterline.data or "",
         timezone=form.timezone.data or "",
+        language=form.language.data or "",
         allow=form.allow.data or "",
         reference_prefix=(form.reference_prefix.data or "") if is_msp else None,
     )
@@ -52,10 +74,12 @@ def new():
     form.parent_id.choices = _parent_choices()
     if request.method == "GET":
         form.parent_id.data = request.args.get("parent", type=int) or g.msp_id
+    _offer_policies(form, parent=svc.get_client(g.msp_id, form.parent_id.data or g.msp_id))
     if form.validate_on_submit():
         parent = client_or_404(form.parent_id.data)
         try:
             client = svc.create_client(parent, _input_from(form, False), current_user)
+            _choose_policy(form, client)
         except ValidationError as exc:
             form.service_errors = exc.errors
         else:
@@ -83,6 +107,9 @@ def _detail_page(client, status: int = 200, **extra):
         history_page=1,
         history_pages=max(1, -(-total // HISTORY_PAGE)),
         microsoft=consent_svc.overview(client),
+        notifications=outbound_settings.customer_notifications_in_effect(client),
+        customer_notifications=outbound_settings.CUSTOMER_NOTIFICATIONS,
+        own_policy=sla.get_policy(g.msp_id, client.sla_policy_id), inherited_policy=sla.inherited_by(client),
         **extra,
     ), status
 
@@ -125,11 +152,13 @@ def edit(client_id: int):
     if request.method == "GET":
         form.allow.data = "\n".join(e.value for e in client.allow_entries)
         form.parent_id.data = client.parent_id or 0
+    _offer_policies(form, client)
     if form.validate_on_submit():
         try:
             if not client.is_msp and form.parent_id.data != client.parent_id:
                 svc.move_client(client, client_or_404(form.parent_id.data), current_user)
             changes = svc.update_client(client, _input_from(form, client.is_msp), current_user)
+            changes = _choose_policy(form, client) or changes
         except ValidationError as exc:
             form.service_errors = exc.errors
             # Keep the database as it was: nothing of a half-valid form is applied.
@@ -142,8 +171,24 @@ def edit(client_id: int):
     return render_page("clients/form.html", "clients/_form.html", form=form, client=client), status
 
 
+@bp.post("/<int:client_id>/notifications")
+@admin_required
+def notifications(client_id: int):
+    """The client's own choice of customer notifications, or back to inheriting it."""
+    client = client_or_404(client_id)
+    chosen = None if request.form.get("inherit") == "1" else request.form.getlist("customer_notifications")
+    try:
+        changes = outbound_settings.save_client_notifications(client, chosen, actor=current_user)
+    except ValidationError as exc:
+        db.session.rollback()
+        return _detail_page(client_or_404(client_id), 422, notification_errors=exc.errors)
+    flash("Customer notifications saved." if changes else "Nothing changed.", "success")
+    return hx_redirect(url_for("clients.detail", client_id=client.id))
+
+
 @bp.post("/<int:client_id>/disable")
 @admin_required
+@asks_first("Disable this client")
 def disable(client_id: int):
     return _set_disabled(client_id, True)
 

@@ -10,7 +10,7 @@ from portal.auth.access import admin_required
 from portal.clients.lookup import client_or_404
 from portal.email_templates.blueprint import bp
 from portal.extensions import db
-from portal.responses import hx_redirect, render_page
+from portal.responses import asks_first, hx_redirect, render_page
 from portal.services import ValidationError, canned
 
 
@@ -68,6 +68,7 @@ def canned_edit(client_id: int, response_id: int):
 
 @bp.post("/canned/<int:response_id>/delete")
 @admin_required
+@asks_first("Remove this canned response")
 def canned_delete(client_id: int, response_id: int):
     client = client_or_404(client_id)
     response = _own_or_404(client, response_id)

@@ -7,6 +7,7 @@
 - context: what deciding a mailbox's mail needs: its configuration, the ticket counter.
 - lookups: a batch's lookups in a few queries, and what the batch has decided so far.
 - decide: steps 2–10 for one message, in DESIGN's order; tickets: steps 6–7 and 9–10.
+- extract: step 9's extraction rules of the route that made the ticket (portal.mail.extract reads).
 - write: a decided batch written in a few statements instead of the ORM's flush.
 - replay: stored mail decided again (command line, unprocessed pages), the routing check.
 - unprocessed: the queue of mail a person places, teaches or discards.

@@ -27,6 +27,7 @@ def decide_one(stored: RawMessage, ctx: IngestContext, *, max_tries: int = MAX_D
         with db.session.begin_nested():
             result = decide(stored, ctx)
             ctx.numbers.save()
+            ctx.route_tests.save()
         return result
     except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
         log.exception("deciding raw message %s failed", stored.id)
@@ -55,6 +56,7 @@ def decide_batch(batch: list[RawMessage], ctx: IngestContext,
             results: list[IngestResult | None] = [decide(item.stored, ctx, item) for item in items]
             ctx.writer.write()
             ctx.numbers.save()
+            ctx.route_tests.save()
         return results
     except Exception:  # noqa: BLE001 - fall back to one message at a time
         log.warning("a batch of %d messages failed as a whole; deciding them one by one", len(batch), exc_info=True)

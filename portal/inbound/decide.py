@@ -16,15 +16,26 @@ from datetime import datetime, time, timezone
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.inbound.alerts import apply_alert_rule
 from portal.inbound.context import IngestContext
 from portal.inbound.read import Prepared, prepare
-from portal.inbound.tickets import apply_to_ticket, create_ticket, cut, store_attachments, thread
+from portal.inbound.tickets import (apply_to_ticket, create_ticket, cut, onto_tagged, plus_tagged, store_attachments,
+                                    thread)
 from portal.mail.classify import Classification, classify
 from portal.mail.compose import LOOP_HEADER
 from portal.mail.fingerprint import Fingerprints, fingerprints
 from portal.mail.parse import ParsedEmail, parse_email
-from portal.mail.route import MailFacts, RouteChoice, choose_by_default_order, choose_route, sender_matches, strip_plus
-from portal.models import Mailbox, Message, RawMessage, Ticket
+from portal.mail.route import (
+    MailFacts,
+    RouteChoice,
+    choose_by_default_order,
+    choose_route,
+    sender_known,
+    sender_matches,
+    strip_plus,
+)
+from portal.models import AuditEntry, Mailbox, Message, RawMessage, Ticket
+from portal.models.base import utcnow
 from portal.services import audit
 
 # The reason an automatic mail that answers no ticket waits among the unprocessed mail.
@@ -39,6 +50,8 @@ class IngestResult:
     message: Message
     ticket: Ticket | None = None
     trace: list[str] = field(default_factory=list)
+    # (route, what it would have done) for each route in test that matched
+    tested: list[tuple[str, str]] = field(default_factory=list)
 
 
 def decide(stored: RawMessage, ctx: IngestContext, item: Prepared | None = None) -> IngestResult:
@@ -67,10 +80,17 @@ def _decide(item: Prepared, ctx: IngestContext) -> IngestResult:
     if parsed.defects:
         trace.append("parse: " + "; ".join(parsed.defects[:5]) + (" …" if len(parsed.defects) > 5 else ""))
     # 3. our own mail; 4. a duplicate within this mailbox; 5. classified, and perhaps ignored
+    # (the ignore list, the sync start date, then a sender nothing knows when the mailbox
+    # accepts only allowed senders)
     if _own_mail(item, ctx, message, trace) or _duplicate(item, ctx, message, trace) \
-            or _ignored(item, ctx, message, trace):
+            or _ignored(item, ctx, message, trace) or _not_allowed(item, ctx, message, trace):
         return _finish(message, trace, None)
-    # 6–7. threaded onto a ticket, and the status rules applied
+    # 6–7. threaded onto a ticket (onto each one its plus-address tags name), the status rules applied
+    tagged = plus_tagged(item, ctx, trace)
+    if tagged:
+        ticket = onto_tagged(tagged, message, item, ctx, trace)
+        if ticket is not None:
+            return _finish(message, trace, ticket)
     matched, how, quiet = thread(item, ctx, trace)
     if matched is not None:
         ticket = apply_to_ticket(matched, how, message, item, quiet, ctx, trace)
@@ -84,10 +104,15 @@ def _decide(item: Prepared, ctx: IngestContext) -> IngestResult:
         return _finish(message, trace, None)
     # ... else routed to a client, or left unprocessed
     client_id, choice = _route(item, ctx, message, trace)
-    if client_id is None:
-        return _finish(message, trace, None)
+    # 9. a route's alert rule: monitoring mail onto its problem's open ticket, or recorded
+    decided, ticket = apply_alert_rule(client_id, message, item, ctx, choice, trace) \
+        if client_id is not None else (False, None)
     # 9–10. the ticket created; its acknowledgement and alert queued with it
-    return _finish(message, trace, create_ticket(client_id, message, item, ctx, choice, trace))
+    if not decided:
+        ticket = create_ticket(client_id, message, item, ctx, choice, trace) if client_id is not None else None
+    result = _finish(message, trace, ticket)
+    result.tested = [(rule.name, what) for rule, what in choice.tested]
+    return result
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -178,6 +203,27 @@ def _ignored(item: Prepared, ctx: IngestContext, message: Message, trace: list[s
     return True
 
 
+# The reason in the trace, and on the unprocessed pages, for mail a mailbox does not accept.
+SENDER_NOT_ALLOWED = "sender not allowed"
+
+
+def _not_allowed(item: Prepared, ctx: IngestContext, message: Message, trace: list[str]) -> bool:
+    """Step 5, last: a mailbox that accepts only allowed senders records mail from a sender no
+    client's allow-list in the MSP's tree, nor its contacts, knows as ignored. Before threading,
+    so that it reaches no ticket either: it creates nothing and acknowledges nothing."""
+    if not ctx.accept_only_allowed:
+        return False
+    known = sender_known(item.sender, ctx.msp_addresses, ctx.msp_domains, ctx.known.contacts)
+    if known:
+        trace.append(f"allowed sender: {item.sender} is {known}")
+        return False
+    message.outcome = "ignored"
+    message.body_html = item.parsed.html_safe
+    trace.append(f"ignored: {SENDER_NOT_ALLOWED}: {item.sender or 'no sender'} is on no allow-list and no contact; "
+                 "this mailbox accepts only allowed senders")
+    return True
+
+
 def _ignore_reason(mailbox: Mailbox, sender: str, subject: str) -> str | None:
     for pattern in mailbox.ignore_senders:
         if pattern and sender and sender_matches(pattern, sender):
@@ -199,9 +245,31 @@ def _record_automatic(item: Prepared, ctx: IngestContext, message: Message, trac
     trace.append("automatic mail that threads to no ticket opens none: this mailbox records it")
     trace.append(f"unprocessed: {AUTOMATIC_NO_TICKET}")
     if message.id is None:  # not when a person decides it again
-        shown = f"{item.sender or 'unknown sender'}: {item.parsed.subject or '(no subject)'}"[:300]
-        audit.record(None, ctx.mailbox.msp_id, "mailbox", ctx.mailbox.id, "recorded automatic mail",
-                     {"automatic mail, no ticket": [None, shown]}, label=PIPELINE)
+        _note_automatic(ctx.mailbox, item.sender or "unknown sender", item.parsed.subject or "(no subject)")
+
+
+AUTOMATIC_RECORDED = "recorded automatic mail"
+AUTOMATIC_MORE = "more from this sender that day"
+
+
+def _note_automatic(mailbox: Mailbox, sender: str, subject: str) -> None:
+    """One line in the mailbox's history per sender and day (UTC); the sender's other automatic
+    mail that day is counted on it, so that an auto-reply loop cannot fill the history."""
+    prefix = f"{sender}: "
+    since = datetime.combine(utcnow().date(), time(), tzinfo=timezone.utc)
+    with db.session.no_autoflush:  # the email being decided is not complete yet
+        kept = db.session.scalars(select(AuditEntry).where(
+            AuditEntry.msp_id == mailbox.msp_id, AuditEntry.record_type == "mailbox",
+            AuditEntry.record_id == mailbox.id, AuditEntry.action == AUTOMATIC_RECORDED, AuditEntry.at >= since))
+        pending = [e for e in db.session.new if isinstance(e, AuditEntry) and e.action == AUTOMATIC_RECORDED
+                   and (e.record_type, e.record_id) == ("mailbox", mailbox.id)]
+        for entry in [*pending, *kept]:
+            if (entry.changes.get(AUTOMATIC_NO_TICKET) or [None, ""])[1].startswith(prefix[:300]):
+                more = (entry.changes.get(AUTOMATIC_MORE) or [None, 0])[1] + 1
+                entry.changes = {**entry.changes, AUTOMATIC_MORE: [None, more]}
+                return
+    audit.record(None, mailbox.msp_id, "mailbox", mailbox.id, AUTOMATIC_RECORDED,
+                 {AUTOMATIC_NO_TICKET: [None, f"{prefix}{subject}"[:300]]}, label=PIPELINE)
 
 
 def _route(item: Prepared, ctx: IngestContext, message: Message,
@@ -211,7 +279,10 @@ def _route(item: Prepared, ctx: IngestContext, message: Message,
     mailbox, parsed = ctx.mailbox, item.parsed
     facts = _facts(parsed, item.cls, item.sender)
     if ctx.rules:
-        choice = choose_route(ctx.rules, facts, mailbox.address, mailbox.aliases)
+        choice = choose_route(ctx.rules, facts, mailbox.address, mailbox.aliases,
+                              mailbox_priority=ctx.mailbox_priority)
+        for rule, _what in choice.tested:
+            ctx.route_tests.add(rule.id)
     else:
         contact = ctx.known.contacts.get(item.sender)
         choice = choose_by_default_order(

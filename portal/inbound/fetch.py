@@ -18,18 +18,21 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import undefer
 
+from portal import faults
 from portal.extensions import db
-from portal.inbound.batch import decide_batch
+from portal.inbound.batch import decide_batch, decide_one
 from portal.inbound.context import IngestContext
+from portal.inbound.decide import IngestResult
 from portal.inbound.health import in_skip_window, record_failure, record_success
 from portal.inbound.lookups import one_of
 from portal.inbound.read import Prepared, examine
 from portal.inbound.write import insert_rows
+from portal.mail.parse import DEFAULT_MAX_SIZE
 from portal.models import FolderState, Mailbox, RawMessage
 from portal.models.base import utcnow
 from portal.services.mailboxes import ADDRESS_CLAIMED, claimed_elsewhere, server_settings
@@ -37,7 +40,6 @@ from portal.transport.base import TransportError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_SIZE = 40 * 1024 * 1024
 BATCH_SIZE = 200
 
 
@@ -73,24 +75,41 @@ def hold_mailbox(mailbox: Mailbox) -> None:
 # --- storing ---------------------------------------------------------------------------------------
 
 
-def _raw_values(mailbox: Mailbox, raw_bytes: bytes | None, server_id: str, folder: str, uidvalidity: int,
-                size: int | None) -> dict:
+def raw_row_values(mailbox, raw_bytes: bytes | None, server_id: str, folder: str, uidvalidity: int,
+                   size: int | None, received_at: datetime | None = None) -> dict:
+    """A raw row's values; `mailbox` is anything with the mailbox's `id` and `msp_id` (a Mailbox,
+    an LMTP recipient)."""
     return dict(msp_id=mailbox.msp_id, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
                 server_id=server_id[:255], raw=raw_bytes, size=len(raw_bytes) if raw_bytes is not None else (size or 0),
-                sha256=hashlib.sha256(raw_bytes or b"").hexdigest())
+                sha256=hashlib.sha256(raw_bytes or b"").hexdigest(), received_at=as_utc(received_at))
+
+
+def as_utc(when: datetime | None) -> datetime | None:
+    """A server's receive time in UTC; a naive one (a server that gave no zone) is taken as UTC."""
+    if when is None:
+        return None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def store_raw(mailbox: Mailbox, raw_bytes: bytes | None, *, server_id: str, folder: str = "", uidvalidity: int = 0,
-              size: int | None = None) -> RawMessage:
+              size: int | None = None, received_at: datetime | None = None) -> RawMessage:
     """Keep one fetched message byte for byte (bytes None: over the size limit, kept as a record)."""
-    stored = RawMessage(**_raw_values(mailbox, raw_bytes, server_id, folder, uidvalidity, size))
+    stored = RawMessage(**raw_row_values(mailbox, raw_bytes, server_id, folder, uidvalidity, size, received_at))
     db.session.add(stored)
     return stored
 
 
+def ingest_given(ctx: IngestContext, raw_bytes: bytes, *, server_id: str, folder: str) -> tuple[RawMessage, IngestResult | None]:
+    """Mail handed over rather than fetched (`flask mail ingest`, the demo's samples): kept as a
+    fetch keeps it, then decided alone, once (None: deciding it failed; the error is on the row)."""
+    stored = store_raw(ctx.mailbox, raw_bytes, server_id=server_id, folder=folder)
+    db.session.flush()
+    return stored, decide_one(stored, ctx, max_tries=1)
+
+
 def store_raw_batch(mailbox: Mailbox, fetched: Iterable, *, folder: str, uidvalidity: int = 0) -> int:
     """Keep a fetched batch byte for byte in one go (no objects: deciding loads them again)."""
-    rows = [_raw_values(mailbox, f.raw, f.server_id, folder, uidvalidity, f.size) for f in fetched]
+    rows = [raw_row_values(mailbox, f.raw, f.server_id, folder, uidvalidity, f.size, f.internal_date) for f in fetched]
     insert_rows(db.session, RawMessage.__table__, rows)
     return len(rows)
 
@@ -223,6 +242,7 @@ class Decider:
             else:
                 self.report.decided += 1
                 self.report.outcomes[result.outcome] = self.report.outcomes.get(result.outcome, 0) + 1
+        faults.reached("mid-decide")
         refresh_statistics()
         self.commit()
 
@@ -280,6 +300,7 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
             download = downloader.submit(_download, session, lock, chunks[0], batch, max_size) if chunks else None
             for i, chunk in enumerate(chunks):
                 fetched = download.result()
+                faults.reached("after-fetch")
                 if i + 1 < len(chunks):
                     download = downloader.submit(_download, session, lock, chunks[i + 1], batch, max_size)
                 hold_mailbox(mailbox)  # until the commit: a racing fetch stores none of these again
@@ -289,6 +310,7 @@ def fetch_imap(mailbox: Mailbox, session, commit: Callable[[], None], *, decider
                 state_row.last_uid = max(state_row.last_uid, chunk[-1])
                 refresh_statistics()
                 commit()  # the bytes are safe: only now may the server be told
+                faults.reached("after-commit")
                 raw_by_server_id = {f.server_id[:255]: f.raw for f in fetched}
                 decider.hand(stored_batch(mailbox, folder, folder_state.uidvalidity, raw_by_server_id))
                 # Told after the decisions the hand-over made: by then the next download is done.
@@ -316,6 +338,7 @@ def _finish_server_actions(mailbox: Mailbox, session, folder: str, uidvalidity: 
     if not rows:
         return
     uids = [int(r.server_id) for r in rows]
+    faults.reached("before-server-action")
     if mailbox.after_action == "move" and mailbox.processed_folder:
         session.ensure_folder(mailbox.processed_folder)
         session.move(uids, mailbox.processed_folder)
@@ -374,14 +397,26 @@ def _login_settings(mailbox: Mailbox, keys: str, ca_file: str | None, commit: Ca
 
 
 def run_fetch(mailbox: Mailbox, *, open_session: Callable, keys: str, secret: bytes, commit: Callable[[], None],
-              ca_file: str | None = None, now: datetime | None = None, max_size: int = DEFAULT_MAX_SIZE,
+              ca_file: str | None = None, now: datetime | None = None, max_size: int | None = None,
               batch: int = BATCH_SIZE, host: str | None = None, scheduled: bool = True) -> FetchReport:
     """One poll of one mailbox: fetch what is new, tell the server, decide everything stored.
-    `scheduled` False: a person asked for it now (`flask mail fetch`), skip windows do not hold it."""
+    `scheduled` False: a person asked for it now (`flask mail fetch`), skip windows do not hold it.
+    Mail larger than the mailbox's largest message (else `max_size`, else the installation's
+    40 MB) is kept without its bytes and shown as unprocessed."""
     now = now or utcnow()
+    max_size = mailbox.max_message_size or max_size or DEFAULT_MAX_SIZE
     report = FetchReport(mailbox.id)
     if mailbox.status != "active":
         report.skipped = f"mailbox is {mailbox.status}"
+        return report
+    if not mailbox.fetches:
+        report.skipped = "mailbox is outgoing only"
+        return report
+    if mailbox.protocol == "lmtp":
+        # Its mail is pushed (portal.inbound.lmtp) and stored already: a "fetch" decides it.
+        decide_pending(mailbox, secret, commit, batch=batch, report=report, host=host)
+        record_success(mailbox, now)
+        commit()
         return report
     window = in_skip_window(mailbox, now) if scheduled else None
     if window:

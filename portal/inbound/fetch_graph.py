@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select, update
 
+from portal import faults
 from portal.extensions import db
 from portal.inbound.fetch import (
     Decider,
@@ -56,10 +57,9 @@ def _fetch_folders(mailbox: Mailbox, session: GraphSession, commit: Callable[[],
                                                                 FolderState.folder == folder))
         if state_row is None:
             db.session.add(FolderState(mailbox_id=mailbox.id, folder=folder, uidvalidity=UIDVALIDITY, last_uid=0))
+        link = state_row.delta_link if state_row is not None else None  # read under the hold
         commit()
         finish_graph_actions(mailbox, session, folder, commit)  # what a crash left untold
-        link = db.session.scalar(select(FolderState.delta_link).where(FolderState.mailbox_id == mailbox.id,
-                                                                      FolderState.folder == folder))
         if link and not session.owns(link):
             # The API URL changed since: that link is not followed with the token; the folder is read again.
             log.warning("%s %s: the stored delta link is not on %s; reading the folder again",
@@ -87,13 +87,15 @@ def _round(mailbox: Mailbox, session: GraphSession, folder: str, link: str | Non
         known = known_server_ids(mailbox, folder, UIDVALIDITY, among=page.ids) if page.ids else set()
         # A message marked read by us comes back as changed: it is known and skipped here.
         wanted = [mid for mid in dict.fromkeys(page.ids) if mid[:255] not in known]
-        fetched = session.fetch(wanted, max_size)
+        fetched = session.fetch(wanted, max_size, page.received)
+        faults.reached("after-fetch")
         hold_mailbox(mailbox)  # until the commit: a racing fetch stores none of these again
         known = known_server_ids(mailbox, folder, UIDVALIDITY, among=[f.server_id for f in fetched]) if fetched else set()
         fetched = [f for f in fetched if f.server_id[:255] not in known]
         report.fetched += store_raw_batch(mailbox, fetched, folder=folder, uidvalidity=UIDVALIDITY)
         refresh_statistics()
         commit()  # the bytes are safe: only now may the server be told
+        faults.reached("after-commit")
         if fetched:
             decider.hand(stored_batch(mailbox, folder, UIDVALIDITY, {f.server_id[:255]: f.raw for f in fetched}))
         finish_graph_actions(mailbox, session, folder, commit)
@@ -108,6 +110,7 @@ def finish_graph_actions(mailbox: Mailbox, session: GraphSession, folder: str, c
     if not rows:
         return
     ids = [r.server_id for r in rows]
+    faults.reached("before-server-action")
     if mailbox.after_action == "move" and mailbox.processed_folder:
         session.move(ids, mailbox.processed_folder)
     else:

@@ -35,6 +35,8 @@ class Prepared:
     sender: str = ""
     thread_ids: list[str] = field(default_factory=list)
     plus_refs: list[str] = field(default_factory=list)
+    # Plus-address tags whose signature is wrong (typed or forged): named in the trace, nothing more.
+    forged_plus_refs: list[str] = field(default_factory=list)
     token_refs: list[str] = field(default_factory=list)
     subject_refs: list[str] = field(default_factory=list)
     body_refs: list[str] = field(default_factory=list)
@@ -54,7 +56,7 @@ def examine(ctx: IngestContext, raw_bytes: bytes | None) -> Prepared:
     item = Prepared(None)
     if raw_bytes is None:
         return item
-    parsed = item.parsed = parse_email(raw_bytes)
+    parsed = item.parsed = parse_email(raw_bytes, max_size=ctx.max_message_size)
     item.cls = classify(parsed)
     item.fps = fingerprints(raw_bytes, parsed)
     item.sender = (parsed.from_.address if parsed.from_ else "").lower()
@@ -64,7 +66,9 @@ def examine(ctx: IngestContext, raw_bytes: bytes | None) -> Prepared:
     if ctx.plus_addressing in ("mixed", "only"):
         recipients = [a.address for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
         recipients += [v for k, v in parsed.headers if k.lower() in _ENVELOPE_HEADERS]
-        item.plus_refs = fmt.refs_in_recipients(recipients, ctx.secret)
+        tags = fmt.plus_tags(recipients, ctx.secret)
+        item.plus_refs = [ref for ref, signed in tags if signed]
+        item.forged_plus_refs = [ref for ref, signed in tags if not signed]
     item.token_refs = fmt.refs_in_tokens(parsed.text, ctx.secret) or fmt.refs_in_tokens(parsed.html or "", ctx.secret)
     item.subject_refs = fmt.refs_in_subject(parsed.subject)
     item.body_refs = fmt.refs_in_body(parsed.text)

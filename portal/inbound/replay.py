@@ -13,7 +13,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
@@ -24,8 +24,9 @@ from portal.inbound.context import IngestContext
 from portal.inbound.decide import IngestResult, decide, refresh_on_ticket
 from portal.mail.explain import explain_message
 from portal.mail.route import BCC_CAUSE
-from portal.models import Mailbox, Message, RawMessage, Ticket
+from portal.models import Client, Mailbox, Message, RawMessage, Ticket
 from portal.models.base import utcnow
+from portal.outbound.templates import acknowledgement_in_effect
 from portal.services import ValidationError
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ def replay(stored: RawMessage, ctx: IngestContext) -> IngestResult:
     ticket stays there (its body is derived again); any other mail is decided afresh."""
     stored.state, stored.tries, stored.last_error = "new", 0, None
     on_ticket = db.session.scalar(select(Message.ticket_id).where(Message.raw_message_id == stored.id))
-    if on_ticket is not None and stored.raw is not None:
+    if on_ticket is not None:
+        if stored.raw is None:  # removed after its retention (portal.inbound.retention)
+            raise ValidationError({"": ["The original of this email was removed after the MSP's retention period; "
+                                        "its ticket keeps the text, but it cannot be read again."]})
         return refresh_on_ticket(stored, ctx)
     result = decide(stored, ctx)
     ctx.numbers.save()  # else the next ticket would be given the same number again
@@ -123,6 +127,10 @@ class CheckResult:
     # The email only reached the mailbox by BCC, and no wildcard route takes its sender: the
     # sender's domain, for the fix the page offers.
     bcc_sender: str | None = None
+    # (route, what it would have done) for each route in test that would have taken the email
+    tested: list[tuple[str, str]] = field(default_factory=list)
+    # The template the acknowledgement would be written with, in plain words.
+    acknowledgement: str | None = None
 
 
 def _split(text: str) -> list[str]:
@@ -200,6 +208,10 @@ def check_routing(msp_id: int, data: CheckInput, pipeline: Pipeline) -> CheckRes
             trace=list(result.trace),
             mailbox_id=mailbox.id,
             bcc_sender=_bcc_sender(result),
+            tested=list(result.tested),
+            acknowledgement=acknowledgement_in_effect(db.session.get(Client, client_id),
+                                                      (result.message.details or {}).get("acknowledgement_variant"))
+            if ticket and (result.message.details or {}).get("acknowledge") else None,
             reads=explain_message(raw_bytes, file="routing check",
                                   waterlines=[w for w in [ctx.waterline(client_id or mailbox.client_id)] if w],
                                   ref_format=ctx.ref_format, secret=pipeline.secret),

@@ -9,15 +9,19 @@ import hashlib
 
 from sqlalchemy import select
 
+from portal import tenancy
 from portal.extensions import db
 from portal.inbound.context import IngestContext
+from portal.inbound.extract import apply_extraction
 from portal.inbound.read import Prepared, visible_body
 from portal.mail.parse import ParsedEmail
-from portal.mail.route import RouteChoice, strip_plus
+from portal.mail.route import RouteChoice, strip_plus, ticket_priority
 from portal.mail.rules import APPEND, NEW_IN_MAILBOX_CLIENT, NEW_LINKED, StatusAction, action_for
 from portal.models import Attachment, Contact, Message, Ticket, TicketLink
 from portal.models.base import utcnow
+from portal.services import sla
 from portal.outbound.outbox import notify_contact, queue_mail
+from portal.outbound.variants import variant_label
 
 
 def _sender_may_write(ticket: Ticket, sender: str, ctx: IngestContext) -> bool:
@@ -28,17 +32,74 @@ def _sender_may_write(ticket: Ticket, sender: str, ctx: IngestContext) -> bool:
     return ctx.client_allows(ticket.client_id, sender)
 
 
+def follow_merges(ticket: Ticket, trace: list[str] | None = None) -> Ticket:
+    """The ticket that a merged ticket lives on as: its merge target, followed along a chain of
+    merges within the MSP; a chain that loops or leaves the MSP stops where it would."""
+    seen = {ticket.id}
+    while ticket.status == "merged" and ticket.merged_into_id:
+        target = db.session.get(Ticket, ticket.merged_into_id)
+        if target is None or target.msp_id != ticket.msp_id or target.id in seen:
+            if trace is not None:
+                trace.append(f"thread: {ticket.reference} was merged, but its merges lead back to it or nowhere: "
+                             "kept on it")
+            return ticket
+        if trace is not None:
+            trace.append(f"thread: {ticket.reference} was merged into {target.reference}")
+        seen.add(target.id)
+        ticket = target
+    return ticket
+
+
+def plus_tagged(item: Prepared, ctx: IngestContext, trace: list[str]) -> list[tuple[Ticket, str]]:
+    """Step 6.1: (ticket, tag) for every ticket the mail's correctly signed plus-address tags name,
+    in the order of the tags, each ticket once (also when one tag names a ticket merged into
+    another's). A tag that names nothing, or whose signature is wrong, is ignored with a line in
+    the trace; so is a second tag for the same ticket."""
+    if ctx.mailbox.plus_addressing not in ("mixed", "only"):
+        return []
+    for ref in item.forged_plus_refs:
+        trace.append(f"thread: plus address tag {ref} ignored: its signature does not match (typed or forged)")
+    found: list[tuple[Ticket, str]] = []
+    survivors: dict[int, str] = {}  # id() of the ticket each tag's mail ends on → the tag
+    for ref in item.plus_refs:
+        ticket = ctx.known.ticket_by_ref(ref)
+        if ticket is None:
+            trace.append(f"thread: plus address tag {ref} ignored: no ticket {ref} in this MSP")
+            continue
+        survivor = id(follow_merges(ticket))
+        if survivor in survivors:
+            trace.append(f"thread: plus address tag {ref} ignored: the mail already goes where the tag "
+                         f"{survivors[survivor]} takes it")
+            continue
+        survivors[survivor] = ref
+        found.append((ticket, ref))
+    return found
+
+
+def onto_tagged(tagged: list[tuple[Ticket, str]], message: Message, item: Prepared, ctx: IngestContext,
+                trace: list[str]) -> Ticket | None:
+    """Step 7 for plus-tagged mail: onto every ticket a tag names (Enate shares such mail with each
+    work item), the status rules applied to each; the message goes onto the first, a copy of it
+    (the same raw mail) onto each other. Returns the ticket the message itself went onto."""
+    first = None
+    for ticket, ref in tagged:
+        target = message if first is None else _copy_message(message)
+        placed = apply_to_ticket(ticket, f"plus address tag {ref}", target, item, False, ctx, trace)
+        if target is not message:
+            target.trace = trace  # the copy's trace is the message's: one decision
+            if placed is not None:
+                trace.append(f"a copy of the message is on {placed.reference} too")
+        first = first or placed
+    return first
+
+
 def thread(item: Prepared, ctx: IngestContext, trace: list[str]):
-    """Step 6: (ticket, how, quiet) for the first rule that matches, else (None, None, False)."""
+    """Steps 6.2–6.5 (plus-address tags are plus_tagged's): (ticket, how, quiet) for the first
+    rule that matches, else (None, None, False)."""
     parsed, cls = item.parsed, item.cls
-    if ctx.mailbox.plus_addressing in ("mixed", "only"):
-        for ref in item.plus_refs:
-            ticket = ctx.known.ticket_by_ref(ref)
-            if ticket is not None:
-                return ticket, f"plus address tag {ref}", False
-        if ctx.mailbox.plus_addressing == "only":
-            trace.append("thread: plus-addressing only, no signed tag: new conversation")
-            return None, None, False
+    if ctx.mailbox.plus_addressing == "only":
+        trace.append("thread: plus-addressing only, no tag names a ticket: new conversation")
+        return None, None, False
 
     for mid in item.thread_ids:
         known = ctx.known.by_message_id.get(mid)
@@ -58,7 +119,7 @@ def thread(item: Prepared, ctx: IngestContext, trace: list[str]):
             ticket = ctx.known.ticket_by_ref(ref)
             if ticket is None:
                 continue
-            if _sender_may_write(ticket, item.sender, ctx):
+            if _sender_may_write(ticket, item.sender, ctx) or _sender_may_write(follow_merges(ticket), item.sender, ctx):
                 return ticket, f"{source} reference {ref}", False
             trace.append(f"thread: {source} reference {ref} ignored: {item.sender or 'the sender'} is not allowed "
                          f"to write into it (not its contact, CC or on its client's allow-list)")
@@ -68,11 +129,7 @@ def thread(item: Prepared, ctx: IngestContext, trace: list[str]):
 def apply_to_ticket(matched: Ticket, how: str, message: Message, item: Prepared, quiet: bool,
                     ctx: IngestContext, trace: list[str]) -> Ticket | None:
     """Step 7. Returns the ticket the message went onto."""
-    seen = set()
-    while matched.status == "merged" and matched.merged_into_id and matched.id not in seen:
-        seen.add(matched.id)
-        trace.append(f"thread: {matched.reference} was merged into another ticket")
-        matched = db.session.get(Ticket, matched.merged_into_id)
+    matched = follow_merges(matched, trace)
     if matched.mailbox_id != ctx.mailbox.id:
         trace.append(f"thread: {how} on {matched.reference}, a ticket of another mailbox: "
                      "new ticket here, linked to it")
@@ -80,8 +137,9 @@ def apply_to_ticket(matched: Ticket, how: str, message: Message, item: Prepared,
         ticket = create_ticket(client_id, message, item, ctx, None, trace)
         db.session.add(TicketLink(ticket=ticket, linked=matched, kind="other-mailbox"))
         return ticket
-    if matched.status == "split":
-        children = list(db.session.scalars(select(Ticket).where(Ticket.split_from_id == matched.id)))
+    children = list(db.session.scalars(select(Ticket).where(Ticket.split_from_id == matched.id))) \
+        if matched.status == "split" else []
+    if children:
         trace.append(f"thread: {how} on {matched.reference}, which was split: onto "
                      + ", ".join(c.reference for c in children))
         first = None
@@ -112,7 +170,8 @@ def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestC
     cut(message, parsed, ctx, ticket.client_id, item)
     if action.new_status and action.new_status != ticket.status:
         trace.append(f"status {ticket.status} → {action.new_status}" + (" (reopened)" if action.outcome == "reopened" else ""))
-        ticket.status = action.new_status
+        old, ticket.status = ticket.status, action.new_status
+        sla.status_changed(ticket, old, ticket.status, sla.received_at(item.stored))
         if action.outcome == "reopened" and not item.cls.auto_generated \
                 and notify_contact("reopened", ticket, by_person=False, answering=message):
             trace.append("the customer hears that the ticket is reopened")
@@ -121,9 +180,14 @@ def _append(ticket: Ticket, message: Message, action: StatusAction, ctx: IngestC
     if action.flag_new_information:
         ticket.new_information = True
     contact_email = ticket.contact.email if ticket.contact else None
+    # One new list and a set: ten thousand recipients must not cost ten thousand copies of it.
+    cc, known = list(ticket.cc), set(ticket.cc)
     for addr in [a.address.lower() for a in (*parsed.to, *parsed.cc)]:
-        if strip_plus(addr) not in ctx.addresses and addr != contact_email and addr not in ticket.cc:
-            ticket.cc = [*ticket.cc, addr]
+        if strip_plus(addr) not in ctx.addresses and addr != contact_email and addr not in known:
+            cc.append(addr)
+            known.add(addr)
+    if len(cc) != len(ticket.cc):
+        ticket.cc = cc
     ticket.updated_at = utcnow()
     store_attachments(message, parsed)
 
@@ -158,14 +222,14 @@ def _contact(ctx: IngestContext, client_id: int, sender: str, name: str) -> Cont
 
 
 def create_ticket(client_id: int, message: Message, item: Prepared, ctx: IngestContext, choice: RouteChoice | None,
-                  trace: list[str], copy_from: Ticket | None = None) -> Ticket:
-    """Steps 9–10: the ticket, its contact and attachments; acknowledgement and alert queued."""
+                  trace: list[str], copy_from: Ticket | None = None, no_acknowledgement: str | None = None) -> Ticket:
+    """Steps 9–10: the ticket, its contact and attachments; acknowledgement and alert queued.
+    `no_acknowledgement`: why none goes out whatever the mailbox and route say (alert mail)."""
     mailbox, parsed, cls = ctx.mailbox, item.parsed, item.cls
     route = ctx.routes_by_id.get(choice.rule.id) if choice and choice.rule else None
     number, reference = ctx.numbers.next_reference()
     contact = _contact(ctx, client_id, item.sender, parsed.from_.name if parsed.from_ else "")
-    priority = cls.priority if cls.priority != "normal" else (
-        (route.default_priority if route else None) or mailbox.default_priority)
+    priority = ticket_priority(cls.priority, route.default_priority if route else None, mailbox.default_priority)
     ticket = Ticket(
         msp_id=mailbox.msp_id, number=number, reference=reference, mailbox_id=mailbox.id, client_id=client_id,
         contact=contact, subject=(parsed.subject or "(no subject)")[:998],
@@ -175,14 +239,21 @@ def create_ticket(client_id: int, message: Message, item: Prepared, ctx: IngestC
         cc=[a.address.lower() for a in parsed.cc if a.address and strip_plus(a.address.lower()) not in ctx.addresses],
     )
     if copy_from is not None:
-        # The follow-up keeps everyone who was on the closed ticket.
+        # The follow-up keeps everyone who was on the closed ticket, and whoever wrote now.
         ticket.contact = copy_from.contact or contact
-        ticket.cc = sorted(set(copy_from.cc) | set(ticket.cc))
+        writer = {item.sender} if item.sender and ticket.contact and item.sender != ticket.contact.email else set()
+        ticket.cc = sorted(set(copy_from.cc) | set(ticket.cc) | writer)
+        trace.append(f"follow-up of {copy_from.reference}: its contact and CCs carried over")
+    ticket.sla_policy_id = sla.policy_id_for(tenancy.lineage_in(client_id, ctx.clients), mailbox, route)
     db.session.add(ticket)
     ctx.known.tickets_by_ref[reference] = ticket
     message.ticket = ticket
     message.outcome = "created"
     cut(message, parsed, ctx, client_id, item)
+    apply_extraction(ticket, route, message, item, ctx, trace)
+    # The clocks start after the extraction rules, which may choose the policy and the priority, and
+    # from when the customer's mail reached the server, not from when it was fetched.
+    sla.ticket_created(ticket, ticket.sla_policy_id, sla.received_at(item.stored))
     store_attachments(message, parsed)
     if mailbox.keep_raw_attachment and item.stored.raw is not None:
         raw_bytes = item.stored.raw
@@ -190,14 +261,23 @@ def create_ticket(client_id: int, message: Message, item: Prepared, ctx: IngestC
                                               size=len(raw_bytes), sha256=hashlib.sha256(raw_bytes).hexdigest(),
                                               inline=False, data=raw_bytes))
     acknowledge = mailbox.acknowledge and (route.acknowledge if route else True)
-    if cls.auto_generated:
+    if no_acknowledgement:
+        why, acknowledge = no_acknowledgement, False
+    elif cls.auto_generated:
         why = "no acknowledgement: the mail is auto-generated"
         acknowledge = False
     elif not acknowledge:
         why = "no acknowledgement: " + ("the route says so" if route and not route.acknowledge else "the mailbox says so")
     else:
         why = "acknowledgement to the sender" + (" and CCs" if route and route.acknowledge_cc else "")
+    # Which alternative of the acknowledgement: the route's choice, else the mailbox's, else the standard.
+    variant = (route.acknowledgement_variant if route else None) or mailbox.acknowledgement_variant or ""
+    if acknowledge:
+        chosen_by = " (the route's choice)" if route and route.acknowledgement_variant else (
+            " (the mailbox's choice)" if variant else "")
+        why += f" with {variant_label(variant)}{chosen_by}"
     message.details = {**(message.details or {}), "acknowledge": acknowledge,
+                       "acknowledgement_variant": variant if acknowledge else None,
                        "acknowledge_cc": bool(acknowledge and route and route.acknowledge_cc),
                        "alert": bool(mailbox.alert_recipients), "route_id": route.id if route else None}
     # Into the outbox with the ticket, in the same transaction: neither is lost without the other.
@@ -205,7 +285,7 @@ def create_ticket(client_id: int, message: Message, item: Prepared, ctx: IngestC
     if acknowledge and item.sender:
         queue_mail("ticket_created", msp_id=mailbox.msp_id, ticket=ticket, mailbox=mailbox, to=[item.sender],
                    cc=ticket.cc if route and route.acknowledge_cc else (), in_reply_to=parsed.message_id,
-                   references=thread)
+                   references=thread, details={"variant": variant} if variant else None)
     if mailbox.alert_recipients:
         queue_mail("alert", msp_id=mailbox.msp_id, ticket=ticket, mailbox=mailbox, to=mailbox.alert_recipients)
     trace.append(f"created {reference} for {ctx.clients[client_id].name}"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import selectinload
 
 from portal import tenancy
 from portal.extensions import db
-from portal.inbound.context import IngestContext
+from portal.inbound.context import AllowLists, IngestContext
 from portal.inbound.decide import IngestResult, place
 from portal.inbound.replay import Outcome, Pipeline, attempt, context_for, replay
 from portal.mail.parse import HEADER_READ_LIMIT, parse_headers
@@ -307,7 +307,7 @@ def _decide_or_place(stored: RawMessage, ctx: IngestContext, actor: User | None)
     return place(stored, ctx, note, client_id=client_id)
 
 
-def allow_listed(ctx: IngestContext, sender: str) -> tuple[int, str] | None:
+def allow_listed(ctx: IngestContext | AllowLists, sender: str) -> tuple[int, str] | None:
     """(client id, entry) for the allow-list entry in the mailbox's tree that claims this sender:
     the address first, then the most specific domain."""
     return tenancy.allow_list_match((sender or "").lower(), ctx.allowed_addresses, ctx.allowed_domains)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 
 from portal.inbound.replay import Outcome, Pipeline
-from portal.inbound.unprocessed import UNPROCESSED, rerun, sender_entry
-from portal.mail.allowlist import allow_list_match
+from portal.inbound.context import AllowLists
+from portal.inbound.unprocessed import UNPROCESSED, allow_listed, rerun, sender_entry
 from portal.mail.route import BCC_CAUSE
-from portal.models import AllowEntry, Client, Message, Route, User
+from portal.models import Client, Mailbox, Message, Route, User
 from portal.services import ValidationError
-from portal.services.clients import ClientInput, create_client
+from portal.services.allowlist import is_freemail
+from portal.services.clients import ClientInput, create_client, tree_clients
 from portal.services.routes import add_bcc_route
 from portal.extensions import db
 
@@ -44,16 +44,16 @@ def bcc_cause(message: Message) -> BccCause | None:
     text = (f"This email was sent to {mailbox.address} by BCC: its To/Cc name {shown}, not the mailbox, so no "
             "route matches them, and the mailbox has no wildcard route for this sender. Allow-lists cannot place "
             "BCC'd mail: teaching one changes nothing for the next such email. A wildcard route can.")
-    return BccCause(text, bool(mailbox.routes), _claimed_by(message))
+    return BccCause(text, bool(mailbox.routes), _claimed_by(message, mailbox))
 
 
-def _claimed_by(message: Message) -> int | None:
-    sender = (message.from_address or "").lower()
-    entries = db.session.execute(select(AllowEntry.value, AllowEntry.client_id)
-                                 .where(AllowEntry.msp_id == message.msp_id)).all()
-    addresses = {v: c for v, c in entries if "@" in v}
-    domains = {v: c for v, c in entries if "@" not in v}
-    found = allow_list_match(sender, addresses, domains) if sender else None
+def _claimed_by(message: Message, mailbox: Mailbox) -> int | None:
+    """The client whose allow-list (in the mailbox's tree) names the sender, as routing reads it."""
+    try:
+        sender = sender_entry(message, "address")
+    except ValidationError:
+        return None  # no sender, or one no allow-list could hold
+    found = allow_listed(AllowLists(mailbox, tree_clients(message.msp_id)), sender)
     return found[0] if found else None
 
 
@@ -85,11 +85,14 @@ def client_name_for(message: Message) -> str:
 
 
 def create_client_for(message: Message, name: str, actor: User | None, pipeline: Pipeline) -> tuple[Client, Outcome]:
-    """A new client under the MSP with the sender's domain on its allow-list, then the email
-    decided again."""
+    """A new client under the MSP with the sender's domain on its allow-list (the sender's
+    address when the domain is a public mail service's, gmail.com: anyone can write from it),
+    then the email decided again."""
     if message.outcome != UNPROCESSED:
         raise ValidationError({"": ["This email is no longer waiting; it was placed or discarded meanwhile."]})
-    domain = sender_entry(message, "domain")
+    entry = sender_entry(message, "domain")
+    if is_freemail(entry):
+        entry = sender_entry(message, "address")
     msp = db.session.get(Client, message.msp_id)
-    client = create_client(msp, ClientInput(name=(name or "").strip(), allow=[domain]), actor)
+    client = create_client(msp, ClientInput(name=(name or "").strip(), allow=[entry]), actor)
     return client, rerun(message, actor, pipeline)

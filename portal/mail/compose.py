@@ -45,6 +45,9 @@ AUTOMATIC_BY_EVENT = {
     "mailbox_failing": AUTO_GENERATED,
     "sign_in_expiring": AUTO_GENERATED,
     "reconnect_needed": AUTO_GENERATED,
+    "sla_warning": AUTO_GENERATED,
+    "sla_breached": AUTO_GENERATED,
+    "sla_changed": AUTO_GENERATED,
 }
 PLUS_MODES = ("off", "mixed", "only")
 # Long conversations: keep the first id (the thread root) and the most recent ones.

@@ -2,6 +2,7 @@
 images it shows by `cid:`. Used by the parser, the template renderer and the ticket pages."""
 from __future__ import annotations
 
+import html as html_lib
 import re
 from urllib.parse import unquote
 
@@ -41,8 +42,42 @@ def html_to_text(html: str) -> str:
         return scrub(get_text(html, _CONFIG)).strip("\n")
     except Exception:
         # inscriptis/lxml can choke on hostile markup: strip tags crudely instead.
-        text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
-        text = re.sub(r"(?s)<[^>]*>", " ", text)
-        import html as html_lib
+        return crude_text(html)
 
-        return " ".join(html_lib.unescape(text).split())
+
+def crude_text(html: str) -> str:
+    """The text between the tags, in one pass (for HTML too hostile for a real parser)."""
+    text = _TAG_RE.sub(" ", html)  # [^<>]: an unclosed "<" costs one step, not a scan to the end
+    return " ".join(html_lib.unescape(text).split())
+
+
+# HTML that would make sanitising and text extraction take minutes: both libraries are quadratic
+# in how deep tags nest (html5ever) and in the attributes of one tag (libxml2). Mail has neither
+# beyond a few dozen; a body past these is shown as its text instead.
+MAX_HTML_DEPTH = 500
+MAX_HTML_ATTRIBUTES = 200
+_TAG_RE = re.compile(r"<[^<>]*>")
+_TAG_PARTS_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)([^<>]*)>")
+# Tags that never nest: void, or closed by the next of their kind (what sloppy HTML leaves open).
+_NOT_NESTING = frozenset("area base br col embed hr img input link meta param source track wbr "
+                         "p li dt dd tr td th option thead tbody tfoot colgroup".split())
+
+
+def html_too_complex(html: str) -> str | None:
+    """Why an HTML body is too hostile to hand to the sanitiser and the text extractor, or None.
+    One linear scan over the tags."""
+    depth = deepest = 0
+    for closing, name, attributes in _TAG_PARTS_RE.findall(html):
+        if attributes.count("=") > MAX_HTML_ATTRIBUTES:
+            return f"has a tag with more than {MAX_HTML_ATTRIBUTES} attributes"
+        if name.lower() in _NOT_NESTING:
+            continue
+        if closing:
+            depth = max(depth - 1, 0)
+        elif not attributes.rstrip().endswith("/"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_HTML_DEPTH:
+                    return f"nests tags more than {MAX_HTML_DEPTH} deep"
+    return None

@@ -115,14 +115,18 @@ class RefFormat:
 
     def refs_in_recipients(self, addresses: Iterable[str], secret: bytes) -> list[str]:
         """References from correctly signed plus addresses (`support+T-1042.k3f9q@…`)."""
+        return [ref for ref, signed in self.plus_tags(addresses, secret) if signed]
+
+    def plus_tags(self, addresses: Iterable[str], secret: bytes) -> list[tuple[str, bool]]:
+        """Every plus-address tag in the addresses, each once, in order: (reference, whether its
+        signature is right). A tag that is wrong for one address and right for another is right."""
         pattern = re.compile(rf"\+{self._ref_pattern}\.([{_SIG_ALPHABET}]{{{SIGNATURE_LENGTH},16}})@", re.IGNORECASE)
-        found = []
+        found: dict[str, bool] = {}
         for address in addresses:
             for m in pattern.finditer(address or ""):
                 ref = self._canonical(m.group(1))
-                if _signature_ok(ref, m.group(2), secret):
-                    found.append(ref)
-        return _unique(found)
+                found[ref] = found.get(ref, False) or _signature_ok(ref, m.group(2), secret)
+        return list(found.items())
 
     def refs_in_tokens(self, text: str | None, secret: bytes) -> list[str]:
         """References from correctly signed tokens anywhere in a body (quoted or not)."""

@@ -33,21 +33,25 @@ from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
-from portal.mail.html_body import html_to_text
+from portal.mail.html_body import html_to_text, html_too_complex
+from portal.mail.language import DEFAULT_LANGUAGE, LANGUAGES, ticket_word, written_time
 from portal.mail.refs import REPLY_MARKER
 from portal.mail.sandbox import TEXT_ENV, Budget, LimitError, Variables, compile_template, current_budget, tick
 from portal.mail.sanitize import sanitize_html
+from portal.mail.times import UTC
 
 EVENTS = ("ticket_created", "reply", "note_added", "reopened", "owner_changed",
-          "priority_changed", "closed", "alert", "mailbox_failing", "sign_in_expiring", "reconnect_needed")
+          "priority_changed", "closed", "alert", "mailbox_failing", "sign_in_expiring", "reconnect_needed",
+          "sla_warning", "sla_breached", "sla_changed")
 
 # The documented variables; nothing else reaches a template.
 VARIABLES: dict[str, str] = {
     "ticket.reference": "the ticket's reference, e.g. T-1042",
     "ticket.subject": "the ticket's subject",
-    "ticket.status": "the ticket's status: new, open, waiting, resolved, closed or archived",
-    "ticket.priority": "the ticket's priority, e.g. normal or high",
+    "ticket.status": "the ticket's status: new, open, waiting, resolved, closed or archived (in the client's language)",
+    "ticket.priority": "the ticket's priority, e.g. normal or high (in the client's language)",
     "ticket.url": "link to the ticket in the portal",
+    "ticket.created": "when the ticket was opened, in the client's time zone, e.g. 2024-03-05 15:20 CET",
     "client.name": "the customer (client) the ticket belongs to",
     "contact.name": "the person who wrote in",
     "contact.email": "that person's email address",
@@ -57,7 +61,7 @@ VARIABLES: dict[str, str] = {
     "message.html": "the latest message on the ticket, as cleaned-up HTML",
     "message.author": "who wrote the latest message",
     "message.signature": "a reply's sign-off as the technician saw (and perhaps edited) it in the composer",
-    "message.date": "when the latest message was written, e.g. 2024-03-05 14:20 UTC",
+    "message.date": "when the latest message was written, in the client's time zone, e.g. 2024-03-05 15:20 CET",
     "msp.name": "your company's name",
     "portal_url": "the address of the portal",
     "reply_marker": "the 'reply above this line' marker; keep it at the top of mail that people answer",
@@ -69,6 +73,12 @@ VARIABLES: dict[str, str] = {
     "mailbox.days_left": "sign_in_expiring only: how many whole days are left",
     "mailbox.reason": "reconnect_needed only: why the provider refused the sign-in, in plain words with its code",
     "mailbox.account": "sign_in_expiring and reconnect_needed only: the account the mailbox was connected as",
+    "sla.policy": "SLA mail only: the name of the ticket's SLA policy",
+    "sla.clock": "sla_warning and sla_breached only: which clock, first response or resolution",
+    "sla.due": "sla_warning and sla_breached only: when that clock is due, in the client's time zone",
+    "sla.share": "sla_warning only: the share of the target (per cent) after which the warning goes out",
+    "sla.response_due": "SLA mail only: when the first response is due, in the client's time zone (empty: no target)",
+    "sla.resolution_due": "SLA mail only: when the resolution is due, in the client's time zone (empty: no target)",
 }
 
 RENDER_TIME_LIMIT = 2.0  # seconds, for subject + text + HTML together
@@ -136,24 +146,23 @@ def _blank_context() -> dict:
     return context
 
 
-def _plain(value):
-    """Only plain values reach a template: strings, numbers, markup (for message.html)."""
+def _plain(value, tz: dt.tzinfo = UTC, language: str = DEFAULT_LANGUAGE):
+    """Only plain values reach a template: strings, numbers, markup (for message.html); a time
+    reads in `tz` (the client's zone), with the zone's abbreviation, written in `language`."""
     if value is None:
         return ""
     if isinstance(value, (Markup, str, bool, int, float)):
         return value
     if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
-            return value.strftime("%Y-%m-%d %H:%M UTC")
-        return value.strftime("%Y-%m-%d %H:%M")
+        return written_time(value, tz, language)
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
 
 
-def template_context(context: Mapping) -> dict:
-    """The context a template sees: the documented variables only, as plain values.
+def template_context(context: Mapping, tz: dt.tzinfo = UTC, language: str = DEFAULT_LANGUAGE) -> dict:
+    """The context a template sees: the documented variables only, as plain values, times in
+    `tz` (the zone of the client the mail is for) written in its `language`.
 
     Missing variables are empty; unknown keys are dropped.
     """
@@ -166,10 +175,13 @@ def template_context(context: Mapping) -> dict:
             given = given if isinstance(given, Mapping) else {}
             for name, blank in default.items():
                 value = given.get(name)
-                values[name] = blank if value is None else _plain(value)
+                values[name] = blank if value is None else _plain(value, tz, language)
             result[group] = values
         elif given is not None and group != "reply_marker":
-            result[group] = _plain(given)
+            result[group] = _plain(given, tz, language)
+    for name in ("status", "priority"):
+        if isinstance(word := result["ticket"][name], str):
+            result["ticket"][name] = ticket_word(word, language)
     message = result["message"]
     html = message["html"]
     if html:
@@ -186,6 +198,7 @@ def sample_context() -> dict:
     return {
         "ticket": {"reference": "T-1042", "subject": "Printer on the 2nd floor prints blank pages",
                    "status": "open", "priority": "normal",
+                   "created": dt.datetime(2024, 3, 5, 14, 21, tzinfo=dt.timezone.utc),
                    "url": "https://portal.harbor-it.example/tickets/T-1042"},
         "client": {"name": "Northwind Traders"},
         "contact": {"name": "Anna Müller", "email": "anna.mueller@northwind.example"},
@@ -205,6 +218,10 @@ def sample_context() -> dict:
                     "failure_count": 5, "expiring": "client secret", "expires_on": "2024-03-19", "days_left": 14,
                     "reason": "The app's client secret has expired (AADSTS7000222): create a new one and enter it.",
                     "account": "support@harbor-it.example"},
+        "sla": {"policy": "Standard support", "clock": "first response",
+                "due": dt.datetime(2024, 3, 5, 15, 20, tzinfo=dt.timezone.utc), "share": 80,
+                "response_due": dt.datetime(2024, 3, 5, 15, 20, tzinfo=dt.timezone.utc),
+                "resolution_due": dt.datetime(2024, 3, 6, 14, 20, tzinfo=dt.timezone.utc)},
     }
 
 
@@ -280,18 +297,23 @@ def _clean_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 
-def inline_css(html: str) -> str:
-    """Move <style> rules onto the elements (mail clients drop <style>); never fetches anything."""
+def inline_css(html: str, *, keep_at_rules: bool = False) -> str:
+    """Move <style> rules onto the elements (mail clients drop <style>); never fetches anything.
+    keep_at_rules: @media rules (which cannot be inlined) stay in a <style> of their own."""
     import css_inline
 
-    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False).inline(html)
+    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False,
+                                 keep_at_rules=keep_at_rules).inline(html)
 
 
 def render(event_texts: tuple[str | None, str | None], context: Mapping, *,
-           time_limit: float = RENDER_TIME_LIMIT) -> RenderedEmail:
+           time_limit: float = RENDER_TIME_LIMIT, tz: dt.tzinfo = UTC,
+           language: str = DEFAULT_LANGUAGE) -> RenderedEmail:
     """Render (text_source, html_source) for one mail. Raises TemplateError; sends nothing.
 
     context: nested plain dicts as in sample_context(); see template_context() for what is kept.
+    tz, language: the zone the mail's times read in and the language they are written in (the
+    client's; the caller looks them up).
     """
     text_source, html_source = (_normalize(s) for s in event_texts)
     if not text_source.strip() and not html_source.strip():
@@ -299,7 +321,7 @@ def render(event_texts: tuple[str | None, str | None], context: Mapping, *,
     for source, part in ((text_source, "text"), (html_source, "html")):
         if len(source) > MAX_TEMPLATE_CHARS:
             raise TemplateError(f"the template is longer than {MAX_TEMPLATE_CHARS:,} characters", None, part)
-    values = template_context(context)
+    values = template_context(context, tz, language)
     token = current_budget.set(Budget(time_limit))
     try:
         subject = html = None
@@ -315,6 +337,8 @@ def render(event_texts: tuple[str | None, str | None], context: Mapping, *,
                 subject = _render_one(html_subject_source, False, values, 0, "html")
             html = _render_one(html_body, True, values, 1, "html")
             tick()
+            if hostile := html_too_complex(html):  # CSS inlining and the text part would take minutes
+                raise TemplateError(f"the HTML it makes {hostile}", None, "html")
             try:
                 html = inline_css(html)
             except Exception as exc:  # noqa: BLE001 - css-inline reports bad CSS as ValueError
@@ -359,10 +383,13 @@ def validate_template(text_source: str | None, html_source: str | None, *,
         try:
             for piece, is_html, offset in ((subject_source, False, 0), (body, html, 1)):
                 try:
-                    _render_one(piece, is_html, values, offset, part)
+                    made = _render_one(piece, is_html, values, offset, part)
                 except TemplateError as exc:
                     if exc.problem not in problems:
                         problems.append(exc.problem)
+                    continue
+                if is_html and (hostile := html_too_complex(made)):
+                    problems.append(TemplateProblem(None, f"the HTML it makes {hostile}", part))
         finally:
             current_budget.reset(token)
     return problems
@@ -389,11 +416,23 @@ def _unknown_names(source: str, offset: int, part: str) -> list[TemplateProblem]
 # --- built-in templates ----------------------------------------------------------------------
 
 
+# The alternatives of an event's template that ship built in, next to its standard one.
+BUILTIN_VARIANTS: dict[str, tuple[str, ...]] = {"ticket_created": ("short", "detailed")}
+
+
 @functools.lru_cache(maxsize=None)
-def load_default(event: str) -> tuple[str, str]:
-    """The built-in (text_source, html_source) of an event."""
+def load_default(event: str, language: str = DEFAULT_LANGUAGE, variant: str = "") -> tuple[str, str]:
+    """The built-in (text_source, html_source) of an event, in `language` (English for mail to the
+    MSP's own people, which is written in English only), the standard one or a built-in
+    alternative (`variant`)."""
     if event not in EVENTS:
         raise ValueError(f"unknown template event {event!r}; known: {', '.join(EVENTS)}")
-    text = (DEFAULT_TEMPLATES_DIR / f"{event}.template").read_text(encoding="utf-8")
-    html = (DEFAULT_TEMPLATES_DIR / f"{event}.html.template").read_text(encoding="utf-8")
+    if variant and variant not in BUILTIN_VARIANTS.get(event, ()):
+        raise ValueError(f"no built-in {variant!r} alternative of the {event} template")
+    name = f"{event}.{variant}" if variant else event
+    folder = DEFAULT_TEMPLATES_DIR / language if language in LANGUAGES and language != DEFAULT_LANGUAGE else None
+    if folder is None or not (folder / f"{name}.template").exists():
+        folder = DEFAULT_TEMPLATES_DIR
+    text = (folder / f"{name}.template").read_text(encoding="utf-8")
+    html = (folder / f"{name}.html.template").read_text(encoding="utf-8")
     return text, html

@@ -4,6 +4,10 @@ With routes: exact routes (a recipient they name is on the mail) → wildcard ro
 recipient, sender list required: these catch BCC) → the fallback route. Mail sent only to an
 alias that no route names, or only BCC'd without a matching wildcard route, is unprocessed.
 
+A route in test is tried like the others, but when it matches, what it would have done goes into
+the trace (and `tested`, for the caller to count) and the next route decides, as if it had not
+matched: it changes nothing, not even which aliases count as named by a route.
+
 Without routes: a sender address on an allow-list → a sender domain on an allow-list → a known
 contact → the mailbox's own client (catch-all). BCC'd mail is unprocessed there too.
 """
@@ -31,6 +35,10 @@ class RouteRule:
     high_importance_only: bool = False
     fallback: bool = False
     enabled: bool = True
+    test_mode: bool = False
+    # For the words of a test route's would-be outcome.
+    client_name: str = ""
+    default_priority: str | None = None
 
     @property
     def wildcard(self) -> bool:
@@ -53,6 +61,15 @@ class RouteChoice:
     rule: RouteRule | None = None
     reason: str = ""
     trace: list[str] = field(default_factory=list)
+    # Routes in test that matched, each with what it would have done ("filed this under …").
+    tested: list[tuple[RouteRule, str]] = field(default_factory=list)
+
+
+def ticket_priority(mail_priority: str, route_priority: str | None, mailbox_priority: str) -> str:
+    """A new ticket's priority: the mail's own when it is marked, else the route's, else the mailbox's."""
+    if mail_priority != "normal":
+        return mail_priority
+    return route_priority or mailbox_priority
 
 
 def strip_plus(address: str) -> str:
@@ -61,6 +78,20 @@ def strip_plus(address: str) -> str:
     if not at:
         return address.lower()
     return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def sender_known(sender: str, addresses: Mapping[str, int], domains: Mapping[str, int],
+                 contacts: Iterable[str] | Mapping[str, object]) -> str | None:
+    """How a sender is known to the MSP, for a mailbox that accepts only allowed senders: an
+    allow-list entry of any client in the tree, or a contact; None when nothing knows it."""
+    if not sender:
+        return None
+    claim = allow_list_match(sender, addresses, domains)
+    if claim is not None:
+        return f"on an allow-list ({claim[1]})"
+    if sender in contacts:
+        return "a known contact"
+    return None
 
 
 def sender_matches(pattern: str, sender: str) -> bool:
@@ -96,7 +127,25 @@ def _conditions_hold(rule: RouteRule, facts: MailFacts) -> tuple[bool, str]:
     return True, ""
 
 
-def choose_route(rules: Sequence[RouteRule], facts: MailFacts, primary: str, aliases: Iterable[str]) -> RouteChoice:
+def _tried(rule: RouteRule, facts: MailFacts, choice: RouteChoice, mailbox_priority: str) -> bool:
+    """Whether the route takes the mail. A route in test that would have taken it is recorded and
+    does not take it; one whose conditions fail is noted in the trace."""
+    ok, why = _conditions_hold(rule, facts)
+    label = f"route {rule.name!r}" + (" (test)" if rule.test_mode else "")
+    if not ok:
+        choice.trace.append(f"{label} skipped: {why}")
+        return False
+    if not rule.test_mode:
+        return True
+    priority = ticket_priority(facts.priority, rule.default_priority, mailbox_priority)
+    what = f"filed this under {rule.client_name or f'client {rule.client_id}'} with priority {priority}"
+    choice.tested.append((rule, what))
+    choice.trace.append(f"{label} would have {what}; not applied, the next route decides")
+    return False
+
+
+def choose_route(rules: Sequence[RouteRule], facts: MailFacts, primary: str, aliases: Iterable[str], *,
+                 mailbox_priority: str = "normal") -> RouteChoice:
     primary = primary.lower()
     ours = {primary, *(a.lower() for a in aliases)}
     visible = [r for r in facts.recipients if r in ours]
@@ -108,26 +157,22 @@ def choose_route(rules: Sequence[RouteRule], facts: MailFacts, primary: str, ali
         named = {a.lower() for a in rule.recipients}
         if not named & set(facts.recipients):
             continue
-        ok, why = _conditions_hold(rule, facts)
-        if ok:
+        if _tried(rule, facts, choice, mailbox_priority):
             choice.client_id, choice.rule, choice.reason = rule.client_id, rule, f"route {rule.name!r} (recipient)"
             return choice
-        choice.trace.append(f"route {rule.name!r} skipped: {why}")
 
     for rule in (r for r in active if r.wildcard and not r.fallback):
         if not rule.senders:
             continue  # refused at configuration time; never a catch-all by accident
-        ok, why = _conditions_hold(rule, facts)
-        if ok:
+        if _tried(rule, facts, choice, mailbox_priority):
             choice.client_id, choice.rule, choice.reason = rule.client_id, rule, f"route {rule.name!r} (wildcard)"
             return choice
-        choice.trace.append(f"route {rule.name!r} skipped: {why}")
 
     if not visible:
         choice.reason = (f"{BCC_CAUSE}: no route matches its To/Cc addresses, and the mailbox has no wildcard "
                          f"route for {facts.sender or 'this sender'}")
         return choice
-    routed_aliases = {a.lower() for r in active for a in r.recipients if a != "*"}
+    routed_aliases = {a.lower() for r in active if not r.test_mode for a in r.recipients if a != "*"}
     if primary not in visible and not routed_aliases & set(visible):
         choice.reason = f"sent to {', '.join(visible)}, an alias no route names"
         return choice

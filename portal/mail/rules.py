@@ -31,6 +31,9 @@ def action_for(status: str, *, client_disabled: bool, quiet: bool) -> StatusActi
         return StatusAction(NEW_SAME_CLIENT, outcome="created", reason="ticket is archived: new ticket")
     if quiet:
         return StatusAction(APPEND, reason="automatic answer to our automatic mail: stored, nothing changed")
+    if status in ("merged", "split"):
+        # Only when its merge leads nowhere (a loop) or it has no children left: kept on it.
+        return StatusAction(APPEND, flag_new_information=True, reason=f"status {status} unchanged, new information")
     if status in ("new", "open"):
         return StatusAction(APPEND, flag_new_information=True, reason=f"status {status} unchanged, new information")
     if status == "waiting":

@@ -7,10 +7,13 @@ pixels). `cid:` images stay, optionally rewritten to portal URLs with `cid_urls`
 """
 from __future__ import annotations
 
+import html as html_lib
 from collections.abc import Mapping
 from urllib.parse import unquote
 
 import nh3
+
+from portal.mail.html_body import crude_text, html_too_complex
 
 _TAGS = {
     "a", "abbr", "address", "b", "big", "blockquote", "br", "caption", "center", "cite", "code",
@@ -58,9 +61,12 @@ _REL = "noopener noreferrer nofollow"
 
 def sanitize_html(html: str, *, allow_remote_images: bool = False,
                   cid_urls: Mapping[str, str] | None = None) -> str:
-    """Safe HTML for display. `cid_urls` maps Content-IDs (without <>) to portal URLs."""
+    """Safe HTML for display. `cid_urls` maps Content-IDs (without <>) to portal URLs. HTML the
+    sanitiser would spend minutes on (see html_too_complex) comes back as its escaped text."""
     if not html:
         return ""
+    if html_too_complex(html):
+        return f"<p>{html_lib.escape(crude_text(html))}</p>"
 
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:
         low = value.strip().lower()
@@ -96,6 +102,4 @@ def sanitize_html(html: str, *, allow_remote_images: bool = False,
         )
     except Exception:
         # A sanitiser failure must never show raw HTML: show it as text instead.
-        import html as html_lib
-
         return f"<pre>{html_lib.escape(html)}</pre>"

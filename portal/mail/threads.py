@@ -18,7 +18,8 @@ from dataclasses import dataclass
 CUSTOMER = "customer"
 STAFF = "staff"
 # Outbound events whose mail goes to the customer; any other event is staff mail.
-CUSTOMER_EVENTS = frozenset({"ticket_created", "reply", "reopened", "closed", "owner_changed", "priority_changed"})
+CUSTOMER_EVENTS = frozenset({"ticket_created", "reply", "reopened", "closed", "owner_changed", "priority_changed",
+                             "sla_changed"})
 
 
 @dataclass(frozen=True)

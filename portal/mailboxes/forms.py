@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import re
 
+from flask import g
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, PasswordField, SelectField, SelectMultipleField, StringField, TextAreaField
 
+from portal.display import place
+from portal.mail.alerts import DEFAULT_FLAP_CHANGES, DEFAULT_FLAP_MINUTES, DEFAULT_PROBLEM, DEFAULT_RECOVERY
+from portal.mailboxes import sections
 from portal.models.mailboxes import DEFAULT_PORTS, GRAPH_API_URL
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.services import sla
 from portal.services.routes import RouteInput
-from portal.transport.base import PROTOCOLS, SECURITIES
+from portal.transport.base import PROTOCOLS, SECURITIES, VERIFY_TLS_LABEL
 
 # The values are what portal.transport.base speaks (PROTOCOLS, SECURITIES); the forms only name them.
-_LABELS = {"imap": "IMAP", "pop3": "POP3", "graph": "Microsoft Graph",
+_LABELS = {"imap": "IMAP", "pop3": "POP3", "graph": "Microsoft Graph", "lmtp": "LMTP (pushed by your mail server)",
            "ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "none (trusted network only)"}
 PROTOCOL_CHOICES = [(p, _LABELS[p]) for p in PROTOCOLS]
 SECURITY_CHOICES = [(s, _LABELS[s]) for s in SECURITIES]
@@ -62,13 +67,11 @@ def number(text: str | None):
     return int(text) if re.fullmatch(r"\d{1,9}", text) else text
 
 
-def place(errors: dict, known: set[str], renamed: dict | None = None) -> dict:
-    """Messages for fields the form has stay by their field; the rest go to the form as a whole."""
-    out: dict[str, list[str]] = {}
-    for key, messages in errors.items():
-        key = (renamed or {}).get(key, key)
-        out.setdefault(key if key in known else "", []).extend(messages)
-    return out
+def megabytes(size: int | None) -> str:
+    """A stored size in bytes as the form shows it, in whole MB (empty: the installation's)."""
+    if not size:
+        return ""
+    return str(size // 2**20) if size % 2**20 == 0 else f"{size / 2**20:.2f}".rstrip("0").rstrip(".")
 
 
 class SecretTextArea(TextAreaField):
@@ -84,6 +87,28 @@ class _Form(FlaskForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.service_errors = {}
+        if hasattr(self, "sla_policy_id"):
+            # The signed-in MSP's policies: another MSP's id is no choice, and is refused.
+            self.sla_policy_id.choices = [("", "the client's")] + [
+                (str(p.id), p.name) for p in (sla.policies(g.msp_id) if g.get("msp_id") else [])]
+
+    def chosen_policy(self):
+        """The SLA policy chosen (None: the client's)."""
+        chosen = self.sla_policy_id.data or ""
+        return sla.get_policy(g.msp_id, int(chosen)) if chosen else None
+
+    def offer_acknowledgements(self, names: list[str]) -> None:
+        """The acknowledgement templates the client may choose, after the empty choice; a stored
+        name it no longer has stays offered, so that the form shows what is saved (the service
+        refuses it on the next save, naming the ones there are)."""
+        field = self.acknowledgement_variant
+        current = (field.data or "").strip()
+        offered = [*names, *([current] if current and current not in names else [])]
+        field.choices = [field.choices[0], *((n, n) for n in offered)]
+
+
+SLA_POLICY_HELP = ("The service level of the tickets it creates; a route's wins over its mailbox's. "
+                   "Open tickets keep the one they have.")
 
 
 class MailboxForm(_Form):
@@ -104,7 +129,7 @@ class MailboxForm(_Form):
     password = PasswordField("Password", description="Or app password. Stored encrypted; never shown again.")
     shared_mailbox = StringField("Shared mailbox to open",
                                  description="Log in as the user above but read this (shared) mailbox. Usually empty.")
-    verify_tls = BooleanField("Check the server's TLS certificate")
+    verify_tls = BooleanField(VERIFY_TLS_LABEL)
     api_url = StringField("Graph API URL", description=f"Empty: {GRAPH_API_URL}.")
 
     auth = SelectField("Sign in with", choices=AUTH_CHOICES, default="password")
@@ -127,6 +152,8 @@ class MailboxForm(_Form):
     oauth_scopes = TextAreaField("Scopes", description="One a line. Empty: what the provider needs for the "
                                  "protocol (Microsoft, Google).")
 
+    # The folders the last connection test found (services.mailbox_checks), ticked; others typed below.
+    folder_picks = SelectMultipleField("Folders on the server", choices=[], validate_choice=False)
     folders = TextAreaField("Folders to read", description="One a line; usually INBOX.")
     after_action_imap = SelectField("After processing", choices=[
         ("seen", "mark as read"), ("move", "move to a folder"), ("delete", "delete from the server")])
@@ -135,12 +162,18 @@ class MailboxForm(_Form):
         ("keep", "leave on the server"), ("delete", "delete from the server")])
 
     response_address = StringField("Reply from", description="The From address of our mail. Empty: the primary address.")
+    reply_to = StringField("Reply-To", description="Where answers to our mail go, when not to the From address "
+                           "(e.g. a shared desk address). Empty: the From address.")
     acknowledge = BooleanField("Acknowledge new tickets to the sender")
+    acknowledgement_variant = SelectField(
+        "Acknowledge with", choices=[("", "the standard acknowledgement")], validate_choice=False,
+        description="Which of the client's acknowledgement templates new tickets get (a route may choose another).")
     alert_recipients = TextAreaField("Alert recipients",
                                      description="Who hears when this mailbox fails, one address a line.")
     default_status = SelectField("Status of new tickets", choices=TICKET_STATUS_CHOICES)
     default_priority = SelectField("Priority of new tickets", choices=PRIORITY_CHOICES)
     default_type = StringField("Type of new tickets", description="e.g. incident. Optional.")
+    sla_policy_id = SelectField("SLA policy", default="", description=SLA_POLICY_HELP)
     ignore_senders = TextAreaField("Ignore mail from",
                                    description="Addresses or domains, one a line: kept and recorded, creates nothing.")
     ignore_subjects = TextAreaField("Ignore subjects with", description="Keywords, one a line.")
@@ -154,6 +187,15 @@ class MailboxForm(_Form):
         description="Out-of-office replies and other auto-replies. One that answers a ticket always goes onto "
                     "that ticket; monitoring alerts, list mail and bounces are not auto-replies and open tickets.")
 
+    accept_only_allowed = BooleanField("Accept mail only from allowed senders", description=(
+        "Mail from a sender that no client's allow-list and no contact knows is kept and recorded as ignored "
+        "(sender not allowed): no ticket, no acknowledgement."))
+    embed_images = SelectField("Images in our mail", default="cid", choices=[
+        ("cid", "attached, named in the HTML (cid:)"), ("inline", "embedded in the HTML (base64)")],
+        description="Some mail programs show only one of the two ways.")
+    max_message_size = StringField("Largest email (MB)", description=(
+        "Larger mail is kept without its content and shown as unprocessed. Empty: the installation's 40 MB."))
+
     poll_interval = StringField("Fetch every (seconds)")
     timeout = StringField("Connection timeout (seconds)")
     max_tries = StringField("Tries before failing")
@@ -165,16 +207,21 @@ class MailboxForm(_Form):
         super().__init__(*args, **kwargs)
         self._offer(self.protocol.data)
 
+    def section(self, key: str) -> sections.Shown:
+        """A section of the form as the page shows it: open or closed, its digest (mailboxes.sections)."""
+        return sections.shown(self, key)
+
     def _offer(self, protocol) -> None:
-        # Graph is offered always: the "Microsoft 365 (Graph)" preset picks it.
+        # Graph is offered always: the "Microsoft 365 (Graph)" preset picks it. LMTP too: its mail is
+        # pushed to workers.lmtp, there is no server to reach (portal.transport speaks neither).
         if ("graph", _LABELS["graph"]) not in self.protocol.choices:
-            self.protocol.choices = [*PROTOCOL_CHOICES, ("graph", _LABELS["graph"])]
+            self.protocol.choices = [*PROTOCOL_CHOICES, ("graph", _LABELS["graph"]), ("lmtp", _LABELS["lmtp"])]
 
     LIST_FIELDS = {"aliases": True, "alert_recipients": True, "ignore_senders": True, "ignore_subjects": False,
                    "folders": False, "skip_windows": True}
     NUMBER_FIELDS = ("poll_interval", "timeout", "max_tries", "cool_off")
     TEXT_FIELDS = ("address", "name", "host", "username", "shared_mailbox", "processed_folder", "response_address",
-                   "default_type", "sync_start_date")
+                   "reply_to", "default_type", "sync_start_date")
 
     def fill(self, mailbox) -> None:
         """Show a stored mailbox (never its password)."""
@@ -185,11 +232,17 @@ class MailboxForm(_Form):
         for key in self.NUMBER_FIELDS:
             getattr(self, key).data = str(getattr(mailbox, key))
         for key in ("status", "direction", "protocol", "security", "client_id", "verify_tls", "acknowledge",
-                    "default_status", "default_priority", "plus_addressing", "keep_raw_attachment", "automatic_mail"):
+                    "default_status", "default_priority", "plus_addressing", "keep_raw_attachment", "automatic_mail",
+                    "accept_only_allowed", "embed_images"):
             getattr(self, key).data = getattr(mailbox, key)
         self.port.data = str(mailbox.port)
+        self.acknowledgement_variant.data = mailbox.acknowledgement_variant or ""
+        self.sla_policy_id.data = str(mailbox.sla_policy_id or "")
+        self.max_message_size.data = megabytes(mailbox.max_message_size)
         self._offer(mailbox.protocol)
-        if mailbox.protocol != "pop3":  # Graph marks read or moves, as IMAP does
+        if mailbox.protocol == "lmtp":
+            pass  # pushed mail: there is no server to tell anything after processing
+        elif mailbox.protocol != "pop3":  # Graph marks read or moves, as IMAP does
             self.after_action_imap.data = mailbox.after_action
         else:
             self.after_action_pop3.data = mailbox.after_action
@@ -218,7 +271,7 @@ class MailboxForm(_Form):
         self.folders.data = "INBOX"
         self.verify_tls.data = self.acknowledge.data = True
         self.default_status.data, self.default_priority.data, self.plus_addressing.data = "new", "normal", "off"
-        self.automatic_mail.data = "record"
+        self.automatic_mail.data, self.embed_images.data = "record", "cid"
         self.poll_interval.data, self.timeout.data, self.max_tries.data, self.cool_off.data = "60", "30", "3", "900"
         self.auth.data, self.oauth_provider.data, self.oauth_flow.data = "password", "microsoft", "delegated"
 
@@ -228,18 +281,23 @@ class MailboxForm(_Form):
         out["shared_mailbox"] = out["shared_mailbox"] or None
         out["processed_folder"] = out["processed_folder"] or None
         out["response_address"] = out["response_address"] or None
+        out["reply_to"] = out["reply_to"] or None
         out["default_type"] = out["default_type"] or None
         out["sync_start_date"] = out["sync_start_date"] or None
         for key, commas in self.LIST_FIELDS.items():
             out[key] = lines(getattr(self, key).data, commas)
+        out["folders"] = list(dict.fromkeys([*(self.folder_picks.data or []), *out["folders"]]))
         for key in self.NUMBER_FIELDS:
             out[key] = number(getattr(self, key).data)
         out["port"] = number(self.port.data) if (self.port.data or "").strip() else None
         for key in ("status", "direction", "protocol", "security", "default_status", "default_priority",
-                    "plus_addressing", "automatic_mail"):
+                    "plus_addressing", "automatic_mail", "embed_images"):
             out[key] = getattr(self, key).data
-        for key in ("verify_tls", "acknowledge", "keep_raw_attachment"):
+        for key in ("verify_tls", "acknowledge", "keep_raw_attachment", "accept_only_allowed"):
             out[key] = bool(getattr(self, key).data)
+        out["acknowledgement_variant"] = (self.acknowledgement_variant.data or "").strip() or None
+        size = number(self.max_message_size.data)
+        out["max_message_size"] = size * 2**20 if isinstance(size, int) and size else size or None
         out["after_action"] = (self.after_action_pop3 if self.protocol.data == "pop3" else self.after_action_imap).data
         if self.password.data:
             out["password"] = self.password.data
@@ -247,9 +305,23 @@ class MailboxForm(_Form):
         if self.protocol.data == "graph":
             # Graph is reached through its API URL: a server typed before switching does not count.
             out["host"], out["api_url"] = "", (self.api_url.data or "").strip()
-        if self.auth.data == "oauth2":
+        if self.protocol.data == "lmtp":
+            # Pushed to the listener: no server, login or grant; fields typed before switching do not count.
+            out.update(host="", username="", shared_mailbox=None, auth="password", after_action="keep")
+            out.pop("password", None)
+        elif self.auth.data == "oauth2":
             out["oauth"] = self.oauth_values()
         return out
+
+    def offer_folders(self, known: list[str], *, split: bool) -> None:
+        """Offer the server's folders (the last successful test's) as ticks for "folders to read"
+        and suggestions for "move processed mail to". `split` (a stored mailbox shown): its
+        folders the server has are ticked, the others stay typed."""
+        self.folder_picks.choices = [(f, f) for f in known]
+        if split and known:
+            typed = lines(self.folders.data, False)
+            self.folder_picks.data = [f for f in typed if f in known]
+            self.folders.data = "\n".join(f for f in typed if f not in known)
 
     def oauth_values(self) -> dict:
         """The `oauth` settings as save_mailbox takes them. Settings of another provider's (a
@@ -281,7 +353,62 @@ class MailboxForm(_Form):
         self.service_errors = place(errors, set(self._fields), oauth)
 
 
-class RouteForm(_Form):
+class AlertRuleFields:
+    """A route's alert rule (portal.mail.alerts), a part of the route form of its own."""
+
+    alert_on = BooleanField("Alert rule: one ticket per open monitoring problem",
+                            description="For mail from monitoring and RMM tools. A problem for a key that has an "
+                            "open ticket is added to it and counted; a recovery resolves it; no acknowledgement "
+                            "is ever sent. Examples: docs/alert-rules.md.")
+    alert_key_from = SelectField("Read the key from", choices=[(s, s) for s in ("subject", "body", "header")],
+                                 default="subject")
+    alert_key_header = StringField("Key header", description="e.g. X-Alert-Key (when the key is read from a header).")
+    alert_key_pattern = StringField("Key pattern", description="A regular expression; its named groups joined by / "
+                                    "make the key, e.g. (?P<host>[^/]+)/(?P<check>.+?) is. A group named state "
+                                    "holds the state. Empty only for a header: its whole value is the key.")
+    alert_state_from = SelectField("Read the state from", choices=[
+        ("key", "the state group of the key pattern"), ("subject", "subject"), ("body", "body"), ("header", "header")],
+        default="key")
+    alert_state_header = StringField("State header", description="e.g. X-Alert-State.")
+    alert_state_pattern = StringField("State pattern", description="Optional; its group named state holds the state.")
+    alert_problem_words = StringField("Words meaning a problem", description="Comma-separated, e.g. PROBLEM, DOWN.")
+    alert_recovery_words = StringField("Words meaning a recovery", description="Comma-separated, e.g. RECOVERY, OK, UP.")
+    alert_on_recovery = SelectField("A recovery", choices=[("resolve", "resolves the ticket"),
+                                                           ("mark", "only marks it recovered")],
+                                    default="resolve")
+    alert_flap_changes = StringField("Flapping after more than … state changes", description="e.g. 4.")
+    alert_flap_minutes = StringField("… within minutes", description="e.g. 60. A flapping key is marked, "
+                                     "not reopened each time.")
+
+    def fill_alert_rule(self, rule: dict | None) -> None:
+        self.alert_on.data = rule is not None
+        rule = rule or {}
+        key, state = rule.get("key") or {}, rule.get("state") or {}
+        self.alert_key_from.data = key.get("from", "subject")
+        self.alert_key_header.data, self.alert_key_pattern.data = key.get("header", ""), key.get("pattern", "")
+        self.alert_state_from.data = state.get("from", "key")
+        self.alert_state_header.data, self.alert_state_pattern.data = state.get("header", ""), state.get("pattern", "")
+        self.alert_problem_words.data = ", ".join(rule.get("problem") or DEFAULT_PROBLEM)
+        self.alert_recovery_words.data = ", ".join(rule.get("recovery") or DEFAULT_RECOVERY)
+        self.alert_on_recovery.data = rule.get("on_recovery", "resolve")
+        self.alert_flap_changes.data = str(rule.get("flap_changes", DEFAULT_FLAP_CHANGES))
+        self.alert_flap_minutes.data = str(rule.get("flap_minutes", DEFAULT_FLAP_MINUTES))
+
+    def alert_rule_input(self) -> dict | None:
+        """The rule as typed (the service checks it), or None when the box is not ticked."""
+        if not self.alert_on.data:
+            return None
+        text = lambda f: (f.data or "").strip()  # noqa: E731
+        return {"key": {"from": self.alert_key_from.data, "header": text(self.alert_key_header),
+                        "pattern": text(self.alert_key_pattern)},
+                "state": {"from": self.alert_state_from.data, "header": text(self.alert_state_header),
+                          "pattern": text(self.alert_state_pattern)},
+                "problem": text(self.alert_problem_words), "recovery": text(self.alert_recovery_words),
+                "on_recovery": self.alert_on_recovery.data, "flap_changes": text(self.alert_flap_changes),
+                "flap_minutes": text(self.alert_flap_minutes)}
+
+
+class RouteForm(AlertRuleFields, _Form):
     name = StringField("Name", description="e.g. Contoso helpdesk, or Everything else.")
     fallback = BooleanField("Fallback route: takes the new mail no other route takes",
                             description="Every mailbox with routes has exactly one; choosing it here takes the flag "
@@ -296,20 +423,40 @@ class RouteForm(_Form):
     client_id = SelectField("Client", coerce=int, validate_choice=True, description="New tickets belong to this client.")
     acknowledge = BooleanField("Acknowledge new tickets to the sender")
     acknowledge_cc = BooleanField("Also acknowledge to the people in CC")
+    acknowledgement_variant = SelectField(
+        "Acknowledge with", choices=[("", "as the mailbox says")], validate_choice=False,
+        description="Which of the client's acknowledgement templates this route's new tickets get.")
     default_status = SelectField("Status of new tickets", choices=[("", "as the mailbox says"), *TICKET_STATUS_CHOICES])
     default_priority = SelectField("Priority of new tickets", choices=[("", "as the mailbox says"), *PRIORITY_CHOICES])
     default_type = StringField("Type of new tickets", description="Empty: as the mailbox says.")
+    extraction_rules = TextAreaField(
+        "Extraction rules", description="One a line: source | target | pattern. Source: subject, body (the visible "
+        "text, its first 64 KB) or header:NAME. Target: field:NAME (a custom field), type, priority, sla (an SLA "
+        "policy's name) or contact (an address). The pattern is a regular expression with one named group, e.g. "
+        "body | field:Asset | Asset: (?P<asset>\\S+). A value that does not fit its target is left out and said "
+        "so in the email's trace.")
+    sla_policy_id = SelectField("SLA policy", default="", description=SLA_POLICY_HELP)
     enabled = BooleanField("Enabled")
+    test_mode = BooleanField("Test: only record what it would do",
+                             description="For trying a new rule on live mail. When it matches, the email's trace "
+                             "says which client and priority it would have got and the route's count goes up, but "
+                             "nothing is filed by it: the next route decides, as if this one were not there. "
+                             "Not for the fallback route.")
 
     def fill(self, route) -> None:
         self.name.data = route.name
         for key in ("recipients", "senders", "subject_keywords", "attachment_types"):
             getattr(self, key).data = "\n".join(getattr(route, key) or [])
-        for key in ("fallback", "high_importance_only", "client_id", "acknowledge", "acknowledge_cc", "enabled"):
+        for key in ("fallback", "high_importance_only", "client_id", "acknowledge", "acknowledge_cc", "enabled",
+                    "test_mode"):
             getattr(self, key).data = getattr(route, key)
         self.default_status.data = route.default_status or ""
         self.default_priority.data = route.default_priority or ""
         self.default_type.data = route.default_type or ""
+        self.acknowledgement_variant.data = route.acknowledgement_variant or ""
+        self.extraction_rules.data = rules_text(route.extraction_rules)
+        self.fill_alert_rule(route.alert_rule)
+        self.sla_policy_id.data = str(route.sla_policy_id or "")
 
     def route_input(self, client):
         # The fallback takes what nothing else takes: conditions typed before ticking it do not apply.
@@ -323,7 +470,27 @@ class RouteForm(_Form):
             high_importance_only=bool(self.high_importance_only.data) and when, enabled=bool(self.enabled.data),
             acknowledge=bool(self.acknowledge.data), acknowledge_cc=bool(self.acknowledge_cc.data),
             default_status=self.default_status.data or None, default_priority=self.default_priority.data or None,
-            default_type=(self.default_type.data or "").strip() or None)
+            default_type=(self.default_type.data or "").strip() or None, test_mode=bool(self.test_mode.data),
+            acknowledgement_variant=(self.acknowledgement_variant.data or "").strip() or None,
+            extraction_rules=rules_of_text(self.extraction_rules.data),
+            alert_rule=self.alert_rule_input())
+
+
+def rules_text(rules: list[dict] | None) -> str:
+    """A route's extraction rules as the form shows them: source | target | pattern, one a line."""
+    return "\n".join(f"{r.get('source', '')} | {r.get('target', '')} | {r.get('pattern', '')}" for r in rules or [])
+
+
+def rules_of_text(text: str | None) -> list[dict]:
+    """The lines typed back into rules; a line short of its parts is checked (and named) by the service."""
+    rules = []
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|", 2)]
+        parts += [""] * (3 - len(parts))
+        rules.append({"source": parts[0], "target": parts[1], "pattern": parts[2]})
+    return rules
 
 
 class OutgoingForm(_Form):
@@ -339,7 +506,7 @@ class OutgoingForm(_Form):
     password = PasswordField("Password", description="Stored encrypted; never shown again.")
     from_address = StringField("Envelope sender", description="Optional; mail still reads From the mailbox's address.")
     timeout = StringField("Timeout (seconds)")
-    verify_tls = BooleanField("Check the server's TLS certificate")
+    verify_tls = BooleanField(VERIFY_TLS_LABEL)
 
     def fill(self, server) -> None:
         self.host.data, self.port.data, self.security.data = server.host, str(server.port), server.security

@@ -21,5 +21,11 @@ def mailbox_or_404(mailbox_id: int):
     return mailbox
 
 
+def chosen_client(form, default_id: int):
+    """The client a form's client select names, if it is one of the offered ones, else `default_id`'s."""
+    offered = {value for value, _ in form.client_id.choices}
+    return client_or_404(form.client_id.data if form.client_id.data in offered else default_id)
+
+
 def client_choices() -> list[tuple[int, str]]:
     return [(n.client.id, "\u2003" * n.depth + n.client.name) for n in client_svc.client_tree(g.msp_id)]

@@ -6,14 +6,15 @@ from flask import flash, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
+from portal.display import place
 from portal.extensions import db
 from portal.mailboxes.blueprint import bp
-from portal.mailboxes.forms import OutgoingForm, outgoing_presets, place
+from portal.mailboxes.forms import OutgoingForm, outgoing_presets
 from portal.mailboxes.lookup import keys, mailbox_or_404
 from portal.outbound import servers as svc
 from portal.outbound.servers import own_server, send_environment
 from portal.outbound.test_mail import send_outgoing_test
-from portal.responses import hx_redirect, render_page
+from portal.responses import asks_first, hx_redirect, render_page
 from portal.services import ValidationError
 
 
@@ -45,6 +46,7 @@ def outgoing(mailbox_id: int):
 
 @bp.post("/<int:mailbox_id>/outgoing/remove")
 @admin_required
+@asks_first("Remove the outgoing server")
 def remove_outgoing(mailbox_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     if svc.remove_outgoing_server(mailbox, actor=current_user):

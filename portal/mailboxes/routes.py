@@ -6,12 +6,14 @@ from flask import abort, flash, render_template, request, url_for
 from flask_login import current_user
 
 from portal.auth.access import admin_required
+from portal.display import place
 from portal.extensions import db, htmx
 from portal.mailboxes.blueprint import bp
-from portal.mailboxes.forms import RouteForm, place
-from portal.mailboxes.lookup import client_choices, client_or_404, mailbox_or_404
-from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError
+from portal.mailboxes.forms import RouteForm
+from portal.mailboxes.lookup import chosen_client, client_choices, client_or_404, mailbox_or_404
+from portal.outbound.variants import variant_names
+from portal.responses import asks_first, hx_redirect, render_page
+from portal.services import ValidationError, sla
 from portal.services import routes as svc
 
 
@@ -42,10 +44,12 @@ def _save(mailbox, route):
                 # The routing check's fix for BCC'd mail: a wildcard route for that sender.
                 form.recipients.data, form.senders.data = "*", request.args["bcc_sender"].strip()[:320]
                 form.name.data = f"BCC from {form.senders.data}"
+    form.offer_acknowledgements(variant_names(chosen_client(form, mailbox.client_id)))
     if form.validate_on_submit():
         try:
             saved = svc.save_route(mailbox, form.route_input(client_or_404(form.client_id.data)),
                                    actor=current_user, route=route)
+            sla.choose(saved, form.chosen_policy(), current_user, mailbox.msp_id)
         except ValidationError as exc:
             db.session.rollback()
             mailbox = mailbox_or_404(mailbox.id)
@@ -72,6 +76,7 @@ def edit_route(mailbox_id: int, route_id: int):
 
 @bp.post("/<int:mailbox_id>/routes/<int:route_id>/delete")
 @admin_required
+@asks_first("Remove this route")
 def delete_route(mailbox_id: int, route_id: int):
     mailbox = mailbox_or_404(mailbox_id)
     route = _route_or_404(mailbox, route_id)
@@ -119,4 +124,37 @@ def order_routes(mailbox_id: int):
         return render_template("mailboxes/_routes.html", mailbox=mailbox, note=note,
                                moved=moved.id if moved else None, direction=direction)
     flash(note, "success")
+    where = {"moved": moved.id, "direction": direction} if moved else {}
+    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id, **where) + "#routes")
+
+
+def _routes_answer(mailbox_id: int, note: str):
+    """The route list with a note in its place (htmx), or the mailbox page with the note flashed."""
+    if htmx and not htmx.boosted:
+        return render_template("mailboxes/_routes.html", mailbox=mailbox_or_404(mailbox_id), note=note,
+                               moved=None, direction=None)
+    flash(note, "success")
     return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id) + "#routes")
+
+
+@bp.post("/<int:mailbox_id>/routes/<int:route_id>/reset-count")
+@admin_required
+def reset_route_count(mailbox_id: int, route_id: int):
+    mailbox = mailbox_or_404(mailbox_id)
+    route = _route_or_404(mailbox, route_id)
+    svc.reset_test_count(mailbox, route, actor=current_user)
+    return _routes_answer(mailbox_id, f"The test count of {route.name} starts again from 0.")
+
+
+@bp.post("/<int:mailbox_id>/routes/<int:route_id>/make-live")
+@admin_required
+@asks_first("Make this route live")
+def make_route_live(mailbox_id: int, route_id: int):
+    mailbox = mailbox_or_404(mailbox_id)
+    route = _route_or_404(mailbox, route_id)
+    try:
+        svc.make_live(mailbox, route, actor=current_user)
+    except ValidationError as exc:
+        db.session.rollback()
+        return _routes_answer(mailbox_id, "Not made live: " + " ".join(m for ms in exc.errors.values() for m in ms))
+    return _routes_answer(mailbox_id, f"{route.name} is live: from now on it files the mail it matches.")

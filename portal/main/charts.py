@@ -84,16 +84,18 @@ class Bar:
     value: float | None  # None: nothing to draw (the words say why)
     words: str  # the value as a person reads it, on its right
     late: bool = False  # drawn in the warning colour
+    mark: float | None = None  # a second figure on the same scale (a 90th percentile): a whisker past the bar
 
 
 ROW, LABEL_W, WORDS_W = 22, 200, 130
 
 
-def horizontal_bars(chart_id: str, title: str, bars: list[Bar]) -> Markup:
-    """One bar per row, the longest value the full width; each row labelled on the left and its
-    value in words on the right, then the same as a table."""
-    top = max((b.value for b in bars if b.value), default=0) or 1
-    plot_w = WIDTH - LABEL_W - WORDS_W
+def horizontal_bars(chart_id: str, title: str, bars: list[Bar], words_width: int = WORDS_W) -> Markup:
+    """One bar per row, the longest value (or mark) the full width; each row labelled on the left
+    and its value in words on the right, then the same as a table. A mark draws a whisker from
+    the bar's end to it."""
+    top = max((v for b in bars for v in (b.value, b.mark) if v), default=0) or 1
+    plot_w = WIDTH - LABEL_W - words_width
     height = max(1, len(bars)) * ROW + 4
     desc = "; ".join(f"{b.label}: {b.words}" for b in bars) or "Nothing to show."
     out = [f'<svg class="chart bars" viewBox="0 0 {WIDTH} {height}" role="img" '
@@ -109,7 +111,12 @@ def horizontal_bars(chart_id: str, title: str, bars: list[Bar]) -> Markup:
         if b.value:
             out.append(f'<rect class="bar{" late" if b.late else ""}" x="{LABEL_W}" y="{i * ROW + 5}" '
                        f'width="{width}" height="{ROW - 6}" data-value="{b.value:g}"/>')
-        out.append(f'<text class="tick" x="{LABEL_W + width + 6}" y="{middle}" '
+        if b.mark and b.mark > (b.value or 0):
+            end = round(LABEL_W + plot_w * b.mark / top, 2)
+            out.append(f'<path class="mark" d="M{LABEL_W + width} {middle}H{end}M{end} {i * ROW + 7}V{(i + 1) * ROW}" '
+                       f'data-value="{b.mark:g}"/>')
+            width = end - LABEL_W
+        out.append(f'<text class="tick" x="{round(LABEL_W + width + 6, 2)}" y="{middle}" '
                    f'dominant-baseline="middle">{escape(b.words)}</text>')
     out.append("</svg>")
     rows = "".join(f'<tr><th scope="row">{escape(b.label)}</th><td>{escape(b.words)}</td></tr>' for b in bars)

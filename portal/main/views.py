@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify
+import hmac
+
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from flask_login import current_user
 from redis.exceptions import RedisError
 from rq import Worker
@@ -9,12 +11,14 @@ from sqlalchemy import func, select, text
 from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.jobs import queue, redis_connection
-from portal.main.charts import Bar, Series, daily_bars, horizontal_bars
+from portal.main.charts import Series, daily_bars
 from portal.models import Client, User
+from portal.models.base import utcnow
 from portal.outbound.settings import may_change_installation
 from portal.responses import render_page
 from portal.services import dashboard as board
 from portal.services.first_run import checklist
+from portal.services.metrics import CONTENT_TYPE, metrics_text
 
 bp = Blueprint("main", __name__)
 
@@ -25,30 +29,26 @@ def dashboard():
     clients = db.session.scalar(select(func.count()).select_from(Client).where(Client.msp_id == g.msp_id))
     users = db.session.scalar(select(func.count()).select_from(User).where(User.msp_id == g.msp_id))
     cfg = current_app.config
+    now, tz = utcnow(), viewer_timezone()
+    health = board.mailbox_health(g.msp_id, now)  # the mailboxes read once, for the failing ones and the lag
+    figures = board.mailbox_figures(g.msp_id, tz, now, mailboxes=[h.mailbox for h in health])
     return render_page("main/dashboard.html", "main/_dashboard.html", client_count=clients, user_count=users,
-                       open=board.open_tickets(g.msp_id), failing=board.failing_mailboxes(g.msp_id),
-                       sign_ins=board.sign_in_grants(g.msp_id),
+                       open=board.open_tickets(g.msp_id, tz, now), failing=board.failing_mailboxes(health, now),
+                       sign_ins=board.sign_in_grants(g.msp_id, now),
                        unprocessed=board.unprocessed_waiting(g.msp_id),
                        jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]),
-                       first_run=checklist(g.msp_id), charts=_ticket_charts(), lag_chart=_lag_chart(),
+                       first_run=checklist(g.msp_id), charts=_ticket_charts(tz, now),
+                       lag_chart=board.lag_chart(health, figures),
+                       ticket_time_chart=board.time_to_ticket_chart(g.msp_id, health, now),
+                       ticket_time_days=board.TIME_TO_TICKET_DAYS,
                        gateway_allowed=may_change_installation(current_user, cfg["TIDEMARK_OPERATORS"]))
 
 
-def _ticket_charts() -> list[tuple[Client, object]]:
-    days, rows = board.tickets_per_day(g.msp_id, viewer_timezone())
+def _ticket_charts(tz, now) -> list[tuple[Client, object]]:
+    days, rows = board.tickets_per_day(g.msp_id, tz, now)
     return [(row.client, daily_bars(f"chart-{row.client.id}", f"Tickets opened and closed at {row.client.name}", days,
                                     [Series("opened", row.opened), Series("closed", row.closed)]))
             for row in rows]
-
-
-def _lag_chart():
-    """How long since each active mailbox last fetched without error; None without one."""
-    figures = board.mailbox_figures(g.msp_id, viewer_timezone())
-    bars = [Bar(h.mailbox.address, f.lag.total_seconds() if f.lag else None,
-                f.lag_words + (" (late)" if f.late else ""), f.late)
-            for h in board.mailbox_health(g.msp_id) if h.mailbox.status == "active"
-            for f in [figures[h.mailbox.id]]]
-    return horizontal_bars("fetch-lag", "Time since each mailbox's last good fetch", bars) if bars else None
 
 
 def _health() -> dict:
@@ -74,3 +74,16 @@ def healthz():
     state = _health()
     state["jobs_sync"] = bool(current_app.config["TIDEMARK_JOBS_SYNC"])
     return jsonify(state), 200 if state["status"] == "ok" else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus' text format for the operator, behind TIDEMARK_METRICS_TOKEN (a bearer token,
+    compared in constant time); without that setting there is no such page."""
+    token = current_app.config["TIDEMARK_METRICS_TOKEN"]
+    if not token:
+        abort(404)
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return Response("a bearer token is needed\n", 401, {"WWW-Authenticate": "Bearer"}, mimetype="text/plain")
+    return Response(metrics_text(utcnow()), content_type=CONTENT_TYPE)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
 from portal.models.base import UTCDateTime, utcnow
 
 # Settings a client inherits from its nearest ancestor that sets them (None = inherit).
-INHERITED_SETTINGS = ("waterline", "timezone")
+INHERITED_SETTINGS = ("waterline", "timezone", "language")
 
 
 class Client(db.Model):
@@ -33,10 +33,22 @@ class Client(db.Model):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     waterline: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str | None] = mapped_column(String(64))
+    # The language of its customer-facing mail (None: its parent's, then the MSP's, then English).
+    language: Mapped[str | None] = mapped_column(String(16))
+    # Its own choice of customer notifications (None: its parent's, then the MSP's mail settings).
+    customer_notifications: Mapped[list[str] | None] = mapped_column(JSON)
+    # Its SLA policy (None: its parent's, then none).
+    sla_policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id", ondelete="SET NULL"))
     # Only read on an MSP root: the prefix of its ticket references (T-1042, DEMO-1042).
     reference_prefix: Mapped[str] = mapped_column(String(20), default="T")
     # Only read on an MSP root: the last ticket number handed out (references are per MSP).
     last_ticket_number: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Only read on an MSP root: days after which the raw mail of closed tickets, and discarded
+    # unprocessed mail, are purged (None: kept).
+    retention_raw_days: Mapped[int | None] = mapped_column(Integer)
+    retention_unprocessed_days: Mapped[int | None] = mapped_column(Integer)
+    # Only read on an MSP root: the ticket types its tickets may have (None or empty: any type).
+    ticket_types: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     parent: Mapped[Client | None] = relationship(

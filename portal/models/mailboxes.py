@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -13,17 +14,25 @@ from portal.models.base import CertificateCredential, UTCDateTime, utcnow
 from portal.models.clients import Client
 
 MAILBOX_STATUSES = ("draft", "active", "disabled")
-# What a mailbox speaks: the two mail protocols of portal.transport, and Microsoft Graph over HTTPS.
-MAILBOX_PROTOCOLS = ("imap", "pop3", "graph")
+# What a mailbox speaks: the two mail protocols of portal.transport, Microsoft Graph over HTTPS,
+# and LMTP: mail pushed by the MSP's own MTA to workers.lmtp (no server to reach, nothing to fetch).
+MAILBOX_PROTOCOLS = ("imap", "pop3", "graph", "lmtp")
 AUTH_METHODS = ("password", "oauth2")
 GRAPH_API_URL = "https://graph.microsoft.com/v1.0"
 # Graph marks a message read or moves it after the commit, as IMAP does.
-AFTER_ACTIONS = {"imap": ("seen", "move", "delete"), "pop3": ("keep", "delete"), "graph": ("seen", "move")}
+AFTER_ACTIONS = {"imap": ("seen", "move", "delete"), "pop3": ("keep", "delete"), "graph": ("seen", "move"),
+                 "lmtp": ("keep",)}
 PLUS_MODES = ("off", "mixed", "only")
 # Automatic mail (auto-reply, out-of-office, bounce) that threads to no ticket: "record" keeps it
 # among the unprocessed mail, with no ticket and no alert; "ticket" routes it like other mail.
 AUTOMATIC_MAIL_MODES = ("record", "ticket")
+# "incoming": fetched, and its mail goes out through the default gateway (never its own outgoing
+# server or Graph); "outgoing": never fetched, it only sends; "both".
 DIRECTIONS = ("incoming", "outgoing", "both")
+# Images in our HTML mail: related parts the HTML names by cid: (default), or base64 data: URLs.
+EMBED_IMAGES = ("cid", "inline")
+# The largest email a mailbox may set (bytes); None stores "the installation's" (40 MB).
+MAX_MESSAGE_SIZE_LIMIT = 200 * 1024 * 1024
 DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
                  ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
 
@@ -63,6 +72,7 @@ class Mailbox(db.Model):
     aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     response_address: Mapped[str | None] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(320))  # Reply-To of our mail, when not From
     acknowledge: Mapped[bool] = mapped_column(Boolean, default=True)
     alert_recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
     default_status: Mapped[str] = mapped_column(String(20), default="new")
@@ -74,6 +84,14 @@ class Mailbox(db.Model):
     plus_addressing: Mapped[str] = mapped_column(String(10), default="off")
     keep_raw_attachment: Mapped[bool] = mapped_column(Boolean, default=False)
     automatic_mail: Mapped[str] = mapped_column(String(10), default="record", server_default="record")
+    # Mail from senders no allow-list or contact knows is kept and recorded as ignored.
+    accept_only_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    max_message_size: Mapped[int | None] = mapped_column(Integer)  # bytes; None: the installation's
+    embed_images: Mapped[str] = mapped_column(String(10), default="cid", server_default="cid")  # cid | inline
+    # Which alternative of the client's acknowledgement template its new tickets get (None: the standard one).
+    acknowledgement_variant: Mapped[str | None] = mapped_column(String(40))
+    # The SLA policy of the tickets it creates (None: the client's); a route's wins.
+    sla_policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id", ondelete="SET NULL"))
 
     poll_interval: Mapped[int] = mapped_column(Integer, default=60)  # seconds
     timeout: Mapped[int] = mapped_column(Integer, default=30)  # seconds
@@ -100,6 +118,8 @@ class Mailbox(db.Model):
         back_populates="mailbox", cascade="all, delete-orphan", order_by="Route.position"
     )
     folder_states: Mapped[list[FolderState]] = relationship(cascade="all, delete-orphan")
+    graph_subscriptions: Mapped[list[GraphSubscription]] = relationship(cascade="all, delete-orphan",
+                                                                         order_by="GraphSubscription.folder")
     oauth: Mapped[MailboxOAuth | None] = relationship(back_populates="mailbox", cascade="all, delete-orphan",
                                                       uselist=False)
 
@@ -107,6 +127,26 @@ class Mailbox(db.Model):
     def addresses(self) -> list[str]:
         """The primary address and the aliases: every address this mailbox answers to."""
         return [self.address, *self.aliases]
+
+    @property
+    def from_addresses(self) -> list[str]:
+        """The addresses our mail may be From, the default first: the response address (else the
+        primary address), then the primary address and the aliases; each once."""
+        found: dict[str, str] = {}
+        for address in (self.response_address or self.address, self.address, *(self.aliases or [])):
+            if address:
+                found.setdefault(address.lower(), address)
+        return list(found.values())
+
+    @property
+    def fetches(self) -> bool:
+        """Whether mail is read from this mailbox (its direction is not "outgoing only")."""
+        return self.direction != "outgoing"
+
+    @property
+    def sends_itself(self) -> bool:
+        """Whether its own outgoing server (or Graph) sends its mail ("incoming only": the gateway)."""
+        return self.direction != "incoming"
 
     def __repr__(self) -> str:
         return f"<Mailbox {self.address}>"
@@ -134,6 +174,18 @@ class Route(db.Model):
     default_status: Mapped[str | None] = mapped_column(String(20))
     default_priority: Mapped[str | None] = mapped_column(String(10))
     default_type: Mapped[str | None] = mapped_column(String(60))
+    # A route in test records what it would have done (and how often) without doing it.
+    test_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    test_hits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # As the mailbox's, for the tickets this route opens; it wins over the mailbox's.
+    acknowledgement_variant: Mapped[str | None] = mapped_column(String(40))
+    # The SLA policy of the tickets it creates (None: the client's); a route's wins.
+    sla_policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id", ondelete="SET NULL"))
+    # Extraction rules: [{"source": "subject" | "body" | "header:NAME", "pattern": regex with one
+    # named group, "target": "type" | "priority" | "sla" | "contact" | "field:NAME"}] (portal.mail.extract).
+    extraction_rules: Mapped[list[dict] | None] = mapped_column(JSON, default=list)
+    # How it reads a problem key and state from monitoring mail (portal.mail.alerts); None: no alert rule.
+    alert_rule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     mailbox: Mapped[Mailbox] = relationship(back_populates="routes")
     client: Mapped[Client] = relationship()
@@ -156,6 +208,26 @@ class FolderState(db.Model):
     uidvalidity: Mapped[int] = mapped_column(Integer)
     last_uid: Mapped[int] = mapped_column(Integer, default=0)
     delta_link: Mapped[str | None] = mapped_column(Text)
+
+
+class GraphSubscription(db.Model):
+    """A Graph mailbox's change-notification subscription for one folder (portal.inbound.graph_push).
+    `subscription_id` None: not subscribed, `problem` says why (creation refused, no token). The
+    clientState is a secret Graph echoes in every notification: a Fernet token, like passwords."""
+
+    __tablename__ = "graph_subscriptions"
+    __table_args__ = (UniqueConstraint("mailbox_id", "folder"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    folder: Mapped[str] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    client_state_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    problem: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    SECRET_COLUMNS = ("client_state_encrypted",)
 
 
 class MailboxAlert(db.Model):

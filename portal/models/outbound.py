@@ -17,16 +17,36 @@ class EmailTemplate(db.Model):
     """A client's own text for one event. First line = subject; text and/or HTML variant."""
 
     __tablename__ = "email_templates"
-    __table_args__ = (UniqueConstraint("client_id", "event"),)
+    __table_args__ = (UniqueConstraint("client_id", "event", "variant"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(40))
+    # Alternatives of one event's template (a mailbox or route picks one); "" is the standard one.
+    variant: Mapped[str] = mapped_column(String(40), default="", server_default="")
     text_source: Mapped[str | None] = mapped_column(Text)
     html_source: Mapped[str | None] = mapped_column(Text)
+    # The simple editor's template: a subject line and a rich-text body (sanitised HTML with
+    # {{ variables }}). When body is set both parts are made from it inside the MSP's EmailLayout
+    # and the two raw sources above are empty.
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
     # Sub-clients without their own template for this event use this one (always for the MSP's).
     shared: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmailLayout(db.Model):
+    """The frame an MSP's rich-text templates are sent in: CSS (inlined when sending) and a header
+    and footer (Jinja with the templates' variables). No row: the built-in layout."""
+
+    __tablename__ = "email_layouts"
+
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    css: Mapped[str] = mapped_column(Text, default="")
+    header: Mapped[str] = mapped_column(Text, default="")
+    footer: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -55,6 +75,8 @@ class SmtpServer(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), unique=True)
+    # Neither mailbox nor MSP: the installation's gateway; an MSP and no mailbox: that MSP's own gateway.
+    msp_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer, default=587)
     security: Mapped[str] = mapped_column(String(10), default="starttls")
@@ -66,6 +88,10 @@ class SmtpServer(db.Model):
     # "password" logs in with username and password; "oauth2" with the access token of the mailbox
     # the server belongs to (AUTH XOAUTH2), the mailbox's username as the sender.
     auth: Mapped[str] = mapped_column(String(10), default="password", server_default="password")
+    # The last connection test, as a mailbox keeps its own.
+    last_test_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_test_ok: Mapped[bool | None] = mapped_column(Boolean)
+    last_test_message: Mapped[str | None] = mapped_column(Text)
 
 
 class Setting(db.Model):
@@ -73,6 +99,16 @@ class Setting(db.Model):
 
     __tablename__ = "settings"
 
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class MspSetting(db.Model):
+    """An MSP's own value of one of the installation's mail settings (no row: the installation's)."""
+
+    __tablename__ = "msp_settings"
+
+    msp_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
 

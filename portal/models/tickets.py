@@ -6,7 +6,8 @@ import uuid as uuid_module
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -40,6 +41,9 @@ class RawMessage(db.Model):
     # None only for a message over the size limit, kept as a record without its bytes.
     raw: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the mail server received it (IMAP INTERNALDATE, Graph receivedDateTime, LMTP receipt);
+    # None where the server gives none: fetched_at stands in.
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # new → decided, or failed (retried, then shown as unprocessed with the error)
     state: Mapped[str] = mapped_column(String(10), default="new")
     tries: Mapped[int] = mapped_column(Integer, default=0)
@@ -75,6 +79,13 @@ class Ticket(db.Model):
         Index("ix_tickets_msp_status_updated", "msp_id", "status", "updated_at", "id"),
         Index("ix_tickets_msp_priority_updated", "msp_id", "priority", "updated_at", "id"),
         Index("ix_tickets_client_updated", "client_id", "updated_at", "id"),
+        Index("ix_tickets_msp_id_first_response_due_at", "msp_id", "first_response_due_at"),
+        Index("ix_tickets_msp_id_resolution_due_at", "msp_id", "resolution_due_at"),
+        # The open ticket of a monitoring problem (portal.inbound.alerts).
+        Index("ix_tickets_msp_alert_key", "msp_id", "alert_key"),
+        # The types in use, one probe each (services.tickets.types_in_use; migration 0022).
+        Index("ix_tickets_msp_type", "msp_id", "type", postgresql_where=text("type IS NOT NULL"),
+              sqlite_where=text("type IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -99,6 +110,28 @@ class Ticket(db.Model):
     split_from_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Service level: the policy, when the clock started (the server's receive time of the first
+    # mail), the due times, when the first public reply and the resolution came, when the clock
+    # was paused (waiting on the customer) and for how many business minutes in all, the warnings and breaches already sent.
+    sla_policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id", ondelete="SET NULL"))
+    sla_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_paused_minutes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sla_sent: Mapped[list[str] | None] = mapped_column(JSON)
+    # Alert rules (portal.inbound.alerts): the monitoring problem this ticket stands for, its last
+    # state (problem, recovery), how many alert mails came and when, whether it flaps, and the
+    # times (ISO) of its recent state changes, which decide flapping.
+    alert_key: Mapped[str | None] = mapped_column(String(300))
+    alert_state: Mapped[str | None] = mapped_column(String(10))
+    alert_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    alert_first_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    alert_last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    alert_flapping: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    alert_changes: Mapped[list[str] | None] = mapped_column(JSON)
 
     client: Mapped[Client] = relationship(foreign_keys=[client_id])
     contact: Mapped[Contact | None] = relationship()

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from authlib.common.security import generate_token
 
 from portal.oauth.errors import OAuthError, translate, who
-from portal.oauth.http import TIMEOUT, OAuthClient, check_url
+from portal.oauth.http import TIMEOUT, OAuthClient, check_url, seconds
 from portal.oauth.providers import SHARED_TENANTS, TENANT, Provider
 
 # Static consent: the admin grants every permission configured on the app registration.
@@ -65,9 +65,6 @@ class Grant:
     token_type: str = "Bearer"
     # When the refresh token lapses, if the server says (Google does for apps in "testing" mode).
     refresh_expires_at: datetime | None = None
-
-    def expires_within(self, seconds: float, now: datetime | None = None) -> bool:
-        return self.expires_at <= (now or datetime.now(UTC)) + timedelta(seconds=seconds)
 
 
 def start_authorisation(provider: Provider, app: AppCredentials, redirect_uri: str, scopes,
@@ -185,23 +182,16 @@ def revoke(provider: Provider, app: AppCredentials, token: str, hint: str = "ref
 
 def _grant(body: dict, requested_scope: str, keep_refresh: str | None = None) -> Grant:
     now = datetime.now(UTC).replace(microsecond=0)
-    refresh_lifetime = _seconds(body.get("refresh_token_expires_in"))
+    refresh_lifetime = seconds(body.get("refresh_token_expires_in"))
     return Grant(
         access_token=body["access_token"],
-        expires_at=now + timedelta(seconds=_seconds(body.get("expires_in")) or DEFAULT_LIFETIME),
+        expires_at=now + timedelta(seconds=seconds(body.get("expires_in")) or DEFAULT_LIFETIME),
         refresh_token=body.get("refresh_token") or keep_refresh,
         scope=str(body.get("scope") or requested_scope),
         account=account_name(body),
         token_type=str(body.get("token_type") or "Bearer"),
         refresh_expires_at=now + timedelta(seconds=refresh_lifetime) if refresh_lifetime else None,
     )
-
-
-def _seconds(value) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def account_name(body: dict) -> str | None:

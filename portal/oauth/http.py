@@ -1,8 +1,9 @@
 """The OAuth2 client session: Authlib's requests client, held to our rules for every request.
 
-Every request has a timeout, follows no redirect, and goes to https only (plain http on loopback
-only): a client secret or a refresh token must not cross a network in clear text. Given a `reach`
-(transport.reach), requests go only to the addresses it checked. Every answer is
+Every request has a timeout, follows no redirect, has its answer read up to 4 MiB
+(transport.urls.MAX_ANSWER), and goes to https only (plain http on loopback only): a client secret
+or a refresh token must not cross a network in clear text. Given a `reach` (transport.reach),
+requests go only to the addresses it checked. Every answer is
 read here, so that the server's error body (error, error_description, Microsoft's error_codes)
 and its HTTP status reach errors.translate whole, and failures of the network read in plain words.
 """
@@ -10,7 +11,6 @@ and its HTTP status reach errors.translate whole, and failures of the network re
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import socket
 from urllib.parse import quote_plus, urlsplit
@@ -21,9 +21,9 @@ from authlib.integrations.requests_client import OAuth2Session
 from portal.oauth.certificate import CertificateAuth
 from portal.oauth.errors import OAuthError, translate, who
 from portal.transport.reach import RefusedServer, pin
-from portal.transport.urls import is_loopback, trusted_cas, url_refusal
+from portal.transport import urls
 
-__all__ = ["OAuthClient", "check_url", "is_loopback", "read_answer", "trusted_cas"]
+__all__ = ["OAuthClient", "check_url", "read_answer", "seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ TIMEOUT = 20  # seconds; an unreachable sign-in service must not hold a fetch jo
 
 
 def check_url(url: str) -> str:
-    if refusal := url_refusal(url):
+    if refusal := urls.url_refusal(url):
         raise OAuthError(refusal, kind="config")
     return url
 
@@ -81,9 +81,10 @@ class OAuthClient(OAuth2Session):
         another host or to plain http), network failures as OAuthError."""
         check_url(url)
         # verify per request: a session-wide one would yield to REQUESTS_CA_BUNDLE, which urllib ignored.
-        kwargs.update(timeout=self.wait, allow_redirects=False, verify=trusted_cas())
+        kwargs.update(timeout=self.wait, allow_redirects=False, verify=urls.trusted_cas(), stream=True)
         try:
-            return super().request(method, url, withhold_token=True, auth=auth, **kwargs)
+            with super().request(method, url, withhold_token=True, auth=auth, **kwargs) as response:
+                body = urls.read_limited(response, urls.MAX_ANSWER)
         except RefusedServer as refused:  # nothing was sent
             raise OAuthError(refused.message, kind="config") from None
         except socket.gaierror as failure:  # the address rule resolves the name itself
@@ -94,7 +95,12 @@ class OAuthClient(OAuth2Session):
             host = urlsplit(url).hostname
             log.info("OAuth: %s could not be reached: %s", host, type(failure).__name__)
             raise OAuthError(f"could not reach {who(self.provider.name)}'s sign-in service at {host}: "
-                             f"{_plainly(failure, self.wait)}", kind="network") from None
+                             f"{urls.network_words(failure, self.wait)}", kind="network") from None
+        if body is None:
+            raise OAuthError(f"{who(self.provider.name)}'s sign-in service at {urlsplit(url).hostname} answered with "
+                             f"more than {urls.size_words(urls.MAX_ANSWER)}: it was not read", kind="server")
+        response._content = body  # what requests keeps of a body it read itself; Authlib reads .content
+        return response
 
     def parse_response_token(self, resp):
         """A token answer. Replaces Authlib's reading, which keeps only error and error_description
@@ -102,7 +108,7 @@ class OAuthClient(OAuth2Session):
         body = self.answer(resp)
         if not isinstance(body.get("access_token"), str) or not body["access_token"]:
             raise OAuthError(f"{who(self.provider.name)}'s token answer has no access token", kind="server")
-        self.token = {k: v for k, v in body.items() if k != "expires_in" or _is_int(v)}  # Authlib int()s it
+        self.token = {k: v for k, v in body.items() if k != "expires_in" or seconds(v) is not None}  # Authlib int()s it
         return self.token
 
     def answer(self, resp, empty_ok: bool = False) -> dict:
@@ -112,7 +118,7 @@ class OAuthClient(OAuth2Session):
 
 
 def read_answer(status: int, raw: bytes, provider, host: str | None, *, secrets=(), empty_ok: bool = False) -> dict:
-    body = _json(raw)
+    body = urls.json_object(raw)
     if status < 400:
         if body is not None:
             return body
@@ -127,35 +133,9 @@ def read_answer(status: int, raw: bytes, provider, host: str | None, *, secrets=
     raise error
 
 
-def _plainly(failure: requests.RequestException, timeout: float) -> str:
-    """What went wrong on the network, without requests' and urllib3's wrapping."""
-    if isinstance(failure, requests.Timeout):
-        return f"no answer within {timeout:g} seconds"
-    if isinstance(failure, requests.exceptions.SSLError):
-        return "the TLS connection failed (certificate not trusted or protocol refused)"
-    cause, deepest = failure, None
-    while cause is not None:  # the innermost operating-system error says it best
-        if isinstance(cause, OSError) and cause.strerror:
-            deepest = cause
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(deepest, socket.gaierror):
-        return f"its host name does not resolve ({deepest.strerror})"
-    if deepest is not None:
-        return deepest.strerror
-    return type(failure).__name__
-
-
-def _is_int(value) -> bool:
+def seconds(value) -> int | None:
+    """A lifetime the server gave (expires_in, refresh_token_expires_in) as whole seconds, or None."""
     try:
-        int(value)
+        return int(value)
     except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _json(raw: bytes) -> dict | None:
-    try:
-        found = json.loads(raw.decode("utf-8")) if raw.strip() else None
-    except (UnicodeDecodeError, ValueError):
         return None
-    return found if isinstance(found, dict) else None

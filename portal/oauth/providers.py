@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from portal.oauth.errors import OAuthError
+from portal.transport.urls import url_refusal
 
 PROVIDERS = ("microsoft", "google", "generic")
 FLOWS = ("delegated", "app")
@@ -31,6 +32,9 @@ MICROSOFT_DELEGATED = {
     "smtp": (OUTLOOK + "SMTP.Send",),
     "graph": (GRAPH + "Mail.ReadWrite", GRAPH + "Mail.Send"),
 }
+# Delegated Graph on a mailbox other than the signed-in account's own (a shared mailbox): Graph
+# lets a delegate's token into it only with these (users can consent to them).
+MICROSOFT_DELEGATED_SHARED = (GRAPH + "Mail.ReadWrite.Shared", GRAPH + "Mail.Send.Shared")
 # App-only tokens carry the permissions granted to the app in the tenant (`.default`).
 MICROSOFT_APP = {
     "imap": ("https://outlook.office365.com/.default",),
@@ -62,8 +66,9 @@ class Provider:
     # it) or HTTP Basic (RFC 6749 makes every server accept it, so generic servers get it).
     client_auth: str = "post"
 
-    def scopes_for(self, protocols, flow: str = "delegated") -> list[str]:
-        """The scopes a mailbox asks for, in a stable order, for the protocols it uses."""
+    def scopes_for(self, protocols, flow: str = "delegated", *, shared: bool = False) -> list[str]:
+        """The scopes a mailbox asks for, in a stable order, for the protocols it uses. `shared`:
+        the mailbox is not the signed-in account's own (Microsoft Graph, delegated, asks for more)."""
         if flow not in FLOWS:
             raise OAuthError(f"unknown OAuth flow {flow!r}: use delegated or app", kind="config")
         wanted = [p for p in PROTOCOLS if p in set(protocols)]
@@ -76,6 +81,8 @@ class Provider:
                 raise OAuthError("a Microsoft token is for Graph or for IMAP, POP3 and SMTP, not both", kind="config")
             table = MICROSOFT_APP if flow == "app" else MICROSOFT_DELEGATED
             found = [s for p in wanted for s in table[p]]
+            if flow == "delegated" and shared and "graph" in wanted:
+                found += MICROSOFT_DELEGATED_SHARED
             if flow == "delegated":
                 found += MICROSOFT_SIGN_IN
         elif self.name == "google":
@@ -114,8 +121,8 @@ def generic(token_url: str, authorize_url: str | None = None, revocation_url: st
             scopes=()) -> Provider:
     """Any other OAuth2 server: its URLs and the scopes to ask for, as the admin typed them."""
     for url in (token_url, authorize_url, revocation_url):
-        if url and not re.match(r"^https?://", url):
-            raise OAuthError(f"{url!r} is not an http or https URL", kind="config")
+        if url and (refusal := url_refusal(url)):
+            raise OAuthError(refusal, kind="config")
     if not token_url:
         raise OAuthError("a generic OAuth provider needs its token URL", kind="config")
     if isinstance(scopes, str):

@@ -5,22 +5,27 @@ the sending run (workers.sending) commits."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from portal import tenancy
 from portal.extensions import db
 from portal.mail.compose import AUTOMATIC_BY_EVENT, FileAttachment, InlineImage, compose
 from portal.mail.refs import REPLY_MARKER, RefFormat, normalize_subject
-from portal.mail.render import RenderedEmail, TemplateError, render
+from portal.mail.render import RenderedEmail, TemplateError
+from portal.mail.rich import render_texts
 from portal.models import AutoMailLog, Client, Mailbox, MailboxAlert, Message, User
 from portal.models.base import utcnow
 from portal.outbound.servers import SendEnvironment, default_gateway, outgoing_settings
 from portal.outbound.settings import get_setting
 from portal.outbound.templates import template_in_effect
 from portal.services.mailbox_alerts import template_details
+from portal.services import sla
 from portal.services.mailbox_oauth import forget_access_token
+from portal.services.sla_alerts import template_values as sla_values
 from portal.transport import graph
 from portal.transport.base import TransportError
 from portal.transport.smtp import SmtpSettings
@@ -48,7 +53,7 @@ def automatic_mail_hold(msp_id: int, address: str, subject: str, now: datetime |
     now = now or utcnow()
     since = now - timedelta(hours=1)
     address = address.lower()
-    limit = int(get_setting("auto_mail_limit_per_hour"))
+    limit = int(get_setting("auto_mail_limit_per_hour", msp_id))
     sent = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
         AutoMailLog.address == address, AutoMailLog.at >= since))
     if sent >= limit:
@@ -74,8 +79,9 @@ def _hold_reason(msp_id: int, recipients: list[str], subject: str, now: datetime
     """Why this automatic mail must be held back (the first recipient a loop guard stops), or None."""
     # Neither a person's action nor a mailbox alert (the portal's own finding: a failing mailbox,
     # an expiring sign-in) answers mail, so neither can loop; their subject is the bare event,
-    # which would hold back a second mailbox's alert within the hour.
-    same_subject_rule = not (details.get("by_person") or details.get("alert_id"))
+    # which would hold back a second mailbox's alert within the hour. Nor do SLA warnings (the
+    # portal's own finding too), which share the ticket's subject with its new-ticket alert.
+    same_subject_rule = not (details.get("by_person") or details.get("alert_id") or details.get("sla"))
     for address in recipients:
         reason = automatic_mail_hold(msp_id, address, subject, now, ref_format, same_subject_rule=same_subject_rule)
         if reason:
@@ -101,7 +107,18 @@ def due_batches(now: datetime, size: int = 100) -> Iterator[list[Message]]:
         ready = [m for m in rows if not m.details.get("next_attempt")
                  or datetime.fromisoformat(m.details["next_attempt"]) <= now]
         if ready:
+            # Held while the batch is sent: the session keeps only what something refers to, so
+            # each message would load its mailbox and MSP again, flushing the message before it
+            # (measured: 17 s of one-row round trips for 6,675 acknowledgements).
+            senders = _senders(ready)  # noqa: F841 - the reference is the point
             yield ready
+
+
+def _senders(messages: list[Message]) -> list:
+    mailbox_ids = {m.mailbox_id for m in messages if m.mailbox_id}
+    msp_ids = {m.msp_id for m in messages}
+    return [*db.session.scalars(select(Mailbox).where(Mailbox.id.in_(mailbox_ids))),
+            *db.session.scalars(select(Client).where(Client.id.in_(msp_ids)))]
 
 
 def _context(message: Message, env: SendEnvironment) -> dict:
@@ -126,18 +143,21 @@ def _context(message: Message, env: SendEnvironment) -> dict:
     }
     if ticket is not None:
         context["ticket"] = {"reference": ticket.reference, "subject": ticket.subject, "status": ticket.status,
-                             "priority": ticket.priority, "url": f"{env.portal_url.rstrip('/')}/tickets/{ticket.reference}"}
+                             "priority": ticket.priority, "created": ticket.created_at,
+                             "url": f"{env.portal_url.rstrip('/')}/tickets/{ticket.reference}"}
         if ticket.contact:
             context["contact"] = {"name": ticket.contact.name, "email": ticket.contact.email}
         assignee = db.session.get(User, ticket.assignee_id) if ticket.assignee_id else None
         context["assignee"] = {"name": (assignee.name or assignee.email) if assignee else "",
                                "email": assignee.email if assignee else ""}
+        if message.details.get("event", "").startswith("sla_"):
+            context["sla"] = sla_values(ticket, message.details)
     source = message if message.details.get("event") == "reply" else latest
     if source is not None:
         context["message"] = {"text": source.body_text, "html": source.body_html,
                               "author": source.from_name or source.from_address,
                               "signature": _signature(source, msp),
-                              "date": (source.sent_at or source.created_at).isoformat() if (source.sent_at or source.created_at) else ""}
+                              "date": source.sent_at or source.created_at}
     if message.mailbox_id:
         mailbox = db.session.get(Mailbox, message.mailbox_id)
         alert = db.session.get(MailboxAlert, message.details["alert_id"]) if message.details.get("alert_id") else None
@@ -181,14 +201,26 @@ ABOUT_ITS_MAILBOX = frozenset({"mailbox_failing", "reconnect_needed", "sign_in_e
 def _server(message: Message, mailbox: Mailbox | None, env: SendEnvironment,
             servers: dict | None) -> SmtpSettings | graph.GraphSettings | None:
     """How to reach the server this message goes through; `servers` keeps it per mailbox (None:
-    the gateway) across the messages of one sending run."""
+    its MSP's gateway) across the messages of one sending run, and so does a token request that failed
+    (raised again as TransportError for the mailbox's other messages of the run)."""
     servers = {} if servers is None else servers
-    if message.details.get("event") in ABOUT_ITS_MAILBOX and default_gateway() is not None:
+    if mailbox is not None and not mailbox.sends_itself:
+        mailbox = None  # incoming only: the gateway sends its mail
+    elif message.details.get("event") in ABOUT_ITS_MAILBOX and default_gateway(message.msp_id) is not None:
         mailbox = None
-    key = mailbox.id if mailbox is not None else None
+    # A mailbox's server, or the gateway of the message's MSP (its own, else the installation's).
+    key = mailbox.id if mailbox is not None else ("gateway", message.msp_id)
     if key not in servers:
-        servers[key] = outgoing_settings(mailbox, env)
-    return servers[key]
+        try:
+            servers[key] = outgoing_settings(mailbox, env, message.msp_id)
+        except TransportError as exc:
+            # Its token request failed: asked once a run, so that one MSP's sign-in service, down
+            # or slow, does not hold up the single sender for every message queued behind it.
+            servers[key] = exc
+    found = servers[key]
+    if isinstance(found, TransportError):
+        raise found.with_traceback(None)
+    return found
 
 
 def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *, event: str, from_address: str,
@@ -203,9 +235,11 @@ def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *,
         rendered, from_address=from_address, from_name=msp.name, to=[p["address"] for p in to],
         cc=[p["address"] for p in cc], host=env.host, ticket_ref=ticket.reference if ticket else None,
         ticket_uuid=ticket.uuid if ticket else None, ref_format=ref_format, secret=env.secret,
+        reply_to=mailbox.reply_to if mailbox else None,
         plus_mode=mailbox.plus_addressing if mailbox else "off", in_reply_to=message.in_reply_to,
         references=message.references, automatic=AUTOMATIC_BY_EVENT.get(event), date=now,
         message_id=message.message_id or None, attachments=files, inline_images=images,
+        embed_images=bool(mailbox and mailbox.embed_images == "inline"),
     )
     # The Message-ID is ours from here on: replies thread on it, and a copy coming back is ours.
     message.message_id = email["Message-ID"]
@@ -219,9 +253,10 @@ def _compose(message: Message, rendered: RenderedEmail, env: SendEnvironment, *,
 
 
 def _not_sent(message: Message, details: dict, exc: TransportError, now: datetime) -> str:
-    """A server refused: try again later after a temporary error, while tries remain; else failed."""
+    """A server refused: try again later after a temporary error, while tries remain; else failed.
+    Graph's throttling (Throttled) names the earliest time a new try makes sense."""
     if exc.transient and details["attempts"] < len(BACKOFF_MINUTES) + 1:
-        wait = BACKOFF_MINUTES[details["attempts"] - 1]
+        wait = max(BACKOFF_MINUTES[details["attempts"] - 1], math.ceil(getattr(exc, "retry_after", 0) / 60))
         details["next_attempt"] = (now + timedelta(minutes=wait)).isoformat()
         message.details = details
         return _settle(message, "retrying", f"retrying in {wait} min (try {details['attempts']}): {exc.message}")
@@ -234,11 +269,26 @@ def _sent(message: Message, details: dict, recipients: list[str], override: str 
     note = "sent" + (f" (to {override} instead of {', '.join(recipients)}: recipients are overridden)" if override else "")
     if getattr(result, "refused", None):
         note += "; refused: " + "; ".join(str(r) for r in result.refused)
+    accepted(message, now)
+    return _settle(message, "sent", note)
+
+
+def accepted(message: Message, now: datetime) -> None:
+    """What a server's acceptance changes beside the message's own row: the loop guard's log of
+    automatic mail, the alert's sent time, the ticket's first response. The sending run does it
+    again when the commit after an acceptance failed (workers.sending)."""
+    details, ticket = message.details, message.ticket
+    if details.get("automatic"):
+        msp = db.session.get(Client, message.msp_id)
+        ref_format = RefFormat(prefix=msp.reference_prefix or "T")
+        for address in (p["address"] for p in (*message.to, *message.cc)):
+            log_automatic_mail(msp.id, address, ticket.subject if ticket else details["event"], message.id, ref_format)
     if details.get("alert_id"):
         alert = db.session.get(MailboxAlert, details["alert_id"])
         if alert is not None:
             alert.sent_at = now
-    return _settle(message, "sent", note)
+    if details.get("event") == "reply" and ticket is not None:
+        sla.replied(ticket, now)  # the first public reply by staff stops the response clock
 
 
 def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = None,
@@ -259,6 +309,9 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
         details["attempts"] = details.get("attempts", 0) + 1
         return _not_sent(message, details, exc, now)
     if server is None:
+        if mailbox is not None and not mailbox.sends_itself:
+            return _settle(message, "failed", f"failed: {mailbox.address} is incoming only, so its mail goes through "
+                                              "the default gateway, and there is none")
         return _settle(message, "failed", "failed: no outgoing server is configured (set smtp: in the configuration)")
 
     ticket = message.ticket
@@ -270,20 +323,23 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
             return _settle(message, "held", f"held back: {reason}")
 
     client = ticket.client if ticket else (mailbox.client if mailbox else msp)
-    texts = template_in_effect(client, event)
+    # An acknowledgement carries the alternative its route or mailbox chose when it was queued.
+    texts = template_in_effect(client, event, details.get("variant") or "")
     try:
-        rendered = render((texts.text_source, texts.html_source), _context(message, env))
+        rendered = render_texts(texts.texts, texts.layout, _context(message, env), tz=tenancy.timezone_of(client),
+                                language=tenancy.language_of(client))
     except TemplateError as exc:
         where = f"the template of {texts.source.name}" if texts.source else "the built-in template"
         return _settle(message, "failed", f"failed: {where} for {event} has an error: {exc}")
 
-    from_address = (mailbox.response_address or mailbox.address) if mailbox else server.from_address
+    # A reply keeps the From its technician chose (a retry sends the same); the rest, the default.
+    from_address = details.get("from_address") or (mailbox.from_addresses[0] if mailbox else server.from_address)
     if not from_address:
         return _settle(message, "failed", "failed: no sender address (set the mailbox's response address or smtp.from)")
-    override = get_setting("override_recipient")
+    override = get_setting("override_recipient", msp.id)
     email = _compose(message, rendered, env, event=event, from_address=from_address, msp=msp, mailbox=mailbox,
                      ref_format=ref_format, override=override, now=now)
-    if get_setting("block_outgoing"):
+    if get_setting("block_outgoing", msp.id):
         return _settle(message, "blocked", "blocked: outgoing mail is switched off (staging); recorded, not sent")
     details["attempts"] = details.get("attempts", 0) + 1
     try:
@@ -299,7 +355,4 @@ def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = No
     except TransportError as exc:
         return _not_sent(message, details, exc, now)
     message.details = details
-    if details.get("automatic"):
-        for address in recipients:
-            log_automatic_mail(msp.id, address, ticket.subject if ticket else event, message.id, ref_format)
     return _sent(message, details, recipients, override, result, now)

@@ -14,7 +14,7 @@ from portal.jobs import enqueue
 from portal.mail import threads
 from portal.mail.compose import AUTOMATIC_BY_EVENT
 from portal.models import Mailbox, Message, Ticket
-from portal.outbound.settings import get_setting
+from portal.outbound.settings import customer_notifications
 
 # The sender job: one waiting at a time, and no trace of it once done (so it can be queued again).
 SEND_JOB = "workers.sending.send_due"
@@ -77,7 +77,7 @@ def notify_contact(event: str, ticket: Ticket, *, by_person: bool = True,
     when the mail settings say the customer hears of this kind of change. by_person: a person's
     action caused it (not inbound mail), so it cannot be part of a loop. answering: the inbound
     mail that caused it, while it is being decided."""
-    if event not in get_setting("customer_notifications"):
+    if event not in customer_notifications(ticket.client):
         return None
     if ticket.contact is None or not ticket.contact.email:
         return None

@@ -1,5 +1,6 @@
 """Which server sends: a mailbox's own outgoing server, else (a Graph mailbox) Graph's sendMail
-from the mailbox itself, else the installation's default gateway. How to reach a stored server (SmtpSettings) is built here and nowhere else, for the
+from the mailbox itself, else its MSP's own gateway, else the installation's default gateway; an
+"incoming only" mailbox's mail always goes through a gateway. How to reach a stored server (SmtpSettings) is built here and nowhere else, for the
 sending run and for test mail alike. Editing the servers, audited. Flush, never commit."""
 
 from __future__ import annotations
@@ -7,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from portal import crypto
 from portal.extensions import db
 from portal.models import Mailbox, SmtpServer, User
+from portal.models.base import utcnow
 from portal.services import ValidationError, audit
 from portal.services.allowlist import AllowEntryError, normalise_address
 from portal.services.mailbox_tokens import access_token
@@ -19,7 +21,7 @@ from portal.services.mailboxes import HOST_PATTERN, RETYPE_PASSWORD, graph_setti
 from portal.transport.base import SECURITIES, TransportError
 from portal.transport.graph import GraphSettings
 from portal.transport.reach import Reach
-from portal.transport.smtp import SmtpError, SmtpSettings
+from portal.transport.smtp import SmtpError, SmtpSettings, check_connection
 
 SMTP_AUTH = ("password", "oauth2")
 
@@ -48,22 +50,68 @@ def send_environment(actor: User | None = None) -> SendEnvironment:
 # --- which server ------------------------------------------------------------------------------------
 
 
-def default_gateway() -> SmtpServer | None:
-    return db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id.is_(None)))
+def installation_gateway() -> SmtpServer | None:
+    """The installation's default gateway (neither a mailbox's nor an MSP's)."""
+    return db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id.is_(None), SmtpServer.msp_id.is_(None)))
 
 
-def outgoing_server(mailbox: Mailbox | None) -> SmtpServer | None:
-    """The mailbox's own outgoing server, else the installation's default gateway."""
-    if mailbox is not None:
+def msp_gateway(msp_id: int) -> SmtpServer | None:
+    """The MSP's own gateway only (no fallback to the installation's)."""
+    return db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id.is_(None), SmtpServer.msp_id == msp_id))
+
+
+def default_gateway(msp_id: int | None = None) -> SmtpServer | None:
+    """The gateway an MSP's mail goes through when no mailbox server sends it: the MSP's own,
+    else the installation's (msp_id None: the installation's)."""
+    if msp_id is None:
+        return installation_gateway()
+    # One query for both, the MSP's own first (the dashboard asks on every refresh).
+    return db.session.scalar(select(SmtpServer).where(
+        SmtpServer.mailbox_id.is_(None), or_(SmtpServer.msp_id == msp_id, SmtpServer.msp_id.is_(None)))
+        .order_by(SmtpServer.msp_id.is_(None)).limit(1))
+
+
+def outgoing_server(mailbox: Mailbox | None, msp_id: int | None = None) -> SmtpServer | None:
+    """The mailbox's own outgoing server, else its MSP's gateway, else the installation's. An
+    "incoming only" mailbox's mail always goes through a gateway (DESIGN: "else the system
+    default gateway"). Without a mailbox, `msp_id` says whose gateway."""
+    if mailbox is not None and mailbox.sends_itself:
         own = db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id == mailbox.id))
         if own is not None:
             return own
-    return default_gateway()
+    return default_gateway(mailbox.msp_id if mailbox is not None else msp_id)
+
+
+def gateway_name(server: SmtpServer) -> str:
+    """Which gateway, in the words of the pages and test mails."""
+    return "the MSP's gateway" if server.msp_id is not None else "the default gateway"
 
 
 def own_server(mailbox: Mailbox) -> SmtpServer | None:
     """The mailbox's own outgoing server only (no fallback to the gateway)."""
     return db.session.scalar(select(SmtpServer).where(SmtpServer.mailbox_id == mailbox.id))
+
+
+def record_server_test(server: SmtpServer, ok: bool, message: str) -> None:
+    """An outgoing server keeps the answer of its last test (a login, a test email), as a mailbox does."""
+    server.last_test_at = utcnow()
+    server.last_test_ok = ok
+    server.last_test_message = message
+    db.session.flush()
+
+
+def check_gateway(server: SmtpServer, env: SendEnvironment, actor: User | None) -> tuple[bool, str]:
+    """"Test connection" of a gateway: sign in and say so in plain words, kept as its last test and
+    in the history of the MSP's settings (an MSP's gateway) or the installation's."""
+    try:
+        ok, words = True, f"Connected: {check_connection(smtp_settings(server, env))}."
+    except TransportError as exc:
+        ok, words = False, f"Not connected: {exc.message}"
+    record_server_test(server, ok, words)
+    if actor is not None:
+        audit.record(actor, server.msp_id or actor.msp_id, "client" if server.msp_id else "installation",
+                     server.msp_id or 0, "gateway tested", {"result": [None, words]})
+    return ok, words
 
 
 def smtp_settings(server: SmtpServer, env: SendEnvironment) -> SmtpSettings:
@@ -89,22 +137,25 @@ def smtp_settings(server: SmtpServer, env: SendEnvironment) -> SmtpSettings:
                         from_address=server.from_address, reach=env.reach, token=token)
 
 
-def outgoing_settings(mailbox: Mailbox | None, env: SendEnvironment) -> SmtpSettings | GraphSettings | None:
-    """How to reach the server the mailbox's mail goes through (None: the gateway's); None when
+def outgoing_settings(mailbox: Mailbox | None, env: SendEnvironment,
+                      msp_id: int | None = None) -> SmtpSettings | GraphSettings | None:
+    """How to reach the server the mailbox's mail goes through (None: the MSP's gateway, else the
+    installation's); None when
     there is no server to use. A Graph mailbox without an SMTP server of its own sends through
-    Graph (raises TransportError when it has no usable token)."""
-    if mailbox is not None and mailbox.protocol == "graph" and own_server(mailbox) is None:
+    Graph (raises TransportError when it has no usable token), unless it is incoming only."""
+    if mailbox is not None and mailbox.sends_itself and mailbox.protocol == "graph" and own_server(mailbox) is None:
         return graph_settings(mailbox, env.keys, reach=env.reach)
-    server = outgoing_server(mailbox)
+    server = outgoing_server(mailbox, msp_id)
     return smtp_settings(server, env) if server is not None else None
 
 
 # --- editing --------------------------------------------------------------------------------------------
 
 
-def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None) -> tuple[SmtpServer, bool]:
-    """Create or update the default gateway (mailbox None) or a mailbox's outgoing server
-    from plain values (host, port, security, username, password, from, timeout, verify_tls).
+def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None,
+                     msp_id: int | None = None) -> tuple[SmtpServer, bool]:
+    """Create or update the installation's default gateway (neither mailbox nor msp_id), an
+    MSP's own gateway (msp_id) or a mailbox's outgoing server from plain values (host, port, security, username, password, from, timeout, verify_tls).
     Returns the server and whether anything changed."""
     errors: dict[str, list[str]] = {}
     host = str(values.get("host") or "").strip()
@@ -128,14 +179,12 @@ def save_smtp_server(values: dict, *, keys: str, mailbox: Mailbox | None = None)
             errors["from"] = [str(exc)]
     if errors:
         raise ValidationError(errors)
-    query = select(SmtpServer).where(SmtpServer.mailbox_id == (mailbox.id if mailbox else None)) if mailbox else \
-        select(SmtpServer).where(SmtpServer.mailbox_id.is_(None))
-    server = db.session.scalar(query)
+    server = own_server(mailbox) if mailbox else msp_gateway(msp_id) if msp_id is not None else installation_gateway()
     before = None if server is None else (server.host, server.port, server.security, server.username,
                                           server.from_address, server.timeout, server.verify_tls, server.auth,
                                           server.password_encrypted)
     if server is None:
-        server = SmtpServer(mailbox_id=mailbox.id if mailbox else None, host=host)
+        server = SmtpServer(mailbox_id=mailbox.id if mailbox else None, msp_id=None if mailbox else msp_id, host=host)
         db.session.add(server)
     password = values.get("password") if auth == "password" else None
     if auth == "oauth2":
@@ -197,15 +246,28 @@ def _server_snapshot(server) -> dict:
 def save_outgoing_server(mailbox: Mailbox, values: dict[str, Any], *, keys: str, actor: User | None) -> dict:
     """The mailbox's own SMTP server, through save_smtp_server, audited on the mailbox."""
     own = own_server(mailbox)
-    before = _server_snapshot(own)
-    old_secret = own.password_encrypted if own is not None else None
-    server, _changed = save_smtp_server(values, keys=keys, mailbox=mailbox)
-    changes = {f"outgoing {k}": v for k, v in audit.diff(before, _server_snapshot(server)).items()}
-    if old_secret is not None and server.password_encrypted != old_secret:
-        changes.setdefault("outgoing password", ["(set)", "(changed)"])
+    changes = _saved(own, values, "outgoing", keys=keys, mailbox=mailbox)
     if changes:
         audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id,
                      "outgoing server " + ("set" if own is None else "changed"), changes)
+    return changes
+
+
+def _saved(own: SmtpServer | None, values: dict[str, Any], label: str, *, keys: str, **owner) -> dict:
+    """Save a mailbox's server or an MSP's gateway; what changed, as its history words it."""
+    before = _server_snapshot(own)
+    old_secret = own.password_encrypted if own is not None else None
+    server, _changed = save_smtp_server(values, keys=keys, **owner)
+    changes = {f"{label} {k}": v for k, v in audit.diff(before, _server_snapshot(server)).items()}
+    if old_secret is not None and server.password_encrypted != old_secret:
+        changes.setdefault(f"{label} password", ["(set)", "(changed)"])
+    return changes
+
+
+def _removed(own: SmtpServer, label: str) -> dict:
+    """Delete a mailbox's server or an MSP's gateway; what went, as its history words it."""
+    changes = {f"{label} {k}": v for k, v in audit.diff(_server_snapshot(own), {}).items()}
+    db.session.delete(own)
     return changes
 
 
@@ -214,8 +276,28 @@ def remove_outgoing_server(mailbox: Mailbox, *, actor: User | None) -> bool:
     own = own_server(mailbox)
     if own is None:
         return False
-    changes = {f"outgoing {k}": v for k, v in audit.diff(_server_snapshot(own), {}).items()}
-    db.session.delete(own)
-    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, "outgoing server removed", changes)
+    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, "outgoing server removed", _removed(own, "outgoing"))
+    db.session.flush()
+    return True
+
+
+# --- an MSP's own gateway, audited on the MSP ----------------------------------------------------------------
+
+
+def save_msp_gateway(msp_id: int, values: dict[str, Any], *, keys: str, actor: User | None) -> dict:
+    """The MSP's own gateway, through save_smtp_server, audited on the MSP."""
+    own = msp_gateway(msp_id)
+    changes = _saved(own, values, "gateway", keys=keys, msp_id=msp_id)
+    if changes:
+        audit.record(actor, msp_id, "client", msp_id, "gateway " + ("set" if own is None else "changed"), changes)
+    return changes
+
+
+def remove_msp_gateway(msp_id: int, *, actor: User | None) -> bool:
+    """Back to the installation's gateway."""
+    own = msp_gateway(msp_id)
+    if own is None:
+        return False
+    audit.record(actor, msp_id, "client", msp_id, "gateway removed", _removed(own, "gateway"))
     db.session.flush()
     return True

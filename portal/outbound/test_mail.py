@@ -20,11 +20,11 @@ from email.utils import formatdate, make_msgid
 from flask import current_app
 from redis.exceptions import RedisError
 
-from portal.jobs import redis_connection
+from portal.jobs import app_redis
 from portal.mail.compose import AddressError, parse_address
-from portal.models import Mailbox, User
-from portal.outbound.servers import (SendEnvironment, default_gateway, outgoing_server, outgoing_settings, own_server,
-                                    smtp_settings)
+from portal.models import Mailbox, SmtpServer, User
+from portal.outbound.servers import (SendEnvironment, gateway_name, installation_gateway, msp_gateway,
+                                    outgoing_server, outgoing_settings, own_server, record_server_test, smtp_settings)
 from portal.outbound.settings import get_setting
 from portal.services import audit
 from portal.services.mailboxes import record_secret_test
@@ -62,7 +62,7 @@ def _limit_problem(actor: User, msp_id: int) -> str | None:
     prefix = f"{current_app.config['TIDEMARK_QUEUE']}:test-mail"
     user_key, msp_key = f"{prefix}:user:{actor.id}", f"{prefix}:msp:{msp_id}"
     try:
-        connection = redis_connection()
+        connection = app_redis()
         if not _take(connection, user_key, PER_USER_PER_MINUTE, 60):
             return (f"Not sent: you have sent {PER_USER_PER_MINUTE} test emails in the last minute, the most "
                     "allowed. Wait a minute and try again.")
@@ -92,27 +92,30 @@ def send_test_mail(actor: User, msp_id: int, record: tuple[str, int], recipient:
 
 
 def _send(actor, msp_id, address, build, settings, via, send) -> str:
-    if get_setting("block_outgoing"):
-        return "Not sent: outgoing mail is switched off for this installation (staging), so test emails are too."
+    if get_setting("block_outgoing", msp_id):
+        return "Not sent: outgoing mail is switched off (staging), so test emails are too."
     if problem := _limit_problem(actor, msp_id):
         return problem
-    override = get_setting("override_recipient")
+    override = get_setting("override_recipient", msp_id)
     try:
         send(settings, build(override or address))
     except TransportError as exc:
         return f"Not sent: {exc.message}"
     if override:
-        return f"Sent to {override} instead of {address} (recipients are overridden on this installation) through {via}."
+        return f"Sent to {override} instead of {address} (recipients are overridden: staging) through {via}."
     return f"Sent to {address} through {via}."
 
 
 def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, actor, *, send=None) -> str:
     """"Send test email" for a mailbox: a short mail, now, through the server its mail would
     use and from the address its mail would carry. Returns what happened in plain words."""
-    if mailbox.protocol == "graph" and own_server(mailbox) is None:
+    if mailbox.sends_itself and mailbox.protocol == "graph" and own_server(mailbox) is None:
         return _graph_test(mailbox, recipient, env, actor, send=send)
     server = outgoing_server(mailbox)
     if server is None:
+        if not mailbox.sends_itself:
+            return ("Not sent: this mailbox is incoming only, so its mail goes through the default gateway, "
+                    "and there is none.")
         return "Not sent: this mailbox has no outgoing server and there is no default gateway."
     try:
         settings = smtp_settings(server, env)
@@ -122,21 +125,46 @@ def send_mailbox_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, ac
     def build(address: str) -> EmailMessage:
         return _mailbox_test_email(mailbox, address, env, f"{server.host}:{server.port}")
 
-    which = "its own outgoing server" if server.mailbox_id == mailbox.id else "the default gateway"
-    return send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
-                          f"{server.host} ({which})", send=send)
+    which = "its own outgoing server" if server.mailbox_id == mailbox.id else gateway_name(server)
+    attempt = _Attempt(send or smtp_send)
+    result = send_test_mail(actor, mailbox.msp_id, ("mailbox", mailbox.id), recipient, build, settings,
+                            f"{server.host} ({which})", send=attempt)
+    return attempt.kept_on(server, result)
+
+
+class _Attempt:
+    """The send of a test email, noting whether it reached the server: one that did (sent, or
+    refused by the server) is the server's last test; one held back before it (the limits,
+    staging, a wrong address) says nothing of the server."""
+
+    def __init__(self, send: Callable):
+        self.send, self.tried = send, False
+
+    def __call__(self, settings, email):
+        self.tried = True
+        return self.send(settings, email)
+
+    def kept_on(self, server: SmtpServer, result: str) -> str:
+        if self.tried:
+            record_server_test(server, result.startswith("Sent"), result)
+        return result
 
 
 def _mailbox_test_email(mailbox: Mailbox, address: str, env: SendEnvironment, through: str) -> EmailMessage:
+    return _test_email(mailbox.from_addresses[0], address, env, mailbox.address,
+                       f"{through} for the mailbox {mailbox.address}")
+
+
+def _test_email(sender: str, address: str, env: SendEnvironment, about: str, through: str) -> EmailMessage:
+    """The short test mail: `about` names what is tried (the subject), `through` how it was sent."""
     email = EmailMessage()
-    email["From"] = mailbox.response_address or mailbox.address
+    email["From"] = sender
     email["To"] = address
-    email["Subject"] = f"Tidemark test email for {mailbox.address}"
+    email["Subject"] = f"Tidemark test email for {about}"
     email["Date"] = formatdate(localtime=False)
     email["Message-ID"] = make_msgid(domain=env.host)
     email["Auto-Submitted"] = "auto-generated"
-    email.set_content(f"This is a test email from Tidemark, sent through {through} for the mailbox "
-                      f"{mailbox.address}. Nothing needs to be done.\n")
+    email.set_content(f"This is a test email from Tidemark, sent through {through}. Nothing needs to be done.\n")
     return email
 
 
@@ -172,25 +200,22 @@ def send_outgoing_test(mailbox: Mailbox, recipient: str, env: SendEnvironment, *
     return result
 
 
-def send_gateway_test(recipient: str, env: SendEnvironment, actor: User, *, send=None) -> str:
-    """"Send test email" on the mail settings: through the saved default gateway, from its From
-    address, noted in the mail settings' history (as saving them is)."""
-    server = default_gateway()
+def send_gateway_test(recipient: str, env: SendEnvironment, actor: User, *, send=None, own: bool = False) -> str:
+    """"Send test email" on the mail settings: through the saved gateway (`own`: the actor's MSP's
+    own, else the installation's), from its From address, noted in the history of those settings
+    (as saving them is)."""
+    server = msp_gateway(actor.msp_id) if own else installation_gateway()
+    which = "your MSP's gateway" if own else "the default gateway"
     if server is None:
-        return "Not sent: there is no default gateway yet. Save its host first."
+        return f"Not sent: there is no {which.removeprefix('the ')} yet. Save its host first."
     settings = smtp_settings(server, env)
-    via = f"{server.host} (the default gateway)"
+    via = f"{server.host} ({which})"
 
     def build(address: str) -> EmailMessage:
-        email = EmailMessage()
-        email["From"] = server.from_address or f"tidemark@{env.host}"
-        email["To"] = address
-        email["Subject"] = "Tidemark test email for the default gateway"
-        email["Date"] = formatdate(localtime=False)
-        email["Message-ID"] = make_msgid(domain=env.host)
-        email["Auto-Submitted"] = "auto-generated"
-        email.set_content(f"This is a test email from Tidemark, sent through {server.host}:{server.port}, the "
-                          "default gateway. Nothing needs to be done.\n")
-        return email
+        return _test_email(server.from_address or f"tidemark@{env.host}", address, env, which,
+                           f"{server.host}:{server.port}, {which}")
 
-    return send_test_mail(actor, actor.msp_id, ("installation", 0), recipient, build, settings, via, send=send)
+    attempt = _Attempt(send or smtp_send)
+    record = ("client", actor.msp_id) if own else ("installation", 0)
+    return attempt.kept_on(server, send_test_mail(actor, actor.msp_id, record, recipient, build,
+                                                  settings, via, send=attempt))

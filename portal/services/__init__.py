@@ -37,3 +37,8 @@ def checked_date(value: Any, errors: dict[str, list[str]], key: str) -> date | N
 def commit() -> None:
     db.session.commit()
     dispatch_pending()
+
+
+def containing(text: str) -> str:
+    """A LIKE pattern for text anywhere, its own % and _ taken literally (use with escape="\\")."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

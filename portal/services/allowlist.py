@@ -35,6 +35,23 @@ def _not_an_address(raw: str) -> AllowEntryError:
     return AllowEntryError(f"“{text}” is not an email address like name@contoso.com.")
 
 
+# Public mail services: anyone can have an address there, so a domain entry for one of them would
+# give every stranger's mail to one client. For these, the sender's own address goes on a list.
+FREEMAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr", "hotmail.de",
+    "live.com", "live.co.uk", "msn.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com",
+    "aol.com", "icloud.com", "me.com", "mac.com", "proton.me", "protonmail.com", "pm.me", "gmx.com", "gmx.de",
+    "gmx.net", "web.de", "t-online.de", "mail.com", "zoho.com", "yandex.com", "yandex.ru", "mail.ru",
+    "fastmail.com", "tutanota.com", "hey.com", "orange.fr", "free.fr", "laposte.net", "qq.com", "163.com",
+})
+
+
+def is_freemail(domain: str) -> bool:
+    """Whether a (normalised) domain is a public mail service's, or one of its subdomains."""
+    labels = domain.lower().rstrip(".").split(".")
+    return any(".".join(labels[i:]) in FREEMAIL_DOMAINS for i in range(len(labels) - 1))
+
+
 def normalise_domain(raw: str) -> str:
     """Lower-case ASCII (IDNA) form of a domain, e.g. 'Bücher.Example.' -> 'xn--bcher-kva.example'."""
     text = raw.strip().rstrip(".")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEntry, Client, User
@@ -92,19 +92,22 @@ def field_label(name: str, labels: dict[str, str]) -> str:
     return words[:1].upper() + words[1:]
 
 
-def readable_changes(entry: AuditEntry, labels: dict[str, str]) -> list[tuple[str, Any, Any]]:
-    """(label, before, after) for each change of a history entry, as people read them: a field's
-    label instead of its name and a client's name instead of its id (only this MSP's clients)."""
-    changes = entry.changes or {}
-    ids = {v for k in CLIENT_IDS for v in changes.get(k, []) if isinstance(v, int)}
-    names = dict(db.session.execute(
-        select(Client.id, Client.name).where(Client.id.in_(ids),
-                                             or_(Client.msp_id == entry.msp_id, Client.id == entry.msp_id))
-    ).all()) if ids else {}
+def readable_history(entries: Iterable[AuditEntry],
+                     labels: Mapping[str, dict[str, str]]) -> dict[int, list[tuple[str, Any, Any]]]:
+    """Per entry id, (label, before, after) for each change, as people read them: the label of
+    the field on the form of the record's own type (`labels` by record type) instead of its
+    name, and a client's name instead of its id (only the entry's MSP's clients), the names of
+    every entry read in one query."""
+    entries = list(entries)
+    ids = {v for e in entries for k in CLIENT_IDS for v in (e.changes or {}).get(k, []) if isinstance(v, int)}
+    clients = {cid: (msp_id, name) for cid, msp_id, name in db.session.execute(
+        select(Client.id, Client.msp_id, Client.name).where(Client.id.in_(ids)))} if ids else {}
 
-    def value(key: str, v: Any) -> Any:
+    def value(entry: AuditEntry, key: str, v: Any) -> Any:
         if key in CLIENT_IDS and isinstance(v, int):
-            return names.get(v, "a deleted client")
+            msp_id, name = clients.get(v, (None, None))
+            return name if name is not None and entry.msp_id in (msp_id, v) else "a deleted client"
         return v
 
-    return [(field_label(k, labels), value(k, pair[0]), value(k, pair[1])) for k, pair in changes.items()]
+    return {e.id: [(field_label(k, labels.get(e.record_type, {})), value(e, k, pair[0]), value(e, k, pair[1]))
+                   for k, pair in (e.changes or {}).items()] for e in entries}

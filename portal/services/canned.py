@@ -55,6 +55,13 @@ def get_own(client: Client, response_id: int) -> CannedResponse | None:
                                                           CannedResponse.msp_id == client.msp_id))
 
 
+def get_own_by_name(client: Client, name: str, *, other_than: CannedResponse | None = None) -> CannedResponse | None:
+    """The client's own response of this name (in any case), leaving out `other_than`."""
+    return db.session.scalar(select(CannedResponse).where(
+        CannedResponse.client_id == client.id, func.lower(CannedResponse.name) == " ".join(name.split()).lower(),
+        *([CannedResponse.id != other_than.id] if other_than is not None else [])))
+
+
 def body_from(text: str, html: str) -> str:
     """Sanitised HTML from what the editor wrote, or from plain text (the form without JavaScript)."""
     html = (html or "").strip()
@@ -75,9 +82,7 @@ def save(client: Client, *, name: str, text: str = "", html: str = "", shared: b
     elif len(name) > NAME_MAX:
         errors["name"] = [f"The name is at most {NAME_MAX} characters."]
     else:
-        clash = db.session.scalar(select(CannedResponse).where(
-            CannedResponse.client_id == client.id, func.lower(CannedResponse.name) == name.lower(),
-            *([CannedResponse.id != response.id] if response is not None else [])))
+        clash = get_own_by_name(client, name, other_than=response)
         if clash is not None:
             errors["name"] = [f"{client.name} already has a response called {clash.name!r}."]
     if not html_to_text(body).strip() and "<img" not in body:

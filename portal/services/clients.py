@@ -10,12 +10,13 @@ from sqlalchemy import func, select
 
 from portal import tenancy
 from portal.extensions import db
+from portal.mail.language import LANGUAGES
 from portal.models import INHERITED_SETTINGS, AllowEntry, Client, User
 from portal.services import ValidationError, audit
 from portal.services.allowlist import parse_allow_list
 
 CODE_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{0,19}$")
-SETTING_LABELS = {"waterline": "Waterline", "timezone": "Time zone"}
+SETTING_LABELS = {"waterline": "Waterline", "timezone": "Time zone", "language": "Language of its mail"}
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ClientInput:
     code: str = ""
     waterline: str = ""
     timezone: str = ""
+    language: str = ""
     allow: str | list[str] = ""
     reference_prefix: str | None = None  # MSP roots only
     errors: dict[str, list[str]] = field(default_factory=dict)
@@ -135,6 +137,8 @@ def effective_settings(client: Client) -> list[EffectiveSetting]:
     for name in INHERITED_SETTINGS:
         source = tenancy.nearest(chain, name)
         value = getattr(source, name) if source else None
+        if name == "language" and value:
+            value = LANGUAGES.get(value, value)
         out.append(EffectiveSetting(name, SETTING_LABELS[name], value, source, source is client))
     return out
 
@@ -180,6 +184,11 @@ def _validate(msp_id: int | None, data: ClientInput, client: Client | None) -> d
     if tz is not None and tz not in _timezones():
         errors.setdefault("timezone", []).append(f"{tz} is not a time zone. Pick one from the list, e.g. Europe/Berlin.")
 
+    language = data.language.strip() or None
+    if language is not None and language not in LANGUAGES:
+        errors.setdefault("language", []).append(
+            f"{language} is not a language Tidemark writes mail in. Choose one of: {', '.join(LANGUAGES)}.")
+
     waterline = data.waterline.strip() or None
     if waterline is not None and len(waterline) > 2000:
         errors.setdefault("waterline", []).append("The waterline is longer than 2,000 characters.")
@@ -207,7 +216,7 @@ def _validate(msp_id: int | None, data: ClientInput, client: Client | None) -> d
             )
     if errors:
         raise ValidationError(errors)
-    return {"name": name, "code": code, "timezone": tz, "waterline": waterline, "entries": entries, "prefix": prefix}
+    return {"name": name, "code": code, "timezone": tz, "language": language, "waterline": waterline, "entries": entries, "prefix": prefix}
 
 
 _TZ_CACHE: set[str] | None = None
@@ -232,6 +241,7 @@ def snapshot(client: Client) -> dict:
         "parent": client.parent.name if client.parent else None,
         "waterline": client.waterline,
         "timezone": client.timezone,
+        "language": client.language,
         "disabled": client.disabled,
         "allow-list": sorted(e.value for e in client.allow_entries),
     }
@@ -246,6 +256,7 @@ def _apply(client: Client, clean: dict) -> None:
         client.name_key = msp_name_key(clean["name"])
     client.code = clean["code"]
     client.timezone = clean["timezone"]
+    client.language = clean["language"]
     client.waterline = clean["waterline"]
     if clean["prefix"] is not None and client.is_msp:
         client.reference_prefix = clean["prefix"]

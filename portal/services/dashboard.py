@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
+from markupsafe import Markup
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq import Queue, Worker
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, or_, select
 
 from portal.extensions import db
 from portal.inbound.health import stalled_ids
 from portal.inbound.unprocessed import count_waiting
-from portal.models import AuditEntry, Client, Mailbox, RawMessage, Ticket
+from portal.main.charts import Bar, horizontal_bars
+from portal.models import AuditEntry, Client, Mailbox, Message, RawMessage, Ticket
 from portal.models.base import utcnow
-from portal.services.grant_expiry import SignIn, sign_in, watched_mailboxes
+from portal.services.grant_expiry import SignIn, borrowed_apps, sign_in, watched_mailboxes
 from portal.services.ticket_list import TODO_STATUSES
 
 # "Open" here is the ticket list's default "to do": the dashboard's numbers link into that list.
@@ -32,6 +34,8 @@ REDIS_TIMEOUT = 1.0
 class OpenRow:
     client: Client
     counts: dict[str, int]
+    due_today: int = 0  # service levels: a running clock due before the end of today
+    breached: int = 0  # open and past due, or stopped late this month
 
     @property
     def total(self) -> int:
@@ -43,14 +47,17 @@ class OpenMatrix:
     rows: list[OpenRow]
     totals: dict[str, int]
     statuses: tuple[str, ...] = OPEN_STATUSES
+    due_today: int = 0
+    breached: int = 0
 
     @property
     def total(self) -> int:
         return sum(self.totals.values())
 
 
-def open_tickets(msp_id: int) -> OpenMatrix:
-    """Open tickets by client and status, the busiest client first."""
+def open_tickets(msp_id: int, tz: tzinfo = timezone.utc, now: datetime | None = None) -> OpenMatrix:
+    """Open tickets by client and status, and per client the tickets due today and breached
+    (service_levels), the busiest client first."""
     found = db.session.execute(
         select(Ticket.client_id, Ticket.status, func.count())
         .where(Ticket.msp_id == msp_id, Ticket.status.in_(OPEN_STATUSES))
@@ -58,12 +65,49 @@ def open_tickets(msp_id: int) -> OpenMatrix:
     by_client: dict[int, dict[str, int]] = {}
     for client_id, status, n in found:
         by_client.setdefault(client_id, dict.fromkeys(OPEN_STATUSES, 0))[status] = n
+    levels = service_levels(msp_id, tz, now or utcnow())
+    for client_id in levels:
+        by_client.setdefault(client_id, dict.fromkeys(OPEN_STATUSES, 0))
     clients = {c.id: c for c in db.session.scalars(
         select(Client).where(Client.msp_id == msp_id, Client.id.in_(by_client)))} if by_client else {}
-    rows = [OpenRow(clients[cid], counts) for cid, counts in by_client.items() if cid in clients]
-    rows.sort(key=lambda r: (-r.total, r.client.name.lower()))
+    rows = [OpenRow(clients[cid], counts, *levels.get(cid, (0, 0))) for cid, counts in by_client.items()
+            if cid in clients]
+    rows.sort(key=lambda r: (-r.total, -r.breached, r.client.name.lower()))
     totals = {s: sum(r.counts[s] for r in rows) for s in OPEN_STATUSES}
-    return OpenMatrix(rows, totals)
+    return OpenMatrix(rows, totals, due_today=sum(r.due_today for r in rows), breached=sum(r.breached for r in rows))
+
+
+def end_of_day(now: datetime, tz: tzinfo) -> datetime:
+    """Midnight at the end of today where the viewer is (a day the clocks change included)."""
+    tomorrow = now.astimezone(tz).date() + timedelta(days=1)
+    return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=tz)
+
+
+def start_of_month(now: datetime, tz: tzinfo) -> datetime:
+    local = now.astimezone(tz)
+    return datetime(local.year, local.month, 1, tzinfo=tz)
+
+
+def service_levels(msp_id: int, tz: tzinfo, now: datetime) -> dict[int, tuple[int, int]]:
+    """Per client id, in one query: (tickets due today, tickets breached). Due today: open, its
+    clock running (not paused) with a due time before the end of today where the viewer is,
+    overdue ones included. Breached: open and past due (a paused clock: past due when it paused),
+    or a clock stopped after its due time this month."""
+    end, month = end_of_day(now, tz), start_of_month(now, tz)
+    is_open = Ticket.status.in_(OPEN_STATUSES)
+    running = [(Ticket.first_response_due_at, Ticket.first_response_at),
+               (Ticket.resolution_due_at, Ticket.resolved_at)]
+    due_today = and_(is_open, Ticket.sla_paused_at.is_(None),
+                     or_(*(and_(stop.is_(None), due < end) for due, stop in running)))
+    overdue = or_(*(and_(stop.is_(None), or_(and_(Ticket.sla_paused_at.is_(None), due < now),
+                                              due < Ticket.sla_paused_at)) for due, stop in running))
+    late = or_(*(and_(stop >= month, stop > due) for due, stop in running))
+    breached = or_(and_(is_open, overdue), late)
+    found = db.session.execute(
+        select(Ticket.client_id, func.sum(case((due_today, 1), else_=0)), func.sum(case((breached, 1), else_=0)))
+        .where(Ticket.msp_id == msp_id, Ticket.sla_started_at.is_not(None), or_(due_today, breached))
+        .group_by(Ticket.client_id)).all()
+    return {client_id: (int(today or 0), int(late_ or 0)) for client_id, today, late_ in found}
 
 
 @dataclass
@@ -72,11 +116,12 @@ class MailboxHealth:
     state: str  # "healthy", "stalled", "failing", "not fetched yet", "draft", "disabled"
 
 
-def mailbox_health(msp_id: int) -> list[MailboxHealth]:
-    """Every mailbox of the MSP with what a person checks first (its figures: mailbox_figures)."""
-    out = []
+def mailbox_health(msp_id: int, now: datetime | None = None) -> list[MailboxHealth]:
+    """Every mailbox of the MSP with what a person checks first (its figures: mailbox_figures),
+    by address: one query, and one Redis round trip for the overdue ones' fetch locks."""
     mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id).order_by(Mailbox.address)))
-    stalled = stalled_ids(mailboxes, utcnow())
+    stalled = stalled_ids(mailboxes, now or utcnow())
+    out = []
     for m in mailboxes:
         if m.status != "active":
             state = m.status
@@ -92,18 +137,11 @@ def mailbox_health(msp_id: int) -> list[MailboxHealth]:
     return out
 
 
-def failing_mailboxes(msp_id: int, now: datetime | None = None) -> list[MailboxHealth]:
-    """Active mailboxes that are stalled (no poll completes: inbound.health.stalled_ids) or whose
-    last polls failed, the longest stalled or failing first."""
+def failing_mailboxes(health: list[MailboxHealth], now: datetime | None = None) -> list[MailboxHealth]:
+    """Of mailbox_health's answer, the active mailboxes that are stalled (no poll completes:
+    inbound.health.stalled_ids) or whose last polls failed, the longest stalled or failing first."""
     now = now or utcnow()
-    found = []
-    mailboxes = list(db.session.scalars(select(Mailbox).where(Mailbox.msp_id == msp_id, Mailbox.status == "active")))
-    stalled = stalled_ids(mailboxes, now)
-    for m in mailboxes:
-        if m.id in stalled:
-            found.append(MailboxHealth(m, "stalled"))
-        elif m.failure_count:
-            found.append(MailboxHealth(m, "failing"))
+    found = [h for h in health if h.state in ("stalled", "failing")]
     found.sort(key=lambda h: (h.mailbox.failing_since or h.mailbox.next_poll_at or now, h.mailbox.address))
     return found
 
@@ -112,7 +150,9 @@ def sign_in_grants(msp_id: int, now: datetime | None = None) -> list[SignIn]:
     """The "Sign-in grants" section: the OAuth2 mailboxes (not disabled) that need a person, a
     reconnect needed first, then the soonest expiry (grant or client secret, 14 days ahead or past)."""
     now = now or utcnow()
-    found = [s for s in (sign_in(m, now) for m in watched_mailboxes(msp_id)) if s is not None and s.attention]
+    mailboxes = watched_mailboxes(msp_id)
+    apps = borrowed_apps(mailboxes)
+    found = [s for s in (sign_in(m, now, apps) for m in mailboxes) if s is not None and s.attention]
 
     def urgency(s: SignIn):
         left = min((e.days_left for e in (s.grant, s.secret) if e), default=0)
@@ -186,6 +226,16 @@ def in_words(delta: timedelta) -> str:
     return ""  # not reached
 
 
+def duration_in_words(delta: timedelta) -> str:
+    """As in_words, but to the second below a minute (pushed mail becomes a ticket in seconds)."""
+    seconds = max(0.0, delta.total_seconds())
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    return in_words(delta)
+
+
 @dataclass
 class MailboxFigures:
     messages_today: int = 0
@@ -203,24 +253,142 @@ def start_of_day(now: datetime, tz: tzinfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def mailbox_figures(msp_id: int, tz: tzinfo, now: datetime | None = None) -> dict[int, MailboxFigures]:
+def mailbox_figures(msp_id: int, tz: tzinfo, now: datetime | None = None,
+                    mailboxes: list[Mailbox] | None = None) -> dict[int, MailboxFigures]:
     """Per mailbox id: mail fetched since midnight in `tz` (one grouped query) and the fetch lag.
-    Late = active, and no successful poll for three poll intervals (at least five minutes)."""
+    Late = active, and no successful poll for three poll intervals (at least five minutes).
+    `mailboxes`: the MSP's, when the caller loaded them already (else read here)."""
     now = now or utcnow()
     counts = dict(db.session.execute(
         select(RawMessage.mailbox_id, func.count())
         .where(RawMessage.msp_id == msp_id, RawMessage.mailbox_id.is_not(None),
                RawMessage.fetched_at >= start_of_day(now, tz))
         .group_by(RawMessage.mailbox_id)).all())
+    rows = ([(m.id, m.status, m.poll_interval, m.last_success_at) for m in mailboxes] if mailboxes is not None else
+            db.session.execute(select(Mailbox.id, Mailbox.status, Mailbox.poll_interval, Mailbox.last_success_at)
+                               .where(Mailbox.msp_id == msp_id)))
     figures = {}
-    for box_id, status, interval, last in db.session.execute(
-            select(Mailbox.id, Mailbox.status, Mailbox.poll_interval, Mailbox.last_success_at)
-            .where(Mailbox.msp_id == msp_id)):
+    for box_id, status, interval, last in rows:
         lag = now - last if last else None
         allowed = timedelta(seconds=max(300, 3 * (interval or 60)))
         figures[box_id] = MailboxFigures(counts.get(box_id, 0), lag,
                                          status == "active" and lag is not None and lag > allowed)
     return figures
+
+
+# --- time to ticket per mailbox: from the mail's arrival to its ticket ------------------------------
+
+TIME_TO_TICKET_DAYS = 7
+TIME_TO_TICKET_ROWS = 2000  # per mailbox, the latest fetched: enough for a median, never a whole table
+
+
+@dataclass(frozen=True)
+class TimeToTicket:
+    count: int  # messages measured
+    median: timedelta
+    p90: timedelta
+
+
+@dataclass(frozen=True)
+class TimeToTicketToday:
+    """A mailbox's time to ticket over today's mail: the mailbox page and /metrics."""
+
+    count: int
+    p50: timedelta
+    p95: timedelta
+    total: timedelta  # all the waits added up (Prometheus' _sum)
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The value below which `fraction` of the sorted values lie, interpolated between the two
+    nearest (as PostgreSQL's percentile_cont does)."""
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def ticket_waits(msp_id: int | None, since: datetime, *, rows: int = TIME_TO_TICKET_ROWS, by_date: bool = False,
+                 mailbox_id: int | None = None) -> dict[int, list[float]]:
+    """Per mailbox id, sorted seconds from each email's arrival to its ticket change, for the mail
+    fetched since `since` that opened a ticket or went onto one (the latest `rows` of each
+    mailbox). The ticket change is the ticket's creation or the message's recording on it,
+    whichever is later. The arrival is the mail server's receive time (IMAP INTERNALDATE, Graph
+    receivedDateTime, the LMTP DATA); where the server gave none (POP3), the fetch, or with
+    `by_date` the email's Date header when it is not after the fetch. Nothing counts below zero.
+    `msp_id` None: every MSP's (the operator's /metrics)."""
+    scope = [] if msp_id is None else [RawMessage.msp_id == msp_id, Message.msp_id == msp_id, Ticket.msp_id == msp_id]
+    if mailbox_id is not None:
+        scope.append(RawMessage.mailbox_id == mailbox_id)
+    latest = (select(RawMessage.mailbox_id, RawMessage.received_at, Message.sent_at, RawMessage.fetched_at,
+                     Message.created_at, Ticket.created_at.label("opened_at"),
+                     func.row_number().over(partition_by=RawMessage.mailbox_id,
+                                            order_by=(RawMessage.fetched_at.desc(), RawMessage.id.desc())).label("n"))
+              .join(Message, Message.raw_message_id == RawMessage.id)
+              .join(Ticket, Ticket.id == Message.ticket_id)
+              .where(*scope, RawMessage.mailbox_id.is_not(None), Message.direction == "in",
+                     RawMessage.fetched_at >= since)
+              .subquery())
+    waits: dict[int, list[float]] = {}
+    for box_id, received, sent, fetched, recorded, opened, _n in db.session.execute(
+            select(latest).where(latest.c.n <= rows)):
+        if received is not None:
+            start = received
+        elif by_date and sent is not None and sent <= fetched:
+            start = sent
+        else:
+            start = fetched
+        waits.setdefault(box_id, []).append(max(0.0, (max(recorded, opened) - start).total_seconds()))
+    for seconds in waits.values():
+        seconds.sort()
+    return waits
+
+
+def time_to_ticket(msp_id: int, now: datetime | None = None, days: int = TIME_TO_TICKET_DAYS,
+                   rows: int = TIME_TO_TICKET_ROWS) -> dict[int, TimeToTicket]:
+    """Per mailbox id, the median and 90th percentile of ticket_waits over the mail fetched in
+    the last `days` days; where the server gave no receive time, from the Date header."""
+    now = now or utcnow()
+    return {box_id: TimeToTicket(len(seconds), timedelta(seconds=percentile(seconds, 0.5)),
+                                 timedelta(seconds=percentile(seconds, 0.9)))
+            for box_id, seconds in ticket_waits(msp_id, now - timedelta(days=days), rows=rows, by_date=True).items()}
+
+
+def time_to_ticket_today(msp_id: int | None, tz: tzinfo, now: datetime | None = None, *,
+                         mailbox_id: int | None = None, rows: int = TIME_TO_TICKET_ROWS) -> dict[int, TimeToTicketToday]:
+    """Per mailbox id, p50 and p95 of ticket_waits over the mail fetched since midnight in `tz`
+    (from the receive time, else the fetch)."""
+    now = now or utcnow()
+    waits = ticket_waits(msp_id, start_of_day(now, tz), rows=rows, mailbox_id=mailbox_id)
+    return {box_id: TimeToTicketToday(len(seconds), timedelta(seconds=percentile(seconds, 0.5)),
+                                      timedelta(seconds=percentile(seconds, 0.95)), timedelta(seconds=sum(seconds)))
+            for box_id, seconds in waits.items()}
+
+TICKET_TIME_WORDS_W = 250  # "median 3 minutes, 90% within 12 minutes" at the charts' 11 px
+
+
+def time_to_ticket_chart(msp_id: int, health: list[MailboxHealth], now: datetime | None = None) -> Markup | None:
+    """Median (bar) and 90th percentile (whisker) from an email's arrival to its ticket, per active
+    mailbox and any other that fetched mail in those days; None without one."""
+    times = time_to_ticket(msp_id, now)
+    bars = []
+    for h in health:
+        t = times.get(h.mailbox.id)
+        if t is None and h.mailbox.status != "active":
+            continue
+        words = f"median {in_words(t.median)}, 90% within {in_words(t.p90)}" if t else "no mail became a ticket"
+        bars.append(Bar(h.mailbox.address, t.median.total_seconds() if t else None, words,
+                        mark=t.p90.total_seconds() if t else None))
+    return horizontal_bars("ticket-time", "Time from an email's arrival to its ticket", bars,
+                           words_width=TICKET_TIME_WORDS_W) if bars else None
+
+
+def lag_chart(health: list[MailboxHealth], figures: dict[int, MailboxFigures]) -> Markup | None:
+    """How long since each active mailbox last fetched without error; None without one."""
+    bars = [Bar(h.mailbox.address, f.lag.total_seconds() if f.lag else None,
+                f.lag_words + (" (late)" if f.late else ""), f.late)
+            for h in health if h.mailbox.status == "active" and (f := figures.get(h.mailbox.id)) is not None]
+    return horizontal_bars("fetch-lag", "Time since each mailbox's last good fetch", bars) if bars else None
 
 
 # --- tickets opened and closed per day per client -------------------------------------------------
@@ -260,14 +428,14 @@ def tickets_per_day(msp_id: int, tz: tzinfo, now: datetime | None = None,
     for client_id, created in db.session.execute(
             select(Ticket.client_id, Ticket.created_at).where(Ticket.msp_id == msp_id, Ticket.created_at >= first)):
         count(client_id, created, "opened")
-    for client_id, at, changes in db.session.execute(
-            select(Ticket.client_id, AuditEntry.at, AuditEntry.changes)
+    # A change to closed: the history's status [before, after] with "closed" after, chosen by the
+    # database (SQLite's json_extract, PostgreSQL's #>>), not by reading every change here.
+    for client_id, at in db.session.execute(
+            select(Ticket.client_id, AuditEntry.at)
             .join(Ticket, Ticket.id == AuditEntry.record_id)
             .where(AuditEntry.msp_id == msp_id, AuditEntry.record_type == "ticket", AuditEntry.at >= first,
-                   Ticket.msp_id == msp_id)):
-        status = (changes or {}).get("status")
-        if isinstance(status, list) and len(status) == 2 and status[1] == "closed":
-            count(client_id, at, "closed")
+                   Ticket.msp_id == msp_id, AuditEntry.changes[("status", 1)].as_string() == "closed")):
+        count(client_id, at, "closed")
     clients = {c.id: c for c in db.session.scalars(
         select(Client).where(Client.id.in_(counts), Client.msp_id == msp_id))} \
         if counts else {}

@@ -14,14 +14,19 @@ OBJECT_ID_PLACEHOLDER = "PASTE-THE-OBJECT-ID-HERE"
 ROLES = ("Application Mail.ReadWrite", "Application Mail.Send")
 
 
+# PowerShell reads the typographic quotes as quotes too: “ ” „ as ", and ‘ ’ ‚ ‛ as '.
+DOUBLE_QUOTES = '"\u201c\u201d\u201e'
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
 def ps_string(value: str) -> str:
-    """A PowerShell double-quoted string: backtick, dollar sign and double quote escaped."""
-    return '"' + re.sub(r'([`$"])', r"`\1", value) + '"'
+    """A PowerShell double-quoted string: backtick, dollar sign and every double quote escaped."""
+    return '"' + re.sub(f"([`${DOUBLE_QUOTES}])", r"`\1", value) + '"'
 
 
 def _opath(value: str) -> str:
-    """A value in an OPATH filter, single-quoted (a quote doubled)."""
-    return "'" + value.replace("'", "''") + "'"
+    """A value in an OPATH filter, single-quoted (every single quote doubled)."""
+    return "'" + re.sub(f"([{SINGLE_QUOTES}])", r"\1\1", value) + "'"
 
 
 def scope_name(msp_name: str) -> str:

@@ -1,5 +1,5 @@
 """The dashboard's first-run checklist: what a new MSP sets up before mail becomes tickets.
-Reads only; everything scoped to the MSP (the default gateway is the installation's)."""
+Reads only; everything scoped to the MSP (its own gateway, else the installation's)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def checklist(msp_id: int) -> Checklist:
     first = db.session.scalar(select(Mailbox.id).where(Mailbox.msp_id == msp_id).order_by(Mailbox.id).limit(1))
     own_server = select(SmtpServer.id).join(Mailbox, Mailbox.id == SmtpServer.mailbox_id).where(
         Mailbox.msp_id == msp_id)
-    outgoing = default_gateway() is not None or _any(own_server)
+    outgoing = default_gateway(msp_id) is not None or _any(own_server)
     route = _any(select(Route.id).join(Mailbox, Mailbox.id == Route.mailbox_id).where(Mailbox.msp_id == msp_id)) \
         or _any(select(AllowEntry.id).where(AllowEntry.msp_id == msp_id))
     tested = _any(select(AuditEntry.id).where(AuditEntry.msp_id == msp_id, AuditEntry.action == TEST_SENT))

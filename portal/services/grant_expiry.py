@@ -10,6 +10,7 @@ moment, expired once past.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -17,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
 from portal.extensions import db
-from portal.models import Mailbox, MailboxOAuth
+from portal.models import Mailbox, MailboxOAuth, MspMicrosoftApp
 from portal.services.mailbox_oauth import grant_label
-from portal.services.microsoft_app import borrows_msp_app, msp_microsoft_app
+from portal.services.microsoft_app import borrows_msp_app, msp_microsoft_app, msp_microsoft_apps
 
 # Alerts go out this many days before each expiry; the pages highlight from the first of them.
 THRESHOLDS = (14, 3, 1)
@@ -64,12 +65,15 @@ def grant_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
     return Expiry("grant_expiring", "sign-in grant", at.date(), (at.date() - now.date()).days, at <= now)
 
 
-def secret_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
+def secret_expiry(row: MailboxOAuth, now: datetime, apps: Mapping[int, MspMicrosoftApp] | None = None) -> Expiry | None:
+    """`apps`: the MSPs' Microsoft 365 apps by MSP id, when the caller looked them up for a list
+    of mailboxes at once (borrowed_apps); else this mailbox's MSP's is looked up."""
     expires, what = row.credential_expires, row.credential
     if expires is None and borrows_msp_app(row):
         # The MSP's Microsoft 365 app signs this mailbox in: its secret's date, or its certificate's
         # notAfter, is the one that counts.
-        app = msp_microsoft_app(row.mailbox.msp_id)
+        msp_id = row.mailbox.msp_id
+        app = apps.get(msp_id) if apps is not None else msp_microsoft_app(msp_id)
         if app is not None:
             expires, what = app.credential_expires, app.credential
     if expires is None:
@@ -78,10 +82,15 @@ def secret_expiry(row: MailboxOAuth, now: datetime) -> Expiry | None:
     return Expiry("secret_expiring", what, expires, left, left < 0)
 
 
-def expiries(row: MailboxOAuth | None, now: datetime) -> list[Expiry]:
+def expiries(row: MailboxOAuth | None, now: datetime, apps: Mapping[int, MspMicrosoftApp] | None = None) -> list[Expiry]:
     if row is None:
         return []
-    return [e for e in (grant_expiry(row, now), secret_expiry(row, now)) if e is not None]
+    return [e for e in (grant_expiry(row, now), secret_expiry(row, now, apps)) if e is not None]
+
+
+def borrowed_apps(mailboxes: Iterable[Mailbox]) -> dict[int, MspMicrosoftApp]:
+    """The Microsoft 365 apps these mailboxes sign in with (theirs being their MSP's), in one query."""
+    return msp_microsoft_apps({m.msp_id for m in mailboxes if m.oauth is not None and borrows_msp_app(m.oauth)})
 
 
 @dataclass(frozen=True)
@@ -100,13 +109,13 @@ class SignIn:
         return self.state == "reconnect needed" or any(e.attention for e in (self.grant, self.secret) if e)
 
 
-def sign_in(mailbox: Mailbox, now: datetime) -> SignIn | None:
-    """None for a mailbox that signs in with a password."""
+def sign_in(mailbox: Mailbox, now: datetime, apps: Mapping[int, MspMicrosoftApp] | None = None) -> SignIn | None:
+    """None for a mailbox that signs in with a password; `apps` as for secret_expiry."""
     row = mailbox.oauth
     if mailbox.auth != "oauth2" or row is None:
         return None
     reason = row.state_reason if row.state != "connected" else None
-    return SignIn(mailbox, row.state, grant_label(row), reason, grant_expiry(row, now), secret_expiry(row, now))
+    return SignIn(mailbox, row.state, grant_label(row), reason, grant_expiry(row, now), secret_expiry(row, now, apps))
 
 
 def watched_mailboxes(msp_id: int | None = None) -> list[Mailbox]:

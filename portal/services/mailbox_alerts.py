@@ -22,7 +22,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Mailbox, MailboxAlert, MailboxOAuth
 from portal.outbound.outbox import queue_mail
-from portal.services.grant_expiry import Expiry, expiries, watched_mailboxes
+from portal.services.grant_expiry import Expiry, borrowed_apps, expiries, watched_mailboxes
 
 # The template each kind is mailed with; a kind not named here is recorded only.
 TEMPLATE_OF = {"mailbox_failing": "mailbox_failing", "reconnect_needed": "reconnect_needed",
@@ -78,8 +78,9 @@ def send_expiry_alerts(now: datetime) -> list[MailboxAlert]:
         key = (mailbox_id, kind, (details or {}).get("expires_on"))
         sent[key] = min(sent.get(key, 999), int((details or {}).get("threshold", 999)))
     made = []
+    apps = borrowed_apps(mailboxes)
     for mailbox in mailboxes:
-        for expiry in expiries(mailbox.oauth, now):
+        for expiry in expiries(mailbox.oauth, now, apps):
             threshold = expiry.due_threshold()
             if threshold is None or sent.get((mailbox.id, expiry.kind, expiry.on.isoformat()), 999) <= threshold:
                 continue

@@ -12,16 +12,8 @@ from portal.models import Mailbox, User
 from portal.oauth import OAuthError, finish_authorisation, revoke, start_authorisation
 from portal.services import audit, oauth_states
 from portal.services import mailbox_oauth as oauth_svc
-from portal.services.mailbox_tokens import app_credentials, token_scopes
+from portal.services.mailbox_tokens import app_credentials, provider_of, token_scopes
 from portal.services.mailboxes import server_reach
-
-CALLBACK_PATH = "/oauth/callback"
-
-
-def redirect_uri(portal_url: str) -> str:
-    """The one address every provider sends people back to (registered in each app)."""
-    return portal_url.rstrip("/") + CALLBACK_PATH
-
 
 def connect_problem(mailbox: Mailbox) -> str | None:
     """Why this mailbox has nothing to connect, or None."""
@@ -32,12 +24,13 @@ def connect_problem(mailbox: Mailbox) -> str | None:
     return None
 
 
-def sign_in_origin(mailbox: Mailbox, keys: str) -> str | None:
-    """Where Connect sends the browser (scheme://host[:port]), for the page's form-action."""
+def sign_in_origin(mailbox: Mailbox) -> str | None:
+    """Where Connect sends the browser (scheme://host[:port]), for the page's form-action: from the
+    settings alone, as every view of the mailbox page asks (no secret is decrypted)."""
     if connect_problem(mailbox):
         return None
     try:
-        found, _app = app_credentials(mailbox, keys)
+        found = provider_of(mailbox.oauth)
     except OAuthError:
         return None
     parts = urlsplit(found.authorize_url or "")
@@ -50,10 +43,10 @@ def start_connect(mailbox: Mailbox, keys: str, user: User, portal_url: str) -> s
     if problem := connect_problem(mailbox):
         raise OAuthError(problem, kind="config")
     found, app = app_credentials(mailbox, keys)
-    started = start_authorisation(found, app, redirect_uri(portal_url), token_scopes(mailbox, found),
+    started = start_authorisation(found, app, oauth_states.redirect_uri(portal_url), token_scopes(mailbox, found),
                                   login_hint=mailbox.username or None)
     oauth_states.remember("mailbox", msp_id=mailbox.msp_id, user_id=user.id, subject_id=mailbox.id,
-                          authorisation=started)
+                          authorisation=started, app_id=app.client_id)
     return started.url
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -20,9 +19,10 @@ from portal.extensions import db
 from portal.models import Client, Mailbox, MailboxOAuth, User
 from portal.models.base import utcnow
 from portal.models.mailboxes import AUTH_METHODS, GRAPH_API_URL, OAUTH_FLOWS, OAUTH_PROVIDERS
-from portal.oauth.http import is_loopback
-from portal.services import app_certificate, audit, checked_date
+from portal.services import app_certificate, checked_date
+from portal.services.grant_state import grant_label, record, set_state
 from portal.services.tenant_consent import missing_for_app_only
+from portal.transport.urls import url_refusal
 
 # The keys of the `oauth` mapping, in the configuration file and in save_mailbox's values.
 OAUTH_KEYS = ("provider", "flow", "tenant", "client_id", "client_secret", "secret_expires", "token_url",
@@ -42,17 +42,6 @@ class _Missing:
 
 
 MISSING = _Missing()
-
-
-def url_problem(value: Any) -> str | None:
-    """What is wrong with an endpoint URL, or None: HTTPS, or HTTP to this machine only (tests)."""
-    text = str(value or "").strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return f"{text!r} is not a URL like https://login.example.net/oauth2/token."
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        return f"{text!r} must use https: tokens and secrets travel through it."
-    return None
 
 
 def _text(value: Any) -> str | None:
@@ -85,7 +74,7 @@ def check_auth(values: dict[str, Any], out: dict[str, Any], mailbox: Mailbox | N
     out.update(host="", port=443, security="ssl")
     api_url = (values.get("api_url") or "").strip() if "api_url" in values else (mailbox.api_url if mailbox else None)
     api_url = (api_url or GRAPH_API_URL).rstrip("/")
-    if problem := url_problem(api_url):
+    if problem := url_refusal(api_url):
         errors.setdefault("api_url", []).append(problem)
     out["api_url"] = api_url
 
@@ -180,7 +169,7 @@ def _checked_app(merged: dict[str, Any], errors: dict, borrowed: set[str] = froz
                                                         or "Give the app's client id (application id).")
     for key in ("token_url", "authorize_url"):
         clean[key] = _text(merged.get(key))
-        if clean[key] and (problem := url_problem(clean[key])):
+        if clean[key] and (problem := url_refusal(clean[key])):
             errors.setdefault(f"oauth.{key}", []).append(problem)
     if provider == "generic":
         if not clean["token_url"]:
@@ -241,12 +230,6 @@ def snapshot(row: MailboxOAuth | None) -> dict[str, Any]:
     return snap
 
 
-def grant_label(row: MailboxOAuth) -> str:
-    if row.state == "connected":
-        return f"connected as {row.account}" if row.account else "connected"
-    return row.state
-
-
 def has_grant(row: MailboxOAuth) -> bool:
     return row.state != "not connected" or row.refresh_token_encrypted is not None \
         or row.access_token_encrypted is not None
@@ -263,14 +246,6 @@ def activation_problems(mailbox: Mailbox) -> list[str]:
 # --- the grant: what portal.oauth stores after talking to the provider -------------------------------
 
 
-def _set_state(row: MailboxOAuth, state: str, reason: str | None) -> bool:
-    changed = row.state != state
-    if changed or row.state_reason != reason:
-        row.state_changed_at = utcnow() if changed or row.state_changed_at is None else row.state_changed_at
-    row.state, row.state_reason = state, reason
-    return changed
-
-
 def store_grant(row: MailboxOAuth, keys: str, *, access_token: str, access_expires_at: datetime | None,
                 refresh_token: str | None = None, account: str | None = None,
                 grant_expires_at: datetime | None = None, actor: User | None = None) -> None:
@@ -285,8 +260,8 @@ def store_grant(row: MailboxOAuth, keys: str, *, access_token: str, access_expir
     if grant_expires_at is not None:
         row.grant_expires_at = grant_expires_at
     before = grant_label(row)
-    if _set_state(row, "connected", None) or grant_label(row) != before:
-        _record(row, actor, "connected", before)
+    if set_state(row, "connected", None) or grant_label(row) != before:
+        record(row, actor, "connected", before)
     db.session.flush()
 
 
@@ -297,12 +272,12 @@ def reconnect_needed(row: MailboxOAuth, reason: str, *, actor: User | None = Non
     before = grant_label(row)
     row.access_token_encrypted = row.refresh_token_encrypted = None
     row.access_token_expires_at = None
-    changed = _set_state(row, "reconnect needed", reason)
+    changed = set_state(row, "reconnect needed", reason)
     if changed:
         # Not at the top: the outbox -> outbound.settings -> servers -> services.mailboxes import this module.
         from portal.services.mailbox_alerts import reconnect_alert  # noqa: PLC0415
 
-        _record(row, actor, "reconnect needed", before, reason)
+        record(row, actor, "reconnect needed", before, reason)
         reconnect_alert(row, reason)
     db.session.flush()
     return changed
@@ -321,15 +296,7 @@ def drop_grant(row: MailboxOAuth, reason: str | None = None) -> None:
     row.access_token_encrypted = row.refresh_token_encrypted = None
     row.access_token_expires_at = row.grant_expires_at = None
     row.account = None
-    _set_state(row, "not connected", reason)
-
-
-def _record(row: MailboxOAuth, actor: User | None, action: str, before: str, reason: str | None = None) -> None:
-    mailbox = row.mailbox
-    changes = {"oauth.grant": [before, grant_label(row)]}
-    if reason:
-        changes["reason"] = [None, reason]
-    audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"OAuth2 {action}", changes)
+    set_state(row, "not connected", reason)
 
 
 def client_secret_of(row: MailboxOAuth, keys: str) -> str | None:

@@ -42,9 +42,14 @@ def app_credentials(mailbox: Mailbox, keys: str) -> tuple[Provider, AppCredentia
                                              app_certificate.pem_of(row, keys))
     if row.provider == "microsoft" and row.flow == "app" and not (row.tenant and row.client_id):
         tenant, app = _borrowed_app(mailbox, tenant, app, keys)
-    provider = oauth.provider(row.provider, tenant=tenant, token_url=row.token_url,
-                              authorize_url=row.authorize_url, scopes=row.scopes or ())
-    return provider, app
+    return provider_of(row, tenant), app
+
+
+def provider_of(row: MailboxOAuth, tenant: str | None = None) -> Provider:
+    """The provider of a mailbox's OAuth2 settings (in `tenant` instead of its own when given),
+    from what the admin typed: no secret is read. Raises OAuthError (config) for a wrong setting."""
+    return oauth.provider(row.provider, tenant=tenant or row.tenant, token_url=row.token_url,
+                          authorize_url=row.authorize_url, scopes=row.scopes or ())
 
 
 def _borrowed_app(mailbox: Mailbox, tenant: str | None, app: AppCredentials,
@@ -82,7 +87,18 @@ def token_scopes(mailbox: Mailbox, provider: Provider) -> list[str]:
     row = mailbox.oauth
     if row is not None and row.scopes:
         return list(row.scopes)
-    return provider.scopes_for(token_protocols(mailbox), row.flow if row is not None else "delegated")
+    return provider.scopes_for(token_protocols(mailbox), row.flow if row is not None else "delegated",
+                               shared=opens_another_mailbox(mailbox))
+
+
+def opens_another_mailbox(mailbox: Mailbox) -> bool:
+    """Whether the mailbox opened is not the signing-in account's own, as its settings say: a shared
+    mailbox, or a user name (the account) other than its address. Not the account a sign-in
+    named: a user name (UPN) may differ from the address of the same mailbox."""
+    if mailbox.shared_mailbox:
+        return mailbox.shared_mailbox.strip().lower() != (mailbox.username or "").strip().lower()
+    username = (mailbox.username or "").strip().lower()
+    return bool(username) and username != (mailbox.address or "").strip().lower()
 
 
 def _fresh(row: MailboxOAuth, keys: str, now: datetime) -> str | None:

@@ -12,23 +12,28 @@ from sqlalchemy import delete, func, select, update
 
 from portal import crypto
 from portal.extensions import db
-from portal.models import Client, Mailbox, MailboxAlert, Message, RawMessage, Route, SmtpServer, Ticket, User
+from portal.jobs import enqueue
+from portal.models import AuditEntry, Client, GraphSubscription, Mailbox, MailboxAlert, Message, RawMessage, Route, SmtpServer, Ticket, User
 from portal.models.base import utcnow
 from portal.models.mailboxes import (
     AFTER_ACTIONS,
     AUTOMATIC_MAIL_MODES,
     DEFAULT_PORTS,
     DIRECTIONS,
+    EMBED_IMAGES,
     GRAPH_API_URL,
+    MAX_MESSAGE_SIZE_LIMIT,
     MAILBOX_PROTOCOLS,
     MAILBOX_STATUSES,
     PLUS_MODES,
 )
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.outbound.variants import check_variant_name
 from portal.services import ValidationError, audit
 from portal.services import mailbox_oauth as oauth_svc
 from portal.services import microsoft_app
 from portal.services.clients import get_client_by_name, msp_count
+from portal.services.custom_fields import type_problem
 from portal.services.routes import (
     RouteInput,
     checked_address,
@@ -39,6 +44,7 @@ from portal.services.routes import (
 from portal.services.mailbox_tokens import access_token
 from portal.transport.base import SECURITIES, ServerSettings, TransportError
 from portal.transport.graph import GraphSettings
+from portal.transport.lmtp import probe_listener
 from portal.transport.probe import ProbeResult
 from portal.transport.probe import test_connection
 from portal.transport.reach import Reach
@@ -89,7 +95,7 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any 
         out["address"] = checked_address(values["address"], "address", errors)
     for key, allowed in (("protocol", MAILBOX_PROTOCOLS), ("security", SECURITIES), ("status", MAILBOX_STATUSES),
                          ("plus_addressing", PLUS_MODES), ("direction", DIRECTIONS),
-                         ("automatic_mail", AUTOMATIC_MAIL_MODES),
+                         ("automatic_mail", AUTOMATIC_MAIL_MODES), ("embed_images", EMBED_IMAGES),
                          ("default_priority", PRIORITIES), ("default_status", TICKET_STATUSES[:3])):
         if key in values and values[key] not in allowed:
             errors.setdefault(key, []).append(f"{values[key]!r} is not one of {', '.join(allowed)}.")
@@ -103,16 +109,19 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any 
             out["port"] = DEFAULT_PORTS.get((protocol, security), 993)
         elif not isinstance(port, int) or not 1 <= port <= 65535:
             errors.setdefault("port", []).append("The port is a number from 1 to 65535.")
-    if "after_action" in values and values["after_action"] not in AFTER_ACTIONS.get(protocol, ()):
+    if protocol == "lmtp" and ("protocol" in values or "after_action" in values):
+        out["after_action"] = "keep"  # pushed mail: no server to tell anything
+    elif "after_action" in values and values["after_action"] not in AFTER_ACTIONS.get(protocol, ()):
         errors.setdefault("after_action", []).append(
             f"After processing, {protocol.upper()} can: {', '.join(AFTER_ACTIONS.get(protocol, ()))}.")
-    if values.get("after_action") == "move" and not (values.get("processed_folder") or (mailbox and mailbox.processed_folder)):
+    if out.get("after_action") == "move" and not (values.get("processed_folder") or (mailbox and mailbox.processed_folder)):
         errors.setdefault("processed_folder", []).append("Name the folder processed mail is moved to.")
     for key in ("aliases", "alert_recipients"):
         if key in values:
             out[key] = [x for x in (checked_address(v, key, errors) for v in values[key] or []) if x]
-    if "response_address" in values and values["response_address"]:
-        out["response_address"] = checked_address(values["response_address"], "response_address", errors)
+    for key in ("response_address", "reply_to"):
+        if key in values and values[key]:
+            out[key] = checked_address(values[key], key, errors)
     if "ignore_senders" in values:
         out["ignore_senders"] = [x for x in (checked_sender_pattern(v, errors, "ignore list") for v in values["ignore_senders"] or []) if x]
         if "routes" in errors:
@@ -120,6 +129,14 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any 
     for key, low, high in (("poll_interval", 10, 86400), ("timeout", 5, 600), ("max_tries", 1, 100), ("cool_off", 0, 86400)):
         if key in values and not (isinstance(values[key], int) and low <= values[key] <= high):
             errors.setdefault(key, []).append(f"{key.replace('_', ' ')} is a whole number from {low} to {high}.")
+    if values.get("max_message_size") in ("", 0):
+        out["max_message_size"] = None
+    elif values.get("max_message_size") is not None:
+        size = values["max_message_size"]
+        if not (isinstance(size, int) and not isinstance(size, bool) and 1024 <= size <= MAX_MESSAGE_SIZE_LIMIT):
+            errors.setdefault("max_message_size", []).append(
+                f"The largest email is from 1 KB to {MAX_MESSAGE_SIZE_LIMIT // 2**20} MB, or empty for the "
+                "installation's 40 MB.")
     if "skip_windows" in values:
         for w in values["skip_windows"] or []:
             if not _WINDOW.match(str(w).replace(" ", "")):
@@ -138,6 +155,10 @@ def _clean_settings(values: dict[str, Any], mailbox: Mailbox | None, oauth: Any 
         if not folders:
             errors.setdefault("folders", []).append("Read at least one folder (usually INBOX).")
         out["folders"] = folders
+    if "acknowledgement_variant" in values:
+        owner = client or (mailbox.client if mailbox else None)
+        out["acknowledgement_variant"] = check_variant_name(values["acknowledgement_variant"], owner,
+                                                            "acknowledgement_variant", errors) if owner else None
     oauth_svc.check_auth(values, out, mailbox, errors)
     out["oauth"] = oauth_svc.checked_oauth(oauth, mailbox, out, errors, client)
     if errors:
@@ -156,12 +177,17 @@ def _snapshot(mailbox: Mailbox) -> dict:
 
 
 def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: str, actor: User | None,
-                 routes: list[RouteInput] | None = None, mailbox: Mailbox | None = None) -> tuple[Mailbox, dict]:
+                 routes: list[RouteInput] | None = None, mailbox: Mailbox | None = None,
+                 require_test: bool = False) -> tuple[Mailbox, dict]:
     """Create (mailbox None) or update a mailbox. `values` holds settings by column name plus
-    `password` (plain; encrypted here). Returns the mailbox and the audited changes."""
+    `password` (plain; encrypted here). Returns the mailbox and the audited changes. `require_test`
+    (the portal's pages): active only after a successful test of the saved settings (test_problem);
+    the configuration file and the command line are the operator's and are not held to it."""
     if client.msp_id != msp.id:
         raise ValidationError({"client": ["That client is not in this MSP's tree."]})
     password = values.pop("password", None)
+    if problem := type_problem(msp.id, values.get("default_type")):
+        raise ValidationError({"default_type": [problem]})
     clean = _clean_settings(values, mailbox, values.pop("oauth", oauth_svc.MISSING), client)
     oauth = clean.pop("oauth")
     password, forget_password = _new_password(mailbox, password, clean, keys)
@@ -194,7 +220,9 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
                 recipients=r.recipients, senders=r.senders, subject_keywords=r.subject_keywords,
                 attachment_types=r.attachment_types, high_importance_only=r.high_importance_only,
                 client_id=r.client.id, acknowledge=r.acknowledge, acknowledge_cc=r.acknowledge_cc,
-                default_status=r.default_status, default_priority=r.default_priority, default_type=r.default_type))
+                default_status=r.default_status, default_priority=r.default_priority, default_type=r.default_type,
+                test_mode=r.test_mode, acknowledgement_variant=r.acknowledgement_variant,
+                extraction_rules=r.extraction_rules, alert_rule=r.alert_rule))
     if mailbox.status == "active":
         problems = activation_problems(mailbox)
         if before.get("status") == "active" and before.get("oauth.grant") == _snapshot(mailbox).get("oauth.grant"):
@@ -205,11 +233,18 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
         if (before.get("status") != "active" or before.get("address") != mailbox.address) \
                 and (mailbox.last_test_ok or mailbox.last_success_at is not None) and claimed_elsewhere(mailbox):
             problems.append(ADDRESS_CLAIMED)
+        if require_test:
+            changed_now = set(audit.diff(before, _snapshot(mailbox))) | ({"password"} if password else set())
+            problem = NOT_TESTED if created else test_problem(mailbox, changed_now,
+                                                              was_active=before.get("status") == "active")
+            if problem:
+                problems.append(problem)
         if problems:
             raise ValidationError({"status": problems})
         if before.get("status") != "active":
             mailbox.next_poll_at = utcnow()  # due at once; a mailbox never polled since is stalled
     db.session.flush()
+    _keep_graph_subscriptions(mailbox)
     changes = audit.diff(before, _snapshot(mailbox))
     if password_changed:
         changes.setdefault("password", ["(set)", "(changed)"])
@@ -217,6 +252,15 @@ def save_mailbox(msp: Client, client: Client, values: dict[str, Any], *, keys: s
     if changes:
         audit.record(actor, msp.id, "mailbox", mailbox.id, "created" if created else "updated", changes)
     return mailbox, changes
+
+
+def _keep_graph_subscriptions(mailbox: Mailbox) -> None:
+    """Graph change notifications follow the mailbox: subscribed when it becomes active, deleted
+    when it is disabled or speaks another protocol (workers.graph_push, after the commit)."""
+    if mailbox.protocol == "graph" or mailbox.graph_subscriptions:
+        enqueue("workers.graph_push.keep_mailbox_subscriptions", mailbox.id,
+                options={"job_id": f"graph-subscriptions-{mailbox.id}", "unique": True, "result_ttl": 0,
+                         "failure_ttl": 3600})
 
 
 def _new_password(mailbox: Mailbox | None, password: str | None, clean: dict[str, Any],
@@ -236,18 +280,58 @@ def _new_password(mailbox: Mailbox | None, password: str | None, clean: dict[str
 
 def activation_problems(mailbox: Mailbox) -> list[str]:
     problems = []
-    if not mailbox.host and mailbox.protocol != "graph":
-        problems.append("Set the server's host name before activating.")
-    if not mailbox.username and mailbox.protocol != "graph":
-        problems.append("Set the user name before activating.")
-    if mailbox.password_encrypted is None and mailbox.auth != "oauth2":
-        problems.append("Set the password before activating.")
+    if mailbox.fetches and mailbox.protocol != "lmtp":  # outgoing only: reads nothing; LMTP: pushed, no server
+        if not mailbox.host and mailbox.protocol != "graph":
+            problems.append("Set the server's host name before activating.")
+        if not mailbox.username and mailbox.protocol != "graph":
+            problems.append("Set the user name before activating.")
+        if mailbox.password_encrypted is None and mailbox.auth != "oauth2":
+            problems.append("Set the password before activating.")
     problems.extend(oauth_svc.activation_problems(mailbox))
     if mailbox.routes and not any(r.fallback for r in mailbox.routes):
         problems.append("A mailbox with routes cannot be activated without a fallback route.")
     elif fallback_switched_off(mailbox.routes):
         problems.append("The fallback route is switched off: switch it on before activating.")
     return problems
+
+
+# What a mailbox's connection test tries (services.mailbox_checks): a change to any of these
+# after the last test makes it stale; so does one to its own outgoing server when it sends.
+CONNECTION_FIELDS = frozenset({"protocol", "host", "port", "security", "username", "password", "shared_mailbox",
+                               "verify_tls", "auth", "api_url", "direction"})
+NOT_TESTED = ("Test the connection first: save the mailbox as a draft, press Test on its page, and activate it "
+              "when the test succeeds.")
+TEST_FAILED = ("The last connection test failed: correct the settings and press Test on the mailbox's page "
+               "until it succeeds.")
+TEST_STALE = ("The connection settings changed after the last connection test: press Test on the mailbox's "
+              "page to try the saved settings, then activate it.")
+ACTIVE_CONNECTION_CHANGED = ("An active mailbox keeps the connection settings it was tested with: disable it, "
+                             "save the new settings, press Test on its page, then activate it again.")
+
+
+def test_problem(mailbox: Mailbox, changed_now: set[str], *, was_active: bool) -> str | None:
+    """Why the mailbox may not be active for lack of a successful test of its saved settings: no
+    test, a failed one, or one older than the last change of a connection setting (this save's
+    `changed_now`, else the mailbox's history). None when the last test holds."""
+    if _connection_keys(mailbox, changed_now):
+        return ACTIVE_CONNECTION_CHANGED if was_active else TEST_STALE
+    if was_active:
+        return None  # its settings did not change: it stays active as it was tested
+    if mailbox.last_test_at is None:
+        return NOT_TESTED
+    if not mailbox.last_test_ok:
+        return TEST_FAILED
+    later = db.session.scalars(select(AuditEntry.changes).where(
+        AuditEntry.record_type == "mailbox", AuditEntry.record_id == mailbox.id, AuditEntry.at > mailbox.last_test_at))
+    if any(_connection_keys(mailbox, set(changes or {})) for changes in later):
+        return TEST_STALE
+    return None
+
+
+def _connection_keys(mailbox: Mailbox, keys: set[str]) -> set[str]:
+    """The keys of a change that the mailbox's test tries (its outgoing server's when it sends)."""
+    return {k for k in keys if k in CONNECTION_FIELDS
+            or (k.startswith("outgoing ") and k != "outgoing from" and mailbox.direction != "incoming")}
 
 
 RETYPE_PASSWORD = ("The server or user name differs from the saved one: type the password again. "
@@ -319,6 +403,9 @@ def rotate_secrets(keys: str) -> int:
         server.password_encrypted = crypto.rotate(keys, server.password_encrypted)
         count += 1
     count += oauth_svc.rotate_secrets(keys)
+    for row in db.session.scalars(select(GraphSubscription).where(GraphSubscription.client_state_encrypted.is_not(None))):
+        row.client_state_encrypted = crypto.rotate(keys, row.client_state_encrypted)
+        count += 1
     count += microsoft_app.rotate_secrets(keys)
     db.session.flush()
     return count
@@ -334,12 +421,10 @@ def client_named(msp: Client, name: str) -> Client:
 def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None, probe=None,
                      actor: User | None = None):
     """"Test connection": try the server now and keep the answer and its time on the mailbox."""
-    try:
-        settings = server_settings(mailbox, keys, ca_file, actor=actor)
-    except TransportError as exc:  # no access token: the grant's words, and nothing sent to the server
-        settings, result = None, ProbeResult(ok=False, message=exc.message, kind=exc.kind)
+    if mailbox.protocol == "lmtp":  # no server of its own: is the listener its mail is pushed to there?
+        settings, result = None, probe_listener(current_app.config["TIDEMARK_LMTP_LISTEN"])
     else:
-        result = (probe or test_connection)(settings)
+        settings, result = _check_server(mailbox, keys, ca_file, probe, actor)
     mailbox.last_test_at = utcnow()
     mailbox.last_test_ok = result.ok
     mailbox.last_test_message = result.message
@@ -350,17 +435,29 @@ def check_connection(mailbox: Mailbox, keys: str, *, ca_file: str | None = None,
     return result
 
 
+def _check_server(mailbox: Mailbox, keys: str, ca_file: str | None, probe, actor: User | None):
+    try:
+        settings = server_settings(mailbox, keys, ca_file, actor=actor)
+    except TransportError as exc:  # no access token: the grant's words, and nothing sent to the server
+        return None, ProbeResult(ok=False, message=exc.message, kind=exc.kind)
+    return settings, (probe or test_connection)(settings)
+
+
 def set_status(mailbox: Mailbox, status: str, *, keys: str, actor: User | None) -> dict:
     """Activate, disable or return to draft; activation is refused with its reasons."""
     msp = db.session.get(Client, mailbox.msp_id)
-    _mailbox, changes = save_mailbox(msp, mailbox.client, {"status": status}, keys=keys, actor=actor, mailbox=mailbox)
+    _mailbox, changes = save_mailbox(msp, mailbox.client, {"status": status}, keys=keys, actor=actor, mailbox=mailbox,
+                                     require_test=True)
     return changes
 
 
 def delete_mailbox(mailbox: Mailbox, *, actor: User | None) -> int:
     """Remove a mailbox with its routes, folder states, alerts and outgoing server. Its tickets
     and stored mail stay (they no longer name a mailbox). Returns how many tickets it had."""
+    from portal.inbound.graph_push import forget_subscriptions  # noqa: PLC0415 - it builds on this module
+
     tickets = db.session.scalar(select(func.count()).select_from(Ticket).where(Ticket.mailbox_id == mailbox.id))
+    forget_subscriptions(mailbox, current_app.config["TIDEMARK_ENCRYPTION_KEY"])
     # Said here as well as in the schema: SQLite does not enforce ON DELETE without its pragma.
     for model in (Ticket, Message, RawMessage):
         db.session.execute(update(model).where(model.mailbox_id == mailbox.id).values(mailbox_id=None))
@@ -379,6 +476,8 @@ def probe_settings(values: dict[str, Any], keys: str, *, mailbox: Mailbox | None
     history, nothing else is recorded. Raises ValidationError for unusable settings."""
     if values.get("protocol") == "graph":
         return _probe_graph(values, keys, mailbox, probe, actor)
+    if values.get("protocol") == "lmtp":
+        return probe_listener(current_app.config["TIDEMARK_LMTP_LISTEN"])
     wanted = {k: values.get(k) for k in ("protocol", "security", "host", "port", "timeout")}
     if wanted["timeout"] in (None, ""):
         wanted["timeout"] = mailbox.timeout if mailbox else 30

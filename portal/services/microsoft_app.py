@@ -18,18 +18,27 @@ from sqlalchemy import select
 
 from portal import crypto
 from portal.extensions import db
-from portal.models import Client, MspMicrosoftApp, User
+from portal.models import Client, Mailbox, MailboxOAuth, MspMicrosoftApp, User
 from portal.models.base import utcnow
 from portal.oauth import AppCredentials
-from portal.services import ValidationError, app_certificate, audit, checked_date
+from portal.services import ValidationError, app_certificate, audit, checked_date, grant_state
 
 # The keys of `microsoft_app` in the configuration file, and of save_microsoft_app's values.
 APP_KEYS = ("client_id", "client_secret", "secret_expires", "certificate")
 RECORD = "microsoft app"  # the history's record type; its id is the MSP's
+NEW_CREDENTIAL = "the MSP's Microsoft 365 app has a new client secret or certificate"
 
 
 def msp_microsoft_app(msp_id: int) -> MspMicrosoftApp | None:
     return db.session.scalar(select(MspMicrosoftApp).where(MspMicrosoftApp.msp_id == msp_id))
+
+
+def msp_microsoft_apps(msp_ids) -> dict[int, MspMicrosoftApp]:
+    """The apps of these MSPs by MSP id, in one query (for a list of mailboxes)."""
+    ids = set(msp_ids)
+    if not ids:
+        return {}
+    return {a.msp_id: a for a in db.session.scalars(select(MspMicrosoftApp).where(MspMicrosoftApp.msp_id.in_(ids)))}
 
 
 def borrows_msp_app(oauth_row) -> bool:
@@ -103,8 +112,18 @@ def save_microsoft_app(msp: Client, values: dict[str, Any], *, keys: str, actor:
     if changes:
         row.updated_at = utcnow()
         audit.record(actor, msp.id, RECORD, msp.id, "created" if not before else "changed", changes)
+    if secret_changed or "certificate" in changes:
+        grant_state.try_again(_borrowing(msp.id), NEW_CREDENTIAL, actor=actor)
     db.session.flush()
     return changes
+
+
+def _borrowing(msp_id: int) -> list[MailboxOAuth]:
+    """The OAuth2 settings of the MSP's mailboxes that sign in as its app."""
+    rows = db.session.scalars(select(MailboxOAuth).join(Mailbox, Mailbox.id == MailboxOAuth.mailbox_id)
+                              .where(Mailbox.msp_id == msp_id, MailboxOAuth.provider == "microsoft",
+                                     MailboxOAuth.flow == "app"))
+    return [row for row in rows if borrows_msp_app(row)]
 
 
 def remove_microsoft_app(msp: Client, *, actor: User | None) -> bool:

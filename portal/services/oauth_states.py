@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from portal.jobs import redis_connection
+from portal.jobs import app_redis
 from portal.oauth import Authorisation
 
 LIFETIME = 600  # seconds from the redirect to the provider until the callback is refused
@@ -29,6 +29,12 @@ LIFETIMES = {"mailbox": LIFETIME, "tenant consent": 7 * 24 * 3600}
 # Finished by someone who is not signed in to the portal (the customer's admin).
 UNBOUND = ("tenant consent",)
 _PREFIX = "tidemark:oauth-state:"
+CALLBACK_PATH = "/oauth/callback"  # portal.oauth_callback's route
+
+
+def redirect_uri(portal_url: str) -> str:
+    """The one address every provider sends people back to (registered in each app)."""
+    return portal_url.rstrip("/") + CALLBACK_PATH
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,8 @@ class StartedSignIn:
     msp_id: int
     user_id: int  # who started it (for a tenant consent: who created the link)
     subject_id: int  # the mailbox's id, or the client's for a tenant consent
-    authorisation: Authorisation
+    authorisation: Authorisation  # without its url: the browser has been sent there already
+    app_id: str = ""  # the app (client) id the sign-in was started for
 
 
 def _key(state: str) -> str:
@@ -46,14 +53,14 @@ def _key(state: str) -> str:
 
 
 def remember(purpose: str, *, msp_id: int, user_id: int, subject_id: int, authorisation: Authorisation,
-             connection: Redis | None = None) -> None:
+             app_id: str, connection: Redis | None = None) -> None:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown sign-in purpose {purpose!r}")
     started = authorisation
     value = {"purpose": purpose, "msp_id": msp_id, "user_id": user_id, "subject_id": subject_id,
-             "url": started.url, "state": started.state, "verifier": started.verifier,
+             "app_id": app_id, "state": started.state, "verifier": started.verifier,
              "redirect_uri": started.redirect_uri, "scopes": list(started.scopes)}
-    (connection or redis_connection()).set(_key(started.state), json.dumps(value), ex=LIFETIMES[purpose])
+    (connection or app_redis()).set(_key(started.state), json.dumps(value), ex=LIFETIMES[purpose])
 
 
 def purpose_of(state: str | None, *, connection: Redis | None = None) -> str | None:
@@ -61,7 +68,7 @@ def purpose_of(state: str | None, *, connection: Redis | None = None) -> str | N
     asks first when nobody is signed in: a mailbox's Connect needs its person signed in again."""
     if not state:
         return None
-    raw = (connection or redis_connection()).get(_key(state))
+    raw = (connection or app_redis()).get(_key(state))
     return json.loads(raw)["purpose"] if raw is not None else None
 
 
@@ -71,13 +78,13 @@ def take(state: str | None, *, user_id: int | None, connection: Redis | None = N
     `user_id` is the signed-in person's, None when nobody is: only an UNBOUND purpose is then found."""
     if not state:
         return None
-    raw = (connection or redis_connection()).getdel(_key(state))
+    raw = (connection or app_redis()).getdel(_key(state))
     if raw is None:
         return None
     value = json.loads(raw)
     if value["purpose"] not in UNBOUND and (user_id is None or value["user_id"] != user_id):
         return None
-    authorisation = Authorisation(url=value["url"], state=value["state"], verifier=value["verifier"],
+    authorisation = Authorisation(url="", state=value["state"], verifier=value["verifier"],
                                   redirect_uri=value["redirect_uri"], scopes=tuple(value["scopes"]))
     return StartedSignIn(purpose=value["purpose"], msp_id=value["msp_id"], user_id=value["user_id"],
-                         subject_id=value["subject_id"], authorisation=authorisation)
+                         subject_id=value["subject_id"], authorisation=authorisation, app_id=value.get("app_id", ""))

@@ -7,11 +7,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from sqlalchemy import select, update
+
 from portal.extensions import db
+from portal.mail.alerts import AlertRuleError, clean_alert_rule
 from portal.models import Client, Mailbox, Route, User
 from portal.models.tickets import PRIORITIES, TICKET_STATUSES
+from portal.outbound.variants import check_variant_name
 from portal.services import ValidationError, audit
+from portal.mail.extract import check_rule, rule_of
 from portal.services.allowlist import AllowEntryError, normalise_address, normalise_domain
+from portal.services.custom_fields import targets_of, type_problem
 
 
 @dataclass
@@ -30,6 +36,12 @@ class RouteInput:
     default_status: str | None = None
     default_priority: str | None = None
     default_type: str | None = None
+    test_mode: bool = False
+    acknowledgement_variant: str | None = None  # None: the mailbox's choice, else the standard one
+    # [{"source", "pattern", "target"}] (portal.mail.extract); checked by clean_routes.
+    extraction_rules: list[dict] = field(default_factory=list)
+    # portal.mail.alerts: how it reads a problem key and state from monitoring mail; None: none.
+    alert_rule: dict | None = None
 
 
 def checked_address(value: str, label: str, errors: dict) -> str | None:
@@ -76,6 +88,7 @@ def clean_routes(routes: list[RouteInput], msp_id: int) -> list[RouteInput]:
         located.extend((index, name, m) for m in errors.get("routes", [])[seen:])
         return result
 
+    targets = targets_of(msp_id) if any(r.extraction_rules or r.default_type for r in routes) else None
     fallbacks = [r for r in routes if r.fallback]
     if routes and len(fallbacks) != 1:
         fail(None, "fallback", "A mailbox with routes needs exactly one fallback route, for mail no other route takes.")
@@ -85,6 +98,19 @@ def clean_routes(routes: list[RouteInput], msp_id: int) -> list[RouteInput]:
             fail(i - 1, "name", f"route {i}: give it a name.")
         if r.client.msp_id != msp_id:
             fail(i - 1, "client", f"{where}: its client is not in this MSP's tree.")
+        variant_errors: dict[str, list[str]] = {}
+        r.acknowledgement_variant = check_variant_name(r.acknowledgement_variant, r.client, "v", variant_errors)
+        for message in variant_errors.get("v", []):
+            fail(i - 1, "acknowledgement_variant", f"{where}: {message}")
+        if r.default_type and (problem := type_problem(msp_id, r.default_type)):
+            fail(i - 1, "default_type", f"{where}: {problem}")
+        if r.extraction_rules:
+            r.extraction_rules = _checked_rules(r.extraction_rules, targets, lambda m, i=i, where=where: fail(
+                i - 1, "extraction_rules", f"{where}: {m}"))
+        if r.fallback and r.test_mode:
+            fail(i - 1, "test_mode", f"{where}: the fallback route cannot be in test: it takes the mail no other "
+                                     "route takes, so there is no next route to decide instead.")
+        _check_alert_rule(r, i - 1, where, fail)
         if r.fallback:
             continue
         if not r.recipients:
@@ -112,11 +138,38 @@ def clean_routes(routes: list[RouteInput], msp_id: int) -> list[RouteInput]:
     return sorted(routes, key=rank)
 
 
+EXTRACTION_RULES_MAX = 20
+
+
+def _checked_rules(items, targets, fail) -> list[dict]:
+    """A route's extraction rules as stored; each problem is passed to fail()."""
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        fail("extraction rules are a list of source, pattern and target.")
+        return []
+    if len(items) > EXTRACTION_RULES_MAX:
+        fail(f"at most {EXTRACTION_RULES_MAX} extraction rules.")
+    rules = [rule_of(x) for x in items]
+    for n, rule in enumerate(rules, 1):
+        for _part, message in check_rule(rule, targets):
+            fail(f"extraction rule {n}: {message}")
+    return [r.as_dict() for r in rules]
+
+
+def _check_alert_rule(route: RouteInput, index: int, where: str, fail) -> None:
+    """The route's alert rule in its stored form; each problem reported next to its field."""
+    try:
+        route.alert_rule = clean_alert_rule(route.alert_rule)
+    except AlertRuleError as exc:
+        for name, messages in exc.errors.items():
+            for message in messages:
+                fail(index, name, f"{where}: alert rule: {message}")
+
+
 # --- editing from the browser: one route at a time -----------------------------------------------
 
 ROUTE_FIELDS = ("recipients", "senders", "subject_keywords", "attachment_types", "high_importance_only",
                 "fallback", "enabled", "acknowledge", "acknowledge_cc", "default_status", "default_priority",
-                "default_type")
+                "default_type", "test_mode", "acknowledgement_variant", "extraction_rules", "alert_rule")
 _ROUTE_PREFIX = re.compile(r"^route \d+(?: \(.*?\))?: ")
 
 
@@ -227,6 +280,24 @@ def reorder_routes(mailbox: Mailbox, route_ids: list[int], *, actor: User | None
     if after != before:
         audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, "routes reordered", {"order": [before, after]})
     return [r.id for r in mailbox.routes] == list(route_ids)
+
+
+def make_live(mailbox: Mailbox, route: Route, *, actor: User | None) -> Route:
+    """Take a route out of test: from now on it applies when it matches. Its count stays as it was."""
+    data = route_input_of(route)
+    data.test_mode = False
+    return save_route(mailbox, data, actor=actor, route=route)
+
+
+def reset_test_count(mailbox: Mailbox, route: Route, *, actor: User | None) -> None:
+    """Start a route's test count again from zero (the ingest adds to it in SQL, never through the row)."""
+    before = db.session.scalar(select(Route.test_hits).where(Route.id == route.id)) or 0
+    db.session.execute(update(Route).where(Route.id == route.id, Route.mailbox_id == mailbox.id)
+                       .values(test_hits=0).execution_options(synchronize_session=False))
+    db.session.expire(route, ["test_hits"])
+    if before:
+        audit.record(actor, mailbox.msp_id, "mailbox", mailbox.id, f"route {route.name} test count reset",
+                     {"test count": [before, 0]})
 
 
 def route_group(route: Route) -> int:

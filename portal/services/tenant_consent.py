@@ -13,28 +13,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
 
 from portal import tenancy
 from portal.extensions import db
-from portal.models import Client, Mailbox, TenantConsent, User
+from portal.models import Client, Mailbox, MailboxOAuth, TenantConsent, User
 from portal.models.base import utcnow
-from portal.oauth import AppCredentials, OAuthError, finish_admin_consent, microsoft, start_admin_consent
-from portal.services import ValidationError, audit, oauth_states
+from portal.oauth import (
+    AppCredentials,
+    OAuthError,
+    client_credentials,
+    finish_admin_consent,
+    microsoft,
+    start_admin_consent,
+)
+from portal.services import ValidationError, audit, grant_state, oauth_states
 from portal.services.clients import get_client
 from portal.services.exchange_powershell import powershell
 from portal.services.microsoft_app import credentials, msp_microsoft_app
 
 PURPOSE = "tenant consent"
-CALLBACK_PATH = "/oauth/callback"  # the one callback of every OAuth2 sign-in the portal starts
 NO_APP = ("Enter your MSP's Microsoft 365 app first (Settings › Microsoft 365): the consent link asks the "
           "customer's admin to grant that app.")
-
-
-def redirect_uri(portal_url: str) -> str:
-    return portal_url.rstrip("/") + CALLBACK_PATH
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ def create_consent_link(client: Client, *, actor: User, portal_url: str, base_ur
     if app is None:
         raise ValidationError({"": [NO_APP]})
     started = start_admin_consent(microsoft("organizations", base_url), AppCredentials(app.client_id),
-                                  redirect_uri(portal_url))
+                                  oauth_states.redirect_uri(portal_url))
     oauth_states.remember(PURPOSE, msp_id=client.msp_id, user_id=actor.id, subject_id=client.id,
-                          authorisation=started, connection=connection)
+                          authorisation=started, app_id=app.client_id, connection=connection)
     audit.record(actor, client.msp_id, "client", client.id, "Microsoft 365 consent link created",
                  {"app": [None, app.client_id]})
     return ConsentLink(started.url, utcnow() + timedelta(seconds=oauth_states.LIFETIMES[PURPOSE]))
@@ -61,24 +62,53 @@ def create_consent_link(client: Client, *, actor: User, portal_url: str, base_ur
 
 @dataclass(frozen=True)
 class ConsentDone:
-    """What the customer's admin is told: their tenant is connected to the MSP, for this client."""
+    """What the customer's admin is told: their tenant is connected to the MSP, for this client;
+    or, with `problem`, why not (nothing stored then)."""
 
-    tenant: str
-    client_name: str
-    msp_name: str
+    msp_name: str  # whom to ask for a new link
+    client_name: str = ""
+    tenant: str | None = None
+    problem: str | None = None
 
 
-def finish_tenant_consent(started: oauth_states.StartedSignIn, query: Mapping[str, str]) -> ConsentDone:
-    """The callback of a consent link (its state already taken): the tenant is stored on the
-    client and in its history. Raises OAuthError in plain words (declined, no tenant, the client
-    gone); nothing is stored then."""
-    client = get_client(started.msp_id, started.subject_id)
-    if client is None:
-        raise OAuthError("the client this consent link was made for no longer exists: ask your service "
-                         "provider for a new link", kind="config")
+def finish_tenant_consent(started: oauth_states.StartedSignIn, query: Mapping[str, str], keys: str) -> ConsentDone:
+    """The callback of a consent link (its state already taken): the tenant, once Microsoft has
+    confirmed it, is stored on the client and in its history; or the problem in plain words
+    (declined, no tenant, not confirmed, the client gone), and nothing is stored."""
     msp = db.session.get(Client, started.msp_id)
-    tenant = finish_admin_consent(microsoft("organizations"), started.authorisation, dict(query))
-    app_id = (parse_qs(urlsplit(started.authorisation.url).query).get("client_id") or [""])[0]
+    msp_name = msp.name if msp is not None else "your service provider"
+    client = get_client(started.msp_id, started.subject_id)
+    try:
+        if client is None:
+            raise OAuthError("the client this consent link was made for no longer exists: ask your service "
+                             "provider for a new link", kind="config")
+        tenant = finish_admin_consent(microsoft("organizations"), started.authorisation, dict(query))
+        _confirm(client, tenant, started.app_id, keys)
+    except OAuthError as error:
+        return ConsentDone(msp_name, problem=error.message)
+    _store_consent(client, tenant, started)
+    return ConsentDone(msp_name, client_name=client.name, tenant=tenant)
+
+
+def _confirm(client: Client, tenant: str, app_id: str, keys: str) -> None:
+    """The query's tenant and admin_consent come from the browser, so anyone holding the link could
+    name another tenant: Microsoft is asked for an app-only token in that tenant with the MSP's
+    app (secret or certificate), which it gives only once the tenant has consented. Raises
+    OAuthError with Microsoft's reason."""
+    app = msp_microsoft_app(client.msp_id)
+    if app is None or app.client_id.lower() != app_id.lower():
+        raise OAuthError("your service provider's Microsoft 365 app changed after this link was made: ask "
+                         "your service provider for a new link", kind="config")
+    found = microsoft(tenant)
+    try:
+        client_credentials(found, credentials(app, keys), found.scopes_for(["graph"], "app"))
+    except OAuthError as error:
+        raise OAuthError(f"Microsoft did not confirm it for the tenant {tenant}: {error.message}",
+                         kind=error.kind) from None
+
+
+def _store_consent(client: Client, tenant: str, started: oauth_states.StartedSignIn) -> None:
+    app_id = started.app_id
     row = db.session.scalar(select(TenantConsent).where(TenantConsent.client_id == client.id))
     before = row.tenant if row is not None else None
     if row is None:
@@ -91,7 +121,16 @@ def finish_tenant_consent(started: oauth_states.StartedSignIn, query: Mapping[st
     # Not a portal user, and not the command line: the customer's admin who opened the link.
     entry.actor_label = "customer's admin" + (f" (link from {creator.email})" if creator else "")
     db.session.flush()
-    return ConsentDone(tenant=tenant, client_name=client.name, msp_name=msp.name if msp else "")
+    grant_state.try_again([m.oauth for m in _borrowing_tenant(client.msp_id) if consent_of(m.client) is row],
+                          f"the customer's admin consented from the tenant {tenant}")
+
+
+def _borrowing_tenant(msp_id: int) -> list[Mailbox]:
+    """The MSP's app-only Microsoft mailboxes without a tenant of their own (they use a consent)."""
+    return [m for m in db.session.scalars(select(Mailbox).join(MailboxOAuth, MailboxOAuth.mailbox_id == Mailbox.id)
+                                          .where(Mailbox.msp_id == msp_id, MailboxOAuth.provider == "microsoft",
+                                                 MailboxOAuth.flow == "app"))
+            if not m.oauth.tenant]
 
 
 def consent_of(client: Client) -> TenantConsent | None:

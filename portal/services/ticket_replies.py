@@ -18,6 +18,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.mail.compose import AddressError, parse_addresses
 from portal.mail.html_body import html_to_text
+from portal.mail.language import DEFAULT_LANGUAGE, quote_header, written_time
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Client, Mailbox, Message, Ticket, User
 from portal.models.base import utcnow
@@ -58,7 +59,7 @@ def template_shows_signature(ticket: Ticket) -> bool:
     """Whether the reply template in effect for the ticket's client places the composer's
     signature; a custom one written before it did not, and signs off in its own way."""
     texts = template_in_effect(ticket.client, "reply")
-    return "message.signature" in f"{texts.text_source or ''}{texts.html_source or ''}"
+    return "message.signature" in f"{texts.text_source or ''}{texts.html_source or ''}{texts.body or ''}"
 
 
 def _addresses(text: str, field_name: str, errors: dict) -> list[str]:
@@ -176,14 +177,39 @@ def reply_body(text: str, html: str, files: Sequence[ReplyFile], limits: FileLim
     return ReplyBody(body_text, body_html, kept)
 
 
+def from_choices(ticket: Ticket) -> list[str]:
+    """The addresses a reply on the ticket may be From, the default first; none without a mailbox."""
+    mailbox = db.session.get(Mailbox, ticket.mailbox_id) if ticket.mailbox_id else None
+    return mailbox.from_addresses if mailbox is not None else []
+
+
+def _chosen_from(ticket: Ticket, chosen: str, errors: dict) -> str | None:
+    """The From chosen in the composer, as the mailbox spells it; empty: the mailbox's default.
+    Anything that is not an address of the ticket's mailbox is refused."""
+    offered = from_choices(ticket)
+    chosen = (chosen or "").strip()
+    if not chosen:
+        return offered[0] if offered else None
+    for address in offered:
+        if address.lower() == chosen.lower():
+            return address
+    errors["from_address"] = [f"{chosen} is not an address of this ticket's mailbox; reply from "
+                              + (", ".join(offered) if offered else "the default address (the ticket has no mailbox)")
+                              + "."]
+    return None
+
+
 def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_status: str = "", html: str = "",
-          files: Sequence[ReplyFile] = (), limits: FileLimits | None = None, signature: str | None = None) -> Message:
+          files: Sequence[ReplyFile] = (), limits: FileLimits | None = None, signature: str | None = None,
+          from_address: str = "") -> Message:
     """A technician's public reply: into the outbox (the reply template wraps the text).
     html: what the editor wrote (sanitised here; the plain-text part is derived from it);
     files: attachments, and the images the HTML shows as cid: (those with a content_id);
     signature: the sign-off as shown (and perhaps edited) in the composer, sent as it is ("" for
-    none); None: the default one."""
+    none); None: the default one. from_address: one of the mailbox's addresses (from_choices);
+    empty: its default. Kept on the message, so that a retry sends the same From."""
     errors: dict[str, list[str]] = {}
+    sender = _chosen_from(ticket, from_address, errors)
     to_list = _addresses(to, "to", errors)
     cc_list = _addresses(cc, "cc", errors)
     if not to_list and "to" not in errors:
@@ -199,7 +225,7 @@ def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_stat
     in_reply_to, thread = conversation_thread(ticket)
     message = queue_mail("reply", msp_id=ticket.msp_id, ticket=ticket, to=to_list, cc=cc_list, author_id=author.id,
                          in_reply_to=in_reply_to, references=thread, body_text=body.text, body_html=body.html,
-                         details={"signature": signature})
+                         details={"signature": signature, **({"from_address": sender} if sender else {})})
     message.from_name, message.from_address = author.name or author.email, author.email
     for f in body.files:
         name = clean_filename(f.filename)
@@ -223,9 +249,11 @@ def _clean_signature(text: str) -> str:
 HISTORY_LIMIT = 50
 
 
-def quoted_history(ticket: Ticket, tz: tzinfo) -> str:
+def quoted_history(ticket: Ticket, tz: tzinfo, language: str = DEFAULT_LANGUAGE) -> str:
     """The conversation so far as HTML to quote in a reply, newest first: "On <date>, <name>
-    wrote:" and the body as it stands on the ticket (cut at the waterline). Internal notes,
+    wrote:" (the date in `tz` and the line in `language`: the client's, as the rest of the
+    customer's mail) and the body as
+    it stands on the ticket (cut at the waterline). Internal notes,
     automatic mail and replies that never went out stay out: the customer never saw them."""
     rows = db.session.scalars(select(Message).where(Message.ticket_id == ticket.id,
                                                     Message.direction.in_(("in", "out")))
@@ -237,10 +265,10 @@ def quoted_history(ticket: Ticket, tz: tzinfo) -> str:
         body = (m.body_text or "").strip()
         if not body:
             continue
-        at = (m.sent_at or m.created_at).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+        at = written_time(m.sent_at or m.created_at, tz, language)
         who = m.from_name or m.from_address or "someone"
         lines = "<br>".join(html_lib.escape(line) for line in body.split("\n"))
-        parts.append(f"<p>On {html_lib.escape(at)}, {html_lib.escape(who)} wrote:</p>"
+        parts.append(f"<p>{html_lib.escape(quote_header(at, who, language))}</p>"
                      f'<blockquote type="cite">{lines}</blockquote>')
         if len(parts) == HISTORY_LIMIT:
             break

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
@@ -19,7 +19,8 @@ from portal.models import Message, Ticket, TicketLink, User
 from portal.models.base import utcnow
 from portal.models.tickets import PRIORITIES
 from portal.outbound.outbox import notify_contact
-from portal.services import ValidationError, audit
+from portal.services import ValidationError, audit, sla, sla_alerts
+from portal.services.custom_fields import type_problem
 
 WORK_STATUSES = ("new", "open", "waiting", "resolved", "closed", "archived")
 
@@ -150,32 +151,59 @@ def _set(name: str, ticket: Ticket, value) -> tuple[Any, Any] | None:
         return None
     setattr(ticket, rule.column, new)
     ticket.updated_at = utcnow()
+    if name == "status":
+        sla.status_changed(ticket, old, new)
+    elif name == "priority":
+        before = sla_alerts.due_times(ticket)
+        sla.recompute(ticket)
+        sla_alerts.sla_changed(ticket, before)
     if event := rule.event(old, new):
         notify_contact(event, ticket)
     return rule.shown(old), rule.shown(new)
 
 
+def _apply(ticket: Ticket, wanted: dict[str, Any], actor: User | None) -> list[str]:
+    """Set these of the ticket's fields (status, priority, assignee, type) as one change: one
+    history entry naming every field that changed (the contact is told of each as the mail
+    settings say). Returns the fields that changed."""
+    changes: dict[str, list] = {}
+    for name in ("status", "priority", "assignee", "type"):
+        if name in wanted and (changed := _set(name, ticket, wanted[name])) is not None:
+            changes[name] = list(changed)
+    if changes:
+        action = _FIELDS[next(iter(changes))].action if len(changes) == 1 else "changed"
+        audit.record(actor, ticket.msp_id, "ticket", ticket.id, action, changes)
+        db.session.flush()
+    return list(changes)
+
+
 def change(name: str, ticket: Ticket, value, actor: User | None) -> bool:
     """Set one of the ticket's fields (status, priority, assignee, type); False if it already
     had that value. Each change is in the ticket's history and may tell the contact."""
-    changed = _set(name, ticket, value)
-    if changed is None:
-        return False
-    audit.record(actor, ticket.msp_id, "ticket", ticket.id, _FIELDS[name].action, {name: list(changed)})
-    db.session.flush()
-    return True
+    return bool(_apply(ticket, {name: value}, actor))
 
 
 change_status = partial(change, "status")
 change_priority = partial(change, "priority")
 change_assignee = partial(change, "assignee")  # a User, or None for nobody
-change_type = partial(change, "type")
+
+
+TYPES_OFFERED = 100
+# From each type to the next through ix_tickets_msp_type, one probe each, rather than DISTINCT
+# over every ticket of the MSP (125 ms a ticket page at 1,000,000 tickets).
+_TYPES_IN_USE = text("""
+    WITH RECURSIVE used(type, n) AS (
+        SELECT min(type), 1 FROM tickets WHERE msp_id = :msp_id AND type IS NOT NULL
+        UNION ALL
+        SELECT (SELECT min(type) FROM tickets WHERE msp_id = :msp_id AND type > used.type), n + 1
+        FROM used WHERE used.type IS NOT NULL AND n < :most
+    )
+    SELECT type FROM used WHERE type IS NOT NULL ORDER BY n""")
 
 
 def types_in_use(msp_id: int) -> list[str]:
-    """Ticket types the MSP already uses, offered as suggestions."""
-    return list(db.session.scalars(select(Ticket.type).where(Ticket.msp_id == msp_id, Ticket.type.is_not(None))
-                                   .distinct().order_by(Ticket.type).limit(100)))
+    """Ticket types the MSP already uses (the first TYPES_OFFERED in order), offered as suggestions."""
+    return list(db.session.scalars(_TYPES_IN_USE, {"msp_id": msp_id, "most": TYPES_OFFERED}))
 
 
 def _record_id(text: str) -> int | None:
@@ -209,21 +237,16 @@ def update_fields(ticket: Ticket, data: FieldsInput, actor: User | None) -> list
         errors["assignee"] = ["Choose an active user of your MSP, or nobody."]
     if len(" ".join((data.type or "").split())) > TYPE_MAX:
         errors["type"] = [f"The type is at most {TYPE_MAX} characters."]
+    elif " ".join((data.type or "").split()) != (ticket.type or "") and (
+            problem := type_problem(ticket.msp_id, " ".join((data.type or "").split()))):
+        errors["type"] = [problem]
     if errors:
         raise ValidationError(errors)
-    changes: dict[str, list] = {}
     wanted = {"status": data.status or ticket.status, "priority": data.priority, "type": data.type}
     # A ticket kept with a user who was disabled since stays theirs until someone else takes it.
     if assignee_id != ticket.assignee_id:
         wanted["assignee"] = assignee
-    for name in ("status", "priority", "assignee", "type"):
-        if name in wanted and (changed := _set(name, ticket, wanted[name])) is not None:
-            changes[name] = list(changed)
-    if changes:
-        action = _FIELDS[next(iter(changes))].action if len(changes) == 1 else "changed"
-        audit.record(actor, ticket.msp_id, "ticket", ticket.id, action, changes)
-        db.session.flush()
-    return list(changes)
+    return _apply(ticket, wanted, actor)
 
 
 def ticket_changes(ticket: Ticket, *, page: int = 1, per_page: int = 20):
@@ -256,7 +279,8 @@ BULK_MAX = 500
 
 
 def bulk_update(msp_id: int, ids: Sequence[str], change: BulkChange, actor: User | None) -> BulkResult:
-    """The same change on many tickets, each through the single-ticket path (so each is audited).
+    """The same change on many tickets, each through the single-ticket path (one history entry
+    per ticket, as its page writes it).
     Only tickets of this MSP are touched; anything else selected is reported, not an error."""
     errors: dict[str, list[str]] = {}
     wanted: list[int] = []
@@ -287,13 +311,9 @@ def bulk_update(msp_id: int, ids: Sequence[str], change: BulkChange, actor: User
                                  .order_by(Ticket.id)).all() if wanted else []
     found = {t.id for t in tickets}
     result.ignored += [str(i) for i in wanted if i not in found]
+    wanted = {name: value for name, value in (("status", change.status), ("priority", change.priority)) if value}
+    if change.assignee:
+        wanted["assignee"] = assignee
     for ticket in tickets:
-        changed = False
-        if change.status:
-            changed |= change_status(ticket, change.status, actor)
-        if change.priority:
-            changed |= change_priority(ticket, change.priority, actor)
-        if change.assignee:
-            changed |= change_assignee(ticket, assignee, actor)
-        (result.updated if changed else result.unchanged).append(ticket)
+        (result.updated if _apply(ticket, wanted, actor) else result.unchanged).append(ticket)
     return result

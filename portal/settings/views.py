@@ -1,6 +1,7 @@
-"""Installation-wide mail settings: the default outgoing gateway and the staging switches;
+"""Mail settings: the MSP's own and (operators) the installation's default outgoing gateway and
+switches;
 an MSP's configuration as YAML: download, and upload with a dry run before it is applied; the
-MSP's Microsoft 365 app."""
+MSP's Microsoft 365 app; how long the MSP keeps raw mail (retention)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ import re
 
 from flask import Blueprint, abort, current_app, flash, g, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 
 from portal.auth.access import admin_required
-from portal.extensions import db
+from portal.extensions import db, htmx
+from portal.inbound import retention
 from portal.models.base import utcnow
 from portal.outbound import settings as svc
+from portal.outbound import servers
 from portal.outbound.servers import send_environment
 from portal.outbound.test_mail import send_gateway_test
-from portal.responses import hx_redirect
+from portal.responses import asks_first, hx_redirect
 from portal.services import ValidationError, audit, config_io, microsoft_app
-from portal.services.tenant_consent import redirect_uri
-from portal.settings.forms import current_values, posted_values
+from portal.services.oauth_states import redirect_uri
+from portal.transport.base import VERIFY_TLS_LABEL
+from portal.settings.forms import current_msp_values, current_values, posted_msp_values, posted_values
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -28,26 +33,54 @@ def _allowed() -> None:
         abort(403)
 
 
+def _keys() -> str:
+    return current_app.config["TIDEMARK_ENCRYPTION_KEY"]
+
+
+def _mail_page(status: int = 200, *, form: dict | None = None, errors: dict | None = None,
+               msp_form: dict | None = None, msp_errors: dict | None = None, password_typed: bool = False,
+               results: dict | None = None):
+    """The MSP's own mail settings (its admins); the installation's below them (operators only).
+    `results`: a test's answer by the id of the place it shows in."""
+    installation = svc.may_change_installation(current_user, current_app.config["TIDEMARK_OPERATORS"])
+    entries, _total = audit.history(g.msp_id, "client", g.msp_id, per_page=5 * CONFIG_HISTORY)
+    entries = [e for e in entries if e.action in MSP_MAIL_ACTIONS][:CONFIG_HISTORY]
+    return render_template(
+        "settings/mail.html", installation=installation, form=form or (current_values() if installation else {}),
+        errors=errors or {}, msp_form=msp_form or current_msp_values(g.msp_id), msp_errors=msp_errors or {},
+        inherited=current_values(), password_typed=password_typed, history=entries, results=results or {},
+        customer_notifications=svc.CUSTOMER_NOTIFICATIONS, verify_tls_label=VERIFY_TLS_LABEL), status
+
+
+def _test_result(template: str, place: str, result: str):
+    """htmx puts the answer in its place; a click made before htmx had taken the form (a plain
+    POST) gets the whole page with the answer in the same place."""
+    answer = render_template(template, result=result)
+    if htmx:
+        return answer
+    return _mail_page(results={place: Markup(answer)})
+
+
+# What the MSP's mail settings page lists from the MSP's history.
+MSP_MAIL_ACTIONS = ("mail settings changed", "gateway set", "gateway changed", "gateway removed", "gateway tested")
+
+
 @bp.route("/mail", methods=["GET", "POST"])
+@admin_required
 def mail():
+    """GET: the page. POST: the installation's gateway and switches (operators only)."""
+    if request.method == "GET":
+        return _mail_page()
     _allowed()
-    errors: dict = {}
-    form = current_values()
-    status = 200
-    if request.method == "POST":
-        values = posted_values(request.form)
-        try:
-            svc.save_mail_settings(values, keys=current_app.config["TIDEMARK_ENCRYPTION_KEY"], actor=current_user)
-        except ValidationError as exc:
-            db.session.rollback()
-            errors, status = exc.errors, 422
-            form.update({k: v for k, v in values.items() if k != "password"})
-        else:
-            flash("Mail settings saved.", "success")
-            return hx_redirect(url_for("settings.mail"))
-    return render_template("settings/mail.html", form=form, errors=errors,
-                           password_typed=bool(request.form.get("password")),
-                           customer_notifications=svc.CUSTOMER_NOTIFICATIONS), status
+    values = posted_values(request.form)
+    try:
+        svc.save_mail_settings(values, keys=_keys(), actor=current_user)
+    except ValidationError as exc:
+        db.session.rollback()
+        form = {**current_values(), **{k: v for k, v in values.items() if k != "password"}}
+        return _mail_page(422, form=form, errors=exc.errors, password_typed=bool(request.form.get("password")))
+    flash("Mail settings saved.", "success")
+    return hx_redirect(url_for("settings.mail"))
 
 
 @bp.post("/mail/test")
@@ -55,7 +88,62 @@ def test_gateway():
     """"Send test email" through the saved default gateway (the same test as a mailbox's)."""
     _allowed()
     result = send_gateway_test(request.form.get("recipient", ""), send_environment(current_user), current_user)
-    return render_template("mailboxes/_send_result.html", result=result)
+    return _test_result("mailboxes/_send_result.html", "send-result", result)
+
+
+@bp.post("/mail/msp")
+@admin_required
+def msp_mail():
+    """The MSP's own values (each, or inherited from the installation) and its own gateway."""
+    own, gateway = posted_msp_values(request.form)
+    errors: dict = {}
+    try:
+        svc.save_msp_settings(current_user.msp, own, actor=current_user)
+    except ValidationError as exc:
+        errors.update(exc.errors)
+    if gateway["host"] and not errors:
+        try:
+            servers.save_msp_gateway(g.msp_id, gateway, keys=_keys(), actor=current_user)
+        except ValidationError as exc:
+            errors.update(exc.errors)
+    if errors:
+        db.session.rollback()
+        form = current_msp_values(g.msp_id)
+        form.update({k: v for k, v in {**own, **gateway}.items() if k != "password"})
+        form["inherits"] = [k for k in svc.SETTING_DEFAULTS if k not in own]
+        return _mail_page(422, msp_form=form, msp_errors=errors, password_typed=bool(request.form.get("password")))
+    flash("Your MSP's mail settings saved.", "success")
+    return hx_redirect(url_for("settings.mail"))
+
+
+@bp.post("/mail/msp/test")
+@admin_required
+def test_msp_gateway():
+    """"Send test email" through the MSP's own saved gateway, held to the server-reach rule."""
+    result = send_gateway_test(request.form.get("recipient", ""), send_environment(current_user), current_user,
+                               own=True)
+    return _test_result("mailboxes/_send_result.html", "msp-send-result", result)
+
+
+@bp.post("/mail/msp/check")
+@admin_required
+def check_msp_gateway():
+    """"Test connection": sign in to the MSP's own saved gateway (the server-reach rule applies)."""
+    server = servers.msp_gateway(g.msp_id)
+    if server is None:
+        result = "Not connected: there is no gateway of your MSP yet. Save its host first."
+    else:
+        _ok, result = servers.check_gateway(server, send_environment(current_user), current_user)
+    return _test_result("settings/_check_result.html", "msp-check-result", result)
+
+
+@bp.post("/mail/msp/gateway/remove")
+@admin_required
+@asks_first("Remove the gateway")
+def remove_msp_gateway():
+    if servers.remove_msp_gateway(g.msp_id, actor=current_user):
+        flash("Your MSP's mail goes through the installation's default gateway again.", "success")
+    return hx_redirect(url_for("settings.mail"))
 
 
 # --- configuration as YAML ------------------------------------------------------------------------------
@@ -180,3 +268,37 @@ def microsoft_365():
     return render_template("settings/microsoft.html", form=form, errors=errors, has_secret=bool(
         row and row.client_secret_encrypted), app=row, history=entries, days_left=days_left,
         redirect_uri=redirect_uri(current_app.config["TIDEMARK_PORTAL_URL"])), status
+
+
+# --- how long the MSP keeps raw mail --------------------------------------------------------------------
+
+
+def _days(text: str):
+    """A whole number of days, empty for off, or the text itself for the service to name."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) <= 6 else text
+
+
+@bp.route("/retention", methods=["GET", "POST"])
+@admin_required
+def retention_page():
+    """The MSP's retention days: raw mail of closed tickets, discarded unprocessed mail (off by default)."""
+    msp = current_user.msp
+    form = {k: getattr(msp, k) if getattr(msp, k) is not None else "" for k in retention.RETENTION_KEYS}
+    errors: dict = {}
+    status = 200
+    if request.method == "POST":
+        values = {k: _days(request.form.get(k, "")) for k in retention.RETENTION_KEYS}
+        try:
+            changes = retention.save_retention(msp, values, current_user)
+        except ValidationError as exc:
+            db.session.rollback()
+            errors, status = exc.errors, 422
+            form.update({k: request.form.get(k, "") for k in retention.RETENTION_KEYS})
+        else:
+            flash("Retention saved." if changes else "Nothing changed.", "success")
+            return hx_redirect(url_for("settings.retention_page"))
+    entries, _total = audit.history(g.msp_id, "client", g.msp_id, per_page=5 * CONFIG_HISTORY)
+    entries = [e for e in entries if e.action in ("retention changed", retention.PURGED)][:CONFIG_HISTORY]
+    return render_template("settings/retention.html", form=form, errors=errors, history=entries,
+                           undo_days=retention.UNDO_DAYS, batch=retention.PURGE_BATCH), status

@@ -48,6 +48,8 @@ class FieldsForm(_Form):
 
 
 class ReplyForm(_Form):
+    from_address = SelectField("From", id="reply-from", validate_choice=False,
+                               description="Any address of the ticket's mailbox; replies to it come back here.")
     to = StringField("To", id="reply-to")
     cc = StringField("Cc", id="reply-cc")
     # The composer wraps the text and keeps its HTML in `html`: drawn by hand in _reply.html.
@@ -63,16 +65,20 @@ class ReplyForm(_Form):
     def of(cls, ticket, author) -> ReplyForm:
         """An empty reply to whoever wrote last, with the ticket's CC and the author's signature."""
         to, cc = ticket_replies.reply_defaults(ticket)
+        choices = ticket_replies.from_choices(ticket)
         return cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": "",
+                                        "from_address": choices[0] if choices else "",
                                         "signature": ticket_replies.reply_signature(ticket, author)})
 
     def offer(self, ticket, limits: ticket_replies.FileLimits, filesize) -> None:
         self.set_status.choices = [("", f"(leave as {ticket.status})")] + [(s, s) for s in svc.WORK_STATUSES]
+        self.from_address.choices = [(a, a) for a in ticket_replies.from_choices(ticket)]
         self.attachments.description = (f"Up to {filesize(limits.each)} each and {filesize(limits.total)} in all, "
                                         "images pasted into the text included.")
 
     def values(self) -> dict[str, str]:
-        values: dict = {k: getattr(self, k).data or "" for k in ("to", "cc", "text", "html", "set_status")}
+        values: dict = {k: getattr(self, k).data or "" for k in ("to", "cc", "text", "html", "set_status",
+                                                                 "from_address")}
         # Not posted at all (a client without the field): the default signature; posted empty: none.
         values["signature"] = (self.signature.data or "") if self.signature.raw_data else None
         return values

@@ -13,7 +13,7 @@ from flask_login import current_user
 
 from portal import live
 from portal.tickets.blueprint import bp
-from portal.tickets.page import detail_context, ticket_or_404
+from portal.tickets.page import PART_CONTEXTS, ticket_or_404
 
 
 def _tab() -> str:
@@ -22,39 +22,42 @@ def _tab() -> str:
 
 def _stream(stream: live.Stream) -> Response:
     if not stream.admit():
-        # EventSource does not retry a refused stream: the page keeps its slower refresh.
-        return Response("Too many live pages open: close some tabs.", 429, mimetype="text/plain")
+        # EventSource does not retry a refused stream: the page refreshes itself every 30 s
+        # instead and asks for a stream again later (static/live.js).
+        return Response("Too many live pages open: this page refreshes itself every 30 seconds instead.", 429,
+                        mimetype="text/plain", headers={"Retry-After": "120", "Cache-Control": "no-store"})
     # No buffering on the way (nginx honours X-Accel-Buffering), nothing cached.
-    return Response(stream.events(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response = Response(stream.events(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    # The server closes the response even when its events were never read (the client went
+    # away first): the stream's places are given back then.
+    response.call_on_close(stream.release)
+    return response
 
 
 @bp.get("/events")
 def list_events():
     """The ticket list's stream: which of the MSP's tickets changed or arrived."""
-    return _stream(live.Stream(live.msp_channel(g.msp_id), user_id=current_user.id, tab=_tab()))
+    return _stream(live.Stream(live.msp_channel(g.msp_id), msp_id=g.msp_id, user_id=current_user.id, tab=_tab()))
 
 
 @bp.get("/<reference>/events")
 def events(reference: str):
     """One ticket page's stream: which part changed, and who is replying now."""
     ticket = ticket_or_404(reference)
-    return _stream(live.Stream(live.ticket_channel(ticket.id), user_id=current_user.id, tab=_tab(),
+    return _stream(live.Stream(live.ticket_channel(ticket.id), msp_id=g.msp_id, user_id=current_user.id, tab=_tab(),
                                first=live.who_is_typing(ticket.id, but=current_user.id)))
-
-
-# The parts a stream may ask for again, each drawn as on the whole page.
-PARTS = {"conversation": "tickets/_conversation.html", "staff": "tickets/_staff.html", "facts": "tickets/_facts.html",
-         "fields": "tickets/_fields.html"}
 
 
 @bp.get("/<reference>/parts/<name>")
 def part(reference: str, name: str):
-    ticket = ticket_or_404(reference)
-    if name not in PARTS:
+    """One part of the ticket page drawn again, with only the queries that part needs."""
+    if name not in PART_CONTEXTS:
         abort(404)
+    template, context = PART_CONTEXTS[name]
+    ticket = ticket_or_404(reference)
     # fragment=False: the flashed messages stay for the page the person asked for.
-    return render_template(PARTS[name], fragment=False, oob=False, **detail_context(ticket))
+    return render_template(template, fragment=False, oob=False, ticket=ticket, **context(ticket))
 
 
 @bp.post("/<reference>/typing")

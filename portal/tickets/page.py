@@ -11,7 +11,7 @@ from flask_htmx.responses import make_response
 from portal.extensions import db, htmx
 from portal.mail.html_body import html_content_ids
 from portal.mail.sanitize import sanitize_html
-from portal.services import canned, ticket_replies
+from portal.services import canned, custom_fields, sla, ticket_replies
 from portal.services import tickets as svc
 from portal.tickets.forms import FieldsForm, NoteForm, ReplyForm
 
@@ -61,14 +61,43 @@ def changes_context(ticket, page: int = 1) -> dict:
                 history_pages=max(1, -(-total // CHANGES_PAGE)))
 
 
-def fields_context(ticket) -> dict:
-    """What the fields form offers: the MSP's users (and a disabled one still holding the ticket)."""
+def assignees_of(ticket) -> list:
+    """Whom the ticket may be given: the MSP's users (and a disabled one still holding it)."""
     users = svc.assignable_users(ticket.msp_id)
     current = svc.assignee_of(ticket)
     if current is not None and current not in users:
         users.append(current)
-    return dict(assignees=users, priorities=svc.PRIORITIES, types=svc.types_in_use(ticket.msp_id),
-                **changes_context(ticket))
+    return users
+
+
+def facts_context(ticket, assignees: list | None = None) -> dict:
+    """The facts at the top: who holds it and the linked tickets."""
+    return dict(assignees=assignees if assignees is not None else assignees_of(ticket),
+                links=svc.linked_tickets(ticket))
+
+
+def fields_form_context(ticket, fields_form: FieldsForm | None = None, assignees: list | None = None) -> dict:
+    """The fields form, offering the MSP's users and the types already in use."""
+    assignees = assignees if assignees is not None else assignees_of(ticket)
+    fields_form = fields_form or FieldsForm.of(ticket)
+    fields_form.offer(svc.PRIORITIES, assignees)
+    # The MSP's allowed types when it has a list (only those are accepted), else those in use.
+    return dict(fields_form=fields_form, assignees=assignees, priorities=svc.PRIORITIES,
+                types=custom_fields.ticket_types(ticket.msp_id) or svc.types_in_use(ticket.msp_id))
+
+
+def custom_fields_context(ticket, custom_values: dict | None = None, custom_errors: dict | None = None) -> dict:
+    """The MSP's custom fields with the ticket's values (or the values as posted, with errors)."""
+    fields = custom_fields.list_fields(ticket.msp_id)
+    if custom_values is None:
+        stored = custom_fields.ticket_values(ticket) if fields else {}
+        custom_values = {f"cf{f.id}": stored.get(f.id, "") for f in fields}
+    return dict(custom_fields=fields, custom_values=custom_values, custom_errors=custom_errors or {})
+
+
+def sla_context(ticket) -> dict:
+    """The SLA card: the ticket's policy, its clocks, and the MSP's policies to choose from."""
+    return dict(sla=sla.ticket_sla(ticket), sla_policies=sla.policies(ticket.msp_id))
 
 
 def conversation_context(ticket) -> dict:
@@ -81,18 +110,28 @@ def conversation_context(ticket) -> dict:
 
 
 def detail_context(ticket, *, reply_form: ReplyForm | None = None, files_lost=(), fields_form: FieldsForm | None = None,
-                   note_form: NoteForm | None = None) -> dict:
+                   note_form: NoteForm | None = None, custom_values: dict | None = None,
+                   custom_errors: dict | None = None) -> dict:
     """Everything the whole page draws; a form posted back with errors comes in as it was typed."""
     limits = file_limits()
     reply_form = reply_form or ReplyForm.of(ticket, current_user)
     reply_form.offer(ticket, limits, filesize)
-    fields = fields_context(ticket)
-    fields_form = fields_form or FieldsForm.of(ticket)
-    fields_form.offer(svc.PRIORITIES, fields["assignees"])
-    return dict(ticket=ticket, links=svc.linked_tickets(ticket), reply_form=reply_form, files_lost=list(files_lost),
+    assignees = assignees_of(ticket)
+    return dict(ticket=ticket, reply_form=reply_form, files_lost=list(files_lost),
                 shows_signature=ticket_replies.template_shows_signature(ticket),
-                fields_form=fields_form, note_form=note_form or NoteForm(formdata=None), statuses=svc.WORK_STATUSES,
-                canned=canned.in_effect(ticket.client), limits=limits, **conversation_context(ticket), **fields)
+                note_form=note_form or NoteForm(formdata=None),
+                canned=canned.in_effect(ticket.client), limits=limits, **conversation_context(ticket),
+                **(facts_context(ticket, assignees) | fields_form_context(ticket, fields_form, assignees)),
+                **custom_fields_context(ticket, custom_values, custom_errors), **changes_context(ticket),
+                **sla_context(ticket))
+
+
+# What each part of the page the live pages ask for again needs, and no more (portal.tickets.live).
+PART_CONTEXTS = {"conversation": ("tickets/_conversation.html", conversation_context),
+                 "staff": ("tickets/_staff.html", conversation_context),
+                 "facts": ("tickets/_facts.html", facts_context),
+                 "fields": ("tickets/_fields.html", fields_form_context),
+                 "sla": ("tickets/_sla.html", sla_context)}
 
 
 # Sent when a ticket's fields changed in place: the parts of the page showing them refresh.

@@ -7,12 +7,13 @@ from flask import Response, abort, current_app, flash, g, render_template, reque
 from flask_login import current_user
 from sqlalchemy import select
 
+from portal import tenancy
 from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
 from portal.responses import hx_redirect, render_page
-from portal.services import ValidationError, canned, ticket_list, ticket_replies
+from portal.services import ValidationError, canned, ticket_export, ticket_list, ticket_replies
 from portal.services import tickets as svc
 from portal.tickets.blueprint import bp
 from portal.tickets.forms import NoteForm, ReplyForm
@@ -27,7 +28,9 @@ def _filters() -> ticket_list.TicketFilters:
     return ticket_list.TicketFilters(
         q=args.get("q", "").strip(), status=args.get("status", ""), client_id=args.get("client", type=int),
         priority=args.get("priority", ""), mailbox_id=args.get("mailbox", type=int),
-        assignee_id=args.get("assignee", type=int), new_information=args.get("new") == "1")
+        assignee_id=args.get("assignee", type=int), new_information=args.get("new") == "1",
+        field_id=args.get("field", type=int), field_value=args.get("value", "")[:500],
+        sla=args.get("sla", "") if args.get("sla") in ticket_list.SLA_FILTERS else "", tz=viewer_timezone())
 
 
 @bp.get("")
@@ -39,8 +42,19 @@ def index():
     # The filters and the order, for links that keep them (sort headers, newer/older).
     args = {k: v for k, v in request.args.items() if k not in ("cursor", "page", "sort", "order") and v}
     return render_page("tickets/index.html", "tickets/_list.html", tickets=page.tickets, listing=page,
-                       filters=filters, args=args, sorts=ticket_list.SORTS,
+                       filters=filters, args=args, sorts=ticket_list.SORTS, sla_filters=ticket_list.SLA_FILTERS,
                        choices=ticket_list.filter_choices(g.msp_id))
+
+
+@bp.get("/export.csv")
+def export():
+    """The list as filtered, as CSV: one column per custom field."""
+    text, capped = ticket_export.tickets_csv(g.msp_id, _filters())
+    response = Response(text, mimetype="text/csv")
+    response.headers["Content-Disposition"] = "attachment; filename=tickets.csv"
+    if capped:
+        response.headers["X-Tidemark-Capped"] = str(ticket_export.EXPORT_MAX)
+    return response
 
 
 @bp.get("/<reference>")
@@ -97,9 +111,11 @@ def reply(reference: str):
 
 @bp.get("/<reference>/history")
 def history(reference: str):
-    """The earlier conversation quoted, for the composer to insert (HTML, escaped here)."""
+    """The earlier conversation quoted, for the composer to insert (HTML, escaped here). It goes
+    to the customer: its dates read in the client's time zone, not the technician's."""
     ticket = ticket_or_404(reference)
-    return Response(ticket_replies.quoted_history(ticket, viewer_timezone()), mimetype="text/html")
+    return Response(ticket_replies.quoted_history(ticket, tenancy.timezone_of(ticket.client),
+                                                   tenancy.language_of(ticket.client)), mimetype="text/html")
 
 
 @bp.get("/<reference>/canned/<int:response_id>")
@@ -143,20 +159,6 @@ def note(reference: str):
     flash("Internal note added.", "success")
     if fragment_wanted():
         return parts(ticket, "tickets/_note.html", "tickets/_conversation.html")
-    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
-
-
-@bp.post("/<reference>/status")
-def status(reference: str):
-    ticket = ticket_or_404(reference)
-    try:
-        changed = svc.change_status(ticket, request.form.get("status", ""), current_user)
-    except ValidationError as exc:
-        db.session.rollback()  # the answer is not an error status: nothing of the refused change is kept
-        flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
-        return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
-    if changed:
-        flash(f"{ticket.reference} is now {ticket.status}.", "success")
     return hx_redirect(url_for("tickets.detail", reference=ticket.reference))
 
 

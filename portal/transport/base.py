@@ -9,10 +9,13 @@ from __future__ import annotations
 import errno
 import imaplib
 import logging
+import os
 import poplib
 import re
 import socket
 import ssl
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
@@ -115,7 +118,33 @@ class TransportError(Exception):
         return f"TransportError(kind={self.kind!r}, transient={self.transient!r}, message={self.message!r})"
 
 
+# A TLS context holds its own copy of the system's CA store (about 0.8 MB): hundreds of open
+# connections (the IDLE watcher's) share one per kind instead, made again after an hour so that
+# an updated CA store or CA file is read.
+_CONTEXTS: dict[tuple, tuple[float, ssl.SSLContext]] = {}
+_CONTEXTS_LOCK = threading.Lock()
+CONTEXT_SECONDS = 3600.0
+
+
 def tls_context(settings: ServerSettings) -> ssl.SSLContext:
+    """The TLS context for these settings' certificate checks, shared (it is not changed after)."""
+    key = (settings.verify_tls, settings.ca_file, _changed_at(settings.ca_file))
+    now = time.monotonic()
+    with _CONTEXTS_LOCK:
+        made = _CONTEXTS.get(key)
+        if made is None or now - made[0] > CONTEXT_SECONDS:
+            made = _CONTEXTS[key] = (now, _new_tls_context(settings))
+    return made[1]
+
+
+def _changed_at(path: str | None) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None  # load_verify_locations says what is wrong with it
+
+
+def _new_tls_context(settings: ServerSettings) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if not settings.verify_tls:
         context.check_hostname = False

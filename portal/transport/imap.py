@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import select
+import ssl
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -166,6 +168,31 @@ class ImapSession:
         if self._broken:
             raise TransportError("connect", f"the connection to {self.settings.address} was lost earlier")
         return self._client
+
+    # --- IDLE (RFC 2177): the server tells of new mail while the connection waits ---------------
+
+    def idle(self) -> None:
+        """Start waiting in IDLE on the selected folder. Raises TransportError when the server
+        does not offer IDLE."""
+        if not self.has("IDLE"):
+            raise TransportError("protocol", f"{self.settings.address} does not offer IDLE", transient=False)
+        with self._io("starting IDLE"):
+            self._c().idle()
+
+    def idle_wait(self, timeout: float) -> bool:
+        """Wait in IDLE for at most `timeout` seconds. True when the server told of new mail (an
+        EXISTS or RECENT response). A server that ends the connection (BYE, or it closes the
+        socket) raises a transient TransportError: connect again."""
+        client = self._c()
+        with self._io("waiting in IDLE"):
+            return _told_of_new_mail(_idle_lines(client, timeout))
+
+    def idle_done(self) -> bool:
+        """Leave IDLE (DONE) so that other commands may follow; True when new mail was told
+        meanwhile."""
+        with self._io("ending IDLE"):
+            _text, responses = self._c().idle_done()
+        return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
     # --- folders ---------------------------------------------------------------------------------
 
@@ -400,6 +427,56 @@ class _PinnedTls(IMAP4_TLS):
     def _create_socket(self, timeout=None):
         sock = reach.connect(self._addresses, self.port, timeout if timeout is not None else self._timeout)
         return wrap_socket(sock, self.ssl_context, self.host)
+
+
+class ServerEnded(imaplib.IMAP4.abort):
+    """The server ended the connection while we waited in IDLE (BYE or end of stream)."""
+
+
+def _idle_lines(client: IMAPClient, timeout: float) -> list[bytes]:
+    """The untagged lines the server sent within `timeout` seconds (none: it had nothing to say).
+    imapclient's idle_check returns nothing at the end of the stream, which a watcher would take
+    for silence and wait on for ever: here it raises ServerEnded."""
+    sock = client.socket()
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLPRI)
+    # TLS may already hold decrypted bytes that the socket will never signal again.
+    buffered = getattr(sock, "pending", lambda: 0)() > 0
+    if not buffered and not poller.poll(max(0, int(timeout * 1000))):
+        return []
+    lines: list[bytes] = []
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                line = client._imap._get_line()
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                break
+            except imaplib.IMAP4.abort as exc:
+                # Non-blocking, "EOF" also means "nothing more for now"; but a socket that poll()
+                # called readable and that has nothing to read is at its end. (A line split across
+                # two packets would also end up here: the watcher then connects again, and the
+                # fetch it asks for on connecting misses nothing.)
+                if "EOF" in str(exc) and lines:
+                    break
+                if "EOF" in str(exc):
+                    raise ServerEnded("socket error: EOF (the server closed the connection)") from None
+                raise
+            if line.upper().startswith(b"* BYE"):
+                raise ServerEnded(line.decode("utf-8", "replace"))
+            lines.append(line)
+    finally:
+        sock.setblocking(True)
+        client._set_read_timeout()
+    return lines
+
+
+def _told_of_new_mail(lines: list[bytes]) -> bool:
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == b"*" and parts[2].upper() in (b"EXISTS", b"RECENT"):
+            return True
+    return False
 
 
 def _ascii(text: str) -> bool:

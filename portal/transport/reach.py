@@ -11,7 +11,7 @@ name TLS verifies. Plain Python: no Flask, SQLAlchemy or RQ.
 
 Mail servers: `addresses_for(settings)` then `connect(...)` (IMAP, POP3, SMTP). HTTPS endpoints an
 admin types (an OAuth token or authorisation URL, Graph's api_url): `pin(session, reach)` mounts a
-`PinnedAdapter` on a requests.Session. Each request's host is then resolved and checked once, the
+`PinnedAdapter` on a requests.Session. Each host is then resolved and checked once for the session, the
 socket goes to a checked address (the next one only when the first cannot be connected to), and
 the typed name stays the Host header, the TLS server name (SNI) and the name the certificate must
 carry. A refused host raises RefusedServer before anything is sent; a name that does not resolve,
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -121,16 +122,30 @@ def connect(addresses: Sequence[str], port: int, timeout: float | None) -> socke
 
 
 class PinnedAdapter(HTTPAdapter):
-    """A requests adapter that connects only to the addresses `reach` checked (see the module)."""
+    """A requests adapter that connects only to the addresses `reach` checked (see the module).
+    A host's checked addresses are kept per (host, port) for the adapter's life (one session: a
+    fetch, a send, a token request), so that its requests do not each wait on a lookup; a refusal
+    or a name that does not resolve is not kept: it is asked again."""
 
     def __init__(self, reach: Reach, **kwargs):
         self.reach = reach
+        self._checked: dict[tuple[str, int], list[str] | None] = {}
+        self._checking = threading.Lock()
         super().__init__(**kwargs)
+
+    def _addresses(self, host: str, port: int) -> list[str] | None:
+        key = (host.lower(), port)
+        with self._checking:
+            if key in self._checked:
+                return self._checked[key]
+        found = self.reach.addresses(host, port)  # raises RefusedServer or socket.gaierror
+        with self._checking:
+            return self._checked.setdefault(key, found)
 
     def send(self, request, **kwargs):
         parts = urlsplit(request.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = self.reach.addresses(parts.hostname or "", port)
+        addresses = self._addresses(parts.hostname or "", port)
         if addresses is None:
             return super().send(request, **kwargs)
         request.headers["Host"] = parts.netloc.rpartition("@")[2]  # the name (and port) as typed

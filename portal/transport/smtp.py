@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 
+import portal.faults as faults
 from portal.transport import reach, sasl
 from portal.transport.base import (TransportError, check_endpoint, check_secret, scrub, tls_context, translate,
                                    unlike_server)
@@ -332,6 +333,7 @@ class SmtpConnection:
             if len(refused) == len(targets) or (refused and refused[-1].code == 421):
                 self._abort(refused[-1].code)
                 raise self._refused(refused)
+            faults.reached("mid-send")  # the envelope given, the message not yet
             code, reply = smtp.data(data)
             if code != 250:
                 self._abort(code)

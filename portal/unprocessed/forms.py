@@ -3,13 +3,21 @@ from flask_wtf.file import FileField
 from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from portal.display import place
+
 
 class _Form(FlaskForm):
     service_errors: dict
+    # A service's name for what this form calls otherwise: its messages go to the form's field.
+    renamed: dict[str, str] = {}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.service_errors = {}
+
+    def place_errors(self, errors: dict) -> None:
+        """The service's messages by this form's fields; what it has no field for goes above it."""
+        self.service_errors = place(errors, set(self._fields), self.renamed)
 
 
 class AssignForm(_Form):
@@ -52,5 +60,6 @@ class BccRouteForm(_Form):
 
 
 class NewClientForm(_Form):
+    renamed = {"allow": "name"}  # the sender's entry is not typed here: its problem is said by the name
     name = StringField("Name", validators=[DataRequired("Give the client a name."), Length(max=200)],
                        description="A new client of your MSP, with the sender's domain on its allow-list.")

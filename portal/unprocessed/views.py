@@ -11,7 +11,7 @@ from portal.extensions import db, htmx
 from portal.inbound import unprocessed as svc
 from portal.inbound.replay import CheckInput, Pipeline, check_routing
 from portal.models import Mailbox
-from portal.responses import hx_redirect, render_page
+from portal.responses import asks_first, hx_redirect, render_page
 from portal.services import ValidationError, audit
 from portal.services.clients import get_client
 from portal.inbound import unprocessed_fixes as fixes
@@ -132,8 +132,7 @@ def _invalid(message_id: int, exc: ValidationError | None = None, **forms):
     db.session.rollback()
     message = _mail_or_404(message_id)
     if exc is not None:
-        form = next(iter(forms.values()))
-        form.service_errors = exc.errors
+        next(iter(forms.values())).place_errors(exc.errors)
     context = _detail_context(message, **forms)
     if _partial():
         return render_template("unprocessed/_actions.html", **context), 422
@@ -183,6 +182,7 @@ def append(message_id: int):
 
 @bp.post("/<int:message_id>/teach")
 @admin_required
+@asks_first("Teach the allow-list")
 def teach(message_id: int):
     message = _mail_or_404(message_id)
     form = TeachForm(prefix="teach")
@@ -223,6 +223,7 @@ def _decided_again(message, outcome, head: str):
 
 @bp.post("/<int:message_id>/bcc-route")
 @admin_required
+@asks_first("Add the wildcard route")
 def bcc_route(message_id: int):
     """The fix for BCC'd mail: a wildcard route for the sender, then the email decided again."""
     message = _mail_or_404(message_id)
@@ -237,10 +238,6 @@ def bcc_route(message_id: int):
         route, added, outcome = fixes.fix_bcc(message, _client_from(form), form.scope.data, current_user,
                                               _pipeline())
     except ValidationError as exc:
-        errors: dict[str, list[str]] = {}
-        for key, messages in exc.errors.items():  # what the form has no field for goes above it
-            errors.setdefault(key if key in ("client_id", "scope") else "", []).extend(messages)
-        exc.errors = errors
         return _invalid(message_id, exc, bcc=form)
     head = (f"Added the wildcard route {route.name!r} to {route.mailbox.address}." if added
             else f"The wildcard route {route.name!r} was there already.")
@@ -258,8 +255,6 @@ def new_client(message_id: int):
     try:
         client, outcome = fixes.create_client_for(message, form.name.data, current_user, _pipeline())
     except ValidationError as exc:
-        if "allow" in exc.errors:  # the form has no allow-list field: say it above the name
-            exc.errors = {"name": exc.errors.pop("allow"), **exc.errors}
         return _invalid(message_id, exc, new_client=form)
     return _decided_again(message, outcome, f"Created the client {client.name}, allowing "
                                             f"{', '.join(e.value for e in client.allow_entries)}.")

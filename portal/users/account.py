@@ -7,7 +7,7 @@ from flask_login import current_user, login_user
 
 from portal.auth.views import end_this_session
 from portal.extensions import db
-from portal.responses import hx_redirect
+from portal.responses import asks_first, hx_redirect
 from portal.services import ValidationError, commit
 from portal.services import users as svc
 from portal.services.clients import timezone_names
@@ -75,6 +75,7 @@ def change_password():
 
 
 @bp.post("/sign-out-everywhere")
+@asks_first("Sign out everywhere")
 def sign_out_everywhere():
     svc.sign_out_everywhere(current_user._get_current_object())
     commit()  # the old token is void everywhere before this browser forgets it

@@ -7,7 +7,7 @@ from flask_login import current_user, login_user
 
 from portal.auth.access import admin_required
 from portal.extensions import db, htmx
-from portal.responses import hx_redirect, render_page
+from portal.responses import asks_first, hx_redirect, render_page
 from portal.services import ValidationError, audit, commit
 from portal.services import users as svc
 from portal.users.forms import InviteForm, RoleForm, SetPasswordForm
@@ -115,6 +115,7 @@ def _set_disabled(user_id: int, disabled: bool):
 
 @bp.post("/<int:user_id>/disable")
 @admin_required
+@asks_first("Disable this user")
 def disable(user_id: int):
     return _set_disabled(user_id, True)
 
@@ -127,6 +128,7 @@ def enable(user_id: int):
 
 @bp.post("/<int:user_id>/invitation")
 @admin_required
+@asks_first("Make a new invitation link")
 def renew_invitation(user_id: int):
     user = _user_or_404(user_id)
     try:

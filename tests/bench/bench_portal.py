@@ -93,31 +93,50 @@ class Text:
         return self.rng.choice(SUBJECTS).format(app=self.rng.choice(APPS), name=self.rng.choice(NAMES))
 
 
-def seed(app, kind: str, n_tickets: int, n_messages: int, rng: random.Random) -> dict:
-    """The MSP and its world through the services; tickets and messages with Core in chunks."""
+N_CUSTOMERS, N_CONTACTS = 25, 3000
+# To do is a quarter of the tickets, as on a desk that closes its work (percent of the tickets).
+STATUS_SHARES = (("new", 4), ("open", 12), ("waiting", 9), ("resolved", 15), ("closed", 50), ("archived", 10))
+
+
+def seed_world(app, technicians: int = 8) -> dict:
+    """The MSP through the services: customers, mailboxes, technicians (who sign in with
+    PASSWORD) and contacts, the n-th contact belonging to customer n % N_CUSTOMERS."""
     from portal.extensions import db
-    from portal.models import Contact, Message, Ticket
+    from portal.models import Contact
     from portal.services import clients, commit, users
     from portal.services.mailboxes import save_mailbox
 
     msp = clients.create_msp(clients.ClientInput(name="Bench MSP"))
-    customers = [clients.create_client(msp, clients.ClientInput(name=f"Customer {i:02d}"), None) for i in range(25)]
+    customers = [clients.create_client(msp, clients.ClientInput(name=f"Customer {i:02d}"), None)
+                 for i in range(N_CUSTOMERS)]
     boxes = [save_mailbox(msp, msp, {"address": f"desk{i}@bench.example", "host": "127.0.0.1",
                                      "username": f"desk{i}", "password": "pw"},
                           keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=None)[0] for i in range(3)]
-    techs = [users.create_user(msp, f"tech{i}@bench.example", PASSWORD, "technician", None) for i in range(8)]
+    techs = [users.create_user(msp, f"tech{i}@bench.example", PASSWORD, "technician", None) for i in range(technicians)]
     commit()
     now = datetime.now(timezone.utc)
-    session = db.session
-    contacts = [{"msp_id": msp.id, "client_id": customers[i % len(customers)].id,
-                 "email": f"user{i}@customer{i % len(customers)}.example", "name": f"User {i}", "created_at": now}
-                for i in range(3000)]
-    session.execute(insert(Contact), contacts)
+    contacts = [{"msp_id": msp.id, "client_id": customers[i % N_CUSTOMERS].id,
+                 "email": f"user{i}@customer{i % N_CUSTOMERS}.example", "name": f"User {i}", "created_at": now}
+                for i in range(N_CONTACTS)]
+    db.session.execute(insert(Contact), contacts)
     commit()
-    contact_ids = list(session.scalars(text("SELECT id FROM contacts ORDER BY id")))
+    return {"msp_id": msp.id, "customers": [c.id for c in customers], "techs": [t.id for t in techs],
+            "tech_email": techs[0].email, "tech_emails": [t.email for t in techs], "boxes": [b.id for b in boxes],
+            "contacts": list(db.session.scalars(text("SELECT id FROM contacts ORDER BY id")))}
+
+
+def seed(app, kind: str, n_tickets: int, n_messages: int, rng: random.Random) -> dict:
+    """The MSP and its world through the services; tickets and messages with Core in chunks."""
+    from portal.extensions import db
+    from portal.models import Message, Ticket
+    from portal.services import commit
+
+    world = seed_world(app)
+    msp_id, customers, contact_ids = world["msp_id"], world["customers"], world["contacts"]
+    now = datetime.now(timezone.utc)
+    session = db.session
     texts = Text(rng)
-    # To do is a quarter of the tickets, as on a desk that closes its work.
-    statuses = ["new"] * 4 + ["open"] * 12 + ["waiting"] * 9 + ["resolved"] * 15 + ["closed"] * 50 + ["archived"] * 10
+    statuses = [status for status, share in STATUS_SHARES for _ in range(share)]
     per_ticket = [1] * n_tickets
     for _ in range(n_messages - n_tickets):
         per_ticket[rng.randrange(n_tickets)] += 1
@@ -133,12 +152,12 @@ def seed(app, kind: str, n_tickets: int, n_messages: int, rng: random.Random) ->
             count = per_ticket[number - 1]
             updated = created + timedelta(minutes=rng.randint(0, 60 * 24 * 14))
             ticket_rows.append({
-                "id": ticket_id, "msp_id": msp.id, "number": number, "reference": f"T-{number}",
-                "uuid": uuid.UUID(int=rng.getrandbits(128)).hex, "mailbox_id": rng.choice(boxes).id,
-                "client_id": customers[contact % len(customers)].id, "contact_id": contact,
+                "id": ticket_id, "msp_id": msp_id, "number": number, "reference": f"T-{number}",
+                "uuid": uuid.UUID(int=rng.getrandbits(128)).hex, "mailbox_id": rng.choice(world["boxes"]),
+                "client_id": customers[contact % len(customers)], "contact_id": contact,
                 "subject": texts.subject(), "status": rng.choice(statuses),
                 "priority": rng.choices(("low", "normal", "high"), (2, 7, 1))[0],
-                "assignee_id": rng.choice([None, *[t.id for t in techs]]), "new_information": rng.random() < 0.2,
+                "assignee_id": rng.choice([None, *world["techs"]]), "new_information": rng.random() < 0.2,
                 "cc": [], "created_at": created, "updated_at": min(updated, now)})
             for k in range(count):
                 body = texts.body()
@@ -146,7 +165,7 @@ def seed(app, kind: str, n_tickets: int, n_messages: int, rng: random.Random) ->
                     body += f"\nThe {RARE_WORD} adapter is back."
                     rare_left -= 1
                 message_rows.append({
-                    "id": message_id, "msp_id": msp.id, "mailbox_id": ticket_rows[-1]["mailbox_id"],
+                    "id": message_id, "msp_id": msp_id, "mailbox_id": ticket_rows[-1]["mailbox_id"],
                     "ticket_id": ticket_id, "direction": "in" if k % 2 == 0 else "out",
                     "outcome": "created" if k == 0 else None,
                     "message_id": f"<{message_id}.bench@customer.example>", "from_address": f"user{contact}@x.example",
@@ -163,8 +182,7 @@ def seed(app, kind: str, n_tickets: int, n_messages: int, rng: random.Random) ->
         for table in ("tickets", "messages"):
             session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
         commit()
-    return {"msp_id": msp.id, "customers": [c.id for c in customers], "techs": [t.id for t in techs],
-            "tech_email": techs[0].email, "boxes": [b.id for b in boxes], "rare_left": rare_left}
+    return world
 
 
 def sign_in(client, email: str) -> None:
@@ -191,73 +209,93 @@ def measure(client, urls: list[str]) -> list[float]:
     return times
 
 
-def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
-    from portal.app import create_app
+def build_database(app, kind: str, n_tickets: int, n_messages: int, rng: random.Random, seeder=None) -> dict:
+    """Migrations, then the seeder's MSP, tickets and messages with the search objects of
+    migration 0005 dropped for the load and built after it, then fresh statistics. In the app's
+    context; returns the seeder's world."""
+    from portal.extensions import db
+
+    migration = search_migration()
+    migrate_quietly()
+    up, down = ((migration.SQLITE_UP, migration.SQLITE_DOWN) if kind == "sqlite"
+                else (migration.POSTGRES_UP, migration.POSTGRES_DOWN))
+    with db.engine.begin() as conn:
+        for statement in down:
+            conn.execute(text(statement))
+    began = time.perf_counter()
+    world = (seeder or seed)(app, kind, n_tickets, n_messages, rng)
+    seeded = time.perf_counter() - began
+    began = time.perf_counter()
+    with db.engine.begin() as conn:
+        if kind == "postgresql":  # the GIN index over every body: give the build room
+            conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+        for statement in up:
+            conn.execute(text(statement))
+    indexed = time.perf_counter() - began
+    if kind == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    else:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    say(f"  seeded {n_tickets:,} tickets and {n_messages:,} messages in {seeded:.0f}s; "
+        f"search index built in {indexed:.0f}s")
+    return world
+
+
+def page_urls(world: dict, n_tickets: int, n: int, rng: random.Random) -> dict[str, list[str]]:
+    """n addresses of each kind of page the benchmark times, keyed by the table's row names."""
     from portal.extensions import db
     from portal.models import Ticket
     from portal.services import ticket_list
     from portal.services import tickets as svc
 
+    msp_id = world["msp_id"]
+    todo = list(db.session.scalars(
+        Ticket.__table__.select().with_only_columns(Ticket.id)
+        .where(Ticket.msp_id == msp_id, Ticket.status.in_(ticket_list.TODO_STATUSES))))
+    sample = [db.session.get(Ticket, i) for i in rng.sample(todo, min(n, len(todo)))]
+    deep = []
+    for t in sample:
+        sort = rng.choice(list(ticket_list.SORTS))
+        chosen = ticket_list.SORTS[sort]
+        cursor = ticket_list._encode_cursor(chosen, chosen.descending, rng.choice(("after", "before")), t)
+        deep.append(f"/tickets?sort={sort}&cursor={cursor}")
+    db.session.expunge_all()
+    filters = []
+    for _ in range(n):
+        parts = [f"client={rng.choice(world['customers'])}", f"priority={rng.choice(('low', 'normal', 'high'))}",
+                 f"status={rng.choice(svc.WORK_STATUSES)}", f"assignee={rng.choice(world['techs'])}",
+                 f"mailbox={rng.choice(world['boxes'])}", "new=1", f"sort={rng.choice(list(ticket_list.SORTS))}"]
+        filters.append("/tickets?" + "&".join(rng.sample(parts, rng.randint(1, 3))))
+    common = [f"/tickets?q={w}" for w in rng.choices(("printer", "error", "please", "server", "password"), k=n)]
+    rare = [f"/tickets?q={RARE_WORD}&status={s}" for s in rng.choices(("", "closed"), k=n)]
+    ticket_pages = [f"/tickets/T-{rng.randint(1, n_tickets)}" for _ in range(n)]
+    return {
+        "list, first page": ["/tickets"] * n,
+        "list, 1-3 filters and a sort": filters,
+        "list, deep page by cursor": deep,
+        "list, search a common word": common,
+        "list, search a rare word": rare,
+        "ticket page, random ticket": ticket_pages,
+    }
+
+
+def run_database(kind: str, url: str, args, seeder=None) -> list[tuple[str, list[float]]]:
+    """Build the database (bench_portal's seed unless another seeder is given), then time each
+    kind of page through the real views."""
+    from portal.app import create_app
+    from portal.extensions import db
+
     rng = random.Random(42)
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
-    migration = search_migration()
     with app.app_context():
-        migrate_quietly()
-        up, down = ((migration.SQLITE_UP, migration.SQLITE_DOWN) if kind == "sqlite"
-                    else (migration.POSTGRES_UP, migration.POSTGRES_DOWN))
-        with db.engine.begin() as conn:
-            for statement in down:
-                conn.execute(text(statement))
-        began = time.perf_counter()
-        world = seed(app, kind, args.tickets, args.messages, rng)
-        seeded = time.perf_counter() - began
-        began = time.perf_counter()
-        with db.engine.begin() as conn:
-            for statement in up:
-                conn.execute(text(statement))
-        indexed = time.perf_counter() - began
-        if kind == "postgresql":
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("VACUUM ANALYZE"))
-        else:
-            with db.engine.begin() as conn:
-                conn.execute(text("ANALYZE"))
-        say(f"  seeded {args.tickets:,} tickets and {args.messages:,} messages in {seeded:.0f}s; "
-            f"search index built in {indexed:.0f}s")
-
-        msp_id, n = world["msp_id"], args.requests
-        todo = list(db.session.scalars(
-            Ticket.__table__.select().with_only_columns(Ticket.id)
-            .where(Ticket.msp_id == msp_id, Ticket.status.in_(ticket_list.TODO_STATUSES))))
-        sample = [db.session.get(Ticket, i) for i in rng.sample(todo, min(n, len(todo)))]
-        deep = []
-        for t in sample:
-            sort = rng.choice(list(ticket_list.SORTS))
-            chosen = ticket_list.SORTS[sort]
-            cursor = ticket_list._encode_cursor(chosen, chosen.descending, rng.choice(("after", "before")), t)
-            deep.append(f"/tickets?sort={sort}&cursor={cursor}")
-        db.session.expunge_all()
-        filters = []
-        for _ in range(n):
-            parts = [f"client={rng.choice(world['customers'])}", f"priority={rng.choice(('low', 'normal', 'high'))}",
-                     f"status={rng.choice(svc.WORK_STATUSES)}", f"assignee={rng.choice(world['techs'])}",
-                     f"mailbox={rng.choice(world['boxes'])}", "new=1", f"sort={rng.choice(list(ticket_list.SORTS))}"]
-            filters.append("/tickets?" + "&".join(rng.sample(parts, rng.randint(1, 3))))
-        common = [f"/tickets?q={w}" for w in rng.choices(("printer", "error", "please", "server", "password"), k=n)]
-        rare = [f"/tickets?q={RARE_WORD}&status={s}" for s in rng.choices(("", "closed"), k=n)]
-        ticket_pages = [f"/tickets/T-{rng.randint(1, args.tickets)}" for _ in range(n)]
-
+        world = build_database(app, kind, args.tickets, args.messages, rng, seeder)
+        urls = page_urls(world, args.tickets, args.requests, rng)
         client = app.test_client()
         sign_in(client, world["tech_email"])
-        measure(client, ["/tickets"] * 5 + ticket_pages[:5])  # warm the caches once
-        rows = [
-            ("list, first page", measure(client, ["/tickets"] * n)),
-            ("list, 1-3 filters and a sort", measure(client, filters)),
-            ("list, deep page by cursor", measure(client, deep)),
-            ("list, search a common word", measure(client, common)),
-            ("list, search a rare word", measure(client, rare)),
-            ("ticket page, random ticket", measure(client, ticket_pages)),
-        ]
+        measure(client, ["/tickets"] * 5 + urls["ticket page, random ticket"][:5])  # warm the caches once
+        rows = [(name, measure(client, these)) for name, these in urls.items()]
         db.session.remove()
         db.engine.dispose()
     return rows
@@ -266,6 +304,48 @@ def run_database(kind: str, url: str, args) -> list[tuple[str, list[float]]]:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def report(results: dict, n_tickets: int, n_messages: int, requests: int) -> list[str]:
+    """Prints the table (database, page, p50, p95, max) and returns the names of the rows over the goal."""
+    over = []
+    say()
+    say(f"Portal response times, {n_tickets:,} tickets / {n_messages:,} messages, "
+        f"{requests} requests each (ms; goal p95 < {TARGET_MS})")
+    say(f"{'database':<11} {'page':<32} {'p50':>7} {'p95':>7} {'max':>7}")
+    for kind, rows in results.items():
+        for name, times in rows:
+            p95 = percentile(times, 95)
+            if p95 >= TARGET_MS:
+                over.append(f"{kind}: {name}")
+            say(f"{kind:<11} {name:<32} {statistics.median(times):7.1f} {p95:7.1f} {max(times):7.1f}"
+                + ("" if p95 < TARGET_MS else "  over the goal"))
+    return over
+
+
+def run(args, seeder=None, kinds: list[str] | None = None) -> dict[str, list[tuple[str, list[float]]]]:
+    """Each database of --databases (or kinds) built and timed in a scratch database of its own."""
+    kinds = kinds or [d.strip() for d in args.databases.split(",") if d.strip()]
+    if "postgresql" in kinds:
+        why = pg_unreachable(args.pg_url)
+        if why:
+            say(f"== PostgreSQL skipped: none reachable at {make_url(args.pg_url).render_as_string()} ({why}) ==")
+            kinds.remove("postgresql")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tmportal-") as workdir:
+        os.environ.setdefault("TIDEMARK_INSTANCE_DIR", str(Path(workdir) / "instance"))
+        for kind in kinds:
+            say(f"== {kind}, {args.tickets:,} tickets ==")
+            database = ScratchDatabase(kind, Path(tempfile.mkdtemp(prefix="tmportal-kept-") if args.keep else workdir),
+                                       args.pg_url)
+            try:
+                results[kind] = run_database(kind, database.url, args, seeder)
+            finally:
+                if args.keep:
+                    say(f"  kept: {database.url}")
+                else:
+                    database.drop()
+    return results
 
 
 def main(argv=None) -> int:
@@ -281,35 +361,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.messages < args.tickets:
         ap.error("every ticket has at least one message: --messages >= --tickets")
-    kinds = [d.strip() for d in args.databases.split(",") if d.strip()]
-    if "postgresql" in kinds:
-        why = pg_unreachable(args.pg_url)
-        if why:
-            say(f"== PostgreSQL skipped: none reachable at {make_url(args.pg_url).render_as_string()} ({why}) ==")
-            kinds.remove("postgresql")
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="tmportal-") as workdir:
-        os.environ.setdefault("TIDEMARK_INSTANCE_DIR", str(Path(workdir) / "instance"))
-        for kind in kinds:
-            say(f"== {kind} ==")
-            database = ScratchDatabase(kind, Path(tempfile.mkdtemp(prefix="tmportal-kept-") if args.keep else workdir),
-                                       args.pg_url)
-            try:
-                results[kind] = run_database(kind, database.url, args)
-            finally:
-                if args.keep:
-                    say(f"  kept: {database.url}")
-                else:
-                    database.drop()
-    say()
-    say(f"Portal response times, {args.tickets:,} tickets / {args.messages:,} messages, "
-        f"{args.requests} requests each (ms; goal p95 < {TARGET_MS})")
-    say(f"{'database':<11} {'page':<32} {'p50':>7} {'p95':>7} {'max':>7}")
-    for kind, rows in results.items():
-        for name, times in rows:
-            p95 = percentile(times, 95)
-            say(f"{kind:<11} {name:<32} {statistics.median(times):7.1f} {p95:7.1f} {max(times):7.1f}"
-                + ("" if p95 < TARGET_MS else "  over the goal"))
+    results = run(args)
+    report(results, args.tickets, args.messages, args.requests)
     return 0
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 class ScratchDatabase:
     """A fresh, empty database: a SQLite file in a temp dir or a scratch PostgreSQL database."""
 
-    def __init__(self, kind: str, workdir: Path, pg_url: str):
+    def __init__(self, kind: str, workdir: Path, pg_url: str, prefix: str = "tidemark_bench"):
         self.kind = kind
         self._admin = None
         self._name = None
@@ -24,7 +24,7 @@ class ScratchDatabase:
             self.url = f"sqlite:///{workdir / f'tidemark-{uuid.uuid4().hex[:8]}.sqlite3'}"
             return
         server = make_url(pg_url)
-        self._name = f"tidemark_bench_{uuid.uuid4().hex[:10]}"
+        self._name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         self._admin = create_engine(server, isolation_level="AUTOCOMMIT")
         with self._admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{self._name}"'))

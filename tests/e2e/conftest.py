@@ -38,8 +38,9 @@ def chromium():
 
 
 def expected(message: str) -> bool:
-    """Answers the pages send on purpose (bad password 401, form errors 422) also log as errors."""
-    return message.startswith("Failed to load resource") and any(code in message for code in ("401", "403", "422"))
+    """Answers the pages send on purpose (bad password 401, form errors 422, a live stream refused
+    429) also log as errors."""
+    return message.startswith("Failed to load resource") and any(code in message for code in ("401", "403", "422", "429"))
 
 
 @pytest.fixture

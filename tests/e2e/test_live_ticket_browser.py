@@ -138,3 +138,19 @@ def test_assign_to_me_on_the_ticket_and_in_the_list(live_server, page, world, de
     expect(page.locator("#ticket-list")).not_to_contain_text("Printer")  # the search still applies
     assert page.evaluate("window.samePage") is True
     assert fresh(other.id).assignee_id == acme.tom.id
+
+
+def test_a_page_refused_a_stream_refreshes_itself_every_30_seconds(app, live_server, page, world, desk):
+    """Too many streams open (portal.live.Stream.admit): the page is not left stale."""
+    acme, ticket = desk
+    app.config["TIDEMARK_LIVE_STREAMS_PER_USER"] = 0
+    page.clock.install()
+    sign_in(page, live_server, "tom@acme.example")
+    page.goto(f"{live_server}/tickets/{ticket.reference}")
+    page.evaluate("window.samePage = true")
+    expect(page.locator("html")).to_have_attribute("data-live-polling", "", timeout=SHOWS)
+    world.deliver(acme.box, email(sender="alice@contoso.com", subject=f"Re: [{ticket.reference}] Printer",
+                                  in_reply_to="<p1@contoso.com>", body="Still jammed after the restart."))
+    page.clock.run_for(30_000)
+    expect(page.locator("#ticket-conversation")).to_contain_text("Still jammed after the restart.", timeout=SHOWS)
+    assert page.evaluate("window.samePage") is True

@@ -19,7 +19,7 @@ from portal.extensions import db
 from portal.models import Message
 from portal.outbound import servers as outbound_servers
 from portal.outbound import templates as outbound_templates
-from portal.services import canned, clients, commit, ticket_replies, users
+from portal.services import canned, clients, commit, custom_fields, ticket_replies, users
 from portal.services import tickets as tickets_svc
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import expected
@@ -171,6 +171,8 @@ def desk(app, world, smtp_server):
     globex_box = world.mailbox(globex, address="desk@globex.example")
     other = world.deliver(globex_box, email(sender="peter@initech.example", to=["desk@globex.example"],
                                             subject="TPS report printer")).ticket
+    custom_fields.save_field(msp, custom_fields.FieldInput("Site", "choice", ["Leeds", "London"]), actor=None)
+    custom_fields.save_field(msp, custom_fields.FieldInput("Asset", "text"), actor=None)
     commit()
     route = next(r for r in box.routes if r.name == "Contoso, any address")
     return Desk(msp, contoso, box, route, tech, vpn, waiting.message, other.reference, globex_client.id, globex_box.id)
@@ -198,7 +200,7 @@ def admin_pages(d: Desk) -> list[tuple[str, str, str | None]]:
         ("client", f"/clients/{c}", None),
         ("client form", f"/clients/{c}/edit", None),
         ("email templates", f"/clients/{c}/emails", None),
-        ("email template editor", f"/clients/{c}/emails/ticket_created", "email-template"),
+        ("email template editor", f"/clients/{c}/emails/ticket_created", None),
         ("canned responses", f"/clients/{c}/emails/canned", None),
         ("new canned response", f"/clients/{c}/emails/canned/new", None),
         ("mailboxes", "/mailboxes", None),
@@ -211,7 +213,15 @@ def admin_pages(d: Desk) -> list[tuple[str, str, str | None]]:
         ("users", "/users", "users"),
         ("invite a user", "/users/invite", None),
         ("configuration", "/settings/configuration", None),
+        ("retention", "/settings/retention", None),
         ("my settings", "/account", None),
+        # Last, so that the pages above keep their place in the every-third focus check.
+        ("simple email template editor", f"/clients/{c}/emails/closed", "email-template"),
+        ("email layout", f"/clients/{c}/emails/layout", None),
+        ("custom fields", "/settings/custom-fields", None),
+        ("custom field form", f"/settings/custom-fields/{custom_fields.list_fields(d.msp.id)[0].id}/edit", None),
+        ("service report", f"/clients/{c}/service-report", None),
+        ("service report of the MSP", f"/clients/{d.msp.id}/service-report", None),
     ]
 
 
@@ -263,7 +273,7 @@ def test_admin_walks_every_page(live_server, page, desk, viewport):
         page.locator("label.menu-button").click()
     nav = page.get_by_role("navigation", name="Main")
     for label in ("Dashboard", "Tickets", "Unprocessed", "Clients", "Mailboxes", "Mail settings", "Users",
-                  "Configuration"):
+                  "Retention", "Configuration"):
         expect(nav.get_by_role("link", name=re.compile(label))).to_be_visible()
     expect(page.get_by_role("link", name="My settings")).to_be_visible()
 
@@ -372,11 +382,11 @@ def test_a_technician_gets_403_on_admin_pages_and_404_on_another_msps_records(li
     sign_in(page, live_server, "tom@northwind.example")
     nav = page.get_by_role("navigation", name="Main")
     expect(nav.get_by_role("link", name="Tickets")).to_be_visible()
-    for label in ("Mail settings", "Users", "Configuration"):
+    for label in ("Mail settings", "Users", "Retention", "Configuration"):
         expect(nav.get_by_role("link", name=label)).to_have_count(0)
 
     m, c = desk.mailbox.id, desk.contoso.id
-    for path in ("/settings/mail", "/settings/configuration", "/users", "/users/invite", "/clients/new",
+    for path in ("/settings/mail", "/settings/configuration", "/settings/retention", "/users", "/users/invite", "/clients/new",
                  f"/clients/{c}/edit", f"/clients/{c}/emails/canned", "/mailboxes/new", f"/mailboxes/{m}/edit",
                  f"/mailboxes/{m}/routes/new", f"/mailboxes/{m}/routes/{desk.route.id}/edit"):
         response = page.goto(live_server + path)

@@ -146,3 +146,19 @@ def test_the_setting_is_a_mailbox_form_field_and_a_configuration_key(app, world,
     refused = runner.invoke(args=["config", "import", str(path)])
     assert refused.exit_code != 0 and "automatic_mail" in refused.output and "record, ticket" in refused.output
     assert msp is not None
+
+
+def test_an_auto_reply_loop_leaves_one_history_line_per_sender_and_day(world, desk):
+    """Each auto-reply still waits among the unprocessed mail, but the mailbox's history keeps one
+    line per sender a day and counts the rest on it."""
+    msp, box = desk
+    for _ in range(4):
+        assert world.deliver(box, out_of_office()).outcome == "unprocessed"
+    world.deliver(box, email(sender="bob@contoso.com", subject="Automatic reply: VPN", headers=OOO))
+    assert svc.count_waiting(msp.id) == 5
+    recorded = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "recorded automatic mail")
+                                  .order_by(AuditEntry.id)).all()
+    assert [e.changes for e in recorded] == [
+        {"automatic mail, no ticket": [None, "alice@contoso.com: Automatic reply: Printer on fire"],
+         "more from this sender that day": [None, 3]},
+        {"automatic mail, no ticket": [None, "bob@contoso.com: Automatic reply: VPN"]}]

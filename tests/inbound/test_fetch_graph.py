@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from portal.extensions import db
 from portal.inbound import fetch_graph as fetch_graph_module
@@ -176,7 +176,7 @@ def test_throttling_longer_than_the_bounded_wait_is_a_transient_failure(app, wor
     assert time.monotonic() - started < 5  # not an hour
     assert "Microsoft Graph is busy for helpdesk@contoso.com (HTTP 429 TooManyRequests" in report.error
     db.session.refresh(mailbox)
-    assert mailbox.failure_count == 1 and "the next poll goes on" in mailbox.last_error
+    assert mailbox.failure_count == 1 and "to try again later (next wait: 3600 s)" in mailbox.last_error
     assert fetch(app, mailbox).fetched == 1
 
 
@@ -260,6 +260,24 @@ def test_an_app_only_mailbox_fetches_with_a_token_from_client_credentials(app, w
     assert "(InvalidAuthenticationToken: " in fetch(app, mailbox).error
     again = fetch(app, mailbox)
     assert (again.error, again.fetched, len(oauth_server.token_requests)) == (None, 1, 2)
+
+
+def test_each_folder_reads_its_state_row_once_a_fetch(app, world, contoso, graph_server):
+    mailbox = graph_mailbox(app, world, contoso, graph_server)
+    graph_server.deliver(ADDRESS, email(subject="first"))
+    assert fetch(app, mailbox).fetched == 1
+    graph_server.deliver(ADDRESS, email(subject="second"))
+    reads = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM folder_states" in statement:
+            reads.append(statement)
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert fetch(app, mailbox).fetched == 1  # the stored delta link was used: only the new one
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert len(reads) == 1
 
 
 def test_a_delta_link_of_another_api_url_is_not_followed(app, world, contoso, graph_server, redis):

@@ -187,9 +187,9 @@ def test_a_fetched_batch_keeps_every_byte_and_is_sent_as_bytes_on_postgresql(wor
 
     box = twins[0]
     every_byte = bytes(range(256)) * 3
-    fetched = [SimpleNamespace(server_id="1", raw=b"From: a@b.example\r\n\r\n" + every_byte, size=None),
-               SimpleNamespace(server_id="2", raw=None, size=50_000_000),  # over the size limit: no bytes
-               SimpleNamespace(server_id="3", raw=b"", size=0)]
+    fetched = [SimpleNamespace(server_id="1", raw=b"From: a@b.example\r\n\r\n" + every_byte, size=None, internal_date=None),
+               SimpleNamespace(server_id="2", raw=None, size=50_000_000, internal_date=None),  # over the size limit: no bytes
+               SimpleNamespace(server_id="3", raw=b"", size=0, internal_date=None)]
     assert fetch.store_raw_batch(box, fetched, folder="INBOX", uidvalidity=7) == 3
     commit()
     db.session.expire_all()

@@ -5,10 +5,11 @@ import ast
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from portal.mail.cut import CutBody, cut_body
+from tests.fuzzing import fuzz
 
 MARKER = "## Please reply above this line ##"
 
@@ -493,7 +494,7 @@ _PIECES = st.sampled_from([
 ])
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(300)
 @given(st.lists(_PIECES, max_size=25))
 def test_cut_is_a_suffix_and_never_empties_a_body_with_content(pieces):
     body = "\n".join(pieces)
@@ -529,7 +530,7 @@ def _html(draw, depth=0):
     return "".join(parts)
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(_html())
 def test_html_cut_never_raises_and_keeps_text_and_html_together(html):
     out = cut_body("", html)
@@ -578,7 +579,7 @@ _VERB_CASES = st.sampled_from(sorted(__import__("portal.mail.cut.phrases", froml
 _ENDINGS = st.text(alphabet=" \t-_*:：\u00a0\u3000\x1c\x1fxI)", max_size=6)
 
 
-@settings(max_examples=1500)
+@fuzz(1500)
 @given(st.text(max_size=30), st.one_of(st.none(), _VERB_CASES), st.sampled_from([str.lower, str.upper, str.title]),
        _ENDINGS)
 def test_the_quick_verb_check_agrees_with_the_search(before, verb, case, ending):

@@ -6,12 +6,13 @@ from email import policy
 from email.message import Message
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from portal.mail.mime import split_mime
 from portal.mail.parse import _repair_header_block, parse_email
 from tests.corpus import corpora_root
+from tests.fuzzing import fuzz
 
 
 def feedparser_tree(raw: bytes) -> Message:
@@ -159,7 +160,7 @@ def mime_trees(draw, depth=0):
     return text + "\n".join(draw(_LINES)), eol
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(400)
 @given(mime_trees())
 def test_random_mime_trees_are_split_as_the_feedparser_does_or_declined(tree):
     text, eol = tree

@@ -1,10 +1,11 @@
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from portal.mail.parse import parse_email, parse_file
+from tests.fuzzing import fuzz
 from tests.mail.conftest import build
 
 
@@ -287,7 +288,7 @@ _address_header = st.tuples(st.lists(_mailbox, min_size=1, max_size=3),
                             st.sampled_from([",", ", ", " ,", ",,", " "])).map(lambda p: p[1].join(p[0]))
 
 
-@settings(max_examples=3000, deadline=None)
+@fuzz(3000)
 @given(_address_header)
 def test_plain_address_reading_agrees_with_the_full_parser(raw):
     from portal.mail.parse.headers import _plain_addresses, _structured_addresses

@@ -1,20 +1,25 @@
 """Outbound templates: the built-ins, the sandbox and its limits, errors with their lines."""
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 import re
 import threading
 import time
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from portal.mail.refs import REPLY_MARKER
 from portal.mail.render import (EVENTS, VARIABLES, RenderedEmail, TemplateError, TemplateProblem, load_default,
                                 render, sample_context, template_context, validate_template)
+from portal.mail.times import local_time, zone_named
 
 # Mail to the mailbox's alert recipients: about a mailbox, not a ticket.
 MAILBOX_EVENTS = ("mailbox_failing", "sign_in_expiring", "reconnect_needed")
-CUSTOMER_EVENTS = [e for e in EVENTS if e not in ("alert", *MAILBOX_EVENTS)]
+# Mail to the staff about a ticket: a new one, an SLA warning or breach.
+STAFF_EVENTS = ("alert", "sla_warning", "sla_breached")
+CUSTOMER_EVENTS = [e for e in EVENTS if e not in (*STAFF_EVENTS, *MAILBOX_EVENTS)]
 
 
 def _render_text(body: str, context=None, **kwargs) -> RenderedEmail:
@@ -170,6 +175,24 @@ def test_missing_values_render_empty_and_dates_are_text():
     assert out.text == "[]\n"
     out = _render_text("{{ message.date }}")
     assert out.text == "2024-03-05 14:20 UTC\n"
+
+
+def test_times_read_in_the_zone_given_with_its_abbreviation():
+    """The client's zone comes in as `tz`; winter and summer time each get their own name."""
+    berlin = ZoneInfo("Europe/Berlin")
+    out = _render_text("{{ message.date }} / {{ ticket.created }}", tz=berlin)
+    assert out.text == "2024-03-05 15:20 CET / 2024-03-05 15:21 CET\n"
+    context = sample_context()
+    context["message"]["date"] = dt.datetime(2024, 7, 5, 14, 20)  # naive: taken as UTC, as the database keeps it
+    assert _render_text("{{ message.date }}", context, tz=berlin).text == "2024-07-05 16:20 CEST\n"
+    assert _render_text("{{ message.date }}", tz=ZoneInfo("America/Sao_Paulo")).text == "2024-03-05 11:20 -03\n"
+
+
+def test_a_zone_name_is_the_first_the_system_knows():
+    assert zone_named(None, "", "Mars/Olympus_Mons", "Asia/Tokyo", "Europe/Berlin") == ZoneInfo("Asia/Tokyo")
+    assert zone_named(None, "../etc/passwd") == ZoneInfo("UTC")
+    assert local_time(dt.datetime(2024, 3, 5, 23, 30, tzinfo=dt.timezone.utc), ZoneInfo("Asia/Tokyo")) == \
+        "2024-03-06 08:30 JST"
 
 
 # --- errors with their lines -------------------------------------------------------------------

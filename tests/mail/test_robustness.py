@@ -1,13 +1,14 @@
 """The parser never raises and stays fast on random, mutated and hostile input."""
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from portal.mail.classify import classify
 from portal.mail.explain import explain_message
 from portal.mail.parse import parse_email
 from portal.mail.refs import RefFormat
+from tests.fuzzing import fuzz
 
 SEED = (b"From: =?utf-8?q?J=C3=B6rg?= <j@customer.example>\r\nTo: a@b.example, \"X, Y\" <x@y.example>\r\n"
         b"Subject: =?iso-8859-1?q?Gr=FC=DFe?=\r\nDate: Tue, 02 Jan 2024 10:11:12 +0100\r\n"
@@ -36,7 +37,7 @@ def check(raw: bytes) -> None:
     assert time.process_time() - started < BOUND_SECONDS
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(150)
 @given(st.binary(max_size=4000))
 def test_random_bytes(raw):
     check(raw)
@@ -63,13 +64,13 @@ def mutated(draw):
     return bytes(data)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(200)
 @given(mutated())
 def test_mutated_messages(raw):
     check(raw)
 
 
-@settings(max_examples=60, deadline=None)
+@fuzz(60)
 @given(st.text(max_size=300), st.text(max_size=300))
 def test_random_header_values(subject, sender):
     raw = f"From: {sender}\nTo: {subject}\nSubject: {subject}\nDate: {sender}\n\nbody".encode("utf-8", "surrogatepass")

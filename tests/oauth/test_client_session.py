@@ -12,6 +12,7 @@ import pytest
 
 from portal import oauth
 from portal.oauth import AppCredentials, OAuthError
+from portal.transport.urls import MAX_ANSWER
 from tests.dovecot import _make_tls
 
 ODD_SECRET = "pa%41ss:w+rd/~1"  # '%41' would decode to 'A' if sent unencoded; ':' splits Basic; '+' a space
@@ -100,6 +101,18 @@ def test_revocation_answered_with_an_empty_200_counts(recorder):
     assert authorization.startswith("Basic ") and b"the-secret" not in body
 
 
+def test_an_answer_larger_than_the_limit_is_not_read_whole(server):
+    server.fail_next({"access_token": "at-1", "token_type": "Bearer", "padding": "x" * (MAX_ANSWER + 1)}, status=200)
+    with pytest.raises(OAuthError) as caught:
+        oauth.client_credentials(oauth.generic(f"{server.url}/token"), AppCredentials("odd-app", ODD_SECRET), ["m"])
+    assert str(caught.value) == "the OAuth server's sign-in service at 127.0.0.1 answered with more than 4 MiB: " \
+                                "it was not read"
+    assert caught.value.kind == "server"
+    grant = oauth.client_credentials(oauth.generic(f"{server.url}/token"), AppCredentials("odd-app", ODD_SECRET),
+                                     ["m"])  # an answer within the limit, read through the same stream
+    assert server.introspect(grant.access_token)["active"] is True
+
+
 def test_network_failures_read_in_plain_words():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -141,3 +154,11 @@ def test_tls_is_checked_against_the_systems_trust_store(tmp_path, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_generic_provider_is_held_to_the_one_url_rule_when_made():
+    with pytest.raises(OAuthError, match="must use https: tokens and secrets travel through it"):
+        oauth.generic("http://login.example.net/token")
+    with pytest.raises(OAuthError, match="is not a URL like https://"):
+        oauth.generic("https://login.example.net/token", authorize_url="ftp://login.example.net/authorize")
+    assert oauth.generic("http://127.0.0.1:8080/token").token_url == "http://127.0.0.1:8080/token"

@@ -72,7 +72,7 @@ def test_code_flow_with_pkce_names_the_account(server, kind):
     assert grant.account == "ana@contoso.example"
     assert grant.refresh_token and grant.access_token
     assert timedelta(minutes=59) < grant.expires_at - datetime.now(UTC) <= timedelta(hours=1)
-    assert grant.expires_at.tzinfo is not None and not grant.expires_within(300)
+    assert grant.expires_at.tzinfo is not None
     assert server.introspect(grant.access_token)["username"] == "ana@contoso.example"
     sent = server.token_requests[-1]
     assert sent["code_verifier"] and sent["grant_type"] == "authorization_code"
@@ -287,6 +287,11 @@ def test_scopes_per_provider_flow_and_protocol():
     assert ms.scopes_for(["imap", "smtp"], flow="app") == ["https://outlook.office365.com/.default"]
     assert ms.scopes_for(["graph"], flow="app") == ["https://graph.microsoft.com/.default"]
     assert "https://graph.microsoft.com/Mail.Send" in ms.scopes_for(["graph"])
+    assert ms.scopes_for(["graph"], shared=True)[:4] == [
+        "https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send",
+        "https://graph.microsoft.com/Mail.ReadWrite.Shared", "https://graph.microsoft.com/Mail.Send.Shared"]
+    assert ms.scopes_for(["graph"], flow="app", shared=True) == ["https://graph.microsoft.com/.default"]
+    assert ms.scopes_for(["imap"], shared=True) == ms.scopes_for(["imap"])  # IMAP's scope covers shared mailboxes
     with pytest.raises(OAuthError, match="Graph or for IMAP"):
         ms.scopes_for(["graph", "smtp"])
     assert oauth.google().scopes_for(["imap", "smtp"]) == ["https://mail.google.com/", "openid", "email"]

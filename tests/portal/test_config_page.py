@@ -8,7 +8,7 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from portal.models import AuditEntry, Client, Mailbox, SmtpServer
+from portal.models import AuditEntry, CannedResponse, Client, EmailTemplate, Mailbox, SmtpServer
 from portal.outbound import servers as outbound_svc
 
 UPLOAD = textwrap.dedent("""
@@ -146,6 +146,10 @@ def test_what_i_download_imports_back_without_changes(admin):
     ("clients:\n  - {name: Theirs MSP, waterline: taken over}", "must be your MSP, Acme MSP"),
     ("users:\n  - {email: tom@acme.example, role: owner, client: Acme MSP}", "users[0].role"),
     ("smtp: {host: relay.example.net}", "only an operator can set it"),
+    ("mail_settings: {block_outgoing: true}", "only an operator can set them"),
+    ("email_templates:\n  - {client: Their Customer, event: closed, text_source: \"x\\ny\"}",
+     "email_templates[0].client: No single client is called &#39;Their Customer&#39; in Acme MSP"),
+    ("canned_responses:\n  - {client: Contoso, name: Hi, body: x}", "canned_responses[0]: Unknown field: body"),
     ("frobnicate: 1", "Unknown top-level keys: frobnicate"),
 ])
 def test_bad_files_are_explained_next_to_the_file_field_and_change_nothing(db, admin, text, message):
@@ -204,3 +208,58 @@ def test_aliases_are_refused_within_a_second(db, admin):
     body = resp.get_data(as_text=True)
     assert resp.status_code == 422 and "anchors and aliases" in body, body
     assert count(db, Client) == 4
+
+
+TEMPLATES_AND_CANNED = textwrap.dedent("""
+    email_templates:
+      - client: Contoso
+        event: closed
+        text_source: "Closed: {{ ticket.subject }}\\nThank you."
+        shared: false
+    canned_responses:
+      - {client: Acme MSP, name: Thanks, body_html: "<p>Thanks for waiting.</p>"}
+""")
+
+
+def test_templates_and_canned_responses_are_in_the_download_the_dry_run_and_the_import(db, admin):
+    page = admin.get("/settings/configuration").get_data(as_text=True)
+    assert "email templates and canned responses" in page and "default gateway and mail settings" not in page
+    body = upload(admin, TEMPLATES_AND_CANNED).get_data(as_text=True)
+    assert "email template</td><td>Contoso: closed</td><td>would be created" in body
+    assert "canned response</td><td>Acme MSP: Thanks</td><td>would be created" in body
+    assert count(db, EmailTemplate) == 0 and count(db, CannedResponse) == 0
+    resp = admin.post("/settings/configuration/import", {"action": "apply", "yaml": TEMPLATES_AND_CANNED})
+    assert resp.status_code == 303
+    data = yaml.safe_load(admin.post("/settings/configuration/export").get_data(as_text=True))
+    assert data["email_templates"] == [{"client": "Contoso", "event": "closed",
+                                        "text_source": "Closed: {{ ticket.subject }}\nThank you.",
+                                        "html_source": None, "subject": None, "body": None,
+                                        "shared": False}]
+    assert data["canned_responses"] == [{"client": "Acme MSP", "name": "Thanks",
+                                         "body_html": "<p>Thanks for waiting.</p>", "shared": True}]
+    assert "mail_settings" not in data
+    again = upload(admin, TEMPLATES_AND_CANNED).get_data(as_text=True)
+    assert "Nothing would change" in again
+
+
+def test_the_only_msp_of_an_installation_exports_and_imports_the_mail_settings(db, world, make_browser):
+    from portal.outbound.settings import get_setting
+
+    msp = world.msp("Solo MSP")
+    world.user(msp, email="sam@solo.example")
+    sam = make_browser()
+    sam.sign_in("sam@solo.example")
+    assert "default gateway and mail settings" in sam.get("/settings/configuration").get_data(as_text=True)
+    data = yaml.safe_load(sam.post("/settings/configuration/export").get_data(as_text=True))
+    assert data["mail_settings"] == {"block_outgoing": False, "override_recipient": None,
+                                     "auto_mail_limit_per_hour": 10, "customer_notifications": ["closed", "reopened"]}
+    text = "mail_settings: {block_outgoing: true, auto_mail_limit_per_hour: 30}"
+    body = upload(sam, text).get_data(as_text=True)
+    assert "mail settings</td><td>the whole installation</td><td>would be updated" in body
+    assert get_setting("block_outgoing") is False
+    assert sam.post("/settings/configuration/import", {"action": "apply", "yaml": text}).status_code == 303
+    db.session.expire_all()
+    assert get_setting("block_outgoing") is True and get_setting("auto_mail_limit_per_hour") == 30
+    assert get_setting("customer_notifications") == ["closed", "reopened"]  # left out: kept
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "mail settings"))
+    assert entry.actor_label == "sam@solo.example" and entry.changes["auto_mail_limit_per_hour"] == [10, 30]

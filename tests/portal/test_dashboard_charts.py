@@ -4,6 +4,8 @@ scoped to the MSP) and the SVG drawn from them (portal/main/charts.py)."""
 import re
 from datetime import date, timedelta, timezone
 
+from sqlalchemy import select
+
 from portal.main.charts import (
     BOTTOM,
     HEIGHT,
@@ -17,6 +19,8 @@ from portal.main.charts import (
     daily_bars,
     horizontal_bars,
 )
+from portal.extensions import db
+from portal.models import AuditEntry
 from portal.models.base import utcnow
 from portal.services import commit
 from portal.services import dashboard as board
@@ -71,18 +75,24 @@ def test_tickets_opened_and_closed_per_day_per_client_of_this_msp_only(world, br
     box = world.mailbox(msp, acknowledge=False)
     ana = world.user(msp, email="ana@acme.example")
     tickets = [world.deliver(box, email(sender="alice@contoso.com", subject=f"c{i}")).ticket for i in range(3)]
-    world.deliver(box, email(sender="bob@fabrikam.com", subject="f"))
-    tickets[0].created_at = utcnow() - timedelta(days=2)
-    tickets[1].created_at = utcnow() - timedelta(days=40)  # before the chart's 30 days
+    tickets.append(world.deliver(box, email(sender="bob@fabrikam.com", subject="f")).ticket)
     change_status(tickets[2], "closed", ana)
+    commit()
+    # Every time relative to one "now", given to the figures: no midnight between two readings
+    # of the clock can move a ticket to another day.
+    now = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    for ticket, days_ago in zip(tickets, (2, 40, 0, 0), strict=True):  # 40: before the chart's 30 days
+        ticket.created_at = now - timedelta(days=days_ago)
+    db.session.scalar(select(AuditEntry).where(AuditEntry.record_type == "ticket",
+                                               AuditEntry.record_id == tickets[2].id)).at = now
     commit()
     other = world.msp("Other MSP")
     world.client(other, "Theirs", allow=["contoso.com"])
     theirs = world.mailbox(other, address="help@other.example", acknowledge=False)
     world.deliver(theirs, email(sender="alice@contoso.com", to=["help@other.example"], subject="not ours"))
 
-    days, rows = board.tickets_per_day(msp.id, timezone.utc)
-    assert len(days) == 30 and days[-1] == utcnow().date()
+    days, rows = board.tickets_per_day(msp.id, timezone.utc, now)
+    assert len(days) == 30 and days[-1] == now.date()
     assert [(r.client.name, sum(r.opened), sum(r.closed)) for r in rows] == [("Contoso <Ltd>", 2, 1), ("Fabrikam", 1, 0)]
     assert rows[0].opened[-3] == 1 and rows[0].opened[-1] == 1 and rows[0].closed[-1] == 1
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from portal.extensions import db
 from portal.models import Mailbox, User
+from portal.models.base import utcnow
 from portal.services import commit
 from portal.services import users as user_svc
 from portal.services.mailboxes import ADDRESS_CLAIMED
@@ -82,6 +82,7 @@ def test_only_an_active_tested_mailbox_claims_its_address(db, world, eve, two, c
     mine = world.mailbox(beta, address="support@acme.example",
                          routes=[{"name": "All", "client": beta, "fallback": True}])
     claimer.last_test_ok = mine.last_test_ok = True
+    mine.last_test_at = utcnow()  # activation needs a successful test of the saved settings
     commit()
     resp = eve.post(f"/mailboxes/{mine.id}/activate", htmx=True)
     assert resp.status_code == 200

@@ -9,9 +9,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from sqlalchemy import select
 
+from portal import crypto
 from portal.extensions import db
 from portal.models import AuditEntry, Mailbox, SmtpServer, User
-from portal.oauth import AppCredentials, generic, google, start_authorisation
+from portal.oauth import providers, start_authorisation
 from portal.services import mailbox_connect, oauth_states
 from portal.services import mailbox_oauth as oauth_svc
 from tests.conftest import free_port
@@ -36,7 +37,7 @@ def oauth_mailbox(world, app, client, server, address="helpdesk@contoso.example"
 def desk(app, world, msp, redis, oauth_server):
     """Acme's technician tom and an OAuth2 mailbox, not connected (`admin` signs Acme's ana in)."""
     world.user(msp, email="tom@acme.example", role="technician")
-    oauth_server.register_client(redirect_uris=[mailbox_connect.redirect_uri(app.config["TIDEMARK_PORTAL_URL"])])
+    oauth_server.register_client(redirect_uris=[oauth_states.redirect_uri(app.config["TIDEMARK_PORTAL_URL"])])
     return oauth_mailbox(world, app, msp, oauth_server)
 
 
@@ -75,6 +76,22 @@ def test_connect_signs_in_at_the_provider_and_stores_the_grant(app, admin, desk,
     assert entry.actor_label == "ana@acme.example"
 
 
+@pytest.mark.parametrize("username, shared, asks_shared", [
+    ("", None, False), ("helpdesk@contoso.example", None, False),  # its own mailbox
+    ("tom@contoso.example", None, True), ("", "support@contoso.example", True)])  # a delegate's token
+def test_delegated_graph_on_a_shared_mailbox_asks_for_the_shared_scopes(admin, world, msp, redis, username, shared,
+                                                                        asks_shared):
+    mailbox = world.mailbox(msp, address="helpdesk@contoso.example", protocol="graph", auth="oauth2", host="",
+                            username=username, password=None, shared_mailbox=shared,
+                            oauth={"provider": "microsoft", "flow": "delegated", "tenant": "contoso.example",
+                                   "client_id": "graph-app", "client_secret": "s3cret"})
+    sent = parse_qs(urlsplit(start(admin, mailbox)).query)
+    scopes = sent["scope"][0].split()
+    assert {"https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send"} <= set(scopes)
+    wanted = {"https://graph.microsoft.com/Mail.ReadWrite.Shared", "https://graph.microsoft.com/Mail.Send.Shared"}
+    assert (wanted <= set(scopes)) is asks_shared and (wanted & set(scopes) == set()) is not asks_shared
+
+
 def test_the_page_shows_the_app_the_state_and_the_one_redirect_uri(app, admin, desk):
     page = admin.get(f"/mailboxes/{desk.id}")
     text = page.get_data(as_text=True)
@@ -82,6 +99,15 @@ def test_the_page_shows_the_app_the_state_and_the_one_redirect_uri(app, admin, d
     assert app.config["TIDEMARK_PORTAL_URL"].rstrip("/") + "/oauth/callback" in text
     # Without script the Connect form's 303 leads to the provider: the page's policy allows it.
     assert "form-action 'self' http://127.0.0.1:" in page.headers["Content-Security-Policy"]
+
+
+def test_the_page_finds_the_sign_in_origin_without_decrypting_a_secret(app, admin, desk, monkeypatch):
+    opened = []
+    real = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda keys, value: opened.append(value) or real(keys, value))
+    page = admin.get(f"/mailboxes/{desk.id}")
+    assert page.status_code == 200 and "form-action 'self' http://127.0.0.1:" in page.headers["Content-Security-Policy"]
+    assert opened == []
 
 
 def test_a_replayed_callback_is_refused_and_changes_nothing(app, admin, desk, oauth_server):
@@ -162,10 +188,11 @@ def test_another_msps_mailbox_is_404_at_the_buttons_and_at_the_callback(app, adm
     assert admin.post(f"/mailboxes/{their_box.id}/disconnect").status_code == 404
     # A started sign-in naming another MSP's mailbox (the id is all a state holds) is not finished.
     found, app_creds = mailbox_connect.app_credentials(their_box, keys(app))
-    started = start_authorisation(found, app_creds, mailbox_connect.redirect_uri(app.config["TIDEMARK_PORTAL_URL"]),
+    started = start_authorisation(found, app_creds, oauth_states.redirect_uri(app.config["TIDEMARK_PORTAL_URL"]),
                                   ["openid"])
     oauth_states.remember("mailbox", msp_id=desk.msp_id, user_id=_user_id("ana@acme.example"),
-                          subject_id=their_box.id, authorisation=started)
+                          subject_id=their_box.id, authorisation=started,
+                          app_id=app_creds.client_id)
     resp = callback(admin, oauth_server.approve(started.url))
     assert resp.status_code == 404
     assert fresh(their_box.id).oauth.state == "not connected"
@@ -190,32 +217,49 @@ def connected(app, admin, desk, oauth_server):
     return oauth_svc.refresh_token_of(row, keys(app))
 
 
-def test_disconnect_revokes_at_the_provider_and_forgets_the_grant(app, admin, desk, oauth_server, monkeypatch):
-    refresh_token = connected(app, admin, desk, oauth_server)
-    # Google's shape on the local server: it has a revocation endpoint.
-    monkeypatch.setattr(mailbox_connect, "app_credentials",
-                        lambda mailbox, k: (google(base_url=oauth_server.url), AppCredentials("tidemark", "s3cret-client")))
-    resp = admin.post(f"/mailboxes/{desk.id}/disconnect")
+@pytest.fixture
+def google_desk(app, world, msp, desk, oauth_server, monkeypatch):
+    """A Google mailbox of Acme, Google's sign-in and token endpoints being the local server."""
+    monkeypatch.setattr(providers, "GOOGLE_ACCOUNTS", oauth_server.url)
+    monkeypatch.setattr(providers, "GOOGLE_TOKENS", oauth_server.url)
+    return oauth_mailbox(world, app, msp, oauth_server, address="gmail@acme.example", provider="google",
+                         authorize_url=None, token_url=None, scopes=[])
+
+
+def test_disconnect_revokes_at_google_and_forgets_the_grant(app, admin, google_desk, oauth_server):
+    location = start(admin, google_desk)
+    assert location.startswith(oauth_server.url + "/o/oauth2/v2/auth?") and "access_type=offline" in location
+    refresh_token = connected(app, admin, google_desk, oauth_server)
+    resp = admin.post(f"/mailboxes/{google_desk.id}/disconnect")
     assert resp.status_code == 303
-    assert f"Disconnected {desk.address}." in admin.get(resp.headers["Location"]).get_data(as_text=True)
+    assert f"Disconnected {google_desk.address}." in admin.get(resp.headers["Location"]).get_data(as_text=True)
     assert oauth_server.by_refresh[refresh_token].refresh_revoked
-    row = fresh(desk.id).oauth
+    row = fresh(google_desk.id).oauth
     assert (row.state, row.account, row.refresh_token_encrypted, row.access_token_encrypted) == (
         "not connected", None, None, None)
     entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "OAuth2 disconnected")).one()
     assert entry.changes["oauth.grant"] == [f"connected as {ACCOUNT}", "not connected"]
 
 
-def test_a_failed_revocation_is_shown_and_the_grant_is_dropped_anyway(app, admin, desk, oauth_server, monkeypatch):
-    connected(app, admin, desk, oauth_server)
-    nowhere = f"http://127.0.0.1:{free_port()}/revoke"
-    monkeypatch.setattr(mailbox_connect, "app_credentials", lambda mailbox, k: (
-        generic(oauth_server.url + "/token", revocation_url=nowhere), AppCredentials("tidemark", "s3cret-client")))
-    resp = admin.post(f"/mailboxes/{desk.id}/disconnect", htmx=True)
-    assert resp.headers["HX-Redirect"].endswith(f"/mailboxes/{desk.id}")
+def test_a_failed_revocation_is_shown_and_the_grant_is_dropped_anyway(app, admin, google_desk, oauth_server,
+                                                                      monkeypatch):
+    refresh_token = connected(app, admin, google_desk, oauth_server)
+    monkeypatch.setattr(providers, "GOOGLE_TOKENS", f"http://127.0.0.1:{free_port()}")  # Google out of reach
+    resp = admin.post(f"/mailboxes/{google_desk.id}/disconnect", htmx=True)
+    assert resp.headers["HX-Redirect"].endswith(f"/mailboxes/{google_desk.id}")
     page = admin.get(resp.headers["HX-Redirect"]).get_data(as_text=True)
     assert "did not confirm the revocation" in page and "Connection refused" in page
+    assert fresh(google_desk.id).oauth.state == "not connected"
+    assert not oauth_server.by_refresh[refresh_token].refresh_revoked
+
+
+def test_a_generic_providers_grant_is_forgotten_without_revoking_it(app, admin, desk, oauth_server):
+    # Its settings hold no revocation URL (README: Disconnect): the server is not asked.
+    refresh_token = connected(app, admin, desk, oauth_server)
+    resp = admin.post(f"/mailboxes/{desk.id}/disconnect")
+    assert f"Disconnected {desk.address}." in admin.get(resp.headers["Location"]).get_data(as_text=True)
     assert fresh(desk.id).oauth.state == "not connected"
+    assert not oauth_server.by_refresh[refresh_token].refresh_revoked
 
 
 def test_a_connect_coming_back_signed_out_signs_in_first_and_keeps_its_state(app, admin, make_browser, desk,

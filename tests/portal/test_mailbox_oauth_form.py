@@ -38,6 +38,10 @@ def test_an_oauth2_mailbox_is_created_from_the_form(app, admin, msp):
     page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
     assert "sec~ret-1" not in page and 'value="contoso.onmicrosoft.com"' in page
     assert "stored; leave empty to keep it" in page
+    # The one redirect URI to register in the app, on the new and the edit form alike.
+    shown = ("Register this redirect URI in the app, exactly: <code>"
+             + app.config["TIDEMARK_PORTAL_URL"].rstrip("/") + "/oauth/callback</code>")
+    assert shown in page and shown in admin.get("/mailboxes/new").get_data(as_text=True)
 
     # Saved again as shown (the secret left empty) keeps the secret; a hidden tenant of another
     # provider neither errs nor stays.
@@ -105,7 +109,7 @@ def test_a_graph_mailbox_sets_its_folders_and_after_action_in_the_form(admin, ms
     box = stored()
     assert (box.folders, box.after_action, box.processed_folder) == (["inbox", "Support"], "move", "Archive")
     page = admin.get(f"/mailboxes/{box.id}/edit").get_data(as_text=True)
-    fetching = page.split("<legend>Fetching</legend>")[1].split("</fieldset>")[0]
+    fetching = page.split('data-section="fetching"')[1].split("</details>")[0]
     block = fetching.split('data-show-when="protocol=imap graph"')[1].split(">")[0]
     assert "hidden" not in block  # shown for a Graph mailbox, not only for IMAP
     assert "Support" in fetching

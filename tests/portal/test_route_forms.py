@@ -138,6 +138,22 @@ def test_move_buttons_reorder_within_a_group_and_keep_focus_on_the_moved_route(a
     assert entry.changes["order"][1] == ["Fabrikam", "Contoso", "Partners BCC", "Everything else"]
 
 
+def test_a_move_made_without_htmx_comes_back_to_the_page_with_the_moved_routes_button_marked(admin, box):
+    """A click before the script has taken the list posts the plain form: the mailbox page it
+    comes back to marks the moved route's button, which the script focuses on load."""
+    contoso, fabrikam, wildcard, fallback = ids(box.id)
+    resp = admin.post(f"/mailboxes/{box.id}/routes/order", {"move": f"{fabrikam}:up"})
+    assert resp.status_code in (302, 303)
+    assert resp.headers["Location"].endswith(f"/mailboxes/{box.id}?moved={fabrikam}&direction=up#routes")
+    page = admin.get(resp.headers["Location"].split("#")[0]).get_data(as_text=True)
+    assert names(box.id)[0] == "Fabrikam" and "Moved Fabrikam up to place 1." in page
+    assert f'value="{fabrikam}:down" aria-label="Move Fabrikam down"  data-focus' in page
+    assert page.count("data-focus") == 1
+    # Anything else in the address marks nothing.
+    page = admin.get(f"/mailboxes/{box.id}?moved={contoso}&direction=sideways").get_data(as_text=True)
+    assert "data-focus" not in page
+
+
 def test_a_dragged_order_is_saved_and_kept_within_the_groups(admin, box):
     contoso, fabrikam, wildcard, fallback = ids(box.id)
     body = admin.post(f"/mailboxes/{box.id}/routes/order", {"order": [fabrikam, contoso, wildcard, fallback]},

@@ -3,6 +3,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import SmtpServer
 from portal.outbound import settings as svc
+from portal.transport.base import UNTRUSTED_HINT, VERIFY_TLS_LABEL
 
 
 def test_the_gateway_and_switches_are_saved_with_the_password_encrypted(app, admin):
@@ -33,15 +34,35 @@ def test_wrong_values_are_named(admin):
 
 def test_only_operators_change_installation_settings_when_several_msps_share_it(app, world, msp, admin, make_browser):
     world.user(msp, email="tom@acme.example", role="technician")
-    assert admin.get("/settings/mail").status_code == 200
+    assert "The installation's defaults" in admin.get("/settings/mail").get_data(as_text=True)
     assert 'href="/settings/mail"' in admin.get("/").get_data(as_text=True)
     other = world.msp("Other MSP")
     world.user(other, email="eve@other.example")
-    assert admin.get("/settings/mail").status_code == 403  # two MSPs now: operators only
-    assert 'href="/settings/mail"' not in admin.get("/").get_data(as_text=True)  # and the nav says nothing of it
-    app.config["TIDEMARK_OPERATORS"] = ["ana@acme.example"]
-    assert admin.get("/settings/mail").status_code == 200
+    # Two MSPs now: the admin keeps the page for the MSP's own values; the installation's are the operators'.
+    page = admin.get("/settings/mail").get_data(as_text=True)
+    assert "The installation's defaults" not in page and 'action="/settings/mail/msp"' in page
     assert 'href="/settings/mail"' in admin.get("/").get_data(as_text=True)
+    assert admin.post("/settings/mail", {"auto_mail_limit_per_hour": "5"}).status_code == 403
+    assert svc.get_setting("auto_mail_limit_per_hour") == svc.DEFAULT_AUTO_LIMIT_PER_HOUR
+    app.config["TIDEMARK_OPERATORS"] = ["ana@acme.example"]
+    assert "The installation's defaults" in admin.get("/settings/mail").get_data(as_text=True)
+    assert admin.post("/settings/mail", {"auto_mail_limit_per_hour": "5"}).status_code == 303
     tech = make_browser()
     tech.sign_in("tom@acme.example")
     assert tech.get("/settings/mail").status_code == 403
+    assert 'href="/settings/mail"' not in tech.get("/").get_data(as_text=True)
+
+
+def test_the_gateway_has_the_tls_check_box_the_self_signed_hint_names(app, admin):
+    """An untrusted certificate's error tells the reader to untick a box: the gateway's page has it."""
+    page = admin.get("/settings/mail").get_data(as_text=True)
+    assert f'<label for="verify_tls">{VERIFY_TLS_LABEL}</label>' in page.replace("&#39;", "'")
+    assert VERIFY_TLS_LABEL in UNTRUSTED_HINT
+    assert 'id="verify_tls" type="checkbox" name="verify_tls" value="1" checked' in page  # on by default
+    fields = {"host": "relay.example.net", "port": "587", "security": "starttls", "auto_mail_limit_per_hour": "5"}
+    assert admin.post("/settings/mail", fields).status_code == 303  # unticked: sent as nothing
+    assert db.session.scalar(select(SmtpServer)).verify_tls is False
+    assert 'name="verify_tls" value="1" >' in admin.get("/settings/mail").get_data(as_text=True)
+    admin.post("/settings/mail", {**fields, "verify_tls": "1"})
+    db.session.expire_all()
+    assert db.session.scalar(select(SmtpServer)).verify_tls is True

@@ -122,7 +122,7 @@ def test_switching_to_the_grant_forgets_the_password(app, world, msp, box, smtp_
     assert server.password_encrypted is not None and server.auth == "password"
     own_server(app, box, smtp_server)
     assert server.password_encrypted is None and server.auth == "oauth2"
-    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "outgoing server changed")).all()[-1]
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "outgoing server changed").order_by(AuditEntry.id)).all()[-1]
     assert entry.changes["outgoing auth"] == ["password", "oauth2"]
     assert entry.changes["outgoing password"] == ["(set)", None]
 

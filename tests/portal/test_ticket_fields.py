@@ -57,7 +57,8 @@ def test_history_shows_status_changes_with_who_and_when_in_the_viewers_time_zone
     _msp, tom, _ana, ticket = desk
     tom.timezone = "Asia/Tokyo"
     db.session.commit()
-    tech.post(f"/tickets/{ticket.reference}/status", {"status": "waiting"})
+    tech.post(f"/tickets/{ticket.reference}/fields", {"status": "waiting", "priority": "normal", "assignee": "",
+                                                      "type": ""})
     (entry,) = history(ticket.id)
     entry.at = datetime(2026, 11, 29, 20, 30, tzinfo=timezone.utc)
     db.session.commit()

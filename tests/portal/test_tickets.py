@@ -1,10 +1,10 @@
-"""Technicians working tickets in the browser: list, read, reply, note, status."""
+"""Technicians working tickets in the browser: list, read, reply, note."""
 
 import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditEntry, Message, Ticket
+from portal.models import Message, Ticket
 from portal.services import commit
 from tests.mailfactory import email
 
@@ -122,13 +122,6 @@ def test_with_htmx_a_reply_error_answers_the_composer_and_a_sent_reply_the_whole
     assert sent.headers["HX-Redirect"] == f"/tickets/{ref}"
 
 
-def test_status_change_is_recorded(world, tech, desk):
-    first = world.deliver(desk[2], email())
-    tech.post(f"/tickets/{first.ticket.reference}/status", {"status": "resolved"})
-    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.record_type == "ticket"))
-    assert entry.changes == {"status": ["new", "resolved"]} and entry.actor_label == "tom@acme.example"
-
-
 def test_source_is_plain_text_never_rendered(world, tech, desk):
     raw = email(html="<script>alert(1)</script><p>x</p>")
     first = world.deliver(desk[2], raw)
@@ -136,7 +129,7 @@ def test_source_is_plain_text_never_rendered(world, tech, desk):
     assert resp.mimetype == "text/plain" and resp.data == raw
 
 
-@pytest.mark.parametrize("method, path", [("GET", ""), ("POST", "/reply"), ("POST", "/note"), ("POST", "/status"),
+@pytest.mark.parametrize("method, path", [("GET", ""), ("POST", "/reply"), ("POST", "/note"), ("POST", "/fields"),
                                           ("GET", "/messages/1/source")])
 def test_another_msps_tickets_answer_404(world, browser, desk, method, path):
     other = world.msp("Other MSP")

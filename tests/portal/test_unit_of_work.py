@@ -57,6 +57,10 @@ def signed_in(app, world, browser):
         jobs.enqueue(JOB, options={"job_id": "uow-test"})
         return "done"
 
+    def queued():
+        jobs.enqueue(JOB, options={"job_id": "uow-test"})
+        return "queued, nothing written"
+
     def deleted():
         db.session.execute(delete(SignInFailure).where(SignInFailure.email == "old@example.com"))
         return "deleted"
@@ -72,7 +76,7 @@ def signed_in(app, world, browser):
         savepoint.rollback()
         return "nothing kept"
 
-    for view in (refused, done, deleted, failed, dry_run):
+    for view in (refused, done, queued, deleted, failed, dry_run):
         app.add_url_rule(f"/test-uow/{view.__name__}", view.__name__, view, methods=["POST"])
     app.add_url_rule("/test-uow/read", "read", lambda: str(len(_kept())))
     admin = world.user(world.msp("Acme MSP"), email="ana@acme.example")
@@ -93,6 +97,12 @@ def test_a_success_commits_once_then_sends_its_jobs(app, redis, signed_in, commi
     assert resp.status_code == 200
     assert commits_seen == [0]  # one commit, and no job in Redis when it happened
     assert _kept() == ["kept@example.com"]
+    assert jobs.queue(redis).job_ids == ["uow-test"]
+
+
+def test_a_job_asked_for_by_a_request_that_wrote_nothing_is_sent_too(app, redis, signed_in):
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    assert signed_in.post("/test-uow/queued").status_code == 200
     assert jobs.queue(redis).job_ids == ["uow-test"]
 
 

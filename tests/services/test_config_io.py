@@ -1,6 +1,7 @@
 import textwrap
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from portal.models import Client, Mailbox, User
@@ -162,3 +163,44 @@ def test_too_big_a_file_and_too_many_entries_are_refused(app, db, tmp_path):
     path.write_text("clients: " + "[" * 5000 + "]" * 5000)
     result = run(app, "config", "import", str(path))
     assert result.exit_code == 1 and "nested too deeply" in result.output, result.output
+
+
+def test_the_readme_example_imports_and_a_second_run_changes_nothing(app, db, tmp_path):
+    from pathlib import Path
+
+    from portal.outbound.settings import get_setting
+    from portal.services.users import invitation_pending
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("### The configuration file\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.yaml"
+    path.write_text(example.replace('"…"', '"long enough password"'))
+    first = run(app, "config", "import", str(path))
+    assert first.exit_code == 0, first.output
+    assert "0 created, 0 updated" in run(app, "config", "import", str(path)).output
+    users = {u.email: u for u in db.session.scalars(select(User))}
+    assert users["admin@demo.example"].check_password("long enough password")
+    assert invitation_pending(users["tom@demo.example"]) and users["eve@demo.example"].disabled
+    assert get_setting("customer_notifications") == ["closed", "reopened"]
+    exported = yaml.safe_load(run(app, "config", "export").output)
+    assert exported["email_templates"][0]["text_source"] == (
+        "Closed: {{ ticket.subject }}\nYour ticket {{ ticket.reference }} is closed.")
+    assert exported["canned_responses"][0]["name"] == "Thanks"
+    assert exported["email_layouts"] == [{"msp": "Demo MSP", "css": "p { margin: 0 0 1em; }",
+                                          "header": "<p>{{ msp.name }}</p>", "footer": "<p>Demo MSP</p>"}]
+    msp_entry = exported["clients"][0]
+    assert msp_entry["sla_policies"][0]["name"] == "Office hours"
+    assert msp_entry["sla_policies"][0]["business_hours"]["fri"] == [["08:00", "12:00"], ["13:00", "16:00"]]
+    assert msp_entry["children"][0]["sla_policy"] == "Office hours"
+    rich = exported["email_templates"][1]
+    assert (rich["event"], rich["subject"], rich["text_source"]) == ("reopened", "Reopened: {{ ticket.subject }}", None)
+    assert "is open again" in rich["body"]
+    # Issue #17: a client's language and the acknowledgement alternatives in the same file.
+    alternative = exported["email_templates"][2]
+    assert (alternative["client"], alternative["event"], alternative["variant"]) == (
+        "Demo MSP", "ticket_created", "after-hours")
+    contoso = exported["clients"][0]["children"][0]
+    assert (contoso["name"], contoso["language"]) == ("Contoso", "de")
+    mailbox = exported["mailboxes"][0]
+    assert mailbox["acknowledgement_variant"] == "short"
+    assert [r.get("acknowledgement_variant") for r in mailbox["routes"]] == [None, "after-hours", None]

@@ -101,7 +101,7 @@ def test_the_notification_that_mail_reopened_the_ticket_answers_that_mail(world,
     assert again.outcome == "reopened" and again.ticket.id == ticket.id
     # Held back by the loop guard (an automatic mail on this subject went out within the hour),
     # but threaded as it would go out.
-    notice = db.session.scalars(select(Message).where(Message.direction == "out")).all()[-1]
+    notice = db.session.scalars(select(Message).where(Message.direction == "out").order_by(Message.id)).all()[-1]
     assert notice.details["event"] == "reopened"
     assert (notice.in_reply_to, notice.references) == ("<c2@contoso.com>", ["<c1@contoso.com>", "<c2@contoso.com>"])
     assert alert["Message-ID"] not in notice.references

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Message, User
-from portal.services import commit
+from portal.services import ValidationError, commit
 from portal.outbound.settings import get_setting, save_mail_settings
 from portal.services import tickets as ticket_svc
 from tests.mailfactory import email
@@ -58,8 +58,13 @@ def test_owner_and_priority_changes_are_off_by_default_and_on_when_chosen(app, d
     ticket_svc.change_assignee(ticket, tom, ana)
     ticket_svc.change_priority(ticket, "high", ana)
     assert outbox("owner_changed") == [] and outbox("priority_changed") == []
+    with pytest.raises(ValidationError, match="Unknown: bogus"):  # named, not dropped in silence
+        save_mail_settings({"auto_mail_limit_per_hour": 10, "customer_notifications":
+                            ["owner_changed", "priority_changed", "bogus"]},
+                           keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=ana)
+    assert get_setting("customer_notifications") != ["owner_changed", "priority_changed"]
     save_mail_settings({"auto_mail_limit_per_hour": 10, "customer_notifications":
-                        ["owner_changed", "priority_changed", "bogus"]},
+                        ["owner_changed", "priority_changed"]},
                        keys=app.config["TIDEMARK_ENCRYPTION_KEY"], actor=ana)
     assert get_setting("customer_notifications") == ["owner_changed", "priority_changed"]
     ticket_svc.change_assignee(ticket, ana, ana)

@@ -5,7 +5,6 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
 from portal.models import AuditEntry, MspMicrosoftApp, TenantConsent
@@ -14,6 +13,7 @@ from portal.services import ValidationError, commit, oauth_states
 from portal.services import microsoft_app as app_svc
 from portal.services import tenant_consent as consent_svc
 from portal.services.mailboxes import rotate_secrets, save_mailbox
+from tests.oauth_server import MICROSOFT_EXPIRED_SECRET
 
 APP_ID = "5f2b7c10-9d8e-4a6b-b1c2-0a9f8e7d6c5b"
 SECRET = "Zq8~msp-app-secret-value"
@@ -79,18 +79,13 @@ def test_each_wrong_setting_is_named(app, db, msp, values, field, words):
     assert db.session.scalar(select(MspMicrosoftApp)) is None
 
 
-def test_flask_secrets_rotate_re_encrypts_the_msp_app_secret(app, db, msp):
+def test_flask_secrets_rotate_re_encrypts_the_msp_app_secret(app, db, msp, rotate_keys):
     with_app(app, msp)
     before = db.session.scalar(select(MspMicrosoftApp)).client_secret_encrypted
-    new_key = Fernet.generate_key().decode()
-    app.config["TIDEMARK_ENCRYPTION_KEY"] = f"{new_key},{keys(app)}"
-    result = app.test_cli_runner().invoke(args=["secrets", "rotate"])
-    assert result.exit_code == 0, result.output
-    db.session.expire_all()
+    new_key, _ = rotate_keys()
     row = db.session.scalar(select(MspMicrosoftApp))
     assert row.client_secret_encrypted != before
-    app.config["TIDEMARK_ENCRYPTION_KEY"] = new_key  # the old key dropped: still readable
-    assert app_svc.credentials(row, new_key).client_secret == SECRET
+    assert app_svc.credentials(row, new_key).client_secret == SECRET  # the old key not needed
     assert rotate_secrets(new_key) == 1
 
 
@@ -122,39 +117,99 @@ def started_consent(app, world, msp, client):
     return state, oauth_states.take(state, user_id=None)
 
 
-def test_a_granted_consent_stores_the_tenant_on_the_client_with_who_in_its_history(app, db, world, msp, redis):
-    contoso = world.client(msp, "Contoso")
-    state, started = started_consent(app, world, msp, contoso)
-    done = consent_svc.finish_tenant_consent(started, {"admin_consent": "True", "tenant": TENANT_ID, "state": state})
+def consented_at_microsoft(app, world, msp, client, login):
+    """The customer's admin opens the link and accepts at Microsoft (the test server): the started
+    consent and the query Microsoft sends the browser back with."""
+    login.register_client(APP_ID, SECRET, redirect_uris=[PORTAL + "/oauth/callback"],
+                          grant_types=["client_credentials"])
+    login.tenant_id = TENANT_ID
+    ana = world.user(msp, email="ana@acme.example")
+    with_app(app, msp)
+    link = consent_svc.create_consent_link(client, actor=ana, portal_url=PORTAL)
     commit()
-    assert (done.tenant, done.client_name, done.msp_name) == (TENANT_ID, "Contoso", "Acme MSP")
+    answer = login.approve(link.url)
+    return oauth_states.take(answer["state"], user_id=None), answer
+
+
+def test_a_granted_consent_stores_the_tenant_on_the_client_with_who_in_its_history(app, db, world, msp, redis,
+                                                                                    microsoft_login):
+    contoso = world.client(msp, "Contoso")
+    started, answer = consented_at_microsoft(app, world, msp, contoso, microsoft_login)
+    assert answer == {"admin_consent": "True", "tenant": TENANT_ID, "scope": "https://graph.microsoft.com/.default",
+                      "state": answer["state"]}
+    done = consent_svc.finish_tenant_consent(started, answer, keys(app))
+    commit()
+    assert (done.tenant, done.client_name, done.msp_name, done.problem) == (TENANT_ID, "Contoso", "Acme MSP", None)
     row = db.session.scalar(select(TenantConsent))
     assert (row.client_id, row.tenant, row.app_id) == (contoso.id, TENANT_ID, APP_ID)
     entry = history(db, "client")[-1]
     assert entry.action == "Microsoft 365 tenant consented" and entry.changes["tenant"] == [None, TENANT_ID]
     assert entry.actor_label == "customer's admin (link from ana@acme.example)"
     assert consent_svc.consented_tenant(contoso) == TENANT_ID
+    # Confirmed by Microsoft: an app-only token asked for in that tenant with the MSP's app.
+    sent = microsoft_login.token_requests[-1]
+    assert (sent["grant_type"], sent["client_id"], sent["scope"]) == (
+        "client_credentials", APP_ID, "https://graph.microsoft.com/.default")
+
+
+OTHER_TENANT = "0badc0de-0000-4000-8000-000000000000"
+
+
+def test_a_tenant_named_by_the_browser_but_not_consented_is_refused_and_nothing_stored(app, db, world, msp, redis,
+                                                                                      microsoft_login):
+    contoso = world.client(msp, "Contoso")
+    started, answer = consented_at_microsoft(app, world, msp, contoso, microsoft_login)
+    # Whoever holds the link edits the query: another tenant, which never consented.
+    done = consent_svc.finish_tenant_consent(started, {**answer, "tenant": OTHER_TENANT}, keys(app))
+    assert done.problem == (f"Microsoft did not confirm it for the tenant {OTHER_TENANT}: wrong tenant: the app is "
+                            f"not registered or consented in the tenant {OTHER_TENANT!r} (AADSTS700016)")
+    assert done.tenant is None and done.msp_name == "Acme MSP"
+    assert db.session.scalar(select(TenantConsent)) is None
+    assert history(db, "client")[-1].action == "Microsoft 365 consent link created"
+
+
+def test_a_consent_microsoft_refuses_for_the_apps_secret_says_why_and_stores_nothing(app, db, world, msp, redis,
+                                                                                    microsoft_login):
+    contoso = world.client(msp, "Contoso")
+    started, answer = consented_at_microsoft(app, world, msp, contoso, microsoft_login)
+    microsoft_login.fail_next(MICROSOFT_EXPIRED_SECRET, status=401)
+    done = consent_svc.finish_tenant_consent(started, answer, keys(app))
+    assert "the client secret has expired: create a new one in Entra ID" in done.problem, done.problem
+    assert "AADSTS7000222" in done.problem
+    assert db.session.scalar(select(TenantConsent)) is None
+
+
+def test_a_consent_for_an_app_the_msp_has_since_replaced_is_refused(app, db, world, msp, redis, microsoft_login):
+    contoso = world.client(msp, "Contoso")
+    started, answer = consented_at_microsoft(app, world, msp, contoso, microsoft_login)
+    app_svc.save_microsoft_app(msp, {"client_id": "aaaaaaaa-9d8e-4a6b-b1c2-0a9f8e7d6c5b"}, keys=keys(app), actor=None)
+    done = consent_svc.finish_tenant_consent(started, answer, keys(app))
+    assert "Microsoft 365 app changed after this link was made" in done.problem
+    assert db.session.scalar(select(TenantConsent)) is None
 
 
 def test_a_declined_consent_says_so_with_microsofts_code_and_stores_nothing(app, db, world, msp, redis):
     contoso = world.client(msp, "Contoso")
     state, started = started_consent(app, world, msp, contoso)
-    with pytest.raises(OAuthError) as err:
-        consent_svc.finish_tenant_consent(started, {
-            "error": "access_denied", "state": state,
-            "error_description": "AADSTS65004: User declined to consent to access the app."})
-    assert "declined the consent" in str(err.value) and "AADSTS65004" in str(err.value)
+    done = consent_svc.finish_tenant_consent(started, {
+        "error": "access_denied", "state": state,
+        "error_description": "AADSTS65004: User declined to consent to access the app."}, keys(app))
+    assert "declined the consent" in done.problem and "AADSTS65004" in done.problem
+    assert (done.msp_name, done.tenant) == ("Acme MSP", None)  # whom the customer's admin asks for a new link
     assert db.session.scalar(select(TenantConsent)) is None
 
 
 def test_a_consent_for_a_client_deleted_meanwhile_or_with_another_state_is_refused(app, db, world, msp, redis):
     contoso = world.client(msp, "Contoso")
     state, started = started_consent(app, world, msp, contoso)
-    with pytest.raises(OAuthError, match="state that does not match"):
-        consent_svc.finish_tenant_consent(started, {"admin_consent": "True", "tenant": TENANT_ID, "state": "forged"})
-    gone = oauth_states.StartedSignIn("tenant consent", msp.id, started.user_id, 999_999, started.authorisation)
-    with pytest.raises(OAuthError, match="no longer exists"):
-        consent_svc.finish_tenant_consent(gone, {"admin_consent": "True", "tenant": TENANT_ID, "state": state})
+    forged = consent_svc.finish_tenant_consent(started, {"admin_consent": "True", "tenant": TENANT_ID,
+                                                         "state": "forged"}, keys(app))
+    assert "state that does not match" in forged.problem
+    gone = oauth_states.StartedSignIn("tenant consent", msp.id, started.user_id, 999_999, started.authorisation,
+                                      started.app_id)
+    done = consent_svc.finish_tenant_consent(gone, {"admin_consent": "True", "tenant": TENANT_ID, "state": state},
+                                             keys(app))
+    assert "no longer exists" in done.problem and done.msp_name == "Acme MSP"
     assert db.session.scalar(select(TenantConsent)) is None
 
 

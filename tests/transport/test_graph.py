@@ -11,8 +11,9 @@ from email.utils import format_datetime
 import pytest
 import requests
 
+from portal.transport import graph as graph_module
 from portal.transport.base import TransportError
-from portal.transport.graph import GraphSession, GraphSettings, retry_after
+from portal.transport.graph import MAX_TRIES, GraphSession, GraphSettings, Throttled, retry_after
 from portal.transport.reach import Reach, RefusedServer
 from tests.mailfactory import email
 
@@ -44,6 +45,24 @@ def test_delta_follows_next_links_with_the_page_size_asked_for(graph):
     assert [p.ids for p in again] == [[new]]
 
 
+def test_a_delta_round_that_would_not_end_is_stopped_and_says_so(graph, monkeypatch, caplog):
+    graph.endless_delta = "same"
+    with GraphSession(settings(graph)) as session:
+        with pytest.raises(TransportError) as looped:
+            list(session.delta("inbox"))
+    assert len(graph.requests) == 2  # the first page, and its next link once
+    assert looped.value.message.startswith(f"Microsoft Graph's delta round for inbox in {BOX} sent a next link it "
+                                           "had sent before (after 2 pages): stopped")
+    monkeypatch.setattr(graph_module, "MAX_PAGES", 5)
+    graph.endless_delta, graph.requests = "new", []
+    with GraphSession(settings(graph)) as session:
+        with pytest.raises(TransportError) as endless:
+            list(session.delta("inbox"))
+    assert len(graph.requests) == 5
+    assert "went on for more than 5 pages: stopped" in endless.value.message
+    assert "more than 5 pages in one round; round stopped" in caplog.text
+
+
 def test_a_link_to_another_server_is_never_followed_with_the_token(graph):
     before = len(graph.requests)
     with GraphSession(settings(graph)) as session:
@@ -54,7 +73,7 @@ def test_a_link_to_another_server_is_never_followed_with_the_token(graph):
 
 
 def test_plain_http_only_to_this_machine_and_the_address_rule_before_the_token_leaves(graph):
-    with pytest.raises(ValueError, match="not an https URL"):
+    with pytest.raises(ValueError, match="must use https"):
         GraphSettings(api_url="http://graph.example/v1.0", mailbox=BOX, token="t")
     with GraphSession(settings(graph, reach=Reach(restricted=True))) as session:
         with pytest.raises(RefusedServer, match="loopback"):
@@ -79,7 +98,8 @@ def test_with_the_address_rule_every_request_goes_to_the_checked_address(graph):
     with GraphSession(settings(graph, api_url=url, reach=pinned)) as session:
         assert session.inbox()["displayName"] == "Inbox"
         session.inbox()
-    assert looked_up == ["localhost", "localhost"]  # by the rule, once a request
+        session.fetch(["AAMkOne", "AAMkTwo", "AAMkThree"], 1000)  # from several threads at once
+    assert looked_up == ["localhost"]  # by the rule, once for the session's requests
     elsewhere = Reach(restricted=True, allowed=loopback, resolve=resolver("127.0.0.2"))
     with GraphSession(settings(graph, api_url=url, reach=elsewhere)) as session:
         with pytest.raises(TransportError) as refused:
@@ -92,6 +112,22 @@ def test_retry_after_in_seconds_as_a_date_or_missing():
     assert retry_after("7", 1) == 7.0
     assert 25 < retry_after(later, 1) <= 30
     assert [retry_after(None, n) for n in (1, 2, 3, 6)] == [2.0, 4.0, 8.0, 30.0]
+    past = format_datetime(datetime.now(timezone.utc) - timedelta(hours=1), usegmt=True)
+    assert retry_after("0", 1) == retry_after(past, 1) == 1.0  # never "ask again at once"
+
+
+@pytest.mark.parametrize("told", [0, "Mon, 01 Jan 2001 00:00:00 GMT"])
+def test_a_retry_after_of_nothing_waits_a_second_and_gives_up_after_a_few_tries(graph, told):
+    graph.fail_next(429, retry_after=told, times=MAX_TRIES + 3)
+    slept = []
+    with GraphSession(settings(graph), sleep=slept.append) as session:
+        with pytest.raises(Throttled) as busy:
+            session.inbox()
+    assert slept == [1.0] * (MAX_TRIES - 1) and len(graph.requests) == MAX_TRIES
+    assert busy.value.transient and busy.value.retry_after == 1.0
+    assert busy.value.message == (f"Microsoft Graph is busy for {BOX} (HTTP 429 TooManyRequests: Application is over "
+                                  f"its MailboxConcurrency limit.); gave up after {MAX_TRIES} tries and 4 seconds of "
+                                  "waiting, to try again later (next wait: 1 s)")
 
 
 def test_throttling_waits_as_told_within_the_bound(graph):
@@ -107,7 +143,7 @@ def test_throttling_waits_as_told_within_the_bound(graph):
         with pytest.raises(TransportError) as busy:
             session.inbox()
     assert busy.value.transient and busy.value.kind == "connect"
-    assert "waited 50 seconds, the next poll goes on" in busy.value.message
+    assert "gave up after 2 tries and 50 seconds of waiting" in busy.value.message
 
 
 def test_two_sessions_of_one_mailbox_share_the_gate_of_four(graph):
@@ -124,7 +160,7 @@ def test_two_sessions_of_one_mailbox_share_the_gate_of_four(graph):
     for t in threads:
         t.join(timeout=60)
     assert sorted(f.server_id for r in results for f in r) == sorted(ids)
-    assert graph.max_in_flight == 4
+    assert 2 <= graph.max_in_flight <= 4  # the gate bounds it; how many overlap is up to the scheduler
 
 
 def test_a_message_gone_meanwhile_is_left_out_and_an_oversized_one_kept_as_a_record(graph):
@@ -134,6 +170,18 @@ def test_a_message_gone_meanwhile_is_left_out_and_an_oversized_one_kept_as_a_rec
         fetched = session.fetch([small, "AAMkGoneMeanwhile", big], 20_000)
     assert [(f.server_id, f.raw is None) for f in fetched] == [(small, False), (big, True)]
     assert fetched[0].raw == graph.folder(BOX)[0].raw and fetched[1].size == 20_001
+
+
+def test_an_answer_over_the_limit_is_refused_in_plain_words_while_a_message_has_its_own(graph, monkeypatch):
+    ids = [graph.deliver(BOX, email(subject=f"n{i}", body="y" * 3000)) for i in range(20)]
+    monkeypatch.setattr(graph_module, "MAX_ANSWER", 2000)  # a delta page of 20 ids is more
+    with GraphSession(settings(graph)) as session:
+        with pytest.raises(TransportError) as big:
+            list(session.delta("inbox", page_size=20))
+        fetched = session.fetch(ids[:1], 10_000)  # $value: the message size limit, not MAX_ANSWER
+    assert big.value.message == f"Microsoft Graph's answer for {BOX} is larger than 2000 bytes: it was not read"
+    assert not big.value.transient
+    assert fetched[0].raw == graph.folder(BOX)[0].raw and len(fetched[0].raw) > 2000
 
 
 def test_a_token_from_the_oauth_server_is_accepted_until_revoked(graph, oauth_server):

@@ -20,7 +20,7 @@ from portal.models import Mailbox, Message, RawMessage, Ticket
 from portal.services import commit
 from portal.inbound.fetch import run_fetch
 from portal.transport import open_session
-from tests.dovecot import DroppingProxy
+from tests.dovecot import DroppingProxy, children_of  # noqa: F401 - children_of: other tests take it from here
 from tests.mailfactory import email
 from tests.workers.test_fetch import ROOT, acme, count, make_mailbox  # noqa: F401 - the fixture and helpers
 from workers.fetch import enqueue_due_fetches
@@ -102,18 +102,6 @@ def worker_env(app, database_url, redis_url, dovecot=None, **extra) -> dict:
             "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"],
             "TIDEMARK_CA_FILE": str(dovecot.ca_file) if dovecot else "",
             "TIDEMARK_INSTANCE_DIR": instance, **extra}
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def wait_for(condition, timeout: float, step: float = 0.1) -> float:

@@ -81,9 +81,12 @@ def test_cron_schedules_its_jobs_on_the_queue(app, redis):
     scheduler = build_scheduler(redis, app.config["TIDEMARK_QUEUE"])
     enqueued = scheduler.enqueue_jobs()
     assert sorted(c.func_name for c in enqueued) == ["workers.fetch.enqueue_due_fetches",
+                                                     "workers.graph_push.keep_graph_subscriptions",
                                                      "workers.maintenance.alert_expiring_sign_ins",
-                                                     "workers.maintenance.prune_sign_in_failures", SEND_JOB]
-    assert jobs.queue(redis).count == 4
+                                                     "workers.maintenance.alert_service_levels",
+                                                     "workers.maintenance.prune_sign_in_failures",
+                                                     "workers.maintenance.purge_old_mail", SEND_JOB]
+    assert jobs.queue(redis).count == 7
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed
 
 
@@ -149,3 +152,91 @@ def test_the_crons_routine_jobs_log_at_debug_level_and_real_work_at_info(app, re
     finally:
         worker_log.filters[:] = [f for f in worker_log.filters if not isinstance(f, QuietRoutineJobs)]
         worker_log.setLevel(logging.NOTSET)
+
+
+def test_a_unique_job_asked_for_again_is_queued_once_and_again_once_it_ended(app, redis):
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    unique = {"job_id": "prune-once", "unique": True, "failure_ttl": 300}
+    ask = lambda: jobs.enqueue_now("workers.maintenance.prune_sign_in_failures", options=unique)  # noqa: E731
+    assert ask() == "queued"
+    for _ in range(3):  # asked again (by commits or the watcher) while it waits
+        assert ask() == "waiting"
+        jobs.enqueue("workers.maintenance.prune_sign_in_failures", options=unique)
+        commit()
+    q = jobs.queue(redis)
+    assert q.job_ids == ["prune-once"]
+    SimpleWorker([q], connection=redis).work(burst=True)
+    assert q.fetch_job("prune-once").get_status() == "finished" and q.count == 0
+    # Ended, yet its result still holds the id: the next ask frees it and queues the job again.
+    assert ask() == "queued" and q.job_ids == ["prune-once"]
+
+
+def test_a_database_or_redis_outage_is_told_in_one_line_and_other_errors_keep_their_traceback(app, redis, caplog):
+    """Expected faults (a refused or lost connection) say so in one line; a bug, or an error the
+    database itself answered, still prints its traceback."""
+    import logging
+    import sys
+
+    from redis import Redis
+    from sqlalchemy import create_engine, text
+
+    from tests.dovecot import unused_port
+    from workers.runtime import outage_in_words
+    from workers.worker import OutagesInOneLine, StoppableWorker
+
+    def caught(call):
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - the test looks at it
+            return sys.exc_info()
+        raise AssertionError("no error")
+
+    refused = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{unused_port()}/none",
+                            connect_args={"connect_timeout": 2})
+    database_away = caught(lambda: refused.connect())
+    redis_away = caught(lambda: Redis(port=unused_port(), socket_connect_timeout=1).ping())
+    answered = caught(lambda: db.session.execute(text("SELECT * FROM no_such_table")))
+    db.session.rollback()
+    assert outage_in_words(database_away[1]).startswith("the database could not be reached (connection failed")
+    assert outage_in_words(redis_away[1]).startswith("Redis could not be reached")
+    assert outage_in_words(answered[1]) is None and outage_in_words(ValueError("a bug")) is None
+
+    q = jobs.queue(redis)
+    job = q.enqueue("workers.maintenance.prune_sign_in_failures")
+    worker = StoppableWorker([q], connection=redis)
+    caplog.set_level(logging.INFO, logger="rq.worker")
+    worker.handle_exception(job, *database_away)
+    told = [r for r in caplog.records if job.id in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.WARNING and told[0].exc_info is None
+    assert "the database could not be reached" in told[0].getMessage() and "Traceback" not in told[0].getMessage()
+    caplog.clear()
+    worker.handle_exception(job, *answered)
+    assert any("Traceback" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+    record = logging.LogRecord("rq.worker", logging.ERROR, __file__, 1, "Worker %s: found an unhandled exception",
+                               ("w1",), redis_away)
+    assert OutagesInOneLine().filter(record) and record.exc_info is None and record.levelno == logging.WARNING
+    assert record.getMessage().startswith("Worker w1: found an unhandled exception: Redis could not be reached")
+    bug = logging.LogRecord("rq.worker", logging.ERROR, __file__, 1, "boom", (), answered)
+    assert OutagesInOneLine().filter(bug) and bug.exc_info is answered
+
+
+def test_a_dead_job_whose_run_redis_no_longer_has_is_replaced(app, redis):
+    """A worker killed mid-job leaves its run listed on the job after the run's own record has
+    expired; RQ then refuses to delete the job. The next request for it still gets queued."""
+    import time
+
+    from portal.outbound.outbox import SEND_OPTIONS
+
+    app.config["TIDEMARK_JOBS_SYNC"] = False
+    q = jobs.queue(redis)
+    q.enqueue("workers.maintenance.prune_sign_in_failures", "an argument too many", job_id="send-outbox",
+              failure_ttl=300)
+    SimpleWorker([q], connection=redis).work(burst=True)
+    dead = q.fetch_job("send-outbox")
+    assert dead.is_failed
+    redis.zadd(dead.execution_registry.key, {"a-run-whose-record-is-gone": time.time() + 3600})
+    jobs.enqueue(SEND_JOB, options=SEND_OPTIONS)
+    commit()
+    assert q.job_ids == ["send-outbox"]
+    assert q.fetch_job("send-outbox").func_name == SEND_JOB

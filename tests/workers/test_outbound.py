@@ -253,6 +253,25 @@ def test_a_broken_template_fails_the_mail_with_its_line_and_sends_nothing(world,
     assert "template of Contoso" in note and "line 2" in note
 
 
+def test_a_rich_text_template_is_sent_as_both_parts_in_the_msps_layout(world, setup, smtp_server):
+    from portal.models import EmailLayout, EmailTemplate
+
+    msp, contoso, box = setup
+    db.session.add(EmailTemplate(msp_id=msp.id, client_id=contoso.id, event="ticket_created",
+                                 subject="Got {{ ticket.reference }}", body="<p>Dear {{ contact.name }}, <b>noted</b>.</p>"))
+    db.session.add(EmailLayout(msp_id=msp.id, css="p { color: #202020; }", header="{{ reply_marker }}",
+                               footer="{{ msp.name }}"))
+    commit()
+    world.deliver(box, email(sender="Alice <alice@contoso.com>"))
+    assert send_due() == {"sent": 1}
+    sent = message_from_bytes(smtp_server.last().data, policy=policy.default)
+    assert sent["Subject"].endswith("Got T-1")
+    text = sent.get_body(("plain",)).get_content()
+    html = sent.get_body(("html",)).get_content()
+    assert text.startswith(REPLY_MARKER) and "Dear Alice, noted." in text and "Acme MSP" in text
+    assert '<p style="color: #202020;">Dear Alice, <b>noted</b>.</p>' in html
+
+
 def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_rendered(app, world, redis, monkeypatch):
     app.config["TIDEMARK_JOBS_SYNC"] = False  # the sender job is run by hand below
     msp = world.msp("Acme MSP")
@@ -264,7 +283,7 @@ def test_without_an_outgoing_server_the_mail_fails_in_plain_words_and_is_not_ren
     def no_rendering(*args, **kwargs):
         raise AssertionError("rendered although it cannot be sent")
 
-    monkeypatch.setattr("portal.outbound.deliver.render", no_rendering)
+    monkeypatch.setattr("portal.outbound.deliver.render_texts", no_rendering)
     assert send_due() == {"failed": 1}
     assert outbox()[0].delivery_note == "failed: no outgoing server is configured (set smtp: in the configuration)"
 

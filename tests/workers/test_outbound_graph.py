@@ -2,6 +2,7 @@
 compose (the threading headers survive), as the mailbox itself: a shared mailbox's copy lands in
 its own Sent Items. The local Graph server (tests/graph_server.py) stands in for Microsoft."""
 
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
 
 import pytest
@@ -9,10 +10,11 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Message
+from portal.oauth import providers
 from portal.services import commit
 from portal.services import mailbox_oauth as oauth_svc
 from portal.services.ticket_replies import reply
-from tests.inbound.test_fetch_graph import ADDRESS, TOKEN, email, graph_mailbox
+from tests.inbound.test_fetch_graph import ADDRESS, TOKEN, email, graph_mailbox, requests_to
 from workers.sending import send_due
 
 
@@ -82,8 +84,12 @@ def test_a_refused_token_fails_the_mail_and_throttling_retries_it(app, world, co
     mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
     world.deliver(mailbox, email(sender="alice@contoso.com", subject="one"))
     graph_server.fail_next(429, retry_after=3600, path="/sendMail")
-    assert send_due() == {"retrying": 1}
-    assert "Microsoft Graph is busy" in outbox()[0].delivery_note and graph_server.sent == []
+    asked = datetime.now(timezone.utc)
+    assert send_due() == {"retrying": 1}  # at once: the sender does not sit out Graph's hour
+    throttled = outbox()[0]
+    assert throttled.delivery_note.startswith("retrying in 60 min (try 1): Microsoft Graph is busy for helpdesk@")
+    assert datetime.fromisoformat(throttled.details["next_attempt"]) >= asked + timedelta(hours=1)
+    assert graph_server.sent == [] and len(requests_to(graph_server, "/sendMail")) == 1
 
     world.deliver(mailbox, email(sender="bob@contoso.com", subject="two"))
     graph_server.refuse(TOKEN)
@@ -93,6 +99,19 @@ def test_a_refused_token_fails_the_mail_and_throttling_retries_it(app, world, co
     assert "InvalidAuthenticationToken" in note and TOKEN not in note
     db.session.refresh(mailbox.oauth)
     assert mailbox.oauth.access_token_encrypted is None  # the next try asks for a new one
+
+
+def test_a_token_request_that_failed_is_not_made_again_for_the_mailboxs_other_mail(
+        app, world, contoso, graph_server, oauth_server, sender, monkeypatch):
+    monkeypatch.setattr(providers, "MICROSOFT_LOGIN", oauth_server.url)
+    oauth_server.register_client("app-1", "s3cret", grant_types=("client_credentials",), app_username=ADDRESS)
+    mailbox = graph_mailbox(app, world, contoso, graph_server, token=None, acknowledge=True)
+    for who in ("alice", "bob", "carol"):
+        world.deliver(mailbox, email(sender=f"{who}@contoso.com", subject=f"from {who}"))
+    oauth_server.fail_next({"error": "temporarily_unavailable"}, 503)  # the next request only
+    assert send_due() == {"retrying": 3}
+    assert len(oauth_server.token_requests) == 1  # once for the run, not once a message
+    assert len({m.delivery_note for m in outbox()}) == 1 and graph_server.requests == []
 
 
 def test_a_grant_that_gives_no_token_fails_the_mail_in_the_providers_words(app, world, contoso, graph_server, sender):

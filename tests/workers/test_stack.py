@@ -12,7 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from redis import Redis
+from rq import Worker
+
 from tests.conftest import free_port
+from workers.cron import SCHEDULE
+from workers.stack import parse_args, web_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +60,11 @@ def test_make_run_stack_starts_serves_and_stops_on_ctrl_c(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/sign-in", timeout=5) as resp:
             assert "Sign in to Tidemark" in resp.read().decode()
         assert (tmp_path / "instance" / "redis.sock").exists()  # the private Redis
+        # The IMAP IDLE watcher, once the portal is ready.
+        from tests.workers.test_fetch_faults import children_of, wait_for
+
+        wait_for(lambda: any(b"workers.watcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                             for pid in children_of(stack.pid)), timeout=30)
     finally:
         stack.send_signal(signal.SIGINT)
         output = stack.communicate(timeout=60)[0]
@@ -73,15 +83,21 @@ def test_make_run_starts_a_killed_worker_again(tmp_path):
                               "--web-workers", "1"], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+    def command_of(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:  # it ended since it was listed (a short-lived child)
+            return b""
+
     def worker_pids() -> list[int]:
-        return [pid for pid in children_of(stack.pid)
-                if b"workers.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return [pid for pid in children_of(stack.pid) if b"workers.worker" in command_of(pid)]
 
     try:
         wait_for(lambda: len(worker_pids()) == 1, timeout=60)
         first = worker_pids()[0]
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: worker_pids() and worker_pids() != [first], timeout=30)
+        # Reaped (a zombie is still a child, with an empty command line) and another started.
+        wait_for(lambda: first not in children_of(stack.pid) and any(p != first for p in worker_pids()), timeout=30)
         assert stack.poll() is None
     finally:
         stack.send_signal(signal.SIGINT)
@@ -121,12 +137,14 @@ def test_ctrl_c_in_the_terminal_stops_everything_quietly_and_the_sign_in_comes_l
         while sign_in not in lines and time.monotonic() < deadline:
             time.sleep(0.2)
         assert sign_in in lines, "".join(lines)
-        # The cron enqueues its routine jobs as it starts; the worker runs them within seconds.
+        # The cron enqueues its four routine jobs as it starts: wait until the worker has run
+        # them all, so that their (absent) log lines would have been written.
+        redis = Redis(unix_socket_path=str(tmp_path / "instance" / "redis.sock"))
         deadline = time.monotonic() + 30
-        while not any("CronScheduler tidemark-cron: starting" in line for line in lines):
+        while sum(w.successful_job_count for w in Worker.all(connection=redis)) < len(SCHEDULE):
             assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.2)
-        time.sleep(4)
+        assert any("CronScheduler tidemark-cron: starting" in line for line in lines), "".join(lines)
     finally:
         os.killpg(stack.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         stack.wait(timeout=60)
@@ -140,3 +158,14 @@ def test_ctrl_c_in_the_terminal_stops_everything_quietly_and_the_sign_in_comes_l
     assert "Enqueued job" not in output and "Job OK" not in output and "routine:" not in output, output
     assert output.rstrip().endswith("Stopped.") and lines.index("Stopping…\n") > ready, output
     assert not _port_open(port)
+
+
+def test_the_portal_runs_under_gunicorn_gthread_with_the_threads_asked_for(monkeypatch):
+    monkeypatch.setenv("TIDEMARK_WEB_THREADS", "16")
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    command = web_command(parse_args(["--bind", "127.0.0.1:8123"]))
+    assert command[1:3] == ["-m", "gunicorn"] and command[-1] == "wsgi:app"
+    flags = dict(zip(command[3:-1:2], command[4:-1:2], strict=True))
+    assert flags == {"--bind": "127.0.0.1:8123", "--workers": "3", "--worker-class": "gthread", "--threads": "16",
+                     "--access-logfile": "-"}
+    assert web_command(parse_args(["--web-threads", "4"]))[command.index("--threads") + 1] == "4"

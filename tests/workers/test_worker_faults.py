@@ -1,6 +1,5 @@
 """The worker and `make run` ride out faults: a Redis outage, a killed child."""
 
-import shutil
 import subprocess
 import sys
 import time
@@ -19,40 +18,14 @@ from portal.extensions import db
 from portal.models import Message, RawMessage, Ticket
 from portal.services import commit
 from portal.outbound.outbox import ask_for_send
-from tests.conftest import free_port
 from tests.dovecot import DroppingProxy
+from tests.soak.servers import PrivateRedis
 from tests.mailfactory import email
 from tests.workers.test_fetch import acme, count, make_mailbox  # noqa: F401 - the fixture and helpers
 from tests.workers.test_fetch_faults import children_of, wait_for, worker_env
 from workers.fetch import enqueue_due_fetches
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, to stop and start again on the same port."""
-
-    def __init__(self, workdir: Path):
-        self.port, self.workdir, self.proc = free_port(), workdir, None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "PrivateRedis":
-        self.proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL)
-        wait_for(self.up, timeout=10, step=0.05)
-        return self
-
-    def up(self) -> bool:
-        try:
-            return Redis.from_url(self.url).ping()
-        except Exception:  # noqa: BLE001 - not yet
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -94,8 +67,11 @@ def test_the_worker_rides_out_a_redis_outage_and_works_on_after_it(
             worker.terminate()
             worker.wait(timeout=30)
             log.close()
-    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
+    output = (tmp_path / "worker.log").read_text()
+    assert worker.returncode == 0, output
     assert count(RawMessage) == 20
+    # An expected fault: told in plain lines (the worker's, its scheduler's), not as tracebacks.
+    assert "Traceback" not in output and "Redis went away" in output, output
 
 
 # --- the sending run ---------------------------------------------------------------------------------
@@ -168,6 +144,50 @@ def test_a_killed_send_run_frees_the_outbox_within_the_lock_ttl_and_mail_goes_ou
     assert len(smtp_server.messages) == 1
     db.session.expire_all()
     assert db.session.scalar(select(Message.delivery).where(Message.direction == "out")) == "sent"
+
+
+def test_mail_its_server_accepted_as_the_database_went_away_is_recorded_when_it_is_back_and_sent_once(
+        app, world, sending, smtp_server, redis, database_url, monkeypatch):
+    """Found by the fault harness: the commit after the server's 250 failed, the message stayed
+    queued, and the next run sent it a second time."""
+    import threading
+
+    from sqlalchemy import func
+    from sqlalchemy.engine import make_url
+
+    from portal.app import create_app
+    from portal.models import AutoMailLog
+    from tests.soak.servers import DatabaseGate
+    from workers import sending as sending_module
+    from workers.sending import send_due
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("cuts the database's TCP connection through a gate: PostgreSQL only (SQLite has none)")
+    gateway, box = sending
+    gateway(smtp_server.port)
+    world.deliver(box, email(sender="alice@contoso.com"))  # its acknowledgement waits in the outbox
+    url = make_url(database_url)
+    gate = DatabaseGate((url.host or "127.0.0.1", url.port or 5432))
+    config = {k: app.config[k] for k in ("REDIS_URL", "TIDEMARK_QUEUE", "TIDEMARK_ENCRYPTION_KEY", "SECRET_KEY")}
+    gated = create_app("testing", SQLALCHEMY_DATABASE_URI=url.set(host="127.0.0.1", port=gate.port)
+                       .render_as_string(hide_password=False), TIDEMARK_JOBS_SYNC=False, **config)
+    # The moment the server has kept the message, before its 250, the database goes away for 3 s.
+    smtp_server.on_message = lambda: (gate.refuse(), threading.Timer(3, gate.open).start())
+    monkeypatch.setattr(sending_module, "RECORD_RETRY_SECONDS", 0.5)
+    try:
+        with gated.app_context():
+            send_due()
+            smtp_server.on_message = None
+            assert send_due() == {}  # nothing is due any more
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        gate.close()
+    assert len(smtp_server.messages) == 1
+    db.session.expire_all()
+    out = db.session.scalar(select(Message).where(Message.direction == "out"))
+    assert (out.delivery, out.message_id) == ("sent", smtp_server.messages[0].message["Message-ID"])
+    assert db.session.scalar(select(func.count()).select_from(AutoMailLog)) == 1  # the loop guard's log too
 
 
 def test_two_send_runs_at_once_send_each_mail_once(app, world, sending, smtp_server, redis):

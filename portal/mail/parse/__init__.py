@@ -170,7 +170,7 @@ def _repair_header_block(raw: bytes) -> tuple[bytes, int]:
     head = raw[: end.start()]
     lines = head.split(b"\n")
     bad = [i for i, line in enumerate(lines)
-           if line.strip(b"\r") and not line[:1] in (b" ", b"\t") and not _HEADER_LINE_RE.match(line)
+           if line.strip(b"\r") and line[:1] not in (b" ", b"\t") and not _HEADER_LINE_RE.match(line)
            and not (i == 0 and line.startswith(b"From "))]
     # Only lines with real headers after them are debris inside the header block; lines
     # after the last header are a body that forgot its blank separator line.

@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Header values longer than this skip the stdlib's header parser (slow on hostile input).
 MAX_STRUCTURED_HEADER = 16 * 1024
+MAX_SUBJECT = 2_000
+# More To and Cc than any conversation has: all are read, and the mail says so (a mass mailing, or
+# a message built to make every reply go to thousands).
+MANY_RECIPIENTS = 1_000
 
 
 class _CachingHeaderRegistry(HeaderRegistry):
@@ -157,12 +161,19 @@ def read_headers(msg: Message, parsed: ParsedEmail) -> None:
     parsed.references = list(dict.fromkeys(refs))
 
     parsed.subject = _unstructured(msg, "subject", parsed)
+    if len(parsed.subject) > MAX_SUBJECT:
+        # Every rule that reads the subject scans it; a megabyte of subject is a way to burn CPU.
+        parsed.subject = parsed.subject[:MAX_SUBJECT]
+        parsed.add_defect(f"subject longer than {MAX_SUBJECT:,} characters: cut there")
     parsed.date = _date(parsed.header("date"), parsed)
 
     parsed.from_ = _first(_addresses(raw_by_name, "from", parsed))
     parsed.sender = _first(_addresses(raw_by_name, "sender", parsed))
     parsed.to = _addresses(raw_by_name, "to", parsed)
     parsed.cc = _addresses(raw_by_name, "cc", parsed)
+    if len(parsed.to) + len(parsed.cc) > MANY_RECIPIENTS:
+        parsed.add_defect(f"{len(parsed.to) + len(parsed.cc):,} recipients in To and Cc, "
+                          f"more than {MANY_RECIPIENTS:,}: all kept")
     parsed.bcc = _addresses(raw_by_name, "bcc", parsed)
     parsed.reply_to = _addresses(raw_by_name, "reply-to", parsed)
 

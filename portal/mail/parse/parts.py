@@ -14,7 +14,7 @@ from email.message import Message
 from typing import TYPE_CHECKING
 
 from portal.mail.charset import decode_text, repair_header_text, scrub
-from portal.mail.html_body import html_content_ids, html_to_text
+from portal.mail.html_body import crude_text, html_content_ids, html_to_text, html_too_complex
 from portal.mail.parse.headers import decode_words, defect_name, header_object, raw_header
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -243,6 +243,13 @@ def read_parts(msg: Message, parsed: ParsedEmail) -> None:
 
     parsed.text = "\n".join(t for t in texts if t) if len(texts) > 1 else (texts[0] if texts else "")
     parsed.html = "\n".join(htmls) if htmls else None
+    if parsed.html and (hostile := html_too_complex(parsed.html)):
+        # Kept in the raw mail; shown and decided by its text, which costs one pass to get.
+        parsed.add_defect(f"the HTML body {hostile}: shown as plain text")
+        if not parsed.text.strip():
+            parsed.text = crude_text(parsed.html)
+            parsed.text_from_html = True
+        parsed.html = None
     if parsed.html and any(a.content_id and not a.inline for a in parsed.attachments):
         # What the HTML shows is part of the body, whatever its Content-Disposition says.
         shown = html_content_ids(parsed.html)

@@ -1,0 +1,1 @@
+"""Soak runs (`make soak`): minutes of real servers under faults, printed as tables."""
