@@ -124,8 +124,12 @@ def order_routes(mailbox_id: int):
         return render_template("mailboxes/_routes.html", mailbox=mailbox, note=note,
                                moved=moved.id if moved else None, direction=direction)
     flash(note, "success")
-    where = {"moved": moved.id, "direction": direction} if moved else {}
-    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id, **where) + "#routes")
+    if moved:
+        # No "#routes" here: Chromium clears the focus when it applies a fragment whose element
+        # takes none, which may come after the script has focused the moved button (that focus
+        # scrolls the routes into view anyway).
+        return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id, moved=moved.id, direction=direction))
+    return hx_redirect(url_for("mailboxes.detail", mailbox_id=mailbox_id) + "#routes")
 
 
 def _routes_answer(mailbox_id: int, note: str):

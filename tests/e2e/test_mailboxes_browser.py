@@ -136,3 +136,32 @@ def test_admin_creates_a_mailbox_adds_routes_reorders_them_by_keyboard_and_activ
     page.get_by_role("button", name="Delete").click()
     expect(page.get_by_text("Mailbox support@demo.example deleted.")).to_be_visible()
     expect(page.get_by_text("No mailboxes yet.")).to_be_visible()
+
+
+def test_a_keyboard_move_made_before_htmx_took_the_list_keeps_the_focus_on_the_moved_route(live_server, page, world):
+    """The plain form (htmx had not yet taken it): the page the move comes back to focuses the
+    moved route's button, and nothing after the load (a fragment, htmx) takes that focus away."""
+    msp = world.msp("Demo MSP")
+    world.user(msp, email="admin@demo.example")
+    client = world.client(msp, "Contoso")
+    box = world.mailbox(client, address="support@demo.example", routes=[
+        {"name": "Everything else", "client": msp, "fallback": True},
+        {"name": "Contoso", "client": client, "recipients": ["contoso@demo.example"]},
+        {"name": "Fabrikam", "client": client, "recipients": ["fabrikam@demo.example"]},
+    ])
+    sign_in(page, live_server, "admin@demo.example")
+    page.goto(f"{live_server}/mailboxes/{box.id}")
+    expect(route_names(page)).to_have_text(["Contoso", "Fabrikam", "Everything else"])
+    # A copy of the form carries none of htmx's listeners: its submit is a plain POST.
+    page.evaluate("() => { const f = document.getElementById('route-order'); f.replaceWith(f.cloneNode(true)); }")
+    page.get_by_role("button", name="Move Fabrikam up").focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_load_state("load")
+    expect(route_names(page)).to_have_text(["Fabrikam", "Contoso", "Everything else"])
+    expect(page.get_by_role("button", name="Move Fabrikam down")).to_be_focused()
+    page.wait_for_timeout(300)  # past the fragment scroll and htmx's start, which ran after the load
+    expect(page.get_by_role("button", name="Move Fabrikam down")).to_be_focused()
+    page.keyboard.press("Space")  # now htmx: the same focus after the swap
+    expect(route_names(page)).to_have_text(["Contoso", "Fabrikam", "Everything else"])
+    expect(page.get_by_role("button", name="Move Fabrikam up")).to_be_focused()
