@@ -20,7 +20,7 @@ import time
 from collections import deque
 
 from redis.exceptions import RedisError
-from rq import Worker
+from rq import SimpleWorker
 from rq import scheduler as rq_scheduler
 from rq.job_lifecycle import call_exception_handlers
 
@@ -38,8 +38,7 @@ _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 class QuietRoutineJobs(logging.Filter):
     """The cron's routine jobs (every few seconds) log at debug level, so that the worker's real
     work and every warning or error stay readable. RQ names a job by its description in the line
-    that starts it and by its id in the later ones (some in the forked work horse, which inherits
-    the ids seen here)."""
+    that starts it and by its id in the later ones."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,17 +98,22 @@ JOB_MODULES = ("workers.fetch", "workers.sending", "workers.maintenance", "worke
 
 
 def prepare_process() -> None:
-    """Load everything jobs use before RQ forks a work horse for each job: the horse starts with
-    it instead of importing it again (a few tenths of a second per job), and, frozen, the cyclic
-    garbage collector no longer walks it on every full collection (measured: about 1.3 s of a
-    10,000-message fetch went into walking these objects again and again)."""
+    """Load everything jobs use before the first job, and freeze it: the cyclic garbage collector
+    no longer walks it on every full collection (measured: about 1.3 s of a 10,000-message fetch
+    went into walking these objects again and again)."""
     for module in JOB_MODULES:
         importlib.import_module(module)
     gc.freeze()
 
 
-class StoppableWorker(Worker):
-    """RQ's worker, remembering whether it was asked to stop (idle, RQ only raises to leave)."""
+class StoppableWorker(SimpleWorker):
+    """RQ's worker, remembering whether it was asked to stop (idle, RQ only raises to leave).
+
+    Jobs run in this process, one after the other, not each in a work horse forked for it: a
+    horse starts cold (SQLAlchemy configures its mappers and compiles every statement again, and
+    opens a new database connection) and that cost 0.2 s of a one-message fetch, which made a
+    worker fetch 3.4 pushed mailboxes a second where it now fetches 17 (tests/bench/bench_push).
+    A job's time limit is RQ's alarm signal in this process."""
 
     asked_to_stop = False
 
@@ -155,7 +159,6 @@ def main(argv: list[str] | None = None) -> None:
         stop = catch_stop()
         if worker.pubsub_thread is not None:  # RQ's teardown could not stop its command listener
             worker.pubsub_thread.stop()
-        _wait_for_horse(worker.horse_pid, stop)
         pause = 1.0 if time.monotonic() - began > 60 else min(pause * 2, MAX_PAUSE)
         if not wait_for_redis(connection, pause, stop):
             return
@@ -176,19 +179,6 @@ def catch_stop() -> threading.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop
-
-
-def _wait_for_horse(pid: int, stop: threading.Event) -> None:
-    """A job still running in its work horse finishes before this worker takes the next one
-    (one job at a time); it is reaped here, as RQ's loop would have."""
-    while pid and not stop.is_set():
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        stop.wait(0.5)
 
 
 def wait_for_redis(connection, pause: float, stop: threading.Event) -> bool:

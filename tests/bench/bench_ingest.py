@@ -8,7 +8,7 @@ Per size: the messages (../shared/bench/gen_mail.py, seed 42, when present) are 
 private Dovecot's Maildir. The limits are measured on that mailbox and those bytes. Then, per
 database and run: a fresh database built by the migrations, an MSP, a client and an active IMAP
 mailbox; one `workers.fetch.fetch_mailbox` job on a private Redis; `python -m workers.worker
---burst` timed as a subprocess (wall clock, peak RSS of the worker and its work horse). Counts
+--burst` timed as a subprocess (wall clock, peak RSS of the worker, which runs its jobs itself). Counts
 and threading correctness are read back from the database. The peer runs from a copy of the
 benchmark kit in $BENCH_WORK (default /tmp/tidemark-bench), with the kit's own scripts.
 Then, per database, --lmtp messages pushed over 4 LMTP connections (tests.bench.bench_lmtp): msg/s
@@ -232,8 +232,7 @@ def peak_rss_mb(time_file: Path) -> float | None:
     return int(found.group(1)) / 1024 if found else None
 
 
-# Without GNU time: a tiny parent that reports its children's peak RSS (the worker forks a work
-# horse per job; the kernel folds the horse's peak into the worker's once it is waited for).
+# Without GNU time: a tiny parent that reports its child's peak RSS (the worker's).
 _RUSAGE_WRAPPER = (
     "import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
     "open(sys.argv[1], 'w').write('Maximum resident set size (kbytes): %d\\n' "
@@ -250,7 +249,7 @@ def run_worker(env: dict, workdir: Path, timeout: float) -> tuple[int | None, fl
         cmd = [sys.executable, "-c", _RUSAGE_WRAPPER, str(time_file), *worker]
     with open(log_file, "wb") as log:
         started = time.perf_counter()
-        # Own session: on a timeout the whole group we started (time, worker, horse) is ended.
+        # Own session: on a timeout the whole group we started (time, worker) is ended.
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:

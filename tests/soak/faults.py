@@ -253,7 +253,7 @@ class Rig:
             self.workers = [self._spawn("workers.worker", {}, fault if i == 0 else None) for i in range(count)]
 
     def kill_family(self, proc: subprocess.Popen) -> None:
-        """SIGKILL a worker's work horse, then the worker, as `kill -9` of the service would."""
+        """SIGKILL a worker's children (RQ's scheduler), then the worker, as `kill -9` of the service would."""
         for pid in [*children_of(proc.pid), proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -272,7 +272,7 @@ class Rig:
                 for i, proc in enumerate(self.workers):
                     if proc.poll() is not None:
                         self.deaths.append((time.monotonic(), proc.pid, self._armed.pop(proc.pid, "")))
-                        for pid in children_of(proc.pid):  # a horse left behind, if any
+                        for pid in children_of(proc.pid):  # a child left behind, if any
                             with contextlib.suppress(ProcessLookupError):
                                 os.kill(pid, signal.SIGKILL)
                         self.workers[i] = self._spawn("workers.worker", {})

@@ -163,7 +163,7 @@ def test_a_killed_worker_frees_the_mailbox_within_the_lock_ttl_and_the_next_poll
             wait_for(lambda: proxy.tripped.is_set() and redis.exists(key), timeout=30)
             time.sleep(4)  # longer than the ttl: the heartbeat keeps the lock
             assert redis.exists(key) and 0 < redis.ttl(key) <= 3
-            for pid in [*children_of(worker.pid), worker.pid]:  # the work horse, then the worker
+            for pid in [*children_of(worker.pid), worker.pid]:  # its children (RQ's scheduler), then the worker
                 os.kill(pid, signal.SIGKILL)
         finally:
             worker.kill()

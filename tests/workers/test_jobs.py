@@ -90,7 +90,7 @@ def test_cron_schedules_its_jobs_on_the_queue(app, redis):
     assert scheduler.enqueue_jobs() == []  # not due again until the interval has passed
 
 
-def test_the_worker_loads_every_job_module_and_freezes_it_before_forking():
+def test_the_worker_loads_every_job_module_and_freezes_it_before_its_first_job():
     import subprocess
     import sys
     from pathlib import Path
@@ -106,6 +106,25 @@ def test_the_worker_loads_every_job_module_and_freezes_it_before_forking():
     out = subprocess.run([sys.executable, "-c", probe], cwd=Path(worker.__file__).parents[1], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == f"{sorted(holding_jobs)} True"
+
+
+def test_the_worker_runs_its_jobs_in_its_own_process_not_in_a_forked_work_horse(app, redis, redis_url, database_url):
+    """A fresh horse per job started cold (mappers, compiled statements, a database connection):
+    the jobs run one after the other in the worker itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.workers.test_fetch_faults import worker_env
+
+    q = jobs.queue(redis)
+    asked = [q.enqueue("os.getpid"), q.enqueue("os.getpid")]
+    worker = subprocess.Popen([sys.executable, "-m", "workers.worker", "--burst"], cwd=Path(__file__).parents[2],
+                              env=worker_env(app, database_url, redis_url), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 0, output
+    assert [job.latest_result().return_value for job in asked] == [worker.pid, worker.pid], output
 
 
 def test_the_send_job_path_names_the_sender():
