@@ -17,10 +17,12 @@ import argparse
 import asyncio
 import logging
 import os
+import queue
 import re
 import signal
 import socket
 import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ log = logging.getLogger("tidemark.lmtp")
 IDLE_SECONDS = 300  # a connection silent this long is closed (RFC 5321's 5 minutes)
 MAX_LINE = 64 * 1024  # far above RFC 5321's 1000 octets; longer lines are refused, not buffered
 MAX_RECIPIENTS = 1000
+RECIPIENT_SECONDS = 1.0  # how long the answer to an RCPT lookup serves the next RCPTs of that address
+MAX_LOOKED_UP = 10_000  # addresses remembered at most (then forgotten all at once)
 GRACE_SECONDS = 30  # after SIGTERM, how long transactions under way may take to finish
 _PATH = re.compile(r"^\s*<([^<>]*)>", re.ASCII)
 
@@ -49,14 +53,83 @@ class Transaction:
     recipients: list[inbound.Recipient] = field(default_factory=list)
 
 
+class Keeper:
+    """One thread stores what the DATA of every connection brought. The messages that arrive
+    while it commits wait, and are then stored together with one commit (one flush to disk for
+    all of them, not one each); every recipient hears 250 only after the commit that holds its
+    message. A failure answers every message of that commit 451: none of it was committed."""
+
+    MOST = 100  # messages in one commit at most
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.waiting: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="lmtp-keeper", daemon=True)
+        self.thread.start()
+
+    def keep(self, recipient: inbound.Recipient, raw: bytes, received_at) -> asyncio.Future:
+        """A future: True stored, False stored before (a retry); its exception when not kept."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.put((loop, future, (recipient, raw, received_at)))
+        return future
+
+    def stop(self) -> None:
+        self.waiting.put(None)
+        self.thread.join()
+
+    def _next_batch(self) -> list | None:
+        first = self.waiting.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.MOST:
+            try:
+                item = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self.waiting.put(None)  # stop after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        with self.app.app_context():
+            while (batch := self._next_batch()) is not None:
+                try:
+                    inbound.redis_reachable()  # Redis away: nothing is stored, the MTA keeps the mail
+                    outcomes = inbound.keep_many([delivery for _loop, _future, delivery in batch])
+                except Exception as exc:  # noqa: BLE001 - database or Redis away: nothing was committed
+                    log.warning("LMTP: could not keep %d message(s)", len(batch), exc_info=True)
+                    outcomes = [exc] * len(batch)
+                finally:
+                    db.session.rollback()
+                    discard_pending()
+                for (loop, future, _delivery), outcome in zip(batch, outcomes):
+                    loop.call_soon_threadsafe(_settle, future, outcome)
+            db.session.remove()
+
+
+def _settle(future: asyncio.Future, outcome) -> None:
+    if future.done():  # its session was cancelled meanwhile (shutdown): the MTA sends it again
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class Listener:
-    """One listening socket; each connection is a Session. Database work runs in `threads`
-    threads, each inside an app context of `app`."""
+    """One listening socket; each connection is a Session. Recipient lookups run in `threads`
+    threads, each inside an app context of `app`; the Keeper stores the messages."""
 
     def __init__(self, app: Flask, listen: str, *, threads: int = 8, hostname: str | None = None):
         self.app, self.listen = app, listen
         self.hostname = hostname or app.config.get("TIDEMARK_MAIL_HOST") or socket.getfqdn()
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lmtp")
+        self.keeper = Keeper(app)
+        self.looked_up: dict[str, tuple[float, inbound.Recipient | None]] = {}
         self.stopping = asyncio.Event()
         self.sessions: set[asyncio.Task] = set()
         self.server: asyncio.base_events.Server | None = None
@@ -85,6 +158,7 @@ class Listener:
         for task in self.sessions:
             task.cancel()
         self.pool.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.keeper.stop)
         host, where = parse_listen(self.listen)
         if host == "unix" and os.path.exists(where):
             os.unlink(where)
@@ -101,6 +175,22 @@ class Listener:
         finally:
             self.sessions.discard(task)
             writer.close()
+
+    async def recipient(self, address: str) -> inbound.Recipient | None:
+        """The mailbox an RCPT names, looked up again once the last answer for that address is
+        RECIPIENT_SECONDS old: a steady stream of mail costs no database trip per RCPT, and a
+        mailbox added, disabled or deleted is heard of within that second (one deleted after
+        RCPT gets 451 at DATA, as before)."""
+        key = address.strip().lower()
+        now = time.monotonic()
+        hit = self.looked_up.get(key)
+        if hit is not None and now - hit[0] < RECIPIENT_SECONDS:
+            return hit[1]
+        found = await self.in_app(inbound.accept_recipient, address)
+        if len(self.looked_up) >= MAX_LOOKED_UP:
+            self.looked_up.clear()
+        self.looked_up[key] = (now, found)
+        return found
 
     def in_app(self, fn, *args):
         """Run fn in a pooled thread inside an app context, its session cleaned up after."""
@@ -190,7 +280,7 @@ class Session:
             await self.reply("452 4.5.3 Too many recipients")
             return
         try:
-            found = await self.listener.in_app(inbound.accept_recipient, path.group(1))
+            found = await self.listener.recipient(path.group(1))
         except Exception:  # noqa: BLE001 - the database is away: the MTA tries again later
             log.warning("LMTP: could not look up a recipient", exc_info=True)
             await self.reply(inbound.TRY_LATER)
@@ -248,9 +338,11 @@ class Session:
                 outcome[recipient.mailbox_id] = inbound.TOO_BIG
                 continue
             try:
-                await self.listener.in_app(_keep, recipient, raw, received_at)
-            except Exception:  # noqa: BLE001 - database or Redis away: nothing of it was committed
-                log.warning("LMTP: could not keep a message for mailbox %s", recipient.mailbox_id, exc_info=True)
+                await self.listener.keeper.keep(recipient, raw, received_at)
+            except LookupError as exc:  # nothing of it was committed
+                log.warning("LMTP: %s; answered 451", exc)
+                outcome[recipient.mailbox_id] = inbound.TRY_LATER
+            except Exception:  # noqa: BLE001 - database or Redis away (the Keeper logged it)
                 outcome[recipient.mailbox_id] = inbound.TRY_LATER
             else:
                 outcome[recipient.mailbox_id] = inbound.DELIVERED
@@ -269,11 +361,6 @@ class Session:
     async def do_QUIT(self, arg: str) -> bool:
         await self.reply("221 2.0.0 Bye")
         return False
-
-
-def _keep(recipient: inbound.Recipient, raw: bytes, received_at) -> bool:
-    inbound.redis_reachable()  # Redis away: nothing is stored, the MTA keeps the mail
-    return inbound.keep(recipient, raw, received_at)
 
 
 async def serve(app: Flask, listen: str, *, threads: int = 8, signals: bool = True, ready=None) -> None:

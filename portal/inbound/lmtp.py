@@ -92,23 +92,45 @@ def keep(recipient: Recipient, raw_bytes: bytes, received_at: datetime) -> bool:
     when these exact bytes were stored for it before (a retry): nothing new, the retry is still
     answered 250. Raises on any database or Redis failure, with nothing of it committed (a
     mailbox deleted since RCPT too: its key is gone)."""
-    sha = hashlib.sha256(raw_bytes).hexdigest()
-    values = raw_row_values(recipient, raw_bytes, sha, FOLDER, UIDVALIDITY, None, received_at)
-    # One statement: stored only while the mailbox exists (SQLite enforces no foreign keys here),
-    # and not again when a retry stored these bytes before (the raw rows' unique key, which
-    # also settles a retry racing its first try on another connection).
+    outcome = keep_many([(recipient, raw_bytes, received_at)])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def keep_many(deliveries: list[tuple[Recipient, bytes, datetime]]) -> list[bool | LookupError]:
+    """`keep` for messages of several connections at once: one transaction and one commit for
+    all of them, then each mailbox's deciding queued once. Per delivery: True stored, False
+    known bytes (a retry), or the LookupError of a mailbox deleted after RCPT. Raises on any
+    database or Redis failure, with nothing of any of them committed."""
     insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    columns = list(values)
-    row = select(*(literal(values[c], type_=RawMessage.__table__.c[c].type) for c in columns)).where(
-        Mailbox.id == recipient.mailbox_id)
-    done = db.session.execute(insert(RawMessage.__table__).from_select(columns, row).on_conflict_do_nothing(
-        index_elements=["mailbox_id", "folder", "uidvalidity", "server_id"]))
+    stored = []
+    for recipient, raw_bytes, received_at in deliveries:
+        sha = hashlib.sha256(raw_bytes).hexdigest()
+        values = raw_row_values(recipient, raw_bytes, sha, FOLDER, UIDVALIDITY, None, received_at)
+        # One statement: stored only while the mailbox exists (SQLite enforces no foreign keys
+        # here), and not again when a retry stored these bytes before (the raw rows' unique key,
+        # which also settles a retry racing its first try on another connection).
+        columns = list(values)
+        row = select(*(literal(values[c], type_=RawMessage.__table__.c[c].type) for c in columns)).where(
+            Mailbox.id == recipient.mailbox_id)
+        # SQLAlchemy keeps an INSERT's rowcount only when asked (on PostgreSQL it read -1, so
+        # every new message was taken for a retry and its mailbox looked up again).
+        done = db.session.execute(insert(RawMessage.__table__).from_select(columns, row).on_conflict_do_nothing(
+            index_elements=["mailbox_id", "folder", "uidvalidity", "server_id"]).execution_options(
+            preserve_rowcount=True))
+        stored.append(done.rowcount == 1)
     db.session.commit()  # the bytes are safe: only now may the MTA hear 250
-    if done.rowcount != 1 and db.session.get(Mailbox, recipient.mailbox_id) is None:
-        raise LookupError(f"mailbox {recipient.mailbox_id} was deleted after RCPT")
-    stored = done.rowcount == 1
+    outcomes: list[bool | LookupError] = []
+    for (recipient, _raw, _at), new in zip(deliveries, stored):
+        if not new and db.session.get(Mailbox, recipient.mailbox_id) is None:
+            outcomes.append(LookupError(f"mailbox {recipient.mailbox_id} was deleted after RCPT"))
+        else:
+            outcomes.append(new)
     # Deciding is the fetch job's (it decides what is stored and new); a job already queued or
-    # running takes this one too. Queued for the retry as well: its first try may have failed here.
-    enqueue("workers.fetch.fetch_mailbox", recipient.mailbox_id, options=fetch_options(recipient.mailbox_id))
+    # running takes this one too. Queued for a retry as well: its first try may have failed here.
+    kept = dict.fromkeys(r.mailbox_id for (r, _raw, _at), o in zip(deliveries, outcomes) if not isinstance(o, Exception))
+    for mailbox_id in kept:
+        enqueue("workers.fetch.fetch_mailbox", mailbox_id, options=fetch_options(mailbox_id))
     dispatch_pending()  # sent now, not at a commit: the retry of known bytes commits nothing
-    return stored
+    return outcomes

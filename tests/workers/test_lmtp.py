@@ -295,3 +295,86 @@ def test_a_mailbox_deleted_between_rcpt_and_data_gets_451_not_a_250_for_nothing(
         assert lmtp.data(email(subject="too late"))[0] == 451  # the MTA keeps it
         lmtp.quit()
     assert count(RawMessage) == 0
+
+
+def test_messages_of_several_connections_are_kept_with_one_commit_each_answered_for_itself(app, world, acme, redis):
+    """The Keeper's store (portal.inbound.lmtp.keep_many): one transaction for what arrived
+    together; per delivery stored, a retry of known bytes, or a mailbox deleted after RCPT."""
+    from sqlalchemy import event
+
+    from portal.inbound import lmtp as inbound
+    from portal.services import mailboxes
+
+    from portal import jobs
+
+    app.config["TIDEMARK_JOBS_SYNC"] = False  # the fetch jobs wait in Redis: no commit of theirs counted
+    box, gone = lmtp_box(world, acme), lmtp_box(world, acme, address="old@acme.example")
+    here, there = inbound.accept_recipient("support@acme.example"), inbound.accept_recipient("old@acme.example")
+    mailboxes.delete_mailbox(db.session.get(type(gone), gone.id), actor=None)
+    db.session.commit()
+    first, second = email(subject="first"), email(subject="second")
+    commits = []
+
+    def committed(session):
+        commits.append(session)
+
+    session = db.session()
+    event.listen(session, "after_commit", committed)
+    try:
+        now = utcnow()
+        outcomes = inbound.keep_many([(here, first, now), (here, second, now), (here, first, now), (there, first, now)])
+    finally:
+        event.remove(session, "after_commit", committed)
+    assert outcomes[:3] == [True, True, False] and isinstance(outcomes[3], LookupError)
+    assert len(commits) == 1
+    assert count(RawMessage, RawMessage.mailbox_id == box.id) == 2 and count(RawMessage) == 2
+    assert jobs.queue(redis).job_ids == [f"fetch-mailbox-{box.id}"]  # one deciding for the mailbox
+    assert inbound.keep(here, email(subject="third"), utcnow()) is True
+    assert inbound.keep(here, second, utcnow()) is False  # the MTA's retry
+
+
+def test_many_connections_at_once_each_get_their_250_and_every_mail_is_stored_once(app, world, acme, redis):
+    lmtp_box(world, acme)
+    sent: dict[int, list] = {}
+
+    def push(n, listener):
+        lmtp = client(listener)
+        sent[n] = [lmtp.sendmail("mta@relay.example", ["support@acme.example"], email(subject=f"c{n} m{i}"))
+                   for i in range(10)]
+        lmtp.quit()
+
+    with listening(app) as listener:
+        pushers = [threading.Thread(target=push, args=(n, listener)) for n in range(6)]
+        for t in pushers:
+            t.start()
+        for t in pushers:
+            t.join(timeout=60)
+    assert sent == {n: [{}] * 10 for n in range(6)}
+    assert count(RawMessage) == 60
+    subjects = db.session.scalars(select(RawMessage.raw)).all()
+    assert len({raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for raw in subjects}) == 60
+
+
+def test_an_rcpt_lookup_serves_the_same_address_for_a_moment_then_a_disabled_mailbox_reads_unknown(
+        app, world, acme, redis, monkeypatch):
+    import workers.lmtp as listener_module
+    from portal.inbound import lmtp as inbound
+
+    monkeypatch.setattr(listener_module, "RECIPIENT_SECONDS", 0.5)
+    lookups = []
+    real = inbound.accept_recipient
+    monkeypatch.setattr(inbound, "accept_recipient", lambda address: lookups.append(address) or real(address))
+    box = lmtp_box(world, acme)
+    with listening(app) as listener:
+        lmtp = client(listener)
+        for i in range(3):
+            assert lmtp.sendmail("mta@relay.example", ["Support@acme.example"], email(subject=f"m{i}")) == {}
+        assert len(lookups) == 1  # one database trip for the three RCPTs
+        box.status = "disabled"
+        db.session.commit()
+        time.sleep(0.6)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            lmtp.sendmail("mta@relay.example", ["support@acme.example"], email(subject="after"))
+        assert refused.value.recipients["support@acme.example"][0] == 550
+        lmtp.quit()
+    assert len(lookups) == 2 and count(RawMessage) == 3
