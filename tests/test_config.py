@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,12 @@ def test_workers_on_several_machines_write_the_same_mail_host(tmp_path):
     import socket
 
     assert _mail_host_at_start(tmp_path) == (socket.getfqdn() or "tidemark.localdomain")
+
+
+def test_the_portal_process_freezes_what_it_loaded_for_the_garbage_collector(tmp_path):
+    """gunicorn's wsgi:app: full collections no longer walk the app's own objects."""
+    script = "import gc, wsgi; print(gc.get_freeze_count() > 10000, wsgi.app.name)"
+    env = {"TIDEMARK_INSTANCE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "TIDEMARK_ENV": "development"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["True", "portal"]

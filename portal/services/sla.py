@@ -417,6 +417,12 @@ def due_first_key():
                 (resolution.is_(None), response), (response <= resolution, response), else_=resolution)
 
 
+def running_clock_filter():
+    """Tickets with a clock still running: the ones whose due_first_key is not NEVER_DUE."""
+    return or_(Ticket.first_response_at.is_(None) & Ticket.first_response_due_at.is_not(None),
+               Ticket.resolved_at.is_(None) & Ticket.resolution_due_at.is_not(None))
+
+
 def due_first_value(ticket: Ticket) -> datetime:
     """due_first_key for a loaded ticket (the list's cursor)."""
     running = [due for due, stopped in ((ticket.first_response_due_at, ticket.first_response_at),

@@ -360,6 +360,8 @@ def _seek(query, columns, descending: bool, after: list | None, limit: int) -> l
 def _walk(query, sort: TicketSort, filters: TicketFilters, descending: bool, forward: bool,
           key: list | None, limit: int) -> list[Ticket]:
     """Up to limit rows from the key on (forward) or back from it, in reading order of that walk."""
+    if sort.key == "due":
+        return _walk_due(query, sort, descending == forward, key, limit)
     if sort.group is None:
         return _seek(query, sort.columns, descending == forward, key, limit)
     groups = sort.group_values(filters, descending if forward else not descending)
@@ -372,6 +374,30 @@ def _walk(query, sort: TicketSort, filters: TicketFilters, descending: bool, for
     for i, value in enumerate(groups[start:]):
         after = key[1:] if key is not None and i == 0 else None
         rows += _seek(query.where(sort.group == value), sort.columns, forward, after, limit - len(rows))
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def _walk_due(query, sort: TicketSort, descending: bool, key: list | None, limit: int) -> list[Ticket]:
+    """"Due first" as two walks: the tickets with a running clock by their nearest due time,
+    then those without (all at the far date) by id alone. The second walk follows an index
+    instead of ranking every ticket of the list by an expression no index holds (at 1,000,000
+    tickets that ranking took 110-300 ms a page); the first still sorts what it finds, which is
+    the tickets with a clock running."""
+    running = sla.running_clock_filter()
+    groups = [(running, sort.columns), (~running, (Ticket.id,))]
+    if descending:
+        groups.reverse()
+    start = 0
+    if key is not None:
+        start = next(i for i, (cond, _cols) in enumerate(groups) if (cond is running) != (key[0] == sla.NEVER_DUE))
+    rows: list[Ticket] = []
+    for i, (cond, columns) in enumerate(groups[start:]):
+        after = None
+        if key is not None and i == 0:
+            after = key if len(columns) == 2 else key[1:]
+        rows += _seek(query.where(cond), columns, descending, after, limit - len(rows))
         if len(rows) >= limit:
             break
     return rows

@@ -111,7 +111,7 @@ def measure_seeded(url: str, requests: int) -> tuple[int, int, list]:
         urls = bench_portal.page_urls(world, tickets, requests, rng)
         client = app.test_client()
         bench_portal.sign_in(client, world["tech_email"])
-        bench_portal.measure(client, ["/tickets"] * 5 + urls["ticket page, random ticket"][:5])
+        bench_portal.settle(client, urls)
         rows = [(name, bench_portal.measure(client, these)) for name, these in urls.items()]
         db.session.remove()
         db.engine.dispose()
