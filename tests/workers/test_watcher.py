@@ -1,6 +1,7 @@
 """The IMAP IDLE watcher on a real Dovecot: new mail asks for the mailbox's fetch within seconds,
 a connection the server ends is made again, a disabled mailbox is let go, a server without IDLE
-is polled (and its page says why), two watchers split the mailboxes."""
+is polled (and its page says why), two watchers split the mailboxes, a Redis restarted empty is
+taken up again."""
 
 from __future__ import annotations
 
@@ -269,3 +270,66 @@ def test_the_page_says_why_a_mailbox_is_polled(world, acme, app, dovecot, mail_u
     assert "polling: POP3 has no push" in page
     assert f"polling: inside the skip window {window}" in page
     assert pop3.id not in watcher.holding() and resting.id not in watcher.holding()
+
+
+def test_redis_restarted_without_its_data_the_watcher_takes_its_mailboxes_again_and_push_goes_on(
+        world, acme, app, dovecot, mail_user, tmp_path):
+    """Redis comes back empty (no persistence): leases, push states and queue are gone. The
+    watcher keeps its IDLE connections, writes its leases and states again, and new mail still
+    asks for its fetch."""
+    import shutil
+    import subprocess
+
+    from redis import Redis
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                stdout=subprocess.DEVNULL)
+        wait_for(lambda: _answers(url), what="redis-server to start")
+        return proc
+
+    server = start_redis()
+    app.config["REDIS_URL"] = url
+    redis = Redis.from_url(url)
+    watcher = None
+    try:
+        box = make_mailbox(world, acme, dovecot, mail_user)
+        watcher = Watcher(app, redis_connection(), refresh=0.5)
+        thread = threading.Thread(target=watcher.run, daemon=True)
+        thread.start()
+        wait_for(lambda: watcher.holding() == {box.id: "push"}, what="push")
+        wait_for(lambda: fetch_queued(app, redis, box.id), what="the first fetch")
+        run_queued_fetch(app, redis, box.id)
+
+        server.terminate()
+        server.wait(timeout=10)
+        time.sleep(2)  # the watcher meets Redis away: it says so and goes on
+        server = start_redis()
+        assert not redis.exists(LEASE_PREFIX + str(box.id))
+        wait_for(lambda: redis.exists(LEASE_PREFIX + str(box.id)) and redis.exists(STATE_PREFIX + str(box.id)),
+                 timeout=20, what="the lease and the push state written again")
+        dovecot.deliver(mail_user, email(subject="after redis came back", sender="kim@contoso.com"))
+        wait_for(lambda: fetch_queued(app, redis, box.id), timeout=10, what="the fetch of the new mail")
+        assert run_queued_fetch(app, redis, box.id)["outcomes"] == {"created": 1}
+    finally:
+        if watcher is not None:
+            watcher.stopping.set()
+            thread.join(30)
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except (RedisError, OSError):
+        return False
