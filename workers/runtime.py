@@ -9,12 +9,11 @@ import os
 from flask import Flask, current_app, has_app_context
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from portal.app import create_app
 from portal.extensions import db
 from portal.jobs import discard_pending
-from portal.services import commit
+from portal.services import commit, database_unreachable
 
 _app: Flask | None = None
 _app_pid: int | None = None
@@ -60,13 +59,9 @@ def _in_transaction(fn, args, kwargs):
 def outage_in_words(exc: BaseException) -> str | None:
     """The database or Redis could not be reached (a restart, a network cut): an expected fault,
     which the next poll or sending run rides out, told in one line and not as a traceback. None
-    for anything else, which keeps its traceback. A server-side database error (a constraint, a
-    deadlock) has an SQLSTATE; a lost or refused connection has none."""
-    if isinstance(exc, DisconnectionError) or (
-            isinstance(exc, (OperationalError, InterfaceError)) and isinstance(exc, DBAPIError)
-            and (exc.connection_invalidated or getattr(exc.orig, "sqlstate", "") is None)):
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        return f"the database could not be reached ({detail[0] if detail else type(exc).__name__})"
+    for anything else, which keeps its traceback."""
+    if words := database_unreachable(exc):
+        return words
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return f"Redis could not be reached ({exc})"
     return None

@@ -14,6 +14,7 @@ from portal.inbound.context import IngestContext
 from portal.inbound.decide import IngestResult, decide
 from portal.inbound.read import Prepared, prepare
 from portal.models import Message, RawMessage
+from portal.services import database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ def decide_batch(batch: list[RawMessage], ctx: IngestContext,
             ctx.numbers.save()
             ctx.route_tests.save()
         return results
-    except Exception:  # noqa: BLE001 - fall back to one message at a time
+    except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
+        if database_unreachable(exc):
+            raise  # one at a time would meet the same outage: the fetch stops, the next one goes on
         log.warning("a batch of %d messages failed as a whole; deciding them one by one", len(batch), exc_info=True)
         ctx.forget_batch()
         for stored in batch:  # the batch's UPDATE of their state was rolled back with it

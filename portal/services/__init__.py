@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
 from portal.extensions import db
 from portal.jobs import dispatch_pending
 
@@ -37,6 +39,18 @@ def checked_date(value: Any, errors: dict[str, list[str]], key: str) -> date | N
 def commit() -> None:
     db.session.commit()
     dispatch_pending()
+
+
+def database_unreachable(exc: BaseException) -> str | None:
+    """The database could not be reached (a restart, a network cut), in words; None for any
+    other error. A server-side error (a constraint, a deadlock) has an SQLSTATE; a lost or
+    refused connection has none."""
+    if isinstance(exc, DisconnectionError) or (
+            isinstance(exc, (OperationalError, InterfaceError)) and isinstance(exc, DBAPIError)
+            and (exc.connection_invalidated or getattr(exc.orig, "sqlstate", "") is None)):
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return f"the database could not be reached ({detail[0] if detail else type(exc).__name__})"
+    return None
 
 
 def containing(text: str) -> str:

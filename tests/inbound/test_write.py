@@ -200,3 +200,40 @@ def test_a_fetched_batch_keeps_every_byte_and_is_sent_as_bytes_on_postgresql(wor
     # Raw messages and attachments carry bytes (binary COPY); messages carry JSON (text COPY).
     assert _carries_bytes(RawMessage.__table__) and _carries_bytes(Attachment.__table__)
     assert not _carries_bytes(Message.__table__)
+
+
+def test_a_batch_that_loses_the_database_stops_instead_of_trying_one_message_at_a_time(world, app, db, twins,
+                                                                                         monkeypatch, caplog):
+    """One at a time would meet the same outage, and on a broken transaction (the worker runs
+    its jobs in its own process): the fetch stops in one line, the next one goes on. Any other
+    failure of the whole batch still falls back to one message at a time."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from portal.inbound import batch as batches
+    from portal.inbound import fetch
+    from portal.services import commit, database_unreachable
+
+    box = twins[0]
+    for i, raw in enumerate(mails()[:3]):
+        fetch.store_raw(box, raw, server_id=f"o{i}", folder="INBOX")
+    commit()
+    lost = OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert database_unreachable(lost)
+
+    def cut(*args, **kwargs):
+        raise lost
+
+    monkeypatch.setattr(batches, "decide", cut)
+    with caplog.at_level(logging.WARNING, logger="portal.inbound.batch"), pytest.raises(OperationalError):
+        fetch.decide_pending(box, app.config["SECRET_KEY"].encode(), commit)
+    assert not [r for r in caplog.records if "failed as a whole" in r.getMessage()]
+    db.session.rollback()
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in one message")
+
+    monkeypatch.setattr(batches, "decide", broken)
+    with caplog.at_level(logging.WARNING, logger="portal.inbound.batch"):
+        fetch.decide_pending(box, app.config["SECRET_KEY"].encode(), commit)
+    assert [r for r in caplog.records if "failed as a whole" in r.getMessage()]
