@@ -87,22 +87,12 @@ def redis_reachable() -> None:
     app_redis().ping()
 
 
-def keep(recipient: Recipient, raw_bytes: bytes, received_at: datetime) -> bool:
-    """Store and commit the message for one recipient's mailbox, then queue its deciding. False
-    when these exact bytes were stored for it before (a retry): nothing new, the retry is still
-    answered 250. Raises on any database or Redis failure, with nothing of it committed (a
-    mailbox deleted since RCPT too: its key is gone)."""
-    outcome = keep_many([(recipient, raw_bytes, received_at)])[0]
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
 def keep_many(deliveries: list[tuple[Recipient, bytes, datetime]]) -> list[bool | LookupError]:
-    """`keep` for messages of several connections at once: one transaction and one commit for
-    all of them, then each mailbox's deciding queued once. Per delivery: True stored, False
-    known bytes (a retry), or the LookupError of a mailbox deleted after RCPT. Raises on any
-    database or Redis failure, with nothing of any of them committed."""
+    """Store and commit the messages of one or more connections, one transaction and one commit
+    for all of them, then queue each mailbox's deciding once. Per delivery: True stored, False
+    these exact bytes stored for that mailbox before (a retry: nothing new, still answered 250),
+    or the LookupError of a mailbox deleted after RCPT. Raises on any database or Redis failure,
+    with nothing of any of them committed."""
     insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stored = []
     for recipient, raw_bytes, received_at in deliveries:

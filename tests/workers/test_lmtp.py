@@ -329,8 +329,8 @@ def test_messages_of_several_connections_are_kept_with_one_commit_each_answered_
     assert len(commits) == 1
     assert count(RawMessage, RawMessage.mailbox_id == box.id) == 2 and count(RawMessage) == 2
     assert jobs.queue(redis).job_ids == [f"fetch-mailbox-{box.id}"]  # one deciding for the mailbox
-    assert inbound.keep(here, email(subject="third"), utcnow()) is True
-    assert inbound.keep(here, second, utcnow()) is False  # the MTA's retry
+    assert inbound.keep_many([(here, email(subject="third"), utcnow())]) == [True]
+    assert inbound.keep_many([(here, second, utcnow())]) == [False]  # the MTA's retry
 
 
 def test_many_connections_at_once_each_get_their_250_and_every_mail_is_stored_once(app, world, acme, redis):
