@@ -97,6 +97,7 @@ bench: system-test $(VENV)/.installed-dev
 	$(PY) -m tests.bench.bench_parse $(BENCH_ARGS)
 	$(PY) -m tests.bench.bench_ingest $(BENCH_INGEST_ARGS)
 	$(PY) -m tests.bench.bench_scale $(BENCH_SCALE_ARGS)
+	$(PY) -m tests.bench.bench_scale --reading-process $(BENCH_SCALE_ARGS)
 	$(PY) -m tests.bench.bench_alerts $(BENCH_ALERTS_ARGS)
 	$(PY) -m tests.bench.bench_outbound
 	$(PY) -m tests.bench.bench_portal $(BENCH_PORTAL_ARGS)

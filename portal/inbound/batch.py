@@ -51,7 +51,7 @@ def decide_batch(batch: list[RawMessage], ctx: IngestContext,
     try:
         with db.session.begin_nested():
             items = [_attach(examined[stored.id], stored) if examined and stored.id in examined
-                     else prepare(ctx, stored) for stored in batch]
+                     else prepare(ctx.reading, stored) for stored in batch]
             ctx.preload(items)
             ctx.writer.begin()
             results: list[IngestResult | None] = [decide(item.stored, ctx, item) for item in items]

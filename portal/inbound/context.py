@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from portal import tenancy
 from portal.extensions import db
 from portal.inbound.lookups import BatchLookups
-from portal.inbound.read import Prepared
+from portal.inbound.read import Prepared, ReadingSetup
 from portal.inbound.write import BatchWriter
 from portal.mail.parse import DEFAULT_MAX_SIZE
 from portal.mail.refs import RefFormat
@@ -116,7 +116,6 @@ class IngestContext:
         self.clients = {c.id: c for c in clients}
         self.msp = self.clients[mailbox.msp_id]
         self.ref_format = RefFormat(prefix=self.msp.reference_prefix or "T")
-        # Read here, not through the rows: examine() runs in a thread and must not load.
         self.plus_addressing = mailbox.plus_addressing
         self.mailbox_client_id = mailbox.client_id
         self._waterlines = {cid: self._effective_waterline(cid) for cid in self.clients}
@@ -137,6 +136,12 @@ class IngestContext:
         self.accept_only_allowed = mailbox.accept_only_allowed
         self.msp_addresses, self.msp_domains = lists.msp_addresses, lists.msp_domains
         self.max_message_size = mailbox.max_message_size or DEFAULT_MAX_SIZE
+        # Plain values, not the rows: examine() runs in another thread or process and must not load.
+        self.reading = ReadingSetup(
+            secret=secret, ref_format=self.ref_format, plus_addressing=self.plus_addressing,
+            max_message_size=self.max_message_size, mailbox_client_id=self.mailbox_client_id,
+            waterlines=self._waterlines, allowed_addresses=self.allowed_addresses,
+            allowed_domains=self.allowed_domains)
         self.known = BatchLookups(mailbox.msp_id, mailbox.id)
         self.numbers = TicketNumbers(mailbox.msp_id, self.ref_format)
         # Saved only where mail is ingested (portal.inbound.batch): a check or a re-run counts nothing.
@@ -157,12 +162,6 @@ class IngestContext:
 
     def _effective_waterline(self, client_id: int) -> str | None:
         return tenancy.inherited(tenancy.lineage_in(client_id, self.clients), "waterline")
-
-    def likely_client(self, sender: str) -> int:
-        """The client a sender's mail most often lands with (allow-list, else the mailbox's):
-        the body is cut ahead for its waterline, and again only if the decision differs."""
-        found = tenancy.allow_list_match(sender, self.allowed_addresses, self.allowed_domains)
-        return found[0] if found is not None else self.mailbox_client_id
 
     def client_allows(self, client_id: int, sender: str) -> bool:
         return any(claimant == client_id

@@ -57,7 +57,7 @@ class IngestResult:
 def decide(stored: RawMessage, ctx: IngestContext, item: Prepared | None = None) -> IngestResult:
     """Decide one stored message. Without `item`, it is read and its lookups made here."""
     if item is None:
-        item = prepare(ctx, stored)
+        item = prepare(ctx.reading, stored)
         ctx.preload([item])
     with db.session.no_autoflush:
         result = _decide(item, ctx)
@@ -346,7 +346,7 @@ def place(stored: RawMessage, ctx: IngestContext, note: str, *, client_id: int |
     """A person places mail the pipeline left unprocessed: on a new ticket for `client_id`, made
     like routed mail is (mailbox defaults, acknowledgement), or onto `ticket` as if it had
     threaded there (status rules included). `note` goes into the trace after the earlier lines."""
-    item = prepare(ctx, stored)
+    item = prepare(ctx.reading, stored)
     ctx.preload([item])
     if item.parsed is None:
         raise ValueError("the email was kept without its content (over the size limit)")

@@ -25,12 +25,13 @@ from sqlalchemy.orm import undefer
 
 from portal import faults
 from portal.extensions import db
+from portal.inbound import reading
 from portal.inbound.batch import decide_batch, decide_one
 from portal.inbound.context import IngestContext
 from portal.inbound.decide import IngestResult
 from portal.inbound.health import in_skip_window, record_failure, record_success
 from portal.inbound.lookups import one_of
-from portal.inbound.read import Prepared, examine
+from portal.inbound.read import examine_all
 from portal.inbound.write import insert_rows
 from portal.mail.parse import DEFAULT_MAX_SIZE
 from portal.models import FolderState, Mailbox, RawMessage
@@ -182,19 +183,24 @@ def decide_pending(mailbox: Mailbox, secret: bytes, commit: Callable[[], None], 
 class Decider:
     """Decides stored batches in the order they were stored. A batch handed in is read first
     (parsed, classified, fingerprinted, cut for the likely client's waterline), then decided
-    and committed once `ahead` younger batches are being read, or at finish(). On PostgreSQL
-    the reading runs in a thread, two batches ahead: it fills the time the caller waits on the
-    mail server (fetching the next batch) and on the database (writing this one). SQLite reads
-    in place: its many short calls each give the GIL up and must win it back from a reading
-    thread, which made the whole run 10-15% slower (measured, 2,000 messages)."""
+    and committed once `ahead` younger batches are being read, or at finish().
+
+    A worker reads in its reading process (portal.inbound.reading), two batches ahead, on both
+    databases. Elsewhere, PostgreSQL reads in a thread, two batches ahead: it fills the time the
+    caller waits on the mail server (fetching the next batch) and on the database (writing this
+    one). SQLite then reads in place: its many short calls each give the GIL up and must win it
+    back from a reading thread, which made the whole run 10-15% slower (measured, 2,000 messages)."""
 
     def __init__(self, mailbox: Mailbox, secret: bytes, commit: Callable[[], None], *, report: FetchReport,
                  batch: int = BATCH_SIZE, host: str | None = None):
         self.mailbox, self.commit, self.report, self.batch = mailbox, commit, report, batch
         self.ctx = IngestContext(mailbox, secret, host)
-        read_ahead = db.session.get_bind().dialect.name == "postgresql"
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="examine") if read_ahead else _InPlace()
-        self._ahead = 2 if read_ahead else 1
+        self._own_reader = None  # a thread pool this Decider started, and shuts down
+        self._reader = reading.reader()
+        if self._reader is None and db.session.get_bind().dialect.name == "postgresql":
+            self._reader = self._own_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="examine")
+        self._ahead = 1 if self._reader is None else 2
+        self._reader = self._reader or _InPlace()
         self._reading: deque[tuple[int, int, Future]] = deque()  # first and last raw id, the reading
         self._handed = 0  # the last raw id handed in: this run decides nothing at or below it again
         self._tried: set[int] = set()  # raw ids this run has decided or tried to (failures wait for the next run)
@@ -203,14 +209,18 @@ class Decider:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._reader.shutdown(cancel_futures=True)  # after a failure, batches not yet read are not read
+        # After a failure, batches not yet read are not read (the reading process goes on serving).
+        for _first, _last, waiting in self._reading:
+            waiting.cancel()
+        if self._own_reader is not None:
+            self._own_reader.shutdown(cancel_futures=True)
 
     def hand(self, messages: list[tuple[int, bytes | None]]) -> None:
         """A stored and committed batch, (raw id, bytes) in id order: start reading it, and
         decide the oldest batch handed in if more than `ahead` are waiting."""
         if messages:
             self._reading.append((messages[0][0], messages[-1][0],
-                                  self._reader.submit(_examine_all, self.ctx, messages)))
+                                  self._reader.submit(examine_all, self.ctx.reading, messages)))
             self._handed = messages[-1][0]
         while len(self._reading) > self._ahead:
             self._decide(*self._reading.popleft())
@@ -225,8 +235,8 @@ class Decider:
         while self._reading:
             self._decide(*self._reading.popleft())
 
-    def _decide(self, first: int, last: int, reading: Future) -> None:
-        examined = reading.result()
+    def _decide(self, first: int, last: int, waiting: Future) -> None:
+        examined = reading.result_or_none(waiting)
         # Under the mailbox's lock, the same rows again, fresh: a racing run may have decided
         # them meanwhile, and then they are not decided a second time. Older rows a racing run
         # stored and has not decided yet go first: a reply must find its root's ticket.
@@ -255,18 +265,7 @@ class _InPlace:
         future.set_result(fn(*args))
         return future
 
-    def shutdown(self, cancel_futures: bool = False) -> None:
-        return None
 
-
-def _examine_all(ctx: IngestContext, messages: list[tuple[int, bytes | None]]) -> dict[int, Prepared]:
-    examined = {}
-    for stored_id, raw_bytes in messages:
-        try:
-            examined[stored_id] = examine(ctx, raw_bytes)
-        except Exception:  # noqa: BLE001 - read again inside decide_batch, where a failure is handled
-            continue
-    return examined
 
 # --- fetching --------------------------------------------------------------------------------------
 

@@ -2,13 +2,14 @@
 (bare IMAP fetch, bare stdlib parsing) and the peer django-helpdesk, in one run on the same mail.
 
     .venv/bin/python -m tests.bench.bench_ingest [--sizes 2000,10000] [--runs 1]
-        [--databases sqlite,postgresql] [--peer | --no-peer] [--lmtp 5000]
+        [--databases sqlite,postgresql] [--peer | --no-peer] [--lmtp 5000] [--reading-process both|off|on]
 
 Per size: the messages (../shared/bench/gen_mail.py, seed 42, when present) are delivered into a
 private Dovecot's Maildir. The limits are measured on that mailbox and those bytes. Then, per
 database and run: a fresh database built by the migrations, an MSP, a client and an active IMAP
 mailbox; one `workers.fetch.fetch_mailbox` job on a private Redis; `python -m workers.worker
---burst` timed as a subprocess (wall clock, peak RSS of the worker, which runs its jobs itself). Counts
+--burst` timed as a subprocess (wall clock, peak RSS of the worker, which runs its jobs itself), without
+and with its reading process (--reading-process). Counts
 and threading correctness are read back from the database. The peer runs from a copy of the
 benchmark kit in $BENCH_WORK (default /tmp/tidemark-bench), with the kit's own scripts.
 Then, per database, --lmtp messages pushed over 4 LMTP connections (tests.bench.bench_lmtp): msg/s
@@ -240,9 +241,10 @@ _RUSAGE_WRAPPER = (
 )
 
 
-def run_worker(env: dict, workdir: Path, timeout: float) -> tuple[int | None, float, float | None, Path]:
+def run_worker(env: dict, workdir: Path, timeout: float,
+               flags: tuple[str, ...] = ()) -> tuple[int | None, float, float | None, Path]:
     time_file, log_file = workdir / "worker.time", workdir / "worker.log"
-    worker = [sys.executable, "-m", "workers.worker", "--burst"]
+    worker = [sys.executable, "-m", "workers.worker", "--burst", *flags]
     if os.access("/usr/bin/time", os.X_OK):
         cmd = ["/usr/bin/time", "-v", "-o", str(time_file), *worker]
     else:
@@ -263,7 +265,7 @@ def run_worker(env: dict, workdir: Path, timeout: float) -> tuple[int | None, fl
 
 
 def tidemark_run(kind: str, n: int, raws: list[bytes], metas, dovecot: DovecotServer, redis_url: str,
-                 pg_url: str, scratch: Path) -> dict:
+                 pg_url: str, scratch: Path, reading_process: bool = False) -> dict:
     from portal.inbound.health import fetch_options
 
     workdir = Path(tempfile.mkdtemp(prefix=f"run-{kind}-{n}-", dir=scratch))
@@ -289,7 +291,8 @@ def tidemark_run(kind: str, n: int, raws: list[bytes], metas, dovecot: DovecotSe
                    TIDEMARK_INSTANCE_DIR=str(workdir / "instance"), TIDEMARK_JOBS_SYNC="0")
         (workdir / "instance").mkdir()
         # Generous: a floor of 5 msg/s, so that only a hang hits it.
-        rc, wall, rss, log_file = run_worker(env, workdir, timeout=300 + n / 5)
+        rc, wall, rss, log_file = run_worker(env, workdir, timeout=300 + n / 5,
+                                             flags=("--reading-process",) if reading_process else ())
 
         failed = FailedJobRegistry(queue_name, connection=connection)
         problems = []
@@ -378,26 +381,27 @@ def fmt(value, spec: str = ",.0f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
-def print_report(sizes, kinds_db, limits, tide, peer) -> None:
+def print_report(sizes, labels, limits, tide, peer) -> None:
     say()
-    say(f"{'size':>6}  {'database':<10} {'tidemark msg/s':>14} {'peak MB':>8} {'parse limit':>11} "
+    say(f"{'size':>6}  {'worker on':<28} {'tidemark msg/s':>14} {'peak MB':>8} {'parse limit':>11} "
         f"{'ratio':>6} {'imap fetch msg/s':>16} {'django-helpdesk msg/s':>21} {'x peer':>7}")
     for n in sizes:
         peer_rate = peer.get(n, {}).get("msg_per_s") if peer else None
-        for kind in kinds_db:
-            r = tide.get((n, kind))
+        for label in labels:
+            r = tide.get((n, label))
             if r is None:
                 continue
             rate = r["msg_per_s"]
             ratio = rate / limits[n]["parse"] if rate and limits[n]["parse"] else None
             x_peer = rate / peer_rate if rate and peer_rate else None
-            say(f"{n:>6}  {kind:<10} {fmt(rate):>14} {fmt(r['peak_rss_mb']):>8} {fmt(limits[n]['parse']):>11} "
+            say(f"{n:>6}  {label:<28} {fmt(rate):>14} {fmt(r['peak_rss_mb']):>8} {fmt(limits[n]['parse']):>11} "
                 f"{fmt(ratio, '.2f') + ('x' if ratio else ''):>6} {fmt(limits[n]['imap']):>16} "
                 f"{fmt(peer_rate, ',.1f'):>21} "
                 f"{fmt(x_peer, '.1f') + ('x' if x_peer else ''):>7}")
     say(f"targets: tidemark >= {PARSE_TARGET:.1f}x the parse limit, >= {PEER_TARGET:.0f}x django-helpdesk. "
         "tidemark = median of runs (wall of one `workers.worker --burst`, startup included); "
-        "limits = best of runs; peer = the kit's median.")
+        "limits = best of runs; peer = the kit's median. '+ reading process': `workers.worker "
+        "--reading-process`, its peak the larger of its two processes.")
 
 
 def print_details(kind_db: str, r: dict) -> None:
@@ -439,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG),
                     help="PostgreSQL server for scratch databases (BENCH_DATABASE_URL)")
     ap.add_argument("--lmtp", type=int, default=5000, help="messages pushed over 4 LMTP connections (0: none)")
+    ap.add_argument("--reading-process", choices=("both", "off", "on"), default="both",
+                    help="the worker without and/or with its reading process (workers.worker --reading-process)")
     args = ap.parse_args(argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     kinds_db = [d.strip() for d in args.databases.split(",") if d.strip()]
@@ -454,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"== PostgreSQL skipped: none reachable at {make_url(args.pg_url).render_as_string()} ({why}) ==")
             kinds_db.remove("postgresql")
 
+    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.reading_process]
+    variants = [(kind, kind + (" + reading process" if with_reading else ""), with_reading)
+                for kind in kinds_db for with_reading in modes]
     started = time.perf_counter()
     all_raws, all_metas, source = load_messages(max(*sizes, args.lmtp))  # the first n of any larger set are identical
     say(f"{len(all_raws)} messages, {sum(map(len, all_raws)) / 1e6:.1f} MB from {source} "
@@ -481,15 +490,16 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 dovecot.reset(user)
             limits[n]["parse"] = timed_parse("stdlib parse", baseline, raws, args.runs)
-            for kind in kinds_db:
+            for kind, label, with_reading in variants:
                 runs = []
                 for r in range(args.runs):
-                    one = tidemark_run(kind, n, raws, metas, dovecot, redis.url, args.pg_url, scratch)
-                    say(f"  tidemark {kind} run {r + 1}: {one['msg_per_s']:,.1f} msg/s, "
+                    one = tidemark_run(kind, n, raws, metas, dovecot, redis.url, args.pg_url, scratch,
+                                       reading_process=with_reading)
+                    say(f"  tidemark {label} run {r + 1}: {one['msg_per_s']:,.1f} msg/s, "
                         f"peak RSS {fmt(one['peak_rss_mb'])} MB" + ("  !!! PROBLEMS" if one["problems"] else ""))
                     runs.append(one)
-                tide[(n, kind)] = summarise(runs)
-                print_details(kind, tide[(n, kind)])
+                tide[(n, label)] = summarise(runs)
+                print_details(label, tide[(n, label)])
         if args.lmtp:
             say(f"\n== {args.lmtp} messages pushed over LMTP ==")
             nearest = min(sizes, key=lambda n: abs(n - args.lmtp))
@@ -520,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say()
     say(peer_note)
-    print_report(sizes, kinds_db, limits, tide, peer)
+    print_report(sizes, [label for _, label, _ in variants], limits, tide, peer)
     if peer:
         for n, p in peer.items():
             threaded = {k: f"{c.get('threaded_ok', 0)}/{c['total']}" for k, c in (p["kinds"] or {}).items()
@@ -529,11 +539,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"replies on the root's ticket {threaded}")
 
     say("\nmemory (peak RSS of the worker, must stay flat as the mailbox grows):")
-    for kind in kinds_db:
-        peaks = [(n, tide[(n, kind)]["peak_rss_mb"]) for n in sizes if (n, kind) in tide]
+    for _, label, _ in variants:
+        peaks = [(n, tide[(n, label)]["peak_rss_mb"]) for n in sizes if (n, label) in tide]
         if peaks and all(p for _, p in peaks):
             ratio = peaks[-1][1] / peaks[0][1]
-            say(f"  {kind:<10} " + ", ".join(f"{n}: {p:.0f} MB" for n, p in peaks)
+            say(f"  {label:<28} " + ", ".join(f"{n}: {p:.0f} MB" for n, p in peaks)
                 + (f"; {peaks[-1][0]}/{peaks[0][0]} = {ratio:.2f}x" if len(peaks) > 1 else ""))
     for kind, r in lmtp.items():
         say(report_line(r, r["imap_msg_per_s"]))
@@ -548,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     out = out_dir / f"ingest-{stamp}.json"
     out.write_text(json.dumps({
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "source": source,
-        "sizes": sizes, "runs": args.runs, "databases": kinds_db, "peer_note": peer_note,
+        "sizes": sizes, "runs": args.runs, "databases": kinds_db, "reading_process": args.reading_process,
+        "peer_note": peer_note,
         "limits": {str(n): v for n, v in limits.items()},
         "tidemark": {f"{n}/{kind}": r for (n, kind), r in tide.items()},
         "peer": {str(n): v for n, v in peer.items()},

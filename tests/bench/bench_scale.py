@@ -2,6 +2,7 @@
 several worker processes at once, on PostgreSQL; the rate of each and their ratio.
 
     .venv/bin/python -m tests.bench.bench_scale [--mailboxes 20] [--per-mailbox 1000] [--workers 1,2]
+        [--reading-process]
 
 Per worker count: a fresh database built by the migrations, one MSP with one client and one active
 IMAP mailbox per Dovecot user, each user holding the first --per-mailbox messages of the kit's
@@ -139,7 +140,7 @@ class Sampler(threading.Thread):
 
 
 def run(workers: int, mails: list[list[bytes]], dovecot: DovecotServer, redis_url: str, pg_url: str,
-        scratch: Path) -> dict:
+        scratch: Path, flags: tuple[str, ...] = ()) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"scale-{workers}-", dir=scratch))
     users = [dovecot.new_user(f"scale{k}") for k in range(len(mails))]
     database = None
@@ -174,7 +175,7 @@ def run(workers: int, mails: list[list[bytes]], dovecot: DovecotServer, redis_ur
         started = time.perf_counter()
         logs = [open(workdir / f"worker-{i}.log", "wb") for i in range(workers)]  # noqa: SIM115 - closed below
         for log in logs:
-            procs.append(subprocess.Popen([sys.executable, "-m", "workers.worker", "--burst"], cwd=ROOT, env=env,
+            procs.append(subprocess.Popen([sys.executable, "-m", "workers.worker", "--burst", *flags], cwd=ROOT, env=env,
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True))
         deadline = time.monotonic() + 300 + n / 5  # a floor of 5 msg/s: only a hang reaches it
@@ -270,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated; the first is the base")
     ap.add_argument("--pg-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG),
                     help="PostgreSQL server for scratch databases (BENCH_DATABASE_URL)")
+    ap.add_argument("--reading-process", action="store_true",
+                    help="every worker with its reading process (workers.worker --reading-process)")
     args = ap.parse_args(argv)
+    flags = ("--reading-process",) if args.reading_process else ()
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
     if not SHARED_GEN.exists():
         say(f"== scale-out skipped: the benchmark kit's generator is not at {SHARED_GEN} "
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     raws, _metas, _source = load_messages(args.per_mailbox)
     mails = [per_mailbox(raws, k) for k in range(args.mailboxes)]
     say(f"\n== scale-out: {args.mailboxes} mailboxes of {args.per_mailbox} messages on PostgreSQL, "
-        f"{' then '.join(map(str, counts))} worker(s) ==")
+        f"{' then '.join(map(str, counts))} worker(s){' with reading processes' if flags else ''} ==")
     scratch = Path(tempfile.mkdtemp(prefix="tmscale-"))
     scratch.chmod(0o755)  # Dovecot's mail and auth processes run as other users
     dovecot = DovecotServer(scratch / "dovecot")
@@ -296,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         dovecot.start()
         redis = PrivateRedis(scratch)
         for workers in counts:
-            r = run(workers, mails, dovecot, redis.url, args.pg_url, scratch)
+            r = run(workers, mails, dovecot, redis.url, args.pg_url, scratch, flags)
             results.append(r)
             say(f"  {workers} worker(s): {r['msg_per_s']:,.0f} msg/s" + ("  !!! PROBLEMS" if r["problems"] else ""))
     finally:

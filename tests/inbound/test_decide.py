@@ -502,14 +502,14 @@ def test_batches_read_ahead_thread_replies_across_batches_and_keep_failures_apar
             raise RuntimeError("database hiccup")
         return real_decide(stored, ctx, item)
 
-    def flaky_examine(ctx, raw_bytes):
+    def flaky_examine(setup, raw_bytes):
         if b"new 5" in (raw_bytes or b""):
             raise ValueError("cannot read this one")
-        return real_examine(ctx, raw_bytes)
+        return real_examine(setup, raw_bytes)
 
     monkeypatch.setattr(batch, "decide", flaky_decide)
-    for module in (read, fetch):  # read ahead in the Decider's thread, and read again by the batch
-        monkeypatch.setattr(module, "examine", flaky_examine)
+    # Read ahead in the Decider's thread (read.examine_all), and read again by the batch (read.prepare).
+    monkeypatch.setattr(read, "examine", flaky_examine)
     report = fetch.decide_pending(support, app.config["SECRET_KEY"].encode(), commit, batch=2)
 
     assert report.decided == 5 and report.failed == 2

@@ -222,8 +222,8 @@ def test_skip_window_and_disabled_mailbox_are_not_fetched(world, acme, dovecot, 
 def test_two_worker_processes_on_the_same_mailboxes_take_disjoint_batches_and_double_nothing(
         world, acme, dovecot, mail_user, redis, redis_url, app, database_url):
     """Workers on several machines share only the database and Redis: two worker processes, each
-    mailbox's fetch queued twice (as after a scheduler tick and a push), every email stored once,
-    decided once, on one ticket of its own mailbox, ticket numbers from the MSP's one counter."""
+    mailbox's fetch queued twice (as after a scheduler tick and a push), one of them reading in a
+    reading process, every email stored once, decided once, on one ticket of its own mailbox, ticket numbers from the MSP's one counter."""
     from portal import jobs
 
     users = [mail_user, dovecot.new_user(), dovecot.new_user()]
@@ -242,10 +242,13 @@ def test_two_worker_processes_on_the_same_mailboxes_take_disjoint_batches_and_do
                "TIDEMARK_ENCRYPTION_KEY": app.config["TIDEMARK_ENCRYPTION_KEY"],
                "TIDEMARK_CA_FILE": str(dovecot.ca_file), "TIDEMARK_INSTANCE_DIR": str(Path(database_url[10:]).parent)
                if database_url.startswith("sqlite") else os.environ.get("TIDEMARK_INSTANCE_DIR", "/tmp")}
-        workers = [subprocess.Popen([sys.executable, "-m", "workers.worker", "--burst"], cwd=ROOT, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        # The second reads its mail in a reading process (portal.inbound.reading).
+        workers = [subprocess.Popen([sys.executable, "-m", "workers.worker", "--burst", *flags], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                   for flags in ([], ["--reading-process"])]
         outputs = [w.communicate(timeout=180)[0] for w in workers]
         assert all(w.returncode == 0 for w in workers), outputs
+        assert ["reading process" in output for output in outputs] == [False, True], outputs
         db.session.expire_all()
         for k, (user, mailbox) in enumerate(zip(users, mailboxes)):
             assert count(RawMessage, RawMessage.mailbox_id == mailbox.id) == 30
