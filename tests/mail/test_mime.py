@@ -166,3 +166,25 @@ def test_random_mime_trees_are_split_as_the_feedparser_does_or_declined(tree):
     text, eol = tree
     raw = ("From: a@example.com\n" + text).replace("\n", eol).encode("utf-8", "surrogateescape")
     check(raw)
+
+
+def test_a_large_part_is_held_once_while_the_tree_is_read():
+    """The tree is read by positions in the decoded text: a big attachment is copied once, into
+    its payload (slicing parts and bodies on the way down made four more copies at once)."""
+    import base64
+    import tracemalloc
+
+    attachment = base64.encodebytes(bytes(range(256)) * (8 * 4096)).replace(b"\n", b"\r\n")  # 8 MB, 11 encoded
+    raw = (b"From: a@example.com\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+           b"--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+           b"--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + attachment + b"--b1--\r\n")
+    tracemalloc.start()
+    try:
+        tree = split_mime(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert tree is not None and tree.get_payload(1).get_payload() == attachment.decode().removesuffix("\r\n")
+    assert peak < 2.3 * len(raw), (peak, len(raw))  # the decoded text, the payload, and little else

@@ -126,7 +126,30 @@ def _clean_filename(name: str) -> str:
     return name[:255]
 
 
+# Base64 the stdlib's first, strict reading accepts: only the alphabet across line breaks, then
+# at most two "=" (whole groups of four is checked apart).
+_CLEAN_BASE64_RE = re.compile(r"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
+
+
+def clean_base64(part: Message) -> bytes | None:
+    """A base64 part decoded straight from its text: the same bytes as get_payload(decode=True),
+    without the three copies the stdlib makes of the encoded text first (as bytes, as lines,
+    joined), which for a 38 MB attachment were 150 MB at the fetch's peak. None when the part is
+    not plainly clean base64: the stdlib reads it, with its repairs."""
+    payload = part._payload
+    if not isinstance(payload, str) or str(part.get("content-transfer-encoding", "")).lower() != "base64":
+        return None
+    if not _CLEAN_BASE64_RE.fullmatch(payload):
+        return None
+    if (len(payload) - payload.count("\n") - payload.count("\r")) % 4:
+        return None
+    return binascii.a2b_base64(payload)  # line breaks are skipped, as the stdlib's join drops them
+
+
 def _payload_bytes(part: Message, parsed: ParsedEmail) -> bytes:
+    data = clean_base64(part)
+    if data is not None:
+        return data
     try:
         data = part.get_payload(decode=True)
     except Exception as exc:
