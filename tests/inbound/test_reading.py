@@ -132,13 +132,15 @@ def test_the_reading_process_ends_when_its_worker_is_killed():
                               env={**os.environ, "TIDEMARK_ENV": "testing"})
     try:
         child = int(parent.stdout.readline())
-        assert alive(child)
+        # The reading process, and multiprocessing's resource tracker beside it.
+        started = children_of(parent.pid)
+        assert child in started and all(alive(pid) for pid in started)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while alive(child) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in started) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not alive(child), "the reading process outlived its worker"
+        assert not [pid for pid in started if alive(pid)], "a process outlived its worker"
     finally:
         parent.kill()
         parent.wait()
@@ -151,3 +153,15 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
