@@ -8,6 +8,7 @@ read in another thread or process while the previous batch waits on its writes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from portal.mail.allowlist import allow_list_match
 from portal.mail.classify import Classification, classify
 from portal.mail.cut import cut_body

@@ -8,10 +8,10 @@ comes back as Prepared items; unpickling them costs the worker about a sixth of 
 
 `python -m workers.worker --reading-process` starts the process (start()); without it (a plain
 worker, the portal, `flask mail`, tests that run jobs in place) reader() is None and the Decider
-reads in a thread or in place. If the process
-dies (a message that exhausts its memory, say), that batch is read again in place by
-decide_batch, where a failure is kept on its message, and the next batch starts a new process.
-The process ends by itself when the worker is gone, even after a SIGKILL.
+reads in a thread or in place. If the process dies (a message that exhausts its memory, say),
+that batch is read again in place by decide_batch, where a failure is kept on its message, and
+the next batch starts a new process. The process ends by itself when the worker is gone, even
+after a SIGKILL.
 """
 
 from __future__ import annotations
