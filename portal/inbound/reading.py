@@ -113,13 +113,15 @@ def _end_with(parent: int) -> None:
 
 
 def result_or_none(reading: Future):
-    """A reading's result; None when the reading process failed it (died, or could not send a
-    result back): the caller reads the batch again in place."""
-    try:
+    """A reading's result; None when the reading failed it (the process died, or could not send
+    a result back): the caller reads the batch again in place. Only the reading's own failure
+    is caught: what interrupts the wait (the job's time limit, raised by its alarm signal in
+    this thread) goes on up."""
+    failure = reading.exception()
+    if failure is None:
         return reading.result()
-    except Exception as exc:  # noqa: BLE001 - any failure there only costs reading again here
-        log.warning("the reading process failed a batch (%s: %s); reading it in the worker",
-                    type(exc).__name__, exc)
-        if isinstance(exc, BrokenProcessPool):
-            restart()
-        return None
+    log.warning("the reading process failed a batch (%s: %s); reading it in the worker",
+                type(failure).__name__, failure)
+    if isinstance(failure, BrokenProcessPool):
+        restart()
+    return None

@@ -125,6 +125,27 @@ def test_a_batch_the_reading_process_cannot_finish_is_read_in_the_worker(app, ac
     assert reading_process.pid() not in (None, victim)
 
 
+def test_a_job_time_limit_met_while_waiting_for_a_reading_is_not_taken_for_a_failed_reading(reading_process):
+    """RQ stops a job at its time limit by raising in the worker's thread: that must end the job,
+    not count as a reading that failed (after which the batch would be read in place)."""
+
+    class TimeLimit(Exception):
+        pass
+
+    def alarm(*_):
+        raise TimeLimit
+
+    waiting = reading_process.reader().submit(time.sleep, 3)
+    before = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(TimeLimit):
+            reading_process.result_or_none(waiting)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
 def test_the_reading_process_ends_when_its_worker_is_killed():
     script = ("from portal.inbound import reading; reading.start(); print(reading.pid(), flush=True); "
               "import time; time.sleep(120)")
