@@ -13,7 +13,7 @@ from portal.extensions import db
 from portal.jobs import exclusive
 from portal.models import Message
 from portal.models.base import utcnow
-from portal.outbound.deliver import accepted, deliver, due_batches
+from portal.outbound.deliver import accepted, deliver, due_batches, handed_over, settle_interrupted
 from portal.outbound.outbox import SEND_OPTIONS
 from portal.outbound.servers import send_environment
 from portal.services import commit
@@ -75,13 +75,18 @@ def one_sender():
 
 @job
 def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
-    """Send every due outbound message. Mail handed to a server is committed at once, so that
-    a crash cannot send it twice; mail settled without one (held, blocked, failed before
-    sending) is committed a batch at a time."""
+    """Send every due outbound message. Mail is committed as "sending" before its server may take
+    it and as sent at once after, so that a crash cannot send it twice; mail settled without a
+    server (held, blocked, failed before sending) is committed a batch at a time."""
     counts: dict[str, int] = {}
     with exclusive(SEND_OPTIONS["job_id"]) as mine, one_sender() as ours:
         if not (mine and ours):
             return {"skipped": "another worker is sending"}
+        for message in settle_interrupted():
+            log.warning("message %s may have been sent: the sending run before stopped while its server was "
+                        "taking it; it is marked uncertain and not sent again", message.id)
+            counts["uncertain"] = counts.get("uncertain", 0) + 1
+        commit()
         env, servers = send_environment(), {}
         stop_at = time.monotonic() + budget
         for batch in due_batches(utcnow()):
@@ -89,7 +94,7 @@ def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
                 if time.monotonic() >= stop_at:
                     return counts  # the job commits what this batch settled
                 tries = message.details.get("attempts", 0)
-                state = deliver(message, env, servers=servers)
+                state = deliver(message, env, servers=servers, handing_over=record_handing_over)
                 counts[state] = counts.get(state, 0) + 1
                 if state == "sent":
                     if not record_accepted(message):
@@ -98,6 +103,19 @@ def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
                     commit()
             commit()
     return counts
+
+
+def record_handing_over(message: Message) -> None:
+    """Committed just before a server may take the message, the composed mail with it: a run that
+    dies from here until record_accepted leaves it "sending", which the next run settles as
+    uncertain instead of sending it again. If the commit fails, the message is not sent."""
+    handed_over(message)
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        commit()
+    finally:
+        session.expire_on_commit = True
 
 
 def record_accepted(message: Message) -> bool:

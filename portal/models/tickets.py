@@ -171,6 +171,9 @@ class Message(db.Model):
         Index("ix_messages_mailbox_fp_content", "mailbox_id", "fp_content"),
         Index("ix_messages_mailbox_fp_envelope", "mailbox_id", "fp_envelope"),
         Index("ix_messages_msp_outcome", "msp_id", "outcome"),
+        # The outbox (workers.sending): outbound mail only, as inbound mail and notes have no delivery.
+        Index("ix_messages_outbox", "delivery", "id", postgresql_where=text("delivery IS NOT NULL"),
+              sqlite_where=text("delivery IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -203,7 +206,8 @@ class Message(db.Model):
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     trace: Mapped[list[str]] = mapped_column(JSON, default=list)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # Outbound only: queued, sent, retrying, failed, held (a loop limit), blocked (staging)
+    # Outbound only: queued, sent, retrying, failed, held (a loop limit), blocked (staging), sending
+    # (a server may be taking it), uncertain (its sending run stopped then: it may have arrived)
     delivery: Mapped[str | None] = mapped_column(String(10))
     delivery_note: Mapped[str | None] = mapped_column(Text)
     # Outbound only: the bytes as composed, kept like inbound raw mail.

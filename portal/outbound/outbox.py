@@ -13,8 +13,9 @@ from portal.extensions import db
 from portal.jobs import enqueue
 from portal.mail import threads
 from portal.mail.compose import AUTOMATIC_BY_EVENT
-from portal.models import Mailbox, Message, Ticket
+from portal.models import Mailbox, Message, Ticket, User
 from portal.outbound.settings import customer_notifications
+from portal.services import ValidationError, audit
 
 # The sender job: one waiting at a time, and no trace of it once done (so it can be queued again).
 SEND_JOB = "workers.sending.send_due"
@@ -48,6 +49,27 @@ def queue_mail(event: str, *, msp_id: int, to: Sequence[str | dict], cc: Sequenc
     db.session.add(message)
     ask_for_send()
     return message
+
+
+# What a person may send again: mail that failed, and mail that may not have arrived (a sending
+# run stopped while its server was taking it: portal.outbound.deliver.settle_interrupted).
+SENT_AGAIN = ("failed", "uncertain")
+
+
+def send_again(message: Message, actor: User) -> None:
+    """Queue a mail that failed, or may not have arrived, once more, at a person's word. Its tries
+    start over; it keeps its Message-ID, so a recipient who has it already sees the same mail
+    again, not a new one; the loop guards let it pass, as a person's action cannot loop."""
+    if message.direction != "out" or message.delivery not in SENT_AGAIN:
+        raise ValidationError({"": ["Only mail that failed, or that may not have arrived, can be sent again."]})
+    details = {k: v for k, v in message.details.items() if k != "next_attempt"}
+    message.details = {**details, "attempts": 0, "sent_again_by": actor.id}
+    if message.ticket_id is not None:
+        audit.record(actor, message.msp_id, "ticket", message.ticket_id, "send again",
+                     {"delivery": [message.delivery, "queued"]})
+    message.delivery = "queued"
+    message.delivery_note = f"queued again by {actor.name or actor.email}"
+    ask_for_send()
 
 
 def ask_for_send() -> None:

@@ -12,7 +12,8 @@ from portal.display import viewer_timezone
 from portal.extensions import db
 from portal.mail.sanitize import sanitize_html
 from portal.models import Attachment, Message
-from portal.responses import hx_redirect, render_page
+from portal.outbound import outbox
+from portal.responses import asks_first, hx_redirect, render_page
 from portal.services import ValidationError, canned, ticket_export, ticket_list, ticket_replies
 from portal.services import tickets as svc
 from portal.tickets.blueprint import bp
@@ -174,3 +175,19 @@ def source(reference: str, message_id: int):
         abort(404)
     return Response(raw, mimetype="text/plain", headers={"Content-Disposition": "inline",
                                                          "X-Content-Type-Options": "nosniff"})
+
+
+@bp.post("/<reference>/messages/<int:message_id>/send-again")
+@asks_first("Send this mail again")
+def send_again(reference: str, message_id: int):
+    ticket = ticket_or_404(reference)
+    message = db.session.scalar(select(Message).where(Message.id == message_id, Message.ticket_id == ticket.id))
+    if message is None:
+        abort(404)
+    try:
+        outbox.send_again(message, current_user)
+    except ValidationError as exc:
+        flash(" ".join(m for ms in exc.errors.values() for m in ms), "error")
+    else:
+        flash("Queued again; its delivery shows on the conversation.", "success")
+    return hx_redirect(url_for("tickets.detail", reference=ticket.reference))

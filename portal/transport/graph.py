@@ -515,13 +515,19 @@ def graph_error(answer: _Answer) -> tuple[str, str]:
     return f"HTTP {answer.status}", ""
 
 
-def send(settings: GraphSettings, message: Message) -> GraphSent:
+def send(settings: GraphSettings, message: Message, *, hand_over: Callable[[], None] | None = None) -> GraphSent:
     """Send one composed message through the mailbox (sendMail). Raises TransportError. Never waits
     on throttling: one sender serves every MSP, so a busy mailbox raises Throttled at once, whose
-    `retry_after` says when to try again."""
+    `retry_after` says when to try again. hand_over, when given, is called just before the request
+    that may send it (as for SMTP: after a crash from there on, nobody can tell whether it went)."""
     with GraphSession(replace(settings, max_wait=0.0)) as session:
         faults.reached("mid-send")  # signed in, the message not yet handed over
-        return session.send_mime(flatten(message))
+        raw = flatten(message)
+        if hand_over is not None:
+            hand_over()
+        sent = session.send_mime(raw)
+        faults.reached("after-send")
+        return sent
 
 
 def probe(settings: GraphSettings) -> tuple[list[str], int, list[str], str]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import copy
 import logging
+import re
 import smtplib
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
@@ -126,6 +127,16 @@ class SendResult:
         if self.refused:
             words += "; " + "; ".join(str(r) for r in self.refused)
         return words
+
+
+# On the wire between DATA and the final dot (RFC 5321 2.3.8, 4.5.2): CRLF line ends, and a dot
+# that starts a line doubled. flatten() ends the message with CRLF.
+_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class _HandOverFailed(Exception):
+    """What hand_over raised, carried past the translation of SMTP errors (as its __cause__)."""
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -301,7 +312,11 @@ class SmtpConnection:
     # --- sending ---------------------------------------------------------------------------------
 
     def send(self, message: EmailMessage | Message, *, envelope_from: str | None = None,
-             recipients: Iterable[str] | None = None) -> SendResult:
+             recipients: Iterable[str] | None = None, hand_over: Callable[[], None] | None = None) -> SendResult:
+        """hand_over, when given, is called once the server holds the whole message but before the
+        final dot that makes it take the message: from then on a crash leaves it unknown whether the
+        message arrived, and what hand_over records can say so. If it raises, the message is dropped
+        (the connection closed without the dot) and its error goes up unchanged."""
         if self._smtp is None:
             self.open()
         data = flatten(message)
@@ -334,13 +349,17 @@ class SmtpConnection:
                 self._abort(refused[-1].code)
                 raise self._refused(refused)
             faults.reached("mid-send")  # the envelope given, the message not yet
-            code, reply = smtp.data(data)
+            code, reply = self._data(data, hand_over)
             if code != 250:
                 self._abort(code)
                 raise self._error("message", f"the server refused the message: {code} {_reply(reply)}",
                                   _temporary(code), code)
+            faults.reached("after-send")  # the server has it; we have not recorded that yet
         except SmtpError:
             raise
+        except _HandOverFailed as failed:
+            self.close()  # a message without its final dot is dropped by the server
+            raise failed.__cause__ from None
         except smtplib.SMTPDataError as exc:  # DATA itself was refused
             self._abort(exc.smtp_code)
             raise self._error("message", f"the server refused the message: {exc.smtp_code} "
@@ -352,6 +371,25 @@ class SmtpConnection:
         message_id = message.get("Message-ID")
         return SendResult(str(message_id).strip() if message_id else None, sender, accepted, tuple(refused),
                           f"{code} {_reply(reply)}".strip())
+
+    def _data(self, data: bytes, hand_over: Callable[[], None] | None) -> tuple[int, bytes]:
+        """smtplib's data(), with a pause before the final dot for hand_over."""
+        smtp = self._smtp
+        code, reply = smtp.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        if hand_over is not None:
+            # The dot goes out alone after the message: unless sent at once, Nagle's algorithm
+            # holds it back until the server acknowledges the message (up to its delayed ACK).
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        smtp.send(_LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", data)))
+        if hand_over is not None:
+            try:
+                hand_over()
+            except Exception as exc:
+                raise _HandOverFailed() from exc
+        smtp.send(b".\r\n")
+        return smtp.getreply()
 
     def _abort(self, code: int | None) -> None:
         """After a refusal: reset the transaction so the session can go on, or drop it."""
@@ -427,10 +465,10 @@ class _SMTP_SSL(smtplib.SMTP_SSL, _Pinned):  # noqa: N801 - after smtplib's name
 
 
 def send(settings: SmtpSettings, message: EmailMessage | Message, *, envelope_from: str | None = None,
-         recipients: Iterable[str] | None = None) -> SendResult:
-    """Connect, send one message, disconnect. Raises SmtpError."""
+         recipients: Iterable[str] | None = None, hand_over: Callable[[], None] | None = None) -> SendResult:
+    """Connect, send one message, disconnect. Raises SmtpError (see SmtpConnection.send for hand_over)."""
     with SmtpConnection(settings) as connection:
-        return connection.send(message, envelope_from=envelope_from, recipients=recipients)
+        return connection.send(message, envelope_from=envelope_from, recipients=recipients, hand_over=hand_over)
 
 
 def send_many(settings: SmtpSettings, messages: Iterable[EmailMessage | Message]) -> list[SendResult | SmtpError]:

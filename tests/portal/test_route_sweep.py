@@ -66,7 +66,7 @@ TECHNICIAN_ROUTES = {
     "tickets.canned_body", "tickets.reply", "tickets.note", "tickets.fields", "tickets.custom_fields", "tickets.bulk",
     "tickets.assign_to_me", "tickets.events", "tickets.list_events", "tickets.part", "tickets.typing",
     "tickets.merge_form", "tickets.merge", "tickets.unmerge", "tickets.split_form", "tickets.split",
-    "tickets.bulk_merge", "tickets.merge_many", "tickets.sla_policy",
+    "tickets.bulk_merge", "tickets.merge_many", "tickets.sla_policy", "tickets.send_again",
     "unprocessed.index", "unprocessed.detail", "unprocessed.source", "unprocessed.check", "unprocessed.assign",
     "unprocessed.append", "unprocessed.rerun", "unprocessed.discard", "unprocessed.restore",
     # Fetch now does what the schedule does anyway; technicians may ask for it and watch it.

@@ -257,3 +257,35 @@ def test_settings_validation_and_errors_pickle():
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.kind, copy.message, copy.temporary, copy.code, copy.transient) == (
         "recipient", error.message, True, 450, True)
+
+
+def _dotted_message():
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "support@harbor-it.example", "a@x.example", "Dots"
+    message.set_content("first\n.\n..two dots\n.starts with a dot\nlast\n", cte="7bit")
+    return message
+
+
+def test_the_hand_over_comes_once_the_server_holds_the_message_and_before_it_takes_it(smtp_server):
+    seen = []
+    result = send(smtp_server.settings(), _dotted_message(), hand_over=lambda: seen.append(len(smtp_server.messages)))
+    assert seen == [0] and len(smtp_server.messages) == 1 and result.reply.startswith("250")
+    # What smtplib's data() did for us: a dot that starts a line doubled on the wire, CRLF line ends.
+    assert b"\r\nfirst\r\n.\r\n..two dots\r\n.starts with a dot\r\nlast\r\n" in smtp_server.last().data
+
+
+def test_a_failed_hand_over_sends_nothing_and_its_own_error_goes_up(smtp_server):
+    class DatabaseAway(Exception):
+        pass
+
+    def hand_over():
+        raise DatabaseAway("the database could not be reached")
+
+    with pytest.raises(DatabaseAway):
+        send(smtp_server.settings(), _message(), hand_over=hand_over)
+    time.sleep(0.2)  # the server has seen the connection close without the final dot
+    assert smtp_server.messages == []
+    send(smtp_server.settings(), _message(n=1))
+    assert [m.message["Subject"] for m in smtp_server.messages] == ["Printer 1"]

@@ -346,3 +346,38 @@ def test_mail_that_went_out_stays_sent_when_a_later_one_breaks_the_run(world, se
     monkeypatch.setattr(delivery, "compose", real_compose)
     assert send_due() == {"sent": 1}
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["user0@contoso.com", "user1@contoso.com"]
+
+
+def test_the_outbox_is_found_by_its_index_not_by_walking_every_message(world, setup):
+    """Each sending run looks for queued, retrying and interrupted mail; without the outbox index
+    (migration 0024) every look walked the messages table, millions of rows in a large portal."""
+    from sqlalchemy import event
+
+    from portal.outbound.deliver import due_batches, settle_interrupted
+    from portal.models.base import utcnow
+
+    _msp, _c, box = setup
+    world.deliver(box, email(sender="alice@contoso.com", subject="one"))
+    seen = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):
+        if "FROM messages" in statement and "delivery" in statement.split("WHERE", 1)[-1]:
+            seen.append((statement, parameters))
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        assert [len(b) for b in due_batches(utcnow())] == [1]
+        assert settle_interrupted() == []
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert len(seen) == 3  # two looks for due mail (the second finds none), one for interrupted mail
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a few rows: the index must be usable
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        for statement, parameters in seen:
+            plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + statement, parameters))
+            assert "ix_messages_outbox" in plan, (statement, plan)

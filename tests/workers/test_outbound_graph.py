@@ -124,3 +124,25 @@ def test_a_grant_that_gives_no_token_fails_the_mail_in_the_providers_words(app, 
         "failed: helpdesk@contoso.com needs reconnecting: its OAuth2 grant was refused (AADSTS7000222: The "
         "provided client secret keys are expired.). Reconnect it on the mailbox page.")
     assert graph_server.requests == []
+
+
+def test_sendmail_waits_for_the_hand_over_and_a_failed_one_sends_nothing(app, world, contoso, graph_server, sender):
+    """The sending run records a message as being handed over before the request that may send it
+    (workers.sending.record_handing_over); when it cannot, the request is never made."""
+    from portal.outbound.deliver import deliver
+    from portal.outbound.servers import send_environment
+
+    mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
+    world.deliver(mailbox, email(sender="alice@contoso.com", subject="Printer"))
+    seen = []
+
+    def handing_over(message):
+        seen.append(len(requests_to(graph_server, "/sendMail")))
+        raise RuntimeError("the database could not be reached")
+
+    with pytest.raises(RuntimeError):
+        deliver(outbox()[0], send_environment(), handing_over=handing_over)
+    assert seen == [0] and requests_to(graph_server, "/sendMail") == [] and graph_server.sent == []
+    db.session.rollback()
+    assert send_due() == {"sent": 1} and len(graph_server.sent) == 1
+    assert outbox()[0].delivery == "sent"

@@ -146,6 +146,41 @@ def test_a_killed_send_run_frees_the_outbox_within_the_lock_ttl_and_mail_goes_ou
     assert db.session.scalar(select(Message.delivery).where(Message.direction == "out")) == "sent"
 
 
+def test_a_send_run_killed_after_the_servers_250_is_not_sent_again_but_marked_uncertain(
+        app, world, sending, smtp_server, redis, redis_url, database_url, tmp_path):
+    """SMTP cannot be asked whether a message arrived: a run that died between the server's 250 and
+    its own record of it leaves the message "sending", and the next run must not send it again."""
+    from sqlalchemy import func
+
+    from portal.models import AutoMailLog
+    from workers.sending import send_due
+
+    gateway, box = sending
+    gateway(smtp_server.port)
+    ticket = world.deliver(box, email(sender="alice@contoso.com", subject="Printer")).ticket
+    world.deliver(box, email(sender="bob@contoso.com", subject="Scanner"))
+    ask_for_a_send_run()
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.run([sys.executable, "-m", "workers.worker", "--burst"], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, timeout=60,
+                                env=worker_env(app, database_url, redis_url, None, TIDEMARK_FAULT_AT="after-send:1"))
+    assert worker.returncode == -signal.SIGKILL, (tmp_path / "worker.log").read_text()
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["alice@contoso.com"]]
+    db.session.expire_all()
+    assert [m.delivery for m in db.session.scalars(select(Message).where(Message.direction == "out")
+                                                   .order_by(Message.id))] == ["sending", "queued"]
+
+    redis.delete(jobs.LOCK_PREFIX + "send-outbox")  # as its lifetime running out would (the test above)
+    assert send_due() == {"uncertain": 1, "sent": 1}
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["alice@contoso.com"], ["bob@contoso.com"]]
+    db.session.expire_all()
+    first = db.session.scalar(select(Message).where(Message.direction == "out", Message.ticket_id == ticket.id))
+    assert first.delivery == "uncertain" and first.delivery_note.startswith("may have been sent")
+    assert first.message_id == smtp_server.messages[0].message["Message-ID"]  # committed before the hand-over
+    assert db.session.scalar(select(func.count()).select_from(AutoMailLog)) == 2  # the loop guard counts it
+    assert send_due() == {} and len(smtp_server.messages) == 2
+
+
 def test_mail_its_server_accepted_as_the_database_went_away_is_recorded_when_it_is_back_and_sent_once(
         app, world, sending, smtp_server, redis, database_url, monkeypatch):
     """Found by the fault harness: the commit after the server's 250 failed, the message stayed
