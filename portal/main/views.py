@@ -35,7 +35,7 @@ def dashboard():
     return render_page("main/dashboard.html", "main/_dashboard.html", client_count=clients, user_count=users,
                        open=board.open_tickets(g.msp_id, tz, now), failing=board.failing_mailboxes(health, now),
                        sign_ins=board.sign_in_grants(g.msp_id, now),
-                       unprocessed=board.unprocessed_waiting(g.msp_id),
+                       unprocessed=board.unprocessed_waiting(g.msp_id), not_sent=board.mail_not_sent(g.msp_id),
                        jobs=board.queue_state(cfg["REDIS_URL"], cfg["TIDEMARK_QUEUE"]),
                        first_run=checklist(g.msp_id), charts=_ticket_charts(tz, now),
                        lag_chart=board.lag_chart(health, figures),

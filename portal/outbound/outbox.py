@@ -72,6 +72,15 @@ def send_again(message: Message, actor: User) -> None:
     ask_for_send()
 
 
+def outbound_ids(states: Sequence[str], *where) -> list[int]:
+    """The ids of outbound mail in these delivery states (and matching `where`), ascending. Sorted
+    here, not by the database: given ORDER BY id and LIMIT, SQLite may walk the whole messages
+    table by id instead of the outbox index (ix_messages_outbox); it did at 3,000,000 messages
+    once ANALYZE had run, 116 ms a look instead of 0.05."""
+    return sorted(db.session.scalars(select(Message.id).where(
+        Message.direction == "out", Message.delivery.in_(tuple(states)), *where)))
+
+
 def ask_for_send() -> None:
     """The one way to ask for the sender job: after the commit, one waiting at a time."""
     enqueue(SEND_JOB, options=SEND_OPTIONS)

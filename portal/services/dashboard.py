@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq import Queue, Worker
 from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.orm import joinedload
 
 from portal.extensions import db
 from portal.inbound.health import stalled_ids
@@ -21,6 +22,7 @@ from portal.inbound.unprocessed import count_waiting
 from portal.main.charts import Bar, horizontal_bars
 from portal.models import AuditEntry, Client, Mailbox, Message, RawMessage, Ticket
 from portal.models.base import utcnow
+from portal.outbound.outbox import SENT_AGAIN, outbound_ids
 from portal.services.grant_expiry import SignIn, borrowed_apps, sign_in, watched_mailboxes
 from portal.services.ticket_list import TODO_STATUSES
 
@@ -163,6 +165,26 @@ def sign_in_grants(msp_id: int, now: datetime | None = None) -> list[SignIn]:
 
 def unprocessed_waiting(msp_id: int) -> int:
     return count_waiting(msp_id)
+
+
+NOT_SENT_SHOWN = 10
+
+
+@dataclass
+class MailNotSent:
+    newest: list[Message]
+    total: int
+
+
+def mail_not_sent(msp_id: int, shown: int = NOT_SENT_SHOWN) -> MailNotSent:
+    """Outgoing mail a person should look at, newest first: it failed, or it may not have arrived
+    (its sending run stopped while the server was taking it); mail on a ticket can be sent again
+    there (portal.outbound.outbox.send_again)."""
+    ids = outbound_ids(SENT_AGAIN, Message.msp_id == msp_id)
+    newest = ids[-shown:]
+    rows = list(db.session.scalars(select(Message).where(Message.id.in_(newest)).order_by(Message.id.desc())
+                                   .options(joinedload(Message.ticket)))) if newest else []
+    return MailNotSent(rows, len(ids))
 
 
 @dataclass

@@ -378,16 +378,18 @@ class SmtpConnection:
         code, reply = smtp.docmd("DATA")
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
-        if hand_over is not None:
-            # The dot goes out alone after the message: unless sent at once, Nagle's algorithm
-            # holds it back until the server acknowledges the message (up to its delayed ACK).
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        smtp.send(_LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", data)))
-        if hand_over is not None:
-            try:
-                hand_over()
-            except Exception as exc:
-                raise _HandOverFailed() from exc
+        body = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", data))
+        if hand_over is None:
+            smtp.send(body + b".\r\n")
+            return smtp.getreply()
+        # The dot goes out alone after the message: unless sent at once, Nagle's algorithm holds
+        # it back until the server acknowledges the message (up to its delayed ACK, 40 ms).
+        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        smtp.send(body)
+        try:
+            hand_over()
+        except Exception as exc:
+            raise _HandOverFailed() from exc
         smtp.send(b".\r\n")
         return smtp.getreply()
 

@@ -67,3 +67,33 @@ def test_only_failed_or_uncertain_mail_can_be_sent_again(world, setup, smtp_serv
     db.session.expire_all()
     assert db.session.get(Message, ack.id).delivery == "sent"
     assert send_due() == {} and len(smtp_server.messages) == 1
+
+
+def test_the_dashboard_lists_mail_that_did_not_go_out_of_this_msp_only(world, setup, smtp_server, browser,
+                                                                        make_browser, db):
+    from portal.services import dashboard as board
+
+    msp, _contoso, box = setup
+    world.user(msp, email="ana@acme.example", role="admin")
+    browser.sign_in("ana@acme.example")
+    assert "No outgoing mail failed" in browser.get("/").get_data(as_text=True)
+
+    ticket, ack = uncertain_acknowledgement(world, box)
+    world.deliver(box, email(sender="gone@contoso.com", subject="Scanner"))  # 550 User unknown
+    assert send_due() == {"failed": 1}
+    page = browser.get("/").get_data(as_text=True)
+    card = page.split('id="mail-not-sent"', 1)[1].split("</section>", 1)[0]
+    assert '<strong id="not-sent-count">2</strong> mails failed or may not have arrived' in card
+    assert f'href="/tickets/{ticket.reference}#m{ack.id}"' in card and "may have been sent" in card
+    assert "gone@contoso.com" in card and "550" in card
+    # The newest first, and only so many of them.
+    assert [m.to[0]["address"] for m in board.mail_not_sent(msp.id).newest] == ["gone@contoso.com", "alice@contoso.com"]
+    shown = board.mail_not_sent(msp.id, shown=1)
+    assert (len(shown.newest), shown.total) == (1, 2)
+
+    other = world.msp("Other MSP")
+    world.user(other, email="eve@other.example")
+    eve = make_browser()
+    eve.sign_in("eve@other.example")
+    theirs = eve.get("/").get_data(as_text=True)
+    assert "No outgoing mail failed" in theirs and "gone@contoso.com" not in theirs

@@ -289,3 +289,8 @@ def test_a_failed_hand_over_sends_nothing_and_its_own_error_goes_up(smtp_server)
     assert smtp_server.messages == []
     send(smtp_server.settings(), _message(n=1))
     assert [m.message["Subject"] for m in smtp_server.messages] == ["Printer 1"]
+
+
+def test_lines_that_start_with_a_dot_arrive_whole_without_a_hand_over_too(smtp_server):
+    send(smtp_server.settings(), _dotted_message())
+    assert b"\r\nfirst\r\n.\r\n..two dots\r\n.starts with a dot\r\nlast\r\n" in smtp_server.last().data

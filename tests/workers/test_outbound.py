@@ -381,3 +381,23 @@ def test_the_outbox_is_found_by_its_index_not_by_walking_every_message(world, se
         for statement, parameters in seen:
             plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + statement, parameters))
             assert "ix_messages_outbox" in plan, (statement, plan)
+
+
+def test_a_connection_broken_after_the_final_dot_is_retried_as_mail_servers_do(world, setup, smtp_server):
+    """Only a run that dies leaves its mail uncertain: a connection the server breaks before its
+    answer is a failure the run sees, retried like any other (nothing was kept here)."""
+    from datetime import timedelta
+
+    from portal.models.base import utcnow
+    from portal.outbound.deliver import deliver
+    from portal.outbound.servers import send_environment
+
+    _msp, _c, box = setup
+    smtp_server.drop_after_data = 1
+    world.deliver(box, email(sender="alice@contoso.com", subject="one"))
+    assert send_due() == {"retrying": 1} and smtp_server.messages == []
+    (ack,) = outbox("ticket_created")
+    assert ack.delivery_note.startswith("retrying in 1 min") and "connection" in ack.delivery_note
+    assert deliver(ack, send_environment(), now=utcnow() + timedelta(minutes=2)) == "sent"
+    commit()
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["alice@contoso.com"]]
