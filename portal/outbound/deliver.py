@@ -55,8 +55,10 @@ def automatic_mail_hold(msp_id: int, address: str, subject: str, now: datetime |
     since = now - timedelta(hours=1)
     address = address.lower()
     limit = int(get_setting("auto_mail_limit_per_hour", msp_id))
+    # This MSP's mail only: counted across MSPs, one MSP's portal made to answer forged mail from
+    # an address could hold back another's acknowledgements to it.
     sent = db.session.scalar(select(func.count()).select_from(AutoMailLog).where(
-        AutoMailLog.address == address, AutoMailLog.at >= since))
+        AutoMailLog.address == address, AutoMailLog.at >= since, AutoMailLog.msp_id == msp_id))
     if sent >= limit:
         return f"{address} already got {sent} automatic mails in the last hour (the limit is {limit})"
     if not same_subject_rule:

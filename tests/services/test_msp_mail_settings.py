@@ -119,6 +119,20 @@ def test_the_automatic_mail_limit_is_each_msps_and_follows_the_installation_defa
     assert automatic_mail_hold(a.id, "alice@contoso.com", "Later", same_subject_rule=False) is None
 
 
+def test_one_msps_automatic_mail_to_an_address_does_not_count_against_anothers(app, two_msps):
+    """MSP A's portal, made to acknowledge forged mail "from" bob@fabrikam.com again and again,
+    must not use up MSP B's hourly limit for bob and hold back B's acknowledgements to him."""
+    a, b, _box_a, _box_b = two_msps
+    for msp in (a, b):
+        svc.save_msp_settings(msp, {"auto_mail_limit_per_hour": 2}, actor=None)
+    for n in range(5):
+        log_automatic_mail(a.id, "bob@fabrikam.com", f"Forged {n}", None)
+    db.session.flush()
+    assert "already got 5 automatic mails" in automatic_mail_hold(a.id, "bob@fabrikam.com", "Later",
+                                                                   same_subject_rule=False)
+    assert automatic_mail_hold(b.id, "bob@fabrikam.com", "Later", same_subject_rule=False) is None
+
+
 def test_customer_notifications_come_from_the_client_its_parents_the_msp_then_the_installation(app, world):
     msp = world.msp("Alpha MSP")
     contoso = world.client(msp, "Contoso")
