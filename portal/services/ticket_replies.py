@@ -28,8 +28,21 @@ from portal.outbound.templates import template_in_effect
 from portal.services.tickets import WORK_STATUSES, change_status
 
 
-def reply_defaults(ticket: Ticket) -> tuple[list[str], list[str]]:
-    """To and Cc for a reply: from the last email of the conversation, without our own addresses."""
+# A reply goes to at most this many addresses, To and Cc together: the portal is no way to mail a
+# crowd, and the last mail naming thousands (a mail bomb's 10,000 recipients) must not make a
+# technician's reply go to all of them.
+MAX_RECIPIENTS = 100
+
+
+def reply_defaults(ticket: Ticket) -> tuple[list[str], list[str], int]:
+    """To and Cc for a reply, and how many addresses were left out to keep to MAX_RECIPIENTS."""
+    to, cc = _last_addresses(ticket)
+    room = max(MAX_RECIPIENTS - len(to), 0)
+    return to, cc[:room], max(len(cc) - room, 0)
+
+
+def _last_addresses(ticket: Ticket) -> tuple[list[str], list[str]]:
+    """To and Cc from the last email of the conversation, without our own addresses."""
     ours: set[str] = set()
     if ticket.mailbox_id:
         ours = {a.lower() for a in db.session.get(Mailbox, ticket.mailbox_id).addresses}
@@ -214,6 +227,9 @@ def reply(ticket: Ticket, author: User, *, to: str, cc: str, text: str, set_stat
     cc_list = _addresses(cc, "cc", errors)
     if not to_list and "to" not in errors:
         errors["to"] = ["Send the reply to at least one address."]
+    if len(to_list) + len(cc_list) > MAX_RECIPIENTS:
+        errors["cc" if cc_list else "to"] = [f"A reply goes to at most {MAX_RECIPIENTS} addresses, To and Cc "
+                                             f"together; this one names {len(to_list) + len(cc_list):,}."]
     body = reply_body(text, html, files, limits or FileLimits(), errors)
     signature = reply_signature(ticket, author) if signature is None else _clean_signature(signature)
     if len(signature) > MAX_SIGNATURE_CHARS:

@@ -64,11 +64,15 @@ class ReplyForm(_Form):
     @classmethod
     def of(cls, ticket, author) -> ReplyForm:
         """An empty reply to whoever wrote last, with the ticket's CC and the author's signature."""
-        to, cc = ticket_replies.reply_defaults(ticket)
+        to, cc, left_out = ticket_replies.reply_defaults(ticket)
         choices = ticket_replies.from_choices(ticket)
-        return cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": "",
+        form = cls(formdata=None, data={"to": ", ".join(to), "cc": ", ".join(cc), "set_status": "",
                                         "from_address": choices[0] if choices else "",
                                         "signature": ticket_replies.reply_signature(ticket, author)})
+        if left_out:
+            form.cc.description = (f"The last mail named {left_out:,} more addresses, left out here: a reply goes "
+                                   f"to at most {ticket_replies.MAX_RECIPIENTS} addresses.")
+        return form
 
     def offer(self, ticket, limits: ticket_replies.FileLimits, filesize) -> None:
         self.set_status.choices = [("", f"(leave as {ticket.status})")] + [(s, s) for s in svc.WORK_STATUSES]
