@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -144,6 +146,8 @@ def stopped_in_words(exc: Exception) -> str:
         return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
     if isinstance(exc, SQLAlchemyError):
         return f"The database refused to store the fetched mail: {detail}. It is tried again at the next poll."
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return f"Redis, the job queue, could not be reached: {detail}. Fetching resumes by itself at the next poll."
     return (f"The fetch stopped on an unexpected error ({type(exc).__name__}: {detail}). "
             "It is tried again at the next poll.")
 
