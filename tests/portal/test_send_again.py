@@ -79,8 +79,10 @@ def test_the_dashboard_lists_mail_that_did_not_go_out_of_this_msp_only(world, se
     assert "No outgoing mail failed" in browser.get("/").get_data(as_text=True)
 
     ticket, ack = uncertain_acknowledgement(world, box)
-    world.deliver(box, email(sender="gone@contoso.com", subject="Scanner"))  # 550 User unknown
+    scanner = world.deliver(box, email(sender="gone@contoso.com", subject="Scanner")).ticket  # 550 User unknown
     assert send_due() == {"failed": 1}
+    failed_page = browser.get(f"/tickets/{scanner.reference}").get_data(as_text=True)
+    assert 'hx-confirm="Send this mail again?"' in failed_page  # failed mail can be sent again too
     page = browser.get("/").get_data(as_text=True)
     card = page.split('id="mail-not-sent"', 1)[1].split("</section>", 1)[0]
     assert '<strong id="not-sent-count">2</strong> mails failed or may not have arrived' in card
