@@ -22,6 +22,7 @@ from portal.tickets.page import (detail_context, file_limits, filesize, form_err
                                  ticket_or_404)
 
 bp.add_app_template_filter(filesize, "filesize")
+bp.add_app_template_global(outbox.SENT_AGAIN, "sent_again_states")  # the mail that offers Send again
 
 
 def _filters() -> ticket_list.TicketFilters:
