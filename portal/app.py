@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
 from portal import display, live, unit_of_work
+from portal.auth.session_cookie import SignInCookie
 from portal.auth.views import bp as auth_bp
 from portal.cli import register as register_cli
 from portal.clients.views import bp as clients_bp
@@ -73,6 +74,7 @@ def create_app(config_name: str | None = None, *, migrations: bool = True, **ove
     )
     app.config.from_object(config)
     app.config.update(overrides)
+    app.session_interface = SignInCookie()
     init_extensions(app, migrations=migrations)
     init_blueprints(app)
     init_security(app)
