@@ -9,6 +9,8 @@ is `http://127.0.0.1:<port>/v1.0`):
   (a changed one: marked read), and `{"id": ..., "@removed": {"reason": "deleted"}}` for those that
   left the folder. `$filter=receivedDateTime ge <ISO date>` limits the first round. A delta link
   forgotten by `expire_delta_links()` answers 410 `SyncStateNotFound`.
+- `GET /users/{id}/mailFolders/{folder}/messages` (`$filter=internetMessageId eq '<id>'` the only
+  filter, `$select`, `$top`, 10 by default, no next page);
 - `GET /users/{id}/messages/{mid}/$value`: the raw MIME;
 - `PATCH /users/{id}/messages/{mid}` with `{"isRead": true}`;
 - `POST /users/{id}/messages/{mid}/move` with `{"destinationId": ...}` (a folder id or a well-known
@@ -472,6 +474,28 @@ class GraphServer:
                 except KeyError:
                     return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
 
+        def messages(user, folder):
+            with self.lock:
+                refused = self._gate(user)
+                if refused:
+                    return refused
+                try:
+                    found = self._folder(user.lower(), folder)
+                except KeyError:
+                    return error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+                entries = [self._resource(m, found) for m in found.messages.values()]
+                flt = request.args.get("$filter")
+                if flt:
+                    wanted = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", flt)
+                    if wanted is None:
+                        return error(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more "
+                                     "invalid nodes.")
+                    entries = [e for e in entries if e["internetMessageId"] == wanted.group(1).replace("''", "'")]
+                if request.args.get("$select"):
+                    kept = {"@odata.type", "@odata.etag", "id", *request.args["$select"].split(",")}
+                    entries = [{k: v for k, v in e.items() if k in kept} for e in entries]
+                return jsonify({"value": entries[:int(request.args.get("$top", 10))]})
+
         def send_mail(user):
             with self.lock:
                 refused = self._gate(user)
@@ -546,6 +570,7 @@ class GraphServer:
                          methods=["GET", "PATCH", "DELETE"])
         app.add_url_rule("/v1.0/subscriptions/<sid>/reauthorize", "reauthorize", reauthorize, methods=["POST"])
         app.add_url_rule(f"{api}/mailFolders/<folder>/messages/delta", "delta", delta)
+        app.add_url_rule(f"{api}/mailFolders/<folder>/messages", "messages", messages)
         app.add_url_rule(f"{api}/messages/<mid>/$value", "value", value)
         app.add_url_rule(f"{api}/messages/<mid>", "patch", patch, methods=["PATCH"])
         app.add_url_rule(f"{api}/messages/<mid>/move", "move", move, methods=["POST"])

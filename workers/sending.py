@@ -82,12 +82,15 @@ def send_due(budget: float = SEND_BUDGET_SECONDS) -> dict:
     with exclusive(SEND_OPTIONS["job_id"]) as mine, one_sender() as ours:
         if not (mine and ours):
             return {"skipped": "another worker is sending"}
-        for message in settle_interrupted():
-            log.warning("message %s may have been sent: the sending run before stopped while its server was "
-                        "taking it; it is marked uncertain and not sent again", message.id)
-            counts["uncertain"] = counts.get("uncertain", 0) + 1
-        commit()
         env, servers = send_environment(), {}
+        for message in settle_interrupted(env, servers):
+            if message.delivery == "uncertain":
+                log.warning("message %s may have been sent: the sending run before stopped while its server was "
+                            "taking it; it is marked uncertain and not sent again", message.id)
+                counts["uncertain"] = counts.get("uncertain", 0) + 1
+            else:  # a Graph mailbox's, found in its Sent Items
+                counts["found sent"] = counts.get("found sent", 0) + 1
+        commit()
         stop_at = time.monotonic() + budget
         for batch in due_batches(utcnow()):
             for message in batch:

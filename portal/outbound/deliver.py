@@ -297,25 +297,47 @@ UNCERTAIN_NOTE = ("may have been sent: the sending run stopped while the server 
                   "again by itself (nobody gets it twice); ask the recipient, or send it again")
 
 
+FOUND_SENT_NOTE = ("sent: the sending run stopped while Microsoft Graph was taking it, and the mailbox's Sent Items "
+                   "holds it")
+
+
 def handed_over(message: Message) -> None:
     """The state a message is in while a server may be taking it ("sending"); a run that finds it
     so later knows the run before stopped right there (settle_interrupted)."""
     _settle(message, "sending", "being handed to the server")
 
 
-def settle_interrupted(now: datetime | None = None) -> list[Message]:
-    """Mail a sending run was handing to its server when it stopped (killed, its machine gone):
-    whether the server took it, SMTP cannot be asked. Sending it again could send it twice, so
-    it is settled as "uncertain", for a person to see on its ticket and send again, and counted as
-    sent where sending counts (the loop guard, the first response). Call only while the run's
-    database lock is held: no other run is handing anything over then."""
+def settle_interrupted(env: SendEnvironment | None = None, servers: dict | None = None,
+                       now: datetime | None = None) -> list[Message]:
+    """Mail a sending run was handing to its server when it stopped (killed, its machine gone).
+    Graph keeps what sendMail took in the mailbox's Sent Items, so mail found there is sent. Whether
+    an SMTP server took a message cannot be asked, and sending it again could send it twice: it is
+    settled as "uncertain", for a person to see on its ticket and send again. Either way it counts
+    as sent where sending counts (the loop guard, the first response). `env` and `servers` as for
+    deliver; without `env`, nothing is looked up. Call only while the run's database lock is held:
+    no other run is handing anything over then."""
     now = now or utcnow()
     found = list(db.session.scalars(select(Message).where(Message.direction == "out", Message.delivery == "sending")
                                     .order_by(Message.id)))
     for message in found:
-        _settle(message, "uncertain", UNCERTAIN_NOTE)
+        if env is not None and _in_sent_items(message, env, servers):
+            _settle(message, "sent", FOUND_SENT_NOTE)
+        else:
+            _settle(message, "uncertain", UNCERTAIN_NOTE)
         accepted(message, now)
     return found
+
+
+def _in_sent_items(message: Message, env: SendEnvironment, servers: dict | None) -> bool:
+    """Whether the Graph mailbox it went through has it in Sent Items; False for SMTP, and when
+    Graph cannot be asked now (the mail stays uncertain rather than wait for it)."""
+    mailbox = db.session.get(Mailbox, message.mailbox_id) if message.mailbox_id else None
+    try:
+        server = _server(message, mailbox, env, servers)
+        return (isinstance(server, graph.GraphSettings) and bool(message.message_id)
+                and graph.in_sent_items(server, message.message_id))
+    except TransportError:
+        return False
 
 
 def deliver(message: Message, env: SendEnvironment, *, now: datetime | None = None,

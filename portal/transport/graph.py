@@ -456,6 +456,14 @@ class GraphSession:
         self.call("POST", f"{self._root}/sendMail", data=base64.b64encode(raw), headers={"Content-Type": "text/plain"})
         return GraphSent(self.settings.mailbox)
 
+    def in_sent_items(self, message_id: str) -> bool:
+        """Whether the mailbox's Sent Items holds a message with this Message-ID: sendMail's copy,
+        kept there by default (saveToSentItems), names what Graph took."""
+        literal = message_id.replace("'", "''")  # OData's quoting inside a string literal
+        found = self._json("GET", f"{self._root}/mailFolders/sentitems/messages",
+                           params={"$filter": f"internetMessageId eq '{literal}'", "$select": "id", "$top": "1"})
+        return bool(found.get("value"))
+
     def _message(self, mid: str) -> str:
         return f"{self._root}/messages/{quote(mid, safe='')}"
 
@@ -528,6 +536,13 @@ def send(settings: GraphSettings, message: Message, *, hand_over: Callable[[], N
         sent = session.send_mime(raw)
         faults.reached("after-send")
         return sent
+
+
+def in_sent_items(settings: GraphSettings, message_id: str) -> bool:
+    """Whether the mailbox sent the message with this Message-ID (its copy is in Sent Items). Never
+    waits on throttling, as send does. Raises TransportError."""
+    with GraphSession(replace(settings, max_wait=0.0)) as session:
+        return session.in_sent_items(message_id)
 
 
 def probe(settings: GraphSettings) -> tuple[list[str], int, list[str], str]:

@@ -214,3 +214,17 @@ def test_send_as_another_address_refused_is_told_apart_from_a_missing_permission
     with GraphSession(settings(graph)) as session:
         session.send_mime(message)
     assert graph.sent == [(BOX, message)]
+
+
+def test_sent_items_is_asked_for_one_message_id_quoted_as_odata_wants(graph):
+    sent = email(sender=BOX, to=("alice@contoso.com",), message_id="<o'brien.1@tidemark.test>")
+    other = email(sender=BOX, to=("bob@contoso.com",), message_id="<other@tidemark.test>")
+    graph.deliver(BOX, other, folder="inbox")  # the Inbox is not where sendMail keeps its copy
+    assert not graph_module.in_sent_items(settings(graph), "<other@tidemark.test>")
+    with GraphSession(settings(graph)) as session:
+        session.send_mime(sent)
+    assert graph_module.in_sent_items(settings(graph), "<o'brien.1@tidemark.test>")
+    assert not graph_module.in_sent_items(settings(graph), "<o'brien.2@tidemark.test>")
+    method, path, query = graph.requests[-1]
+    assert (method, path) == ("GET", f"/v1.0/users/{BOX}/mailFolders/sentitems/messages")
+    assert query["$filter"] == "internetMessageId eq '<o''brien.2@tidemark.test>'"

@@ -146,3 +146,72 @@ def test_sendmail_waits_for_the_hand_over_and_a_failed_one_sends_nothing(app, wo
     db.session.rollback()
     assert send_due() == {"sent": 1} and len(graph_server.sent) == 1
     assert outbox()[0].delivery == "sent"
+
+
+class Killed(BaseException):
+    """What a kill -9 leaves: nothing of the run goes on after that point (tests.soak.faults does it
+    with a real worker and SIGKILL)."""
+
+
+def graph_mail_being_handed_over(app, world, contoso, graph_server, monkeypatch, *, dies):
+    """A run that dies while Graph takes an acknowledgement: `dies` "after sendMail", or "before
+    sendMail" (recorded as being handed over, the request never made)."""
+    import workers.sending as sending
+    from portal import faults
+
+    mailbox = graph_mailbox(app, world, contoso, graph_server, acknowledge=True)
+    world.deliver(mailbox, email(sender="alice@contoso.com", subject="Printer"))
+    recorded = sending.record_handing_over
+
+    def die_after_sendmail(step):
+        if step == "after-send":
+            raise Killed
+
+    def die_before_sendmail(message):
+        recorded(message)
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        if dies == "after sendMail":
+            patch.setattr(faults, "reached", die_after_sendmail)
+        else:
+            patch.setattr(sending, "record_handing_over", die_before_sendmail)
+        with pytest.raises(Killed):
+            send_due()
+    db.session.rollback()
+    assert [m.delivery for m in outbox()] == ["sending"]
+    return outbox()[0]
+
+
+def test_a_run_that_died_after_sendmail_finds_the_mail_in_sent_items_and_does_not_send_it_again(
+        app, world, contoso, graph_server, sender, monkeypatch):
+    from portal.models import AutoMailLog
+    from portal.outbound.deliver import FOUND_SENT_NOTE
+    from tests.inbound.test_fetch_graph import count
+
+    ack = graph_mail_being_handed_over(app, world, contoso, graph_server, monkeypatch, dies="after sendMail")
+    assert len(graph_server.sent) == 1
+    assert send_due() == {"found sent": 1}
+    assert len(graph_server.sent) == 1  # not sent again
+    assert len(requests_to(graph_server, "/mailFolders/sentitems/messages")) == 1
+    settled = outbox()[0]
+    assert (settled.delivery, settled.delivery_note) == ("sent", FOUND_SENT_NOTE)
+    assert received(graph_server)[1]["Message-ID"] == ack.message_id
+    assert count(AutoMailLog) == 1  # counted for the loop guard as any sent acknowledgement
+    assert send_due() == {} and len(graph_server.sent) == 1
+
+
+def test_a_run_that_died_before_sendmail_leaves_the_mail_uncertain_and_unsent(
+        app, world, contoso, graph_server, sender, monkeypatch):
+    graph_mail_being_handed_over(app, world, contoso, graph_server, monkeypatch, dies="before sendMail")
+    assert graph_server.sent == []
+    assert send_due() == {"uncertain": 1}
+    assert graph_server.sent == [] and outbox()[0].delivery == "uncertain"
+    assert outbox()[0].delivery_note.startswith("may have been sent")
+
+
+def test_mail_whose_sent_items_cannot_be_read_now_is_uncertain(app, world, contoso, graph_server, sender, monkeypatch):
+    graph_mail_being_handed_over(app, world, contoso, graph_server, monkeypatch, dies="after sendMail")
+    graph_server.fail_next(503, retry_after=30, path="/mailFolders/sentitems/messages")
+    assert send_due() == {"uncertain": 1}  # the single sender does not wait on one busy mailbox
+    assert len(graph_server.sent) == 1 and outbox()[0].delivery == "uncertain"
