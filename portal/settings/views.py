@@ -91,6 +91,18 @@ def test_gateway():
     return _test_result("mailboxes/_send_result.html", "send-result", result)
 
 
+@bp.post("/mail/check")
+def check_gateway():
+    """"Test connection" of the installation's saved default gateway (the operators only)."""
+    _allowed()
+    server = servers.installation_gateway()
+    if server is None:
+        result = "Not connected: there is no default gateway yet. Save its host first."
+    else:
+        _ok, result = servers.check_gateway(server, send_environment(current_user), current_user)
+    return _test_result("settings/_check_result.html", "check-result", result)
+
+
 @bp.post("/mail/msp")
 @admin_required
 def msp_mail():

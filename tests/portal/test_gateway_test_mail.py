@@ -45,3 +45,37 @@ def test_only_who_may_change_the_gateway_may_test_it(world, msp, make_browser, r
     tom.sign_in("tom@acme.example")
     assert tom.post("/settings/mail/test", {"recipient": "qa@acme.example"}).status_code == 403
     assert tom.post("/settings/mail/test", {"recipient": "qa@acme.example"}, token=False).status_code == 302  # CSRF
+
+
+def test_the_default_gateway_has_test_connection_which_keeps_its_last_result(app, admin, smtp_server, redis):
+    from tests.conftest import free_port
+
+    assert "no default gateway yet" in admin.post("/settings/mail/check", htmx=True).get_data(as_text=True)
+    closed = free_port()
+    save_smtp_server({"host": "127.0.0.1", "port": closed, "security": "none"}, keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    commit()
+    assert "Test connection" in admin.get("/settings/mail").get_data(as_text=True)
+    refused = admin.post("/settings/mail/check", htmx=True).get_data(as_text=True)
+    assert f"Not connected: could not connect to 127.0.0.1:{closed}" in refused and "<html" not in refused
+    assert f"Last test: Not connected: could not connect to 127.0.0.1:{closed}" in admin.get("/settings/mail").get_data(as_text=True)
+
+    save_smtp_server({"host": "127.0.0.1", "port": smtp_server.port, "security": "none"},
+                     keys=app.config["TIDEMARK_ENCRYPTION_KEY"])
+    commit()
+    # A click before htmx had taken the form (a plain POST) gets the whole page, the answer in its place.
+    plain = admin.post("/settings/mail/check").get_data(as_text=True)
+    assert "<html" in plain and f'<div id="check-result" aria-live="polite"><p class="ok-text" role="status">Connected: ' \
+                                f"connected to 127.0.0.1:{smtp_server.port}" in plain
+    assert smtp_server.messages == []  # signing in sends nothing
+    tested = list(db.session.scalars(select(AuditEntry).where(AuditEntry.action == "gateway tested")
+                                     .order_by(AuditEntry.id)))
+    assert [e.record_type for e in tested] == ["installation", "installation"]
+    assert tested[-1].changes["result"][1].startswith("Connected: ")
+
+
+def test_only_who_may_change_the_gateway_may_test_its_connection(world, msp, make_browser, redis):
+    world.user(msp, email="tom@acme.example", role="technician")
+    tom = make_browser()
+    tom.sign_in("tom@acme.example")
+    assert tom.post("/settings/mail/check").status_code == 403
+    assert tom.post("/settings/mail/check", token=False).status_code == 302  # CSRF

@@ -77,6 +77,7 @@ TECHNICIAN_ROUTES = {
 ADMIN_INSIDE_VIEW = {
     "settings.mail": "the page is @admin_required; saving the installation-wide settings: the operators only (may_change_installation)",
     "settings.test_gateway": "a test email through the installation's default gateway: the same check as settings.mail",
+    "settings.check_gateway": "signing in to the installation's default gateway: the same check as settings.mail",
 }
 
 # Routes that end the session: walked last in a signed-in pass.
