@@ -51,6 +51,7 @@ from sqlalchemy.engine import make_url
 
 from portal.inbound.fetch import BATCH_SIZE
 from portal.inbound.health import fetch_options
+from portal.outbound.deliver import FOUND_SENT_NOTE
 from tests.bench.scratch import ScratchDatabase, migrate_quietly, pg_unreachable
 from tests.dovecot import DOVECOT, DovecotServer, children_of
 from tests.graph_server import running_graph_server
@@ -427,6 +428,11 @@ def count_round(rig: Rig, rnd: Round, tracebacks: int) -> dict:
                            " AND mailbox_id IN (:a, :b)", a=ids[0], b=ids[1])
     if uncertain:
         rnd.notes.append(f"{uncertain} acknowledgement(s) marked uncertain, not sent again (see the ticket)")
+    found_sent = rig.scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND delivery_note = :note"
+                            " AND mailbox_id IN (:a, :b)", note=FOUND_SENT_NOTE, a=ids[0], b=ids[1])
+    if found_sent:
+        rnd.notes.append(f"{found_sent} acknowledgement(s) of the Graph mailbox found in its Sent Items after the "
+                         "kill, marked sent, not sent again")
     return {
         "fault": rnd.name,
         "on server": len(rnd.message_ids),
