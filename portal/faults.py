@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import signal
 
-STEPS = ("after-fetch", "after-commit", "before-server-action", "mid-decide", "mid-send", "after-send")
+STEPS = ("after-fetch", "after-commit", "before-server-action", "mid-decide", "mid-send", "after-send",
+         "after-sendmail")  # the last: Graph's sendMail only
 
 _armed: list | None = None  # [step, times left, the worker's pid]
 

@@ -535,6 +535,7 @@ def send(settings: GraphSettings, message: Message, *, hand_over: Callable[[], N
             hand_over()
         sent = session.send_mime(raw)
         faults.reached("after-send")
+        faults.reached("after-sendmail")
         return sent
 
 

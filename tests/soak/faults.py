@@ -480,7 +480,12 @@ def armed(spec: str, args) -> str:
     """The hook's n-th time, no more than one job reaches the step in a round of this size."""
     step, _, nth = spec.partition(":")
     batches = -(-args.messages // BATCH_SIZE)
-    most = max(1, int(args.messages * args.ticket_share) // 2) if step.endswith("-send") else batches
+    if step == "after-sendmail":
+        most = max(1, int(args.graph_messages * args.ticket_share) // 2)
+    elif step.endswith("-send"):
+        most = max(1, int(args.messages * args.ticket_share) // 2)
+    else:
+        most = batches
     return f"{step}:{min(int(nth or 1), most)}"
 
 
@@ -575,6 +580,7 @@ FAULTS = [
     Fault("SIGKILL mid-decide", hook("mid-decide"), hook="mid-decide:2"),
     Fault("SIGKILL mid-send", hook("mid-send"), hook="mid-send:5"),
     Fault("SIGKILL after the server's 250", hook("after-send"), hook="after-send:5"),
+    Fault("SIGKILL after Graph's sendMail", hook("after-sendmail"), hook="after-sendmail:3"),
     Fault("Redis restart mid-fetch", redis_restart),
     Fault("PostgreSQL refuses mid-fetch", database_refuses(mid_fetch)),
     Fault("PostgreSQL refuses mid-send", database_refuses(mid_send)),
