@@ -37,7 +37,8 @@ system-run:
 	[ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	$(call apt_install,$$missing)
 
-# `make test` also needs Redis and Dovecot (the tests start their own) and chromium for the browser tests.
+# `make test` also needs Redis and Dovecot (the tests start their own), chromium for the browser tests
+# and iptables, with which a test cuts one PostgreSQL connection off as a dead network would.
 system-test:
 	@missing=""; \
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "Tidemark needs Python 3.11 or newer as $(PYTHON)."; exit 1; }; \
@@ -45,6 +46,7 @@ system-test:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd dovecot-pop3d"; \
 	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	$(call apt_install,$$missing)
 
 $(VENV)/.installed-run: requirements.txt

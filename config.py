@@ -94,6 +94,10 @@ class Config:
     # Seconds a lock on a mailbox's fetch or on the sending run lasts; its holder renews it every
     # third of that, so a lock left by a killed worker is free again within this time.
     TIDEMARK_LOCK_SECONDS = env_int("TIDEMARK_LOCK_SECONDS", 60)
+    # PostgreSQL: seconds after which either end of a connection whose other end vanished (a
+    # machine gone, a network cut) gives it up, rather than the system's two hours and more; the
+    # server then ends the session, freeing the sending run's lock and any open transaction's.
+    TIDEMARK_DB_DEAD_PEER_SECONDS = env_int("TIDEMARK_DB_DEAD_PEER_SECONDS", 60)
     # The right-hand side of our Message-IDs and the value of our loop header. Every machine must
     # give the same one (a worker tells our own mail by the header another machine's worker wrote):
     # the portal's host when its address is given, as it must be for links anyway; else this machine's.

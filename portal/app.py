@@ -11,6 +11,7 @@ from flask import Flask, flash, g, jsonify, redirect, render_template, request, 
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import INSTANCE_DIR, config_for
@@ -87,11 +88,18 @@ def create_app(config_name: str | None = None, *, migrations: bool = True, **ove
 
 
 def init_extensions(app: Flask, *, migrations: bool = True) -> None:
+    dead_peer = app.config["TIDEMARK_DB_DEAD_PEER_SECONDS"]
+    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql" and dead_peer > 0:
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options["connect_args"] = {**pg_dead_peer_client(dead_peer), **options.get("connect_args", {})}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     with app.app_context():
         engine = db.engine
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_settings)
+    elif engine.dialect.name == "postgresql" and dead_peer > 0:
+        event.listen(engine, "connect", lambda connection, _record: _pg_dead_peer_server(connection, dead_peer))
     if migrations:
         # Alembic is a third of start-up time; workers never migrate and skip it.
         from flask_migrate import Migrate  # noqa: PLC0415
@@ -108,6 +116,25 @@ def init_extensions(app: Flask, *, migrations: bool = True) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     login_manager.user_loader(user_for_session)
+
+
+def pg_dead_peer_client(seconds: int) -> dict:
+    """libpq's side: keepalives on an idle connection, and a limit on data left unacknowledged,
+    so that a query on a connection to a vanished server fails within `seconds`."""
+    idle = max(1, seconds // 2)
+    return {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": max(1, (seconds - idle) // 3),
+            "keepalives_count": 3, "tcp_user_timeout": seconds * 1000}
+
+
+def _pg_dead_peer_server(dbapi_connection, seconds: int) -> None:
+    """The server's side of the same, set in the session (not as a startup option, which
+    PgBouncer refuses): the backend of a vanished client ends, and its locks go with it."""
+    client = pg_dead_peer_client(seconds)
+    with dbapi_connection.cursor() as cursor:
+        for name in ("keepalives_idle", "keepalives_interval", "keepalives_count"):
+            cursor.execute(f"SET tcp_{name} = {int(client[name])}")
+        cursor.execute(f"SET tcp_user_timeout = {int(client['tcp_user_timeout'])}")
+    dbapi_connection.commit()
 
 
 def _sqlite_settings(dbapi_connection, _record) -> None:

@@ -39,7 +39,8 @@ def one_sender():
     """Yields whether this process is the only one sending. The Redis lock says so too, but Redis
     may lose it (a restart) while a run goes on, and two runs would send the same mail twice.
     PostgreSQL: a session advisory lock on a connection of its own; SQLite: a lock on a file
-    beside the database. Either is freed when its process dies."""
+    beside the database. Either is freed when its process dies; PostgreSQL's also when its
+    machine vanishes, within TIDEMARK_DB_DEAD_PEER_SECONDS (portal.app)."""
     engine = db.engine
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
