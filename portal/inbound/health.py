@@ -141,7 +141,7 @@ def stopped_in_words(exc: Exception) -> str:
     happened in plain words, with the first line of the driver's own message (never the SQL,
     its parameters or a connection URL's password)."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    detail = re.sub(r"://[^/@\s]*@", "://…@", detail[0] if detail else type(exc).__name__)[:300]
+    detail = re.sub(r"://[^/@\s]*@", "://…@", detail[0] if detail else type(exc).__name__)[:300].rstrip(". ")
     if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
         return f"The database could not be reached: {detail}. Fetching resumes by itself at the next poll."
     if isinstance(exc, SQLAlchemyError):

@@ -17,6 +17,7 @@ def test_redis_away_is_named_as_the_job_queue_and_fetching_resumes_by_itself():
     words = stopped_in_words(away.value)
     assert words.startswith("Redis, the job queue, could not be reached: ")
     assert "Connection refused" in words and words.endswith("Fetching resumes by itself at the next poll.")
+    assert ".." not in words  # redis-py ends its message with a full stop of its own
 
 
 def test_the_database_away_is_said_without_its_password():
