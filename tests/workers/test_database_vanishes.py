@@ -90,3 +90,21 @@ def test_a_query_to_a_server_that_vanished_fails_in_plain_words_instead_of_hangi
         db.engine.dispose()
     assert took < 4 * DEAD_PEER_SECONDS
     assert database_unreachable(lost.value).startswith("the database could not be reached (")
+
+
+def test_both_ends_get_the_setting_and_zero_leaves_the_systems_own(app, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    shown = {}
+    for seconds in (60, 0):
+        worker = create_app("testing", SQLALCHEMY_DATABASE_URI=database_url, TIDEMARK_DB_DEAD_PEER_SECONDS=seconds,
+                            migrations=False)
+        with worker.app_context():
+            with db.engine.connect() as conn:
+                server = [conn.execute(text(f"SHOW {name}")).scalar() for name in (
+                    "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout")]
+                client = conn.connection.driver_connection.info.get_parameters()
+                shown[seconds] = server, client.get("tcp_user_timeout"), client.get("keepalives_idle")
+            db.engine.dispose()
+    assert shown[60] == (["30", "10", "3", "60000"], "60000", "30")
+    assert shown[0][0][3] == "0" and shown[0][0][0] != "30" and shown[0][1:] == (None, None)
